@@ -1,0 +1,374 @@
+//! Two-window weighted counter (the "sliding window counter").
+//!
+//! Time is cut into windows of length `W` aligned to the clock (window `e`
+//! spans `[e·W, (e+1)·W)`), so every key's windows start at the same instants
+//! and a client cannot pick its own window start. Each key keeps the count of
+//! the current window `cur` and of the previous one `prev`. At offset `x`
+//! into the current window a request of cost `n` is admitted iff
+//!
+//! ```text
+//! prev·(W − x)/W + cur + n ≤ L
+//! ```
+//!
+//! evaluated exactly in integers as `(cur + n)·W + prev·(W − x) ≤ L·W`.
+//! Refused requests are not counted.
+//!
+//! # Over-admission bound
+//!
+//! The estimate assumes the previous window's requests were spread evenly.
+//! Exactly:
+//!
+//! * any aligned window admits at most `L` units;
+//! * any interval of length `W` that starts at offset `y` (`0 ≤ y < W`) into
+//!   window `e−1` admits at most `L + ⌊p·y/W⌋` units, where `p ≤ L` is what
+//!   window `e−1` admitted. Hence never more than `2L − 1` units in any
+//!   interval of length `W`, and the worst case is reached only when the
+//!   previous window's traffic all came at its very end.
+//!
+//! Proof sketch: the interval holds at most `p` units from window `e−1`; the
+//! last unit admitted in window `e` at offset `x ≤ y` satisfied
+//! `cur·W ≤ L·W − p·(W − x) ≤ L·W − p·(W − y)`. Both bounds are checked by
+//! property tests (`tests/algorithms.rs`), including that they are reached.
+//!
+//! # State layout (one `u64`)
+//!
+//! `[epoch: 64−2C bits][cur: C bits][prev: C bits]` where `C` is the smallest
+//! width that holds `L + 1`, so small limits leave a long epoch (the epoch is
+//! the window index modulo `2^(64−2C)`; an entry untouched for exactly that
+//! many windows would be misread as current, which for `L ≤ 2^20` is more
+//! than 16 million windows). Time is kept in units of `2^shift` ns so that
+//! `W` fits in 32 bits and every product fits in 64 bits without division.
+
+use super::Outcome;
+use crate::decision::Decision;
+use crate::error::ConfigError;
+use std::time::Duration;
+
+/// Largest limit a sliding window accepts: 24-bit counters, 16-bit epoch.
+pub const MAX_LIMIT: u64 = (1 << 24) - 2;
+
+/// Sliding-window counter parameters; a pure state machine over one `u64`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SlidingWindow {
+    limit: u64,
+    window_nanos: u64,
+    /// Time unit is `2^shift` ns.
+    shift: u32,
+    /// Window length in time units, `< 2^32`.
+    window: u64,
+    count_bits: u32,
+    count_mask: u64,
+    epoch_mask: u64,
+}
+
+impl SlidingWindow {
+    /// `limit` cost units per `window`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use floodguard::algo::SlidingWindow;
+    /// let sw = SlidingWindow::new(100, Duration::from_secs(60)).unwrap();
+    /// assert_eq!(sw.limit(), 100);
+    /// assert!(SlidingWindow::new(0, Duration::from_secs(1)).is_err());
+    /// ```
+    pub fn new(limit: u64, window: Duration) -> Result<Self, ConfigError> {
+        if limit == 0 {
+            return Err(ConfigError::Zero { field: "limit" });
+        }
+        if limit > MAX_LIMIT {
+            return Err(ConfigError::TooLarge {
+                field: "limit",
+                value: limit,
+                max: MAX_LIMIT,
+            });
+        }
+        let window_nanos = crate::clock::duration_nanos(window);
+        if window_nanos == 0 {
+            return Err(ConfigError::ZeroDuration { field: "window" });
+        }
+        let shift = (64 - window_nanos.leading_zeros()).saturating_sub(32);
+        let count_bits = 64 - (limit + 1).leading_zeros();
+        let epoch_bits = 64 - 2 * count_bits;
+        Ok(SlidingWindow {
+            limit,
+            window_nanos,
+            shift,
+            window: window_nanos >> shift,
+            count_bits,
+            count_mask: (1 << count_bits) - 1,
+            epoch_mask: (1 << epoch_bits) - 1,
+        })
+    }
+
+    /// The limit per window, in cost units.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The window length.
+    pub fn window(&self) -> Duration {
+        Duration::from_nanos(self.window_nanos)
+    }
+
+    fn pack(&self, epoch: u64, cur: u64, prev: u64) -> u64 {
+        ((epoch & self.epoch_mask) << (2 * self.count_bits)) | (cur << self.count_bits) | prev
+    }
+
+    /// Splits `now` into (window index, offset in units) and reads the state
+    /// as `(epoch, cur, prev)` for that window.
+    #[inline]
+    fn view(&self, state: Option<u64>, now: u64) -> View {
+        let t = now >> self.shift;
+        let epoch = t / self.window;
+        let offset = t - epoch * self.window;
+        let Some(s) = state else {
+            return View {
+                epoch,
+                offset,
+                cur: 0,
+                prev: 0,
+            };
+        };
+        let stored = s >> (2 * self.count_bits);
+        let cur = (s >> self.count_bits) & self.count_mask;
+        let prev = s & self.count_mask;
+        let behind = epoch.wrapping_sub(stored) & self.epoch_mask;
+        if behind == 0 {
+            View {
+                epoch,
+                offset,
+                cur,
+                prev,
+            }
+        } else if behind == 1 {
+            View {
+                epoch,
+                offset,
+                cur: 0,
+                prev: cur,
+            }
+        } else if behind > self.epoch_mask / 2 {
+            // The state is from a later window than `now`: another thread
+            // read the clock a moment after us and already moved the key on.
+            // Decide as if at the start of that window.
+            View {
+                epoch: epoch.wrapping_add(self.epoch_mask + 1 - behind),
+                offset: 0,
+                cur,
+                prev,
+            }
+        } else {
+            View {
+                epoch,
+                offset,
+                cur: 0,
+                prev: 0,
+            }
+        }
+    }
+
+    /// `(cur·W + prev·(W − x))`: the estimate scaled by `W`.
+    #[inline]
+    fn used(&self, v: &View) -> u64 {
+        v.cur * self.window + v.prev * (self.window - v.offset)
+    }
+
+    fn units_to_nanos(&self, units: u64) -> u64 {
+        units.saturating_mul(1 << self.shift)
+    }
+
+    /// Time until `cur` and `prev` have both fully decayed.
+    fn reset_after(&self, v: &View, cur: u64) -> u64 {
+        let to_end = self.window - v.offset;
+        let units = if cur > 0 {
+            to_end + self.window
+        } else if v.prev > 0 {
+            to_end
+        } else {
+            0
+        };
+        self.units_to_nanos(units)
+    }
+
+    /// Units to wait until `cost` would fit, given a denial in view `v`.
+    fn retry_units(&self, v: &View, cost: u64) -> u64 {
+        let w = self.window;
+        // Same window: the previous window's weight falls as x grows.
+        if v.cur + cost <= self.limit && v.prev > 0 {
+            let room = (self.limit - v.cur - cost) * w;
+            let x = w - (room / v.prev).min(w);
+            if x < w {
+                return x - v.offset;
+            }
+        }
+        // Next window: today's count becomes the previous one.
+        let x = if v.cur == 0 {
+            0
+        } else {
+            w - ((self.limit - cost) * w / v.cur).min(w)
+        };
+        (w - v.offset) + x
+    }
+
+    /// Decides a request of `cost` at `now` (ns) against `state` (`None` for
+    /// a key with no state). Returns the decision and, if admitted, the new
+    /// state to store.
+    #[inline]
+    pub fn check(&self, state: Option<u64>, now: u64, cost: u64) -> Outcome {
+        let v = self.view(state, now);
+        let cap = self.limit * self.window;
+        let used = self.used(&v);
+        if cost > self.limit {
+            let remaining = (cap.saturating_sub(used)) / self.window;
+            let reset = self.reset_after(&v, v.cur);
+            return Outcome::unchanged(Decision::never(self.limit, remaining, reset));
+        }
+        let after = used + cost * self.window;
+        if after <= cap {
+            let cur = v.cur + cost;
+            let d = Decision::allow(
+                self.limit,
+                (cap - after) / self.window,
+                self.reset_after(&v, cur),
+            );
+            Outcome {
+                decision: d,
+                state: Some(self.pack(v.epoch, cur, v.prev)),
+            }
+        } else {
+            let remaining = cap.saturating_sub(used) / self.window;
+            let retry = self.units_to_nanos(self.retry_units(&v, cost));
+            // Sub-unit part of `now` already elapsed; stay conservative by
+            // not subtracting it (at most 2^shift ns late, never early).
+            Outcome::unchanged(Decision::deny(
+                self.limit,
+                remaining,
+                self.reset_after(&v, v.cur),
+                retry,
+            ))
+        }
+    }
+
+    /// Gives back `cost` charged earlier (used to undo a charge when a later
+    /// rule of the same request refuses). Returns the new state.
+    pub fn refund(&self, state: u64, now: u64, cost: u64) -> u64 {
+        let v = self.view(Some(state), now);
+        self.pack(
+            v.epoch,
+            v.cur.saturating_sub(cost),
+            // If the window rolled over since the charge, it sits in `prev`.
+            if v.cur == 0 {
+                v.prev.saturating_sub(cost)
+            } else {
+                v.prev
+            },
+        )
+    }
+
+    /// How much the state still matters: the estimate scaled by `W`; 0 once
+    /// both windows have passed (the entry carries no information).
+    pub fn heat(&self, state: u64, now: u64) -> u64 {
+        self.used(&self.view(Some(state), now))
+    }
+}
+
+struct View {
+    epoch: u64,
+    offset: u64,
+    cur: u64,
+    prev: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn sw(limit: u64, secs: u64) -> SlidingWindow {
+        SlidingWindow::new(limit, Duration::from_secs(secs)).unwrap()
+    }
+
+    #[test]
+    fn admits_limit_per_window_then_weights_previous() {
+        let s = sw(10, 10);
+        let mut state = None;
+        for i in 0..10 {
+            let o = s.check(state, 0, 1);
+            assert!(o.decision.is_allowed(), "request {i}");
+            assert_eq!(o.decision.remaining(), 9 - i);
+            state = o.state;
+        }
+        let denied = s.check(state, 0, 1);
+        assert!(denied.decision.is_denied());
+        // At the start of the next window the previous 10 still weigh 10.
+        assert!(s.check(state, 10 * SEC, 1).decision.is_denied());
+        // Half-way through, they weigh 5.
+        let o = s.check(state, 15 * SEC, 5);
+        assert!(o.decision.is_allowed());
+        assert_eq!(o.decision.remaining(), 0);
+        // Two windows later nothing is left.
+        assert!(s.check(state, 20 * SEC, 10).decision.is_allowed());
+    }
+
+    #[test]
+    fn retry_after_is_exact() {
+        let s = sw(10, 10);
+        let mut state = None;
+        for _ in 0..10 {
+            state = s.check(state, 0, 1).state;
+        }
+        let d = s.check(state, 0, 1).decision;
+        // Admitted once prev·(W−x)/W ≤ 9, i.e. at x = 1 s into the next window.
+        assert_eq!(d.retry_after(), Some(Duration::from_secs(11)));
+        assert!(s.check(state, 11 * SEC - 1, 1).decision.is_denied());
+        assert!(s.check(state, 11 * SEC, 1).decision.is_allowed());
+    }
+
+    #[test]
+    fn cost_above_limit_is_never_admitted() {
+        let s = sw(10, 1);
+        let o = s.check(None, 0, 11);
+        assert!(o.decision.exceeds_limit());
+        assert!(o.state.is_none());
+    }
+
+    #[test]
+    fn refund_undoes_charge_in_same_and_next_window() {
+        let s = sw(10, 10);
+        let st = s.check(None, 0, 3).state.unwrap();
+        let back = s.refund(st, SEC, 3);
+        assert_eq!(s.heat(back, SEC), 0);
+        let back = s.refund(st, 11 * SEC, 3);
+        assert_eq!(s.heat(back, 11 * SEC), 0);
+    }
+
+    #[test]
+    fn state_from_a_later_window_is_not_reset() {
+        let s = sw(2, 1);
+        let st = s.check(None, 5 * SEC, 2).state.unwrap();
+        // A thread with a stale timestamp from the previous window.
+        assert!(s.check(Some(st), 5 * SEC - 1, 1).decision.is_denied());
+    }
+
+    #[test]
+    fn long_windows_use_coarser_units() {
+        let s = SlidingWindow::new(100, Duration::from_secs(3600)).unwrap();
+        assert!(s.shift > 0);
+        assert!(s.window < 1 << 32);
+        let o = s.check(None, 7200 * SEC + 5, 100);
+        assert!(o.decision.is_allowed());
+        assert!(s.check(o.state, 7200 * SEC + 6, 1).decision.is_denied());
+    }
+
+    #[test]
+    fn config_errors_name_the_field() {
+        let e = SlidingWindow::new(0, Duration::from_secs(1)).unwrap_err();
+        assert!(e.to_string().contains("`limit`"));
+        let e = SlidingWindow::new(1, Duration::ZERO).unwrap_err();
+        assert!(e.to_string().contains("`window`"));
+        let e = SlidingWindow::new(MAX_LIMIT + 1, Duration::from_secs(1)).unwrap_err();
+        assert!(e.to_string().contains("`limit`"));
+        assert!(SlidingWindow::new(MAX_LIMIT, Duration::from_secs(1)).is_ok());
+    }
+}

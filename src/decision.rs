@@ -1,0 +1,125 @@
+//! What a limiter says about one request.
+
+use std::time::Duration;
+
+/// The answer to "may this key make this request now?".
+///
+/// Counts are in cost units (one per request unless you pass a cost).
+/// Durations are exact to the nanosecond; [`Decision::retry_after_secs`]
+/// rounds up for `Retry-After` headers, so a denied client is never told to
+/// retry at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Decision {
+    allowed: bool,
+    limit: u64,
+    remaining: u64,
+    reset_after: u64,
+    retry_after: u64,
+}
+
+/// `retry_after` value meaning the request can never be admitted (its cost
+/// exceeds the limit).
+const NEVER: u64 = u64::MAX;
+
+impl Decision {
+    pub(crate) fn allow(limit: u64, remaining: u64, reset_after: u64) -> Self {
+        Decision {
+            allowed: true,
+            limit,
+            remaining,
+            reset_after,
+            retry_after: 0,
+        }
+    }
+
+    pub(crate) fn deny(limit: u64, remaining: u64, reset_after: u64, retry_after: u64) -> Self {
+        Decision {
+            allowed: false,
+            limit,
+            remaining,
+            reset_after,
+            // A denial always asks for a positive wait.
+            retry_after: retry_after.max(1),
+        }
+    }
+
+    pub(crate) fn never(limit: u64, remaining: u64, reset_after: u64) -> Self {
+        Self::deny(limit, remaining, reset_after, NEVER)
+    }
+
+    /// Whether the request was admitted (and charged).
+    #[inline]
+    pub fn is_allowed(&self) -> bool {
+        self.allowed
+    }
+
+    /// Whether the request was refused (and not charged).
+    #[inline]
+    pub fn is_denied(&self) -> bool {
+        !self.allowed
+    }
+
+    /// The limit in force: requests per window, or the GCRA burst.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Cost units the key may still spend right now (after this request, if
+    /// it was admitted).
+    pub fn remaining(&self) -> u64 {
+        self.remaining
+    }
+
+    /// Time until the key is back to its full allowance if it sends nothing
+    /// more.
+    pub fn reset_after(&self) -> Duration {
+        Duration::from_nanos(self.reset_after)
+    }
+
+    /// For a denial, the shortest wait after which the same request would be
+    /// admitted if nothing else arrived for this key; `None` when admitted.
+    /// [`Duration::MAX`] if the cost exceeds the limit and it never will be.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match (self.allowed, self.retry_after) {
+            (true, _) => None,
+            (false, NEVER) => Some(Duration::MAX),
+            (false, ns) => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    /// [`Decision::retry_after`] in whole seconds rounded up: at least 1 for
+    /// a denial, 0 when admitted. Suitable for a `Retry-After` header.
+    pub fn retry_after_secs(&self) -> u64 {
+        if self.allowed {
+            0
+        } else {
+            self.retry_after.div_ceil(1_000_000_000).max(1)
+        }
+    }
+
+    /// Whether this request's cost exceeds the limit, so it can never be
+    /// admitted whatever the wait.
+    pub fn exceeds_limit(&self) -> bool {
+        !self.allowed && self.retry_after == NEVER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        let d = Decision::deny(10, 0, 5, 1);
+        assert_eq!(d.retry_after_secs(), 1);
+        let d = Decision::deny(10, 0, 5, 1_000_000_001);
+        assert_eq!(d.retry_after_secs(), 2);
+        let d = Decision::deny(10, 0, 5, 0);
+        assert_eq!(d.retry_after(), Some(Duration::from_nanos(1)));
+        assert_eq!(Decision::allow(10, 3, 5).retry_after(), None);
+        assert_eq!(Decision::allow(10, 3, 5).retry_after_secs(), 0);
+        let never = Decision::never(1, 1, 0);
+        assert!(never.exceeds_limit());
+        assert_eq!(never.retry_after(), Some(Duration::MAX));
+    }
+}

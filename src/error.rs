@@ -1,0 +1,74 @@
+//! Configuration errors.
+
+/// A configuration that cannot be built. The message names the offending
+/// builder field, so it can be shown to whoever wrote the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No algorithm was chosen on the builder.
+    #[error("no algorithm chosen: call `.sliding_window(limit, window)` or `.gcra(rate, period)`")]
+    MissingAlgorithm,
+    /// A limit, rate or burst of zero: nothing would ever be admitted.
+    #[error("`{field}` must be at least 1")]
+    Zero {
+        /// The builder field.
+        field: &'static str,
+    },
+    /// A window or period of zero length.
+    #[error("`{field}` must be a positive duration")]
+    ZeroDuration {
+        /// The builder field.
+        field: &'static str,
+    },
+    /// A value above what the packed state can represent.
+    #[error("`{field}` is {value}, above the maximum of {max}")]
+    TooLarge {
+        /// The builder field.
+        field: &'static str,
+        /// The value given.
+        value: u64,
+        /// The largest accepted value.
+        max: u64,
+    },
+    /// `rate` events per `period` is faster than one per nanosecond.
+    #[error("`rate` {rate} per {period_nanos} ns is faster than one per nanosecond")]
+    RateTooHigh {
+        /// Events per period.
+        rate: u64,
+        /// The period in nanoseconds.
+        period_nanos: u64,
+    },
+    /// `burst` times the emission interval does not fit in the clock's range.
+    #[error(
+        "`burst` {burst} times the emission interval of {interval_nanos} ns overflows the clock range"
+    )]
+    BurstOverflow {
+        /// The burst given.
+        burst: u64,
+        /// Nanoseconds between two admissions at the sustained rate.
+        interval_nanos: u64,
+    },
+    /// `burst` was set but the algorithm is not GCRA.
+    #[error(
+        "`burst` only applies to `.gcra(rate, period)`; the sliding window's burst is its limit"
+    )]
+    BurstWithoutGcra,
+    /// A prefix length longer than the address.
+    #[error("`{field}` prefix length /{len} is longer than the address (max /{max})")]
+    PrefixLength {
+        /// The builder field.
+        field: &'static str,
+        /// The length given.
+        len: u8,
+        /// The address length in bits.
+        max: u8,
+    },
+    /// A text that is not an address or a prefix.
+    #[error("`{field}`: {input:?} is not an IP address or CIDR prefix")]
+    BadPrefix {
+        /// The builder field.
+        field: &'static str,
+        /// The text given.
+        input: String,
+    },
+}

@@ -1,0 +1,66 @@
+//! # floodguard
+//!
+//! In-process flood and bot defence for Rust services. This release holds
+//! the core every later layer stands on: keyed rate limiters that answer
+//! "may key K make one more request now?" for millions of keys at once, with
+//! no lock held across a decision and in memory fixed at build time.
+//!
+//! ```
+//! use std::net::IpAddr;
+//! use std::time::Duration;
+//! use floodguard::KeyedLimiter;
+//!
+//! let limiter = KeyedLimiter::<IpAddr>::builder()
+//!     .gcra(5, Duration::from_secs(60)) // 5 a minute on average
+//!     .burst(3)                         // 3 at once
+//!     .capacity(1_000_000)              // 16 MB, never more
+//!     .build()?;
+//! let ip: IpAddr = "192.0.2.10".parse().unwrap();
+//! let d = limiter.check(&ip);
+//! assert!(d.is_allowed());
+//! assert_eq!(d.remaining(), 2);
+//! # Ok::<(), floodguard::ConfigError>(())
+//! ```
+//!
+//! ## Pieces
+//!
+//! * [`algo`]: the sliding-window counter and GCRA as pure state machines
+//!   over one `u64`.
+//! * [`AtomicTable`]: the bounded, set-associative table of atomic slots
+//!   that holds per-key state (16 bytes per key); any [`Store`] can replace it.
+//! * [`KeyedLimiter`]: algorithm + store + [`Clock`], keyed by any `Hash` type,
+//!   built with a builder that names the bad field on error.
+//! * [`check_all`]: several limiters for one request, charged on all or none.
+//! * [`ip`]: canonical client addresses, prefixes ([`IpPrefix`]) and compact
+//!   encodings.
+//!
+//! ## Features
+//!
+//! | feature | what it adds |
+//! |---|---|
+//! | `serde` | `Serialize`/`Deserialize` for configuration types |
+//!
+//! The Tower layer, connection gate, scoring and the Redis store arrive as
+//! further optional features; the core needs none of them.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod algo;
+mod clock;
+mod compose;
+mod decision;
+mod error;
+pub mod ip;
+mod limiter;
+mod stats;
+mod store;
+mod table;
+
+pub use clock::{Clock, ManualClock, MonotonicClock, Timestamp};
+pub use compose::{CompositeDecision, Pending, check_all};
+pub use decision::Decision;
+pub use error::ConfigError;
+pub use ip::IpPrefix;
+pub use limiter::{Builder, DEFAULT_CAPACITY, KeyedLimiter, LimiterStats};
+pub use store::Store;
+pub use table::{AtomicTable, MAX_CAPACITY};

@@ -1,0 +1,352 @@
+//! `KeyedLimiter`: an algorithm, a store and a clock, keyed by any `Hash` type.
+
+use crate::algo::{Algorithm, Gcra, Op, SlidingWindow};
+use crate::clock::{Clock, MonotonicClock, Timestamp};
+use crate::compose::{Charge, Pending};
+use crate::decision::Decision;
+use crate::error::ConfigError;
+use crate::stats::{Count, Striped};
+use crate::store::Store;
+use crate::table::AtomicTable;
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+/// Keys a default table holds when `.capacity(..)` is not called: 1.6 MB.
+pub const DEFAULT_CAPACITY: usize = 100_000;
+
+/// A rate limiter for many keys at once, in bounded memory.
+///
+/// Keys are hashed with a per-limiter random key, so the state of a key
+/// costs 16 bytes whatever the key type; the table never grows past its
+/// capacity (see [`AtomicTable`] for what is evicted when full).
+///
+/// ```
+/// use std::net::IpAddr;
+/// use std::time::Duration;
+/// use floodguard::KeyedLimiter;
+///
+/// let limiter = KeyedLimiter::<IpAddr>::builder()
+///     .sliding_window(100, Duration::from_secs(60))
+///     .capacity(1_000_000)
+///     .build()?;
+/// let ip: IpAddr = "203.0.113.7".parse().unwrap();
+/// let decision = limiter.check(&ip);
+/// assert!(decision.is_allowed());
+/// assert_eq!(decision.remaining(), 99);
+/// # Ok::<(), floodguard::ConfigError>(())
+/// ```
+pub struct KeyedLimiter<K: ?Sized, C = MonotonicClock, S = AtomicTable> {
+    algorithm: Algorithm,
+    store: S,
+    clock: C,
+    hasher: ahash::RandomState,
+    counters: Striped,
+    _key: PhantomData<fn(&K)>,
+}
+
+impl<K: ?Sized, C, S: std::fmt::Debug> std::fmt::Debug for KeyedLimiter<K, C, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyedLimiter")
+            .field("algorithm", &self.algorithm)
+            .field("store", &self.store)
+            .field("counters", &self.counters)
+            .finish()
+    }
+}
+
+/// A snapshot of a limiter's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimiterStats {
+    /// Requests admitted (and charged).
+    pub admitted: u64,
+    /// Requests refused.
+    pub denied: u64,
+    /// Live keys dropped to make room for new ones. Steady growth means the
+    /// capacity is too small for the traffic.
+    pub evictions: u64,
+    /// Keys held now.
+    pub occupancy: usize,
+    /// Keys the store can hold.
+    pub capacity: usize,
+}
+
+impl<K: Hash + ?Sized> KeyedLimiter<K> {
+    /// Starts a builder with the default clock and an [`AtomicTable`].
+    pub fn builder() -> Builder<K> {
+        Builder {
+            spec: None,
+            burst: None,
+            capacity: DEFAULT_CAPACITY,
+            clock: MonotonicClock,
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<K: Hash + ?Sized, C: Clock, S: Store> KeyedLimiter<K, C, S> {
+    /// A limiter over any store, for stores other than the default table.
+    pub fn with_store(algorithm: impl Into<Algorithm>, store: S, clock: C) -> Self {
+        KeyedLimiter {
+            algorithm: algorithm.into(),
+            store,
+            clock,
+            hasher: ahash::RandomState::new(),
+            counters: Striped::default(),
+            _key: PhantomData,
+        }
+    }
+
+    /// The current time on this limiter's clock. Read it once and pass it to
+    /// the `*_at` methods when a request checks several limiters.
+    #[inline]
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// May `key` make one request now? Charges it if so.
+    #[inline]
+    pub fn check(&self, key: &K) -> Decision {
+        self.check_n_at(key, 1, self.clock.now())
+    }
+
+    /// [`check`](Self::check) at a time already read.
+    #[inline]
+    pub fn check_at(&self, key: &K, now: Timestamp) -> Decision {
+        self.check_n_at(key, 1, now)
+    }
+
+    /// May `key` make a request costing `cost` units now? A cost above the
+    /// limit is refused with [`Decision::exceeds_limit`] set.
+    #[inline]
+    pub fn check_n(&self, key: &K, cost: u64) -> Decision {
+        self.check_n_at(key, cost, self.clock.now())
+    }
+
+    /// [`check_n`](Self::check_n) at a time already read.
+    #[inline]
+    pub fn check_n_at(&self, key: &K, cost: u64, now: Timestamp) -> Decision {
+        let d = self
+            .store
+            .apply(self.hash(key), now, &self.algorithm, Op::Check(cost));
+        self.record(d.is_allowed());
+        d
+    }
+
+    /// What [`check_n_at`](Self::check_n_at) would decide, without charging.
+    pub fn peek_at(&self, key: &K, cost: u64, now: Timestamp) -> Decision {
+        self.store
+            .apply(self.hash(key), now, &self.algorithm, Op::Peek(cost))
+    }
+
+    /// A check of `key` (cost 1) to run together with others in
+    /// [`check_all`](crate::check_all).
+    pub fn pending(&self, key: &K) -> Pending<'_> {
+        self.pending_n(key, 1)
+    }
+
+    /// A check of `key` with a cost, for [`check_all`](crate::check_all).
+    pub fn pending_n(&self, key: &K, cost: u64) -> Pending<'_> {
+        Pending::new(self, self.hash(key), cost)
+    }
+
+    /// The algorithm and its parameters.
+    pub fn algorithm(&self) -> &Algorithm {
+        &self.algorithm
+    }
+
+    /// The store holding the keys.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> LimiterStats {
+        LimiterStats {
+            admitted: self.counters.sum(Count::Admitted),
+            denied: self.counters.sum(Count::Denied),
+            evictions: self.store.evictions(),
+            occupancy: self.store.occupancy(),
+            capacity: self.store.capacity(),
+        }
+    }
+
+    #[inline]
+    fn hash(&self, key: &K) -> u64 {
+        self.hasher.hash_one(key)
+    }
+}
+
+impl<K: Hash + ?Sized, C: Clock, S: Store> Charge for KeyedLimiter<K, C, S> {
+    fn apply_hashed(&self, key: u64, now: Timestamp, op: Op) -> Decision {
+        self.store.apply(key, now, &self.algorithm, op)
+    }
+
+    #[inline]
+    fn record(&self, allowed: bool) {
+        let which = if allowed {
+            Count::Admitted
+        } else {
+            Count::Denied
+        };
+        self.counters.add(which, 1);
+    }
+}
+
+enum Spec {
+    SlidingWindow(u64, Duration),
+    Gcra(u64, Duration),
+}
+
+/// Builds a [`KeyedLimiter`]; see [`KeyedLimiter::builder`].
+///
+/// `build()` reports the first bad field as a [`ConfigError`]:
+///
+/// ```
+/// use std::time::Duration;
+/// use floodguard::{ConfigError, KeyedLimiter};
+/// let err = KeyedLimiter::<str>::builder()
+///     .gcra(0, Duration::from_secs(1))
+///     .build()
+///     .unwrap_err();
+/// assert_eq!(err, ConfigError::Zero { field: "rate" });
+/// assert_eq!(err.to_string(), "`rate` must be at least 1");
+/// ```
+#[must_use = "a builder does nothing until `.build()`"]
+pub struct Builder<K: ?Sized, C = MonotonicClock> {
+    spec: Option<Spec>,
+    burst: Option<u64>,
+    capacity: usize,
+    clock: C,
+    _key: PhantomData<fn(&K)>,
+}
+
+impl<K: Hash + ?Sized, C: Clock> Builder<K, C> {
+    /// At most `limit` requests per `window`, counted with the two-window
+    /// weighted counter ([`SlidingWindow`]).
+    pub fn sliding_window(mut self, limit: u64, window: Duration) -> Self {
+        self.spec = Some(Spec::SlidingWindow(limit, window));
+        self
+    }
+
+    /// `rate` requests per `period` on average with GCRA ([`Gcra`]); the
+    /// burst defaults to `rate` (a full period's worth at once).
+    pub fn gcra(mut self, rate: u64, period: Duration) -> Self {
+        self.spec = Some(Spec::Gcra(rate, period));
+        self
+    }
+
+    /// GCRA only: how many requests may come at once after idling.
+    pub fn burst(mut self, burst: u64) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// Keys tracked at once: memory is 16 bytes each, fixed at build time.
+    /// Defaults to [`DEFAULT_CAPACITY`].
+    pub fn capacity(mut self, keys: usize) -> Self {
+        self.capacity = keys;
+        self
+    }
+
+    /// Uses another clock, such as a [`ManualClock`](crate::ManualClock) in
+    /// tests.
+    pub fn clock<C2: Clock>(self, clock: C2) -> Builder<K, C2> {
+        Builder {
+            spec: self.spec,
+            burst: self.burst,
+            capacity: self.capacity,
+            clock,
+            _key: PhantomData,
+        }
+    }
+
+    /// Checks every field and builds the limiter.
+    pub fn build(self) -> Result<KeyedLimiter<K, C>, ConfigError> {
+        let algorithm: Algorithm = match self.spec {
+            None => return Err(ConfigError::MissingAlgorithm),
+            Some(Spec::SlidingWindow(limit, window)) => {
+                if self.burst.is_some() {
+                    return Err(ConfigError::BurstWithoutGcra);
+                }
+                SlidingWindow::new(limit, window)?.into()
+            }
+            Some(Spec::Gcra(rate, period)) => {
+                Gcra::new(rate, period, self.burst.unwrap_or(rate))?.into()
+            }
+        };
+        let store = AtomicTable::with_capacity(self.capacity)?;
+        Ok(KeyedLimiter::with_store(algorithm, store, self.clock))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ManualClock;
+
+    #[test]
+    fn builder_reports_bad_fields() {
+        let d = Duration::from_secs(1);
+        let b = || KeyedLimiter::<u32>::builder();
+        assert_eq!(b().build().unwrap_err(), ConfigError::MissingAlgorithm);
+        assert_eq!(
+            b().sliding_window(0, d).build().unwrap_err(),
+            ConfigError::Zero { field: "limit" }
+        );
+        assert_eq!(
+            b().sliding_window(1, Duration::ZERO).build().unwrap_err(),
+            ConfigError::ZeroDuration { field: "window" }
+        );
+        assert_eq!(
+            b().sliding_window(1, d).capacity(0).build().unwrap_err(),
+            ConfigError::Zero { field: "capacity" }
+        );
+        assert_eq!(
+            b().sliding_window(1, d).burst(2).build().unwrap_err(),
+            ConfigError::BurstWithoutGcra
+        );
+        assert!(matches!(
+            b().gcra(1, Duration::from_secs(1 << 40))
+                .burst(1 << 40)
+                .build()
+                .unwrap_err(),
+            ConfigError::BurstOverflow { .. }
+        ));
+    }
+
+    #[test]
+    fn gcra_burst_defaults_to_rate() {
+        let l = KeyedLimiter::<str>::builder()
+            .gcra(3, Duration::from_secs(3))
+            .clock(ManualClock::new())
+            .build()
+            .unwrap();
+        for _ in 0..3 {
+            assert!(l.check("k").is_allowed());
+        }
+        assert!(l.check("k").is_denied());
+        l.clock().advance(Duration::from_secs(1));
+        assert!(l.check("k").is_allowed());
+        let s = l.stats();
+        assert_eq!((s.admitted, s.denied, s.occupancy), (4, 1, 1));
+    }
+
+    #[test]
+    fn unsized_and_owned_keys_share_nothing_across_limiters() {
+        let a = KeyedLimiter::<str>::builder()
+            .sliding_window(1, Duration::from_secs(1))
+            .clock(ManualClock::new())
+            .build()
+            .unwrap();
+        assert!(a.check("x").is_allowed());
+        assert!(a.check("x").is_denied());
+        assert!(a.check("y").is_allowed());
+    }
+}

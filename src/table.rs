@@ -1,0 +1,351 @@
+//! Bounded keyed state: a set-associative table of atomic slots.
+//!
+//! The table has a fixed number of buckets, each one 64-byte cache line with
+//! four slots: four 64-bit tags (the key's hash, 0 for empty) and four 64-bit
+//! states. Memory is `16 bytes × capacity` (rounded up to a multiple of 4)
+//! plus a constant, whatever keys arrive; nothing is allocated after
+//! construction.
+//!
+//! * **Hit** (the key's tag is in its bucket): load the state, re-check the
+//!   tag, compute the step, compare-exchange. No lock; one cache line.
+//! * **Miss**: take the bucket's insert lock (a bit in the first tag word,
+//!   held for a few dozen instructions), look again, pick a victim, write the
+//!   tag and the state, release. Inserts into one bucket are serialised, so a
+//!   key is never present twice.
+//! * **Victim**: an empty slot, else the slot whose state carries the least
+//!   information: a key whose window or backlog has passed first (heat 0),
+//!   then the coldest (lowest estimate / shortest backlog). A hot key (an
+//!   attacker's) is never evicted while a colder key shares its bucket. This
+//!   is least-information rather than least-recently-used: dropping a key
+//!   forgives its count, so the smallest count is the cheapest to forgive.
+//!
+//! Keys are compared by a 64-bit hash from a per-table random
+//! [`ahash::RandomState`]: nobody outside can aim collisions, and two keys
+//! share state only if 62 hash bits collide.
+//!
+//! One documented race: a request whose key is evicted in the instant
+//! between its tag re-check and its compare-exchange, and replaced by a key
+//! whose fresh state is bit-identical, charges the new key. It can only
+//! over-count, never admit more.
+
+use crate::Timestamp;
+use crate::algo::{Algorithm, Op};
+use crate::decision::Decision;
+use crate::error::ConfigError;
+use crate::stats::{Count, Striped};
+use crate::store::Store;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const WAYS: usize = 4;
+/// Bit 0 of a bucket's first tag word is its insert lock; real tags have it
+/// clear (and bit 1 set, so they are never 0, the empty tag).
+const LOCK: u64 = 1;
+/// State value of a slot whose key is being replaced. No algorithm produces it.
+const REPLACING: u64 = u64::MAX;
+
+/// Largest accepted capacity (2^32 slots, 64 GiB).
+pub const MAX_CAPACITY: usize = 1 << 32;
+
+#[repr(C, align(64))]
+#[derive(Default)]
+struct Bucket {
+    tags: [AtomicU64; WAYS],
+    states: [AtomicU64; WAYS],
+}
+
+/// The default [`Store`]: fixed capacity, lock-free hits, bounded memory.
+///
+/// ```
+/// use floodguard::{AtomicTable, Store};
+/// let table = AtomicTable::with_capacity(1000).unwrap();
+/// assert_eq!(table.capacity(), 1000);
+/// assert_eq!(table.memory_bytes(), 1000 * 16);
+/// ```
+pub struct AtomicTable {
+    buckets: Box<[Bucket]>,
+    capacity: usize,
+    counters: Striped,
+}
+
+impl std::fmt::Debug for AtomicTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AtomicTable")
+            .field("capacity", &self.capacity)
+            .field("occupancy", &self.occupancy())
+            .field("evictions", &self.evictions())
+            .finish()
+    }
+}
+
+#[inline]
+fn tag_of(hash: u64) -> u64 {
+    (hash | 2) & !LOCK
+}
+
+impl AtomicTable {
+    /// A table for at least `capacity` keys (rounded up to a multiple of 4).
+    pub fn with_capacity(capacity: usize) -> Result<Self, ConfigError> {
+        if capacity == 0 {
+            return Err(ConfigError::Zero { field: "capacity" });
+        }
+        if capacity > MAX_CAPACITY {
+            return Err(ConfigError::TooLarge {
+                field: "capacity",
+                value: capacity as u64,
+                max: MAX_CAPACITY as u64,
+            });
+        }
+        let buckets = capacity.div_ceil(WAYS);
+        Ok(AtomicTable {
+            buckets: (0..buckets).map(|_| Bucket::default()).collect(),
+            capacity: buckets * WAYS,
+            counters: Striped::default(),
+        })
+    }
+
+    /// Bytes held by the slots (the constant part is a few hundred bytes).
+    pub fn memory_bytes(&self) -> usize {
+        self.buckets.len() * std::mem::size_of::<Bucket>()
+    }
+
+    /// Occupied slots replaced because their state had expired.
+    pub fn reclaimed(&self) -> u64 {
+        self.counters.sum(Count::Reclaimed)
+    }
+
+    #[inline]
+    fn bucket(&self, hash: u64) -> &Bucket {
+        // Multiply-shift maps the hash onto any bucket count without a
+        // division or a power-of-two size.
+        let i = ((hash as u128 * self.buckets.len() as u128) >> 64) as usize;
+        &self.buckets[i]
+    }
+
+    #[inline]
+    fn find(bucket: &Bucket, tag: u64) -> Option<usize> {
+        (0..WAYS).find(|&i| bucket.tags[i].load(Ordering::Acquire) & !LOCK == tag)
+    }
+
+    fn lock(bucket: &Bucket) {
+        let mut spins = 0u32;
+        while bucket.tags[0].fetch_or(LOCK, Ordering::Acquire) & LOCK != 0 {
+            backoff(&mut spins);
+        }
+    }
+
+    fn unlock(bucket: &Bucket) {
+        bucket.tags[0].fetch_and(!LOCK, Ordering::Release);
+    }
+
+    /// Under the bucket lock: picks a slot for a new key and marks it as
+    /// being replaced. Returns the slot and what it held.
+    fn claim_victim(&self, bucket: &Bucket, now: u64, algorithm: &Algorithm) -> (usize, Victim) {
+        loop {
+            let mut best = (0, u64::MAX, 0u64);
+            for i in 0..WAYS {
+                if bucket.tags[i].load(Ordering::Relaxed) & !LOCK == 0 {
+                    // Readers that see the new tag must not see the empty
+                    // slot's zero state as if it were real.
+                    bucket.states[i].store(REPLACING, Ordering::Relaxed);
+                    return (i, Victim::Empty);
+                }
+                let s = bucket.states[i].load(Ordering::Acquire);
+                if s == REPLACING {
+                    continue;
+                }
+                let heat = algorithm.heat(s, now);
+                if heat < best.1 {
+                    best = (i, heat, s);
+                }
+            }
+            let (i, heat, s) = best;
+            if heat == u64::MAX {
+                // Every slot mid-replacement: cannot happen under the lock,
+                // but spin rather than trust that.
+                std::hint::spin_loop();
+                continue;
+            }
+            // A concurrent hit may update the victim; then look again.
+            if bucket.states[i]
+                .compare_exchange(s, REPLACING, Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+            {
+                let victim = if heat == 0 {
+                    Victim::Expired
+                } else {
+                    Victim::Live
+                };
+                return (i, victim);
+            }
+        }
+    }
+
+    fn insert(
+        &self,
+        bucket: &Bucket,
+        tag: u64,
+        state: u64,
+        now: u64,
+        algorithm: &Algorithm,
+    ) -> bool {
+        Self::lock(bucket);
+        if Self::find(bucket, tag).is_some() {
+            // Another thread inserted this key meanwhile: use its slot.
+            Self::unlock(bucket);
+            return false;
+        }
+        let (i, victim) = self.claim_victim(bucket, now, algorithm);
+        // Keep the lock bit when rewriting the first tag word.
+        let lock_bit = if i == 0 { LOCK } else { 0 };
+        bucket.tags[i].store(tag | lock_bit, Ordering::Release);
+        bucket.states[i].store(state, Ordering::Release);
+        Self::unlock(bucket);
+        let count = match victim {
+            Victim::Empty => Count::Filled,
+            Victim::Expired => Count::Reclaimed,
+            Victim::Live => Count::Evictions,
+        };
+        self.counters.add(count, 1);
+        true
+    }
+}
+
+enum Victim {
+    Empty,
+    Expired,
+    Live,
+}
+
+fn backoff(spins: &mut u32) {
+    *spins += 1;
+    if *spins < 64 {
+        std::hint::spin_loop();
+    } else {
+        // The holder may have been preempted; let it run.
+        std::thread::yield_now();
+    }
+}
+
+impl Store for AtomicTable {
+    #[inline]
+    fn apply(&self, key: u64, now: Timestamp, algorithm: &Algorithm, op: Op) -> Decision {
+        let now = now.as_nanos();
+        let tag = tag_of(key);
+        let bucket = self.bucket(key);
+        let mut spins = 0u32;
+        'lookup: loop {
+            if let Some(i) = Self::find(bucket, tag) {
+                let slot = &bucket.states[i];
+                let mut s = slot.load(Ordering::Acquire);
+                loop {
+                    if s == REPLACING || bucket.tags[i].load(Ordering::Acquire) & !LOCK != tag {
+                        backoff(&mut spins);
+                        continue 'lookup;
+                    }
+                    let out = algorithm.step(Some(s), now, op);
+                    match out.state {
+                        Some(new) if new != s => {
+                            match slot.compare_exchange_weak(
+                                s,
+                                new,
+                                Ordering::AcqRel,
+                                Ordering::Acquire,
+                            ) {
+                                Ok(_) => return out.decision,
+                                Err(actual) => s = actual,
+                            }
+                        }
+                        _ => return out.decision,
+                    }
+                }
+            }
+            let out = algorithm.step(None, now, op);
+            match (op, out.state) {
+                (Op::Check(_), Some(state)) => {
+                    if self.insert(bucket, tag, state, now, algorithm) {
+                        return out.decision;
+                    }
+                }
+                _ => return out.decision,
+            }
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn occupancy(&self) -> usize {
+        self.counters.sum(Count::Filled) as usize
+    }
+
+    fn evictions(&self) -> u64 {
+        self.counters.sum(Count::Evictions)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algo::SlidingWindow;
+    use std::time::Duration;
+
+    fn sw(limit: u64) -> Algorithm {
+        SlidingWindow::new(limit, Duration::from_secs(1))
+            .unwrap()
+            .into()
+    }
+
+    #[test]
+    fn bucket_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Bucket>(), 64);
+        assert_eq!(std::mem::align_of::<Bucket>(), 64);
+    }
+
+    #[test]
+    fn capacity_rounds_up_and_validates() {
+        assert_eq!(AtomicTable::with_capacity(5).unwrap().capacity(), 8);
+        assert!(AtomicTable::with_capacity(0).is_err());
+    }
+
+    #[test]
+    fn peek_and_refund_do_not_insert() {
+        let t = AtomicTable::with_capacity(4).unwrap();
+        let a = sw(2);
+        let now = Timestamp::ZERO;
+        assert!(t.apply(7, now, &a, Op::Peek(1)).is_allowed());
+        assert!(t.apply(7, now, &a, Op::Refund(1)).is_allowed());
+        assert_eq!(t.occupancy(), 0);
+        assert!(t.apply(7, now, &a, Op::Check(2)).is_allowed());
+        assert_eq!(t.occupancy(), 1);
+        assert!(t.apply(7, now, &a, Op::Peek(1)).is_denied());
+        t.apply(7, now, &a, Op::Refund(1));
+        assert!(t.apply(7, now, &a, Op::Check(1)).is_allowed());
+    }
+
+    #[test]
+    fn full_bucket_evicts_coldest_then_expired_first() {
+        // One bucket: every key lands in it.
+        let t = AtomicTable::with_capacity(4).unwrap();
+        let a = sw(100);
+        let now = Timestamp::ZERO;
+        for k in 0..4u64 {
+            // Key k gets k+1 requests: key 0 is coldest.
+            for _ in 0..=k {
+                t.apply(k << 8, now, &a, Op::Check(1));
+            }
+        }
+        assert_eq!(t.occupancy(), 4);
+        t.apply(99 << 8, now, &a, Op::Check(1));
+        assert_eq!(t.evictions(), 1);
+        // Key 3 (4 requests) survived with its count.
+        assert_eq!(t.apply(3 << 8, now, &a, Op::Peek(0)).remaining(), 96);
+        // Key 0 was the victim: it starts afresh.
+        assert_eq!(t.apply(0, now, &a, Op::Peek(0)).remaining(), 100);
+        // Two windows later every entry has expired: reuse, not eviction.
+        let later = Timestamp::from_nanos(2_000_000_000);
+        t.apply(1234 << 8, later, &a, Op::Check(1));
+        assert_eq!(t.evictions(), 1);
+        assert_eq!(t.reclaimed(), 1);
+    }
+}
