@@ -56,7 +56,7 @@ mod stats;
 mod store;
 mod table;
 
-pub use clock::{Clock, ManualClock, MonotonicClock, Timestamp};
+pub use clock::{Clock, ManualClock, MonotonicClock, StdClock, Timestamp};
 pub use compose::{CompositeDecision, Pending, check_all};
 pub use decision::Decision;
 pub use error::ConfigError;
@@ -64,3 +64,8 @@ pub use ip::IpPrefix;
 pub use limiter::{Builder, DEFAULT_CAPACITY, KeyedLimiter, LimiterStats};
 pub use store::Store;
 pub use table::{AtomicTable, MAX_CAPACITY};
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -125,7 +125,7 @@ impl<K: Hash + ?Sized, C: Clock, S: Store> KeyedLimiter<K, C, S> {
     }
 
     /// [`check_n`](Self::check_n) at a time already read.
-    #[inline]
+    #[inline(always)]
     pub fn check_n_at(&self, key: &K, cost: u64, now: Timestamp) -> Decision {
         let d = self
             .store

@@ -5,10 +5,14 @@
 //! fight over one line and halve their throughput.
 
 use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-const STRIPES: usize = 16;
+/// Threads that get a stripe of their own; later ones share the last one.
+const OWNED: usize = 31;
+/// A power of two, so indexing needs no bounds check.
+const STRIPES: usize = OWNED + 1;
 
 /// Which counter of a [`Striped`] set.
 #[derive(Clone, Copy, Debug)]
@@ -22,47 +26,97 @@ pub(crate) enum Count {
 
 const COUNTS: usize = 5;
 
-/// A set of counters striped over [`STRIPES`] cache lines.
+/// A set of counters striped over cache lines.
+///
+/// While a thread lives it owns one stripe index in every `Striped`, so it
+/// can bump its counters with a plain load and store: a locked read-modify-
+/// write cost as much as the rate-limit decision itself. Indices are given
+/// back when threads exit; threads beyond [`OWNED`] at once share one
+/// stripe and use `fetch_add`.
 pub(crate) struct Striped {
-    stripes: Box<[CachePadded<[AtomicU64; COUNTS]>]>,
+    stripes: Box<[CachePadded<[AtomicU64; COUNTS]>; STRIPES]>,
 }
 
 impl Default for Striped {
     fn default() -> Self {
         Striped {
-            stripes: (0..STRIPES)
-                .map(|_| CachePadded::new(Default::default()))
-                .collect(),
+            stripes: Box::new(std::array::from_fn(
+                |_| CachePadded::new(Default::default()),
+            )),
         }
     }
 }
 
-fn stripe() -> usize {
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local! {
-        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
-    }
-    STRIPE.with(|s| {
-        let mut i = s.get();
-        if i == usize::MAX {
-            i = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES;
-            s.set(i);
+static FREE: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread's stripe index; returned to the pool when the thread exits.
+struct Slot(usize);
+
+impl Slot {
+    fn take() -> Slot {
+        if let Some(i) = FREE.lock().pop() {
+            return Slot(i);
         }
-        i
-    })
+        let i = NEXT.fetch_add(1, Ordering::Relaxed);
+        Slot(if i < OWNED { i } else { OWNED })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.0 < OWNED {
+            FREE.lock().push(self.0);
+        }
+    }
+}
+
+thread_local! {
+    /// This thread's stripe; `usize::MAX` until first use. A plain `Cell`
+    /// with a const initialiser is the cheapest thread-local to read.
+    static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    /// Owns the index and gives it back when the thread exits.
+    static OWNER: Cell<Option<Slot>> = const { Cell::new(None) };
+}
+
+#[cold]
+fn assign_stripe() -> usize {
+    let slot = Slot::take();
+    let i = slot.0;
+    // If thread-locals are being torn down, keep to the shared stripe.
+    if OWNER.try_with(|o| o.set(Some(slot))).is_err() {
+        return OWNED;
+    }
+    let _ = STRIPE.try_with(|s| s.set(i));
+    i
+}
+
+#[inline]
+fn stripe() -> usize {
+    match STRIPE.try_with(Cell::get) {
+        Ok(usize::MAX) => assign_stripe(),
+        Ok(i) => i,
+        Err(_) => OWNED,
+    }
 }
 
 impl Striped {
     #[inline]
     pub(crate) fn add(&self, which: Count, n: u64) {
-        self.stripes[stripe()][which as usize].fetch_add(n, Ordering::Relaxed);
+        let i = stripe();
+        let c = &self.stripes[i & (STRIPES - 1)][which as usize];
+        if i < OWNED {
+            c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+        } else {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn sum(&self, which: Count) -> u64 {
         self.stripes
             .iter()
             .map(|s| s[which as usize].load(Ordering::Relaxed))
-            .sum()
+            .fold(0, u64::wrapping_add)
     }
 }
 
@@ -82,6 +136,20 @@ mod tests {
     #[test]
     fn sums_across_threads() {
         let s = Striped::default();
+        // More threads than owned stripes, twice over, so shared stripes,
+        // reuse of freed ones and owned ones are all exercised.
+        for _ in 0..2 {
+            std::thread::scope(|scope| {
+                for _ in 0..OWNED + 8 {
+                    scope.spawn(|| {
+                        for _ in 0..1000 {
+                            s.add(Count::Admitted, 1);
+                        }
+                    });
+                }
+            });
+        }
+        assert_eq!(s.sum(Count::Admitted), 2 * (OWNED as u64 + 8) * 1000);
         std::thread::scope(|scope| {
             for _ in 0..8 {
                 scope.spawn(|| {
@@ -91,7 +159,7 @@ mod tests {
                 });
             }
         });
-        assert_eq!(s.sum(Count::Admitted), 8000);
+        assert_eq!(s.sum(Count::Admitted), 2 * (OWNED as u64 + 8) * 1000 + 8000);
         assert_eq!(s.sum(Count::Denied), 0);
     }
 }

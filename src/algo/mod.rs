@@ -55,7 +55,7 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// Runs `op` on `state` at `now` (ns).
-    #[inline]
+    #[inline(always)]
     pub fn step(&self, state: Option<u64>, now: u64, op: Op) -> Outcome {
         match op {
             Op::Check(cost) => self.check(state, now, cost),
@@ -73,7 +73,7 @@ impl Algorithm {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn check(&self, state: Option<u64>, now: u64, cost: u64) -> Outcome {
         match self {
             Algorithm::SlidingWindow(a) => a.check(state, now, cost),

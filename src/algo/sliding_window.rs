@@ -202,11 +202,8 @@ impl SlidingWindow {
             }
         }
         // Next window: today's count becomes the previous one.
-        let x = if v.cur == 0 {
-            0
-        } else {
-            w - ((self.limit - cost) * w / v.cur).min(w)
-        };
+        let fits = ((self.limit - cost) * w).checked_div(v.cur).unwrap_or(w);
+        let x = w - fits.min(w);
         (w - v.offset) + x
     }
 
