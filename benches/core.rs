@@ -5,12 +5,15 @@
 //! the table of ratios. Every group holds one function per contender; compare
 //! within a group, not across runs (the machine is shared and noisy).
 //!
-//! floodguard is measured with both algorithms (`fg_gcra`, `fg_window`);
-//! governor only has GCRA. Quotas are chosen so the hot cases admit (the
+//! floodguard is measured with both algorithms (`fg_gcra`, `fg_window`) on
+//! its default clock (a millisecond clock refreshed in the background);
+//! governor only has GCRA, on its default clock (the TSC). `hot_key` also
+//! runs both on the same kind of clock: `fg_gcra_tsc` against `governor`,
+//! `fg_gcra` against `governor_coarse`. Quotas are chosen so the hot cases admit (the
 //! admit path writes, the deny path only reads) except in `deny_path`.
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use floodguard::{Clock, KeyedLimiter, MonotonicClock, StdClock};
+use floodguard::{Clock, CoarseClock, KeyedLimiter, MonotonicClock, StdClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -82,6 +85,28 @@ fn hot_key(c: &mut Criterion) {
     g.bench_function("fg_window", |b| b.iter(|| w.check(black_box(&ip))));
     let v = gov();
     g.bench_function("governor", |b| b.iter(|| v.check_key(black_box(&ip))));
+    // Exact clocks on both sides: floodguard on the TSC, governor's default
+    // (also the TSC, through quanta).
+    let at = KeyedLimiter::<IpAddr>::builder()
+        .gcra(1_000_000_000, Duration::from_secs(1))
+        .burst(1_000_000_000)
+        .capacity(1024)
+        .clock(MonotonicClock)
+        .build()
+        .unwrap();
+    g.bench_function("fg_gcra_tsc", |b| b.iter(|| at.check(black_box(&ip))));
+    // Millisecond clocks refreshed by a background thread on both sides
+    // (floodguard's default).
+    let n = NonZeroU32::new(1_000_000_000).unwrap();
+    let upkeep =
+        governor::clock::QuantaUpkeepClock::from_interval(Duration::from_millis(1)).unwrap();
+    let vc = RateLimiter::dashmap_with_clock(Quota::per_second(n).allow_burst(n), upkeep);
+    g.bench_function("governor_coarse", |b| {
+        b.iter(|| vc.check_key(black_box(&ip)))
+    });
+    // The clock read once per request and shared by every rule.
+    let now = a.now();
+    g.bench_function("fg_gcra_at", |b| b.iter(|| a.check_at(black_box(&ip), now)));
     g.finish();
 }
 
@@ -273,6 +298,8 @@ fn clock(c: &mut Criterion) {
     g.bench_function("instant_now", |b| b.iter(Instant::now));
     g.bench_function("monotonic_clock", |b| b.iter(|| MonotonicClock.now()));
     g.bench_function("std_clock", |b| b.iter(|| StdClock.now()));
+    let coarse = CoarseClock::new();
+    g.bench_function("coarse_clock", |b| b.iter(|| coarse.now()));
     g.finish();
 }
 

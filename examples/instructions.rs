@@ -5,10 +5,12 @@
 //!
 //! ```text
 //! cargo run --release --example instructions -- <contender> <n>
-//! contender: fg_gcra | fg_window | fg_gcra_at | fg_window_at | governor
+//! contender: fg_gcra | fg_window | fg_gcra_tsc | fg_gcra_at | fg_window_at | governor
+//! (fg_* use floodguard's default clock; fg_gcra_tsc the exact TSC clock;
+//! *_at pass a time already read)
 //! ```
 
-use floodguard::{KeyedLimiter, Timestamp};
+use floodguard::{KeyedLimiter, MonotonicClock, Timestamp};
 use governor::{Quota, RateLimiter};
 use std::hint::black_box;
 use std::net::IpAddr;
@@ -19,7 +21,9 @@ use std::time::Duration;
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let (Some(who), Some(Ok(n))) = (args.get(1), args.get(2).map(|s| s.parse::<u64>())) else {
-        eprintln!("usage: instructions <fg_gcra|fg_window|fg_gcra_at|fg_window_at|governor> <n>");
+        eprintln!(
+            "usage: instructions <fg_gcra|fg_window|fg_gcra_tsc|fg_gcra_at|fg_window_at|governor> <n>"
+        );
         return ExitCode::FAILURE;
     };
     let ip: IpAddr = "203.0.113.9".parse().unwrap();
@@ -42,6 +46,18 @@ fn main() -> ExitCode {
     match who.as_str() {
         "fg_gcra" | "fg_window" => {
             let l = if who == "fg_gcra" { gcra() } else { window() };
+            for _ in 0..n {
+                admitted += u64::from(l.check(black_box(&ip)).is_allowed());
+            }
+        }
+        "fg_gcra_tsc" => {
+            let l = KeyedLimiter::<IpAddr>::builder()
+                .gcra(1_000_000_000, Duration::from_secs(1))
+                .burst(1_000_000_000)
+                .capacity(1024)
+                .clock(MonotonicClock)
+                .build()
+                .unwrap();
             for _ in 0..n {
                 admitted += u64::from(l.check(black_box(&ip)).is_allowed());
             }

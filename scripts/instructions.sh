@@ -17,7 +17,7 @@ total() {
 small=100000
 large=1100000
 printf '%-14s %s\n' contender instructions/check
-for who in "${@:-fg_gcra fg_window fg_gcra_at fg_window_at governor}"; do
+for who in "${@:-fg_gcra fg_window fg_gcra_tsc fg_gcra_at fg_window_at governor}"; do
     for w in $who; do
         a=$(total "$w" $small)
         b=$(total "$w" $large)

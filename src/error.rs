@@ -48,6 +48,21 @@ pub enum ConfigError {
         /// Nanoseconds between two admissions at the sustained rate.
         interval_nanos: u64,
     },
+    /// A quota finer than the clock can tell apart.
+    #[error(
+        "`{field}` spans {span_nanos} ns, less than the clock's resolution of {resolution_nanos} ns: \
+         raise it to at least {needed}, or build with `.clock(MonotonicClock)`"
+    )]
+    BelowClockResolution {
+        /// The builder field.
+        field: &'static str,
+        /// The time the field's value covers.
+        span_nanos: u64,
+        /// The clock's resolution.
+        resolution_nanos: u64,
+        /// The smallest value of the field that fits.
+        needed: u64,
+    },
     /// `burst` was set but the algorithm is not GCRA.
     #[error(
         "`burst` only applies to `.gcra(rate, period)`; the sliding window's burst is its limit"

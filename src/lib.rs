@@ -56,7 +56,9 @@ mod stats;
 mod store;
 mod table;
 
-pub use clock::{Clock, ManualClock, MonotonicClock, StdClock, Timestamp};
+pub use clock::{
+    COARSE_TICK, Clock, CoarseClock, ManualClock, MonotonicClock, StdClock, Timestamp,
+};
 pub use compose::{CompositeDecision, Pending, check_all};
 pub use decision::Decision;
 pub use error::ConfigError;

@@ -1,7 +1,7 @@
 //! `KeyedLimiter`: an algorithm, a store and a clock, keyed by any `Hash` type.
 
 use crate::algo::{Algorithm, Gcra, Op, SlidingWindow};
-use crate::clock::{Clock, MonotonicClock, Timestamp};
+use crate::clock::{Clock, CoarseClock, Timestamp, duration_nanos};
 use crate::compose::{Charge, Pending};
 use crate::decision::Decision;
 use crate::error::ConfigError;
@@ -36,7 +36,7 @@ pub const DEFAULT_CAPACITY: usize = 100_000;
 /// assert_eq!(decision.remaining(), 99);
 /// # Ok::<(), floodguard::ConfigError>(())
 /// ```
-pub struct KeyedLimiter<K: ?Sized, C = MonotonicClock, S = AtomicTable> {
+pub struct KeyedLimiter<K: ?Sized, C = CoarseClock, S = AtomicTable> {
     algorithm: Algorithm,
     store: S,
     clock: C,
@@ -73,13 +73,14 @@ pub struct LimiterStats {
 }
 
 impl<K: Hash + ?Sized> KeyedLimiter<K> {
-    /// Starts a builder with the default clock and an [`AtomicTable`].
+    /// Starts a builder with the default [`CoarseClock`] and an
+    /// [`AtomicTable`].
     pub fn builder() -> Builder<K> {
         Builder {
             spec: None,
             burst: None,
             capacity: DEFAULT_CAPACITY,
-            clock: MonotonicClock,
+            clock: CoarseClock::new(),
             _key: PhantomData,
         }
     }
@@ -199,6 +200,32 @@ impl<K: Hash + ?Sized, C: Clock, S: Store> Charge for KeyedLimiter<K, C, S> {
     }
 }
 
+/// Refuses quotas finer than the clock: a window shorter than a tick, or a
+/// GCRA burst that the clock would cap (one tick admits at most `burst`).
+fn check_resolution(algorithm: &Algorithm, resolution: Duration) -> Result<(), ConfigError> {
+    let resolution_nanos = duration_nanos(resolution);
+    let (field, span_nanos, unit) = match algorithm {
+        Algorithm::SlidingWindow(a) => ("window", duration_nanos(a.window()), 0),
+        Algorithm::Gcra(a) => {
+            let unit = duration_nanos(a.interval());
+            ("burst", a.burst().saturating_mul(unit), unit)
+        }
+    };
+    if span_nanos >= resolution_nanos {
+        return Ok(());
+    }
+    Err(ConfigError::BelowClockResolution {
+        field,
+        span_nanos,
+        resolution_nanos,
+        needed: if unit == 0 {
+            resolution_nanos
+        } else {
+            resolution_nanos.div_ceil(unit)
+        },
+    })
+}
+
 enum Spec {
     SlidingWindow(u64, Duration),
     Gcra(u64, Duration),
@@ -219,7 +246,7 @@ enum Spec {
 /// assert_eq!(err.to_string(), "`rate` must be at least 1");
 /// ```
 #[must_use = "a builder does nothing until `.build()`"]
-pub struct Builder<K: ?Sized, C = MonotonicClock> {
+pub struct Builder<K: ?Sized, C = CoarseClock> {
     spec: Option<Spec>,
     burst: Option<u64>,
     capacity: usize,
@@ -281,6 +308,7 @@ impl<K: Hash + ?Sized, C: Clock> Builder<K, C> {
                 Gcra::new(rate, period, self.burst.unwrap_or(rate))?.into()
             }
         };
+        check_resolution(&algorithm, self.clock.resolution())?;
         let store = AtomicTable::with_capacity(self.capacity)?;
         Ok(KeyedLimiter::with_store(algorithm, store, self.clock))
     }
@@ -319,6 +347,47 @@ mod tests {
                 .unwrap_err(),
             ConfigError::BurstOverflow { .. }
         ));
+    }
+
+    #[test]
+    fn quotas_finer_than_the_clock_are_refused() {
+        use crate::{CoarseClock, MonotonicClock};
+        let err = KeyedLimiter::<u32>::builder()
+            .gcra(50_000, Duration::from_secs(1))
+            .burst(10)
+            .clock(CoarseClock::new())
+            .build()
+            .unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::BelowClockResolution {
+                field: "burst",
+                span_nanos: 200_000,
+                resolution_nanos: 1_000_000,
+                needed: 50
+            }
+        );
+        assert!(err.to_string().contains("raise it to at least 50"));
+        let err = KeyedLimiter::<u32>::builder()
+            .sliding_window(10, Duration::from_micros(10))
+            .build()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::BelowClockResolution {
+                field: "window",
+                ..
+            }
+        ));
+        // The exact clock takes both.
+        assert!(
+            KeyedLimiter::<u32>::builder()
+                .gcra(50_000, Duration::from_secs(1))
+                .burst(10)
+                .clock(MonotonicClock)
+                .build()
+                .is_ok()
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! `T`, with no rounding (property-tested against a textbook model).
 
 use super::Outcome;
+use super::divide::Divider;
 use crate::decision::Decision;
 use crate::error::ConfigError;
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub struct Gcra {
     interval: u64,
     /// `burst · T`.
     tolerance: u64,
+    /// Divides by `T`.
+    per_interval: Divider,
 }
 
 impl Gcra {
@@ -74,6 +77,7 @@ impl Gcra {
             burst,
             interval,
             tolerance,
+            per_interval: Divider::new(interval),
         })
     }
 
@@ -100,34 +104,39 @@ impl Gcra {
     /// Decides a request of `cost` at `now` (ns) against `state` (the TAT,
     /// `None` for a fresh key). Returns the decision and, if admitted, the
     /// new TAT.
-    #[inline]
+    #[inline(always)]
     pub fn check(&self, state: Option<u64>, now: u64, cost: u64) -> Outcome {
         let tat = state.map_or(now, |s| s.max(now));
-        // tat ≤ now + tolerance always holds, so this never underflows.
         let backlog = tat - now;
-        if cost > self.burst {
-            let remaining = (self.tolerance.saturating_sub(backlog)) / self.interval;
-            return Outcome::unchanged(Decision::never(self.burst, remaining, backlog));
-        }
-        let after = backlog + cost * self.interval;
-        if after <= self.tolerance {
+        // `cost ≤ burst` first, so `cost · T` cannot overflow.
+        if cost <= self.burst && backlog + cost * self.interval <= self.tolerance {
+            let after = backlog + cost * self.interval;
             Outcome {
                 decision: Decision::allow(
                     self.burst,
-                    (self.tolerance - after) / self.interval,
+                    self.per_interval.div(self.tolerance - after),
                     after,
                 ),
                 // Never u64::MAX: that value marks a slot being replaced.
                 state: Some(now.saturating_add(after).min(u64::MAX - 1)),
             }
         } else {
-            Outcome::unchanged(Decision::deny(
-                self.burst,
-                self.tolerance.saturating_sub(backlog) / self.interval,
-                backlog,
-                after - self.tolerance,
-            ))
+            Outcome::unchanged(self.refuse(backlog, cost))
         }
+    }
+
+    /// The denial: kept out of line, the admit path is the hot one.
+    #[cold]
+    #[inline(never)]
+    fn refuse(&self, backlog: u64, cost: u64) -> Decision {
+        let remaining = self
+            .per_interval
+            .div(self.tolerance.saturating_sub(backlog));
+        if cost > self.burst {
+            return Decision::never(self.burst, remaining, backlog);
+        }
+        let after = backlog + cost * self.interval;
+        Decision::deny(self.burst, remaining, backlog, after - self.tolerance)
     }
 
     /// Gives back `cost` charged earlier. Returns the new TAT.

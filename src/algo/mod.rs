@@ -6,6 +6,7 @@
 //! compare-exchange loop for the in-memory table), so the same algorithms can
 //! sit on other stores later.
 
+mod divide;
 mod gcra;
 mod sliding_window;
 

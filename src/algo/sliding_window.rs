@@ -40,6 +40,7 @@
 //! `W` fits in 32 bits and every product fits in 64 bits without division.
 
 use super::Outcome;
+use super::divide::Divider;
 use crate::decision::Decision;
 use crate::error::ConfigError;
 use std::time::Duration;
@@ -56,6 +57,8 @@ pub struct SlidingWindow {
     shift: u32,
     /// Window length in time units, `< 2^32`.
     window: u64,
+    /// Divides by `window`.
+    per_window: Divider,
     count_bits: u32,
     count_mask: u64,
     epoch_mask: u64,
@@ -94,6 +97,7 @@ impl SlidingWindow {
             window_nanos,
             shift,
             window: window_nanos >> shift,
+            per_window: Divider::new(window_nanos >> shift),
             count_bits,
             count_mask: (1 << count_bits) - 1,
             epoch_mask: (1 << epoch_bits) - 1,
@@ -119,7 +123,7 @@ impl SlidingWindow {
     #[inline]
     fn view(&self, state: Option<u64>, now: u64) -> View {
         let t = now >> self.shift;
-        let epoch = t / self.window;
+        let epoch = self.per_window.div(t);
         let offset = t - epoch * self.window;
         let Some(s) = state else {
             return View {
@@ -210,22 +214,17 @@ impl SlidingWindow {
     /// Decides a request of `cost` at `now` (ns) against `state` (`None` for
     /// a key with no state). Returns the decision and, if admitted, the new
     /// state to store.
-    #[inline]
+    #[inline(always)]
     pub fn check(&self, state: Option<u64>, now: u64, cost: u64) -> Outcome {
         let v = self.view(state, now);
         let cap = self.limit * self.window;
         let used = self.used(&v);
-        if cost > self.limit {
-            let remaining = (cap.saturating_sub(used)) / self.window;
-            let reset = self.reset_after(&v, v.cur);
-            return Outcome::unchanged(Decision::never(self.limit, remaining, reset));
-        }
-        let after = used + cost * self.window;
-        if after <= cap {
+        // `cost ≤ limit` first, so `cost · W` cannot overflow.
+        if cost <= self.limit && used + cost * self.window <= cap {
             let cur = v.cur + cost;
             let d = Decision::allow(
                 self.limit,
-                (cap - after) / self.window,
+                self.per_window.div(cap - used - cost * self.window),
                 self.reset_after(&v, cur),
             );
             Outcome {
@@ -233,17 +232,26 @@ impl SlidingWindow {
                 state: Some(self.pack(v.epoch, cur, v.prev)),
             }
         } else {
-            let remaining = cap.saturating_sub(used) / self.window;
-            let retry = self.units_to_nanos(self.retry_units(&v, cost));
-            // Sub-unit part of `now` already elapsed; stay conservative by
-            // not subtracting it (at most 2^shift ns late, never early).
-            Outcome::unchanged(Decision::deny(
-                self.limit,
-                remaining,
-                self.reset_after(&v, v.cur),
-                retry,
-            ))
+            Outcome::unchanged(self.refuse(&v, cost))
         }
+    }
+
+    /// The denial for `cost` in view `v`: kept out of line, the admit path
+    /// is the hot one.
+    #[cold]
+    #[inline(never)]
+    fn refuse(&self, v: &View, cost: u64) -> Decision {
+        let remaining = self
+            .per_window
+            .div((self.limit * self.window).saturating_sub(self.used(v)));
+        let reset = self.reset_after(v, v.cur);
+        if cost > self.limit {
+            return Decision::never(self.limit, remaining, reset);
+        }
+        // The sub-unit part of `now` already elapsed is not subtracted: at
+        // most 2^shift ns late, never early.
+        let retry = self.units_to_nanos(self.retry_units(v, cost));
+        Decision::deny(self.limit, remaining, reset, retry)
     }
 
     /// Gives back `cost` charged earlier (used to undo a charge when a later
