@@ -21,8 +21,8 @@ use crate::decision::Decision;
 use crate::error::ConfigError;
 use std::time::Duration;
 
-/// `burst · T` must stay below this, so that `TAT` fits in a `u64` for any
-/// timestamp below 2^62 ns (146 years of uptime).
+/// `burst · T` must stay below this, and timestamps are clamped to it (2^62
+/// ns, 146 years of uptime), so `TAT` always fits below `u64::MAX`.
 const MAX_TOLERANCE: u64 = 1 << 62;
 
 /// GCRA parameters; a pure state machine over one `u64` (the TAT).
@@ -106,6 +106,9 @@ impl Gcra {
     /// new TAT.
     #[inline(always)]
     pub fn check(&self, state: Option<u64>, now: u64, cost: u64) -> Outcome {
+        // Clamped so that `now + tolerance` fits and never reaches u64::MAX,
+        // the value that marks a slot being replaced.
+        let now = now.min(MAX_TOLERANCE);
         let tat = state.map_or(now, |s| s.max(now));
         let backlog = tat - now;
         // `cost ≤ burst` first, so `cost · T` cannot overflow.
@@ -117,8 +120,7 @@ impl Gcra {
                     self.per_interval.div(self.tolerance - after),
                     after,
                 ),
-                // Never u64::MAX: that value marks a slot being replaced.
-                state: Some(now.saturating_add(after).min(u64::MAX - 1)),
+                state: Some(now + after),
             }
         } else {
             Outcome::unchanged(self.refuse(backlog, cost))

@@ -45,6 +45,9 @@ use crate::decision::Decision;
 use crate::error::ConfigError;
 use std::time::Duration;
 
+/// Windows are below 2^62 ns (146 years), so two of them fit in a `u64`.
+const MAX_WINDOW_NANOS: u64 = 1 << 62;
+
 /// Largest limit a sliding window accepts: 24-bit counters, 16-bit epoch.
 pub const MAX_LIMIT: u64 = (1 << 24) - 2;
 
@@ -88,6 +91,13 @@ impl SlidingWindow {
         let window_nanos = crate::clock::duration_nanos(window);
         if window_nanos == 0 {
             return Err(ConfigError::ZeroDuration { field: "window" });
+        }
+        if window_nanos >= MAX_WINDOW_NANOS {
+            return Err(ConfigError::TooLarge {
+                field: "window",
+                value: window_nanos,
+                max: MAX_WINDOW_NANOS - 1,
+            });
         }
         let shift = (64 - window_nanos.leading_zeros()).saturating_sub(32);
         let count_bits = 64 - (limit + 1).leading_zeros();
@@ -177,8 +187,9 @@ impl SlidingWindow {
         v.cur * self.window + v.prev * (self.window - v.offset)
     }
 
+    /// Callers pass at most two windows, which fit: windows are < 2^62 ns.
     fn units_to_nanos(&self, units: u64) -> u64 {
-        units.saturating_mul(1 << self.shift)
+        units << self.shift
     }
 
     /// Time until `cur` and `prev` have both fully decayed.
@@ -371,6 +382,8 @@ mod tests {
         let e = SlidingWindow::new(0, Duration::from_secs(1)).unwrap_err();
         assert!(e.to_string().contains("`limit`"));
         let e = SlidingWindow::new(1, Duration::ZERO).unwrap_err();
+        assert!(e.to_string().contains("`window`"));
+        let e = SlidingWindow::new(1, Duration::from_secs(u64::MAX)).unwrap_err();
         assert!(e.to_string().contains("`window`"));
         let e = SlidingWindow::new(MAX_LIMIT + 1, Duration::from_secs(1)).unwrap_err();
         assert!(e.to_string().contains("`limit`"));
