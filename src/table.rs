@@ -11,22 +11,23 @@
 //! * **Two choices**: a key may live in one of two buckets picked by its
 //!   hash: the first while that holds fewer than two keys, else the emptier
 //!   of the two. Most hits read one line, and keys rarely push each other
-//!   out below ~60% load (0.05% of inserts at 60%, against 1% for
-//!   always-first and 8% for a single choice), so size the table at about
-//!   1.6× the keys you expect to be active at once.
+//!   out below ~60% load (about 0.05% of inserts at 60%, against 1% for
+//!   always-first and 6% for a single choice, in a simulation of random
+//!   hashes), so size the table at about 1.6× the keys you expect to be
+//!   active at once.
 //! * **Miss**: take both buckets' insert locks (a bit in each first tag
 //!   word, held for a few dozen instructions), look again, pick a victim,
 //!   write the tag and the state, release. Inserts of one key are
 //!   serialised, so a key is never present twice.
-//! * **Victim**: an empty slot, else among the eight the slot whose state
-//!   carries the least
-//!   information: a key whose window or backlog has passed first (heat 0),
-//!   then the coldest (lowest estimate / shortest backlog). A hot key (an
-//!   attacker's) is never evicted while a colder key shares its bucket. This
-//!   is least-information rather than least-recently-used: dropping a key
+//! * **Victim**: an empty slot, else, among the eight slots of both
+//!   buckets, the one whose state carries the least information: a key
+//!   whose window or backlog has passed first (heat 0), then the coldest
+//!   (lowest estimate, shortest backlog). A hot key (an attacker's) is never
+//!   evicted while a colder key shares its buckets. This is
+//!   least-information rather than least-recently-used: dropping a key
 //!   forgives its count, so the smallest count is the cheapest to forgive.
 //!
-//! Keys are compared by a 64-bit hash from a per-table random
+//! Keys arrive as 64-bit hashes from the limiter's per-instance random
 //! [`ahash::RandomState`]: nobody outside can aim collisions, and two keys
 //! share state only if 62 hash bits collide.
 //!
@@ -130,8 +131,7 @@ impl AtomicTable {
     }
 
     /// Everything but an uncontended hit in the first bucket: second bucket,
-    /// contention, insertion.
-    #[cold]
+    /// contention, insertion (hot during a flood of new keys, so not cold).
     #[inline(never)]
     fn apply_slow(&self, key: u64, now: u64, algorithm: &Algorithm, op: Op) -> Decision {
         let tag = tag_of(key);
