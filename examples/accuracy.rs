@@ -19,7 +19,7 @@
 //!   `L`, where `cur`/`prev` count *all* requests of the source in the
 //!   current/previous window aligned to `t = 0`. `SlidingWindow::check` only
 //!   counts what it admits, so the counts come from a second `SlidingWindow`
-//!   whose limit (`SLIDING_WINDOW_MAX_LIMIT`) is never reached: it charges
+//!   whose limit (`sliding_window::MAX_LIMIT`) is never reached: it charges
 //!   every request, and its `heat(state, t)` is exactly the library's scaled
 //!   estimate `cur·W + prev·(W − x)` (in its internal time units; the unit and
 //!   window alignment depend only on the window length, not on the limit).
@@ -70,7 +70,8 @@
 //!     --limit 60 --window-secs 60 --seed 1
 //! ```
 
-use floodguard::algo::{SLIDING_WINDOW_MAX_LIMIT, SlidingWindow};
+use floodguard::algo::SlidingWindow;
+use floodguard::algo::sliding_window::MAX_LIMIT;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::time::{Duration, Instant};
@@ -306,7 +307,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let window = Duration::from_secs(o.window_secs);
     let window_ns = o.window_secs * 1_000_000_000;
     let limiter = SlidingWindow::new(o.limit, window)?;
-    let counter = SlidingWindow::new(SLIDING_WINDOW_MAX_LIMIT, window)?;
+    let counter = SlidingWindow::new(MAX_LIMIT, window)?;
     // The window length in the library's internal time units: the scaled
     // estimate of a single request at the start of a window is 1·W.
     let w_units = counter.heat(counter.check(None, 0, 1).state.expect("admitted"), 0);

@@ -7,11 +7,11 @@
 //! sit on other stores later.
 
 mod divide;
-mod gcra;
-mod sliding_window;
+pub mod gcra;
+pub mod sliding_window;
 
 pub use gcra::Gcra;
-pub use sliding_window::{MAX_LIMIT as SLIDING_WINDOW_MAX_LIMIT, SlidingWindow};
+pub use sliding_window::SlidingWindow;
 
 use crate::decision::Decision;
 

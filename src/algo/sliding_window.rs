@@ -32,18 +32,31 @@
 //!
 //! # State layout (one `u64`)
 //!
-//! `[epoch: 64−2C bits][cur: C bits][prev: C bits]` where `C` is the smallest
-//! width that holds `L + 1`, so small limits leave a long epoch (the epoch is
-//! the window index modulo `2^(64−2C)`; an entry untouched for exactly that
-//! many windows would be misread as current, which for `L ≤ 2^20` is more
-//! than 16 million windows). Time is kept in units of `2^shift` ns so that
-//! `W` fits in 32 bits and every product fits in 64 bits without division.
+//! `[epoch: E bits][cur: C bits][prev: C bits]` where `C` is the smallest
+//! width that holds `L + 1` and `E = 64 − 2C`, so small limits leave a long
+//! epoch: `E ≥ 48` for `L < 255`, `E ≥ 24` for `L < 2^20 − 1`, `E ≥ 16` at
+//! the largest limit. The epoch is the window index modulo `2^E`. A state
+//! found up to [`MAX_AHEAD`] windows *ahead* of `now` is taken as current
+//! (another thread read the clock a moment later and moved the key on), so
+//! an entry left untouched for `k·2^E − MAX_AHEAD` to `k·2^E + 1` windows is
+//! misread (as ahead, current or previous); any other age reads as expired.
+//! For `L < 2^20 − 1` that first happens after 16 million idle windows.
+//!
+//! Time is kept in units of `2^s` ns, `s` the smallest shift that brings `W`
+//! below 2^32, so every product fits in 64 bits. Windows of 2^32 ns (4.3 s)
+//! or more are therefore rounded down to a multiple of `2^s` ns, by less than
+//! one part in 2^31; [`SlidingWindow::window`] returns the window in force,
+//! and the bounds above hold for it.
 
 use super::Outcome;
 use super::divide::Divider;
 use crate::decision::Decision;
 use crate::error::ConfigError;
 use std::time::Duration;
+
+/// How many windows ahead of `now` a stored state may be and still be read
+/// as current (a thread with a slightly stale timestamp); see the module docs.
+pub const MAX_AHEAD: u64 = 3;
 
 /// Windows are below 2^62 ns (146 years), so two of them fit in a `u64`.
 const MAX_WINDOW_NANOS: u64 = 1 << 62;
@@ -104,7 +117,8 @@ impl SlidingWindow {
         let epoch_bits = 64 - 2 * count_bits;
         Ok(SlidingWindow {
             limit,
-            window_nanos,
+            // Rounded to whole time units: the window actually in force.
+            window_nanos: window_nanos >> shift << shift,
             shift,
             window: window_nanos >> shift,
             per_window: Divider::new(window_nanos >> shift),
@@ -119,7 +133,8 @@ impl SlidingWindow {
         self.limit
     }
 
-    /// The window length.
+    /// The window length in force (rounded down to whole time units for
+    /// windows of 2^32 ns or more; see the module docs).
     pub fn window(&self) -> Duration {
         Duration::from_nanos(self.window_nanos)
     }
@@ -161,10 +176,11 @@ impl SlidingWindow {
                 cur: 0,
                 prev: cur,
             }
-        } else if behind > self.epoch_mask / 2 {
-            // The state is from a later window than `now`: another thread
-            // read the clock a moment after us and already moved the key on.
-            // Decide as if at the start of that window.
+        } else if behind > self.epoch_mask - MAX_AHEAD {
+            // The state is from a slightly later window than `now`: another
+            // thread read the clock a moment after us and already moved the
+            // key on. Decide as if at the start of that window. Anything
+            // further "ahead" is an old state that wrapped around: expired.
             View {
                 epoch: epoch.wrapping_add(self.epoch_mask + 1 - behind),
                 offset: 0,
@@ -365,6 +381,33 @@ mod tests {
         let st = s.check(None, 5 * SEC, 2).state.unwrap();
         // A thread with a stale timestamp from the previous window.
         assert!(s.check(Some(st), 5 * SEC - 1, 1).decision.is_denied());
+    }
+
+    #[test]
+    fn long_idle_state_is_expired_not_ahead() {
+        // Large limit: the shortest epoch (16 bits).
+        let s = SlidingWindow::new(MAX_LIMIT, Duration::from_secs(1)).unwrap();
+        let full = s.check(None, 0, MAX_LIMIT).state;
+        for idle in [2, 3, 1 << 14, (1 << 15) + 7, (1 << 16) - 4] {
+            let now = idle * SEC;
+            let d = s.check(full, now, MAX_LIMIT).decision;
+            assert!(d.is_allowed(), "idle {idle} windows");
+        }
+        // Within MAX_AHEAD of a wrap the old counts are (documented) misread.
+        assert!(s.check(full, ((1 << 16) - 1) * SEC, 1).decision.is_denied());
+    }
+
+    #[test]
+    fn long_windows_are_rounded_to_whole_units() {
+        let w = Duration::from_nanos((1 << 32) + 1);
+        let s = SlidingWindow::new(100, w).unwrap();
+        assert_eq!(s.window(), Duration::from_nanos(1 << 32));
+        let s = SlidingWindow::new(100, Duration::from_secs(60)).unwrap();
+        assert_eq!(
+            s.window(),
+            Duration::from_secs(60),
+            "whole seconds are exact"
+        );
     }
 
     #[test]
