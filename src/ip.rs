@@ -52,10 +52,33 @@ pub fn ipv6_net64(ip: Ipv6Addr) -> u64 {
 /// # Ok::<(), floodguard::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(try_from = "RawPrefixLengths")
+)]
 pub struct PrefixLengths {
     v4: u8,
     v6: u8,
+}
+
+/// The unchecked form read from configuration; turned into
+/// [`PrefixLengths`] through [`PrefixLengths::new`], so a file cannot carry
+/// an out-of-range length past the check.
+#[cfg(feature = "serde")]
+#[derive(serde::Deserialize)]
+struct RawPrefixLengths {
+    v4: u8,
+    v6: u8,
+}
+
+#[cfg(feature = "serde")]
+impl TryFrom<RawPrefixLengths> for PrefixLengths {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawPrefixLengths) -> Result<Self, ConfigError> {
+        PrefixLengths::new(raw.v4, raw.v6)
+    }
 }
 
 impl PrefixLengths {
@@ -92,7 +115,9 @@ fn check_len(field: &'static str, len: u8, max: u8) -> Result<(), ConfigError> {
 }
 
 /// A network prefix, such as `203.0.113.0/24` or `2001:db8::/64`, held
-/// compactly and masked, so it can key a limiter.
+/// compactly (address bits masked, and the length) so it can key a limiter.
+/// Only made through checked constructors: its length always fits its
+/// family.
 ///
 /// ```
 /// use std::net::IpAddr;
@@ -105,21 +130,14 @@ fn check_len(field: &'static str, len: u8, max: u8) -> Result<(), ConfigError> {
 /// # Ok::<(), floodguard::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum IpPrefix {
-    /// An IPv4 network: masked address bits and length.
-    V4 {
-        /// Address bits with the host part zeroed.
-        bits: u32,
-        /// Prefix length, 0 to 32.
-        len: u8,
-    },
-    /// An IPv6 network: masked address bits and length.
-    V6 {
-        /// Address bits with the host part zeroed.
-        bits: u128,
-        /// Prefix length, 0 to 128.
-        len: u8,
-    },
+pub struct IpPrefix(Net);
+
+/// Masked address bits and a length that was checked against the family:
+/// private, so no prefix can exist with a length longer than its address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Net {
+    V4 { bits: u32, len: u8 },
+    V6 { bits: u128, len: u8 },
 }
 
 impl IpPrefix {
@@ -148,27 +166,34 @@ impl IpPrefix {
         }
     }
 
+    /// `len ≤ 32`, checked by every caller.
     fn v4(a: Ipv4Addr, len: u8) -> Self {
         let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-        IpPrefix::V4 {
+        IpPrefix(Net::V4 {
             bits: a.to_bits() & mask,
             len,
-        }
+        })
     }
 
+    /// `len ≤ 128`, checked by every caller.
     fn v6(a: Ipv6Addr, len: u8) -> Self {
         let mask = u128::MAX.checked_shl(128 - u32::from(len)).unwrap_or(0);
-        IpPrefix::V6 {
+        IpPrefix(Net::V6 {
             bits: a.to_bits() & mask,
             len,
-        }
+        })
     }
 
     /// The prefix length.
     pub fn len(&self) -> u8 {
-        match *self {
-            IpPrefix::V4 { len, .. } | IpPrefix::V6 { len, .. } => len,
+        match self.0 {
+            Net::V4 { len, .. } | Net::V6 { len, .. } => len,
         }
+    }
+
+    /// Whether this is an IPv4 prefix.
+    pub fn is_ipv4(&self) -> bool {
+        matches!(self.0, Net::V4 { .. })
     }
 
     /// Whether this is the zero-length prefix (every address of the family).
@@ -178,17 +203,17 @@ impl IpPrefix {
 
     /// The network address (host bits zero).
     pub fn network(&self) -> IpAddr {
-        match *self {
-            IpPrefix::V4 { bits, .. } => IpAddr::V4(Ipv4Addr::from_bits(bits)),
-            IpPrefix::V6 { bits, .. } => IpAddr::V6(Ipv6Addr::from_bits(bits)),
+        match self.0 {
+            Net::V4 { bits, .. } => IpAddr::V4(Ipv4Addr::from_bits(bits)),
+            Net::V6 { bits, .. } => IpAddr::V6(Ipv6Addr::from_bits(bits)),
         }
     }
 
     /// Whether `ip` (canonicalised) lies in this prefix.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        match (*self, canonical(ip)) {
-            (IpPrefix::V4 { len, .. }, IpAddr::V4(a)) => Self::v4(a, len) == *self,
-            (IpPrefix::V6 { len, .. }, IpAddr::V6(a)) => Self::v6(a, len) == *self,
+        match (self.0, canonical(ip)) {
+            (Net::V4 { len, .. }, IpAddr::V4(a)) => Self::v4(a, len) == *self,
+            (Net::V6 { len, .. }, IpAddr::V6(a)) => Self::v6(a, len) == *self,
             _ => false,
         }
     }
@@ -260,6 +285,16 @@ mod tests {
         assert!("nope".parse::<IpPrefix>().is_err());
         assert!("1.2.3.4/40".parse::<IpPrefix>().is_err());
         assert_eq!("::1".parse::<IpPrefix>().unwrap().len(), 128);
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn prefix_lengths_from_config_are_checked() {
+        let p: PrefixLengths = serde_json::from_str(r#"{"v4": 24, "v6": 56}"#).unwrap();
+        assert_eq!((p.v4(), p.v6()), (24, 56));
+        assert_eq!(serde_json::to_string(&p).unwrap(), r#"{"v4":24,"v6":56}"#);
+        let err = serde_json::from_str::<PrefixLengths>(r#"{"v4": 40, "v6": 64}"#).unwrap_err();
+        assert!(err.to_string().contains("/40"), "{err}");
     }
 
     #[test]
