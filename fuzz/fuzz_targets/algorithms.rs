@@ -27,12 +27,12 @@ use libfuzzer_sys::fuzz_target;
 const MAX_STEPS: usize = 512;
 
 /// The sliding window's packed epoch is the window index modulo 2^E (E the
-/// epoch width), and a state up to `MAX_AHEAD` windows ahead of `now` is
+/// epoch width), and a state up to `max_ahead()` windows ahead of `now` is
 /// read as current. So, as its docs state, a state left untouched for
-/// `k·2^E − MAX_AHEAD` to `k·2^E + 1` windows is misread. Such states are
-/// forgotten before use here (a documented limit, not a finding); any other
-/// idle time must read as expired.
-const ALIASING_MARGIN: u64 = floodguard::algo::sliding_window::MAX_AHEAD + 2;
+/// `k·2^E − max_ahead` to `k·2^E + 1` windows is misread. Such states are
+/// forgotten before use here (a documented limit, not a finding), with this
+/// many windows of margin; any other idle time must read as expired.
+const ALIASING_SLACK: u64 = 2;
 
 /// Timestamps stay at or below this: GCRA only promises a TAT that fits in a
 /// `u64` for times below 2^62 ns.
@@ -200,7 +200,7 @@ fn sliding_window(limit: u64, window: u64, start: u64, steps: &[Step]) {
     // documented estimate can be recomputed from it.
     let mut exact = ns_units;
     // Per the state layout in the module docs the epoch is 64 − 2C bits wide,
-    // C being the width of L + 1; see `ALIASING_MARGIN`.
+    // C being the width of L + 1; see `ALIASING_SLACK`.
     let epoch_bits = 64 - 2 * (u64::BITS - (limit + 1).leading_zeros());
     let wrap = 1u64 << epoch_bits;
     let mut written = 0;
@@ -210,7 +210,7 @@ fn sliding_window(limit: u64, window: u64, start: u64, steps: &[Step]) {
         // Idle windows, counted as the algorithm counts them.
         let elapsed = (now / window).saturating_sub(written / window);
         let idle = elapsed % wrap;
-        if idle + ALIASING_MARGIN >= wrap || (idle <= 1 && elapsed >= wrap) {
+        if idle + sw.max_ahead() + ALIASING_SLACK >= wrap || (idle <= 1 && elapsed >= wrap) {
             state = None;
         }
         let cost = step.cost.units(limit);

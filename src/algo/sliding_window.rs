@@ -36,11 +36,14 @@
 //! width that holds `L + 1` and `E = 64 − 2C`, so small limits leave a long
 //! epoch: `E ≥ 48` for `L < 255`, `E ≥ 24` for `L < 2^20 − 1`, `E ≥ 16` at
 //! the largest limit. The epoch is the window index modulo `2^E`. A state
-//! found up to [`MAX_AHEAD`] windows *ahead* of `now` is taken as current
-//! (another thread read the clock a moment later and moved the key on), so
-//! an entry left untouched for `k·2^E − MAX_AHEAD` to `k·2^E + 1` windows is
-//! misread (as ahead, current or previous); any other age reads as expired.
-//! For `L < 2^20 − 1` that first happens after 16 million idle windows.
+//! found a little *ahead* of the caller's time (up to
+//! [`SlidingWindow::max_ahead`] windows: one second's worth, at least three,
+//! at most a quarter of the range) is taken as current: another thread read
+//! the clock a moment later and moved the key on, and a stale timestamp must
+//! not wipe its counts. So an entry left untouched for `k·2^E − max_ahead`
+//! to `k·2^E + 1` windows is misread (as ahead, current or previous); any
+//! other age reads as expired. For `L < 2^20 − 1` that first happens after
+//! 16 million idle windows.
 //!
 //! Time is kept in units of `2^s` ns, `s` the smallest shift that brings `W`
 //! below 2^32, so every product fits in 64 bits. Windows of 2^32 ns (4.3 s)
@@ -54,9 +57,12 @@ use crate::decision::Decision;
 use crate::error::ConfigError;
 use std::time::Duration;
 
-/// How many windows ahead of `now` a stored state may be and still be read
-/// as current (a thread with a slightly stale timestamp); see the module docs.
-pub const MAX_AHEAD: u64 = 3;
+/// A stored state up to this far ahead of the caller's time is read as
+/// current (the caller's timestamp is stale: another thread read the clock
+/// later and moved the key on)...
+pub const MAX_STALENESS: Duration = Duration::from_secs(1);
+/// ...and at least this many windows, whatever their length.
+pub const MIN_AHEAD_WINDOWS: u64 = 3;
 
 /// Windows are below 2^62 ns (146 years), so two of them fit in a `u64`.
 const MAX_WINDOW_NANOS: u64 = 1 << 62;
@@ -78,6 +84,8 @@ pub struct SlidingWindow {
     count_bits: u32,
     count_mask: u64,
     epoch_mask: u64,
+    /// States up to this many windows ahead are read as current.
+    max_ahead: u64,
 }
 
 impl SlidingWindow {
@@ -115,22 +123,34 @@ impl SlidingWindow {
         let shift = (64 - window_nanos.leading_zeros()).saturating_sub(32);
         let count_bits = 64 - (limit + 1).leading_zeros();
         let epoch_bits = 64 - 2 * count_bits;
+        let window_nanos = window_nanos >> shift << shift;
+        let max_ahead = (crate::clock::duration_nanos(MAX_STALENESS) / window_nanos)
+            .max(MIN_AHEAD_WINDOWS)
+            .min(1 << (epoch_bits - 2));
         Ok(SlidingWindow {
             limit,
             // Rounded to whole time units: the window actually in force.
-            window_nanos: window_nanos >> shift << shift,
+            window_nanos,
             shift,
             window: window_nanos >> shift,
             per_window: Divider::new(window_nanos >> shift),
             count_bits,
             count_mask: (1 << count_bits) - 1,
             epoch_mask: (1 << epoch_bits) - 1,
+            max_ahead,
         })
     }
 
     /// The limit per window, in cost units.
     pub fn limit(&self) -> u64 {
         self.limit
+    }
+
+    /// How many windows ahead of the caller's time a stored state may be and
+    /// still be read as current: [`MAX_STALENESS`] worth of windows, at least
+    /// [`MIN_AHEAD_WINDOWS`], at most a quarter of the epoch range.
+    pub fn max_ahead(&self) -> u64 {
+        self.max_ahead
     }
 
     /// The window length in force (rounded down to whole time units for
@@ -176,7 +196,7 @@ impl SlidingWindow {
                 cur: 0,
                 prev: cur,
             }
-        } else if behind > self.epoch_mask - MAX_AHEAD {
+        } else if behind > self.epoch_mask - self.max_ahead {
             // The state is from a slightly later window than `now`: another
             // thread read the clock a moment after us and already moved the
             // key on. Decide as if at the start of that window. Anything
@@ -376,6 +396,18 @@ mod tests {
     }
 
     #[test]
+    fn a_timestamp_up_to_a_second_stale_never_resets_short_windows() {
+        let s = SlidingWindow::new(5, Duration::from_micros(1)).unwrap();
+        assert_eq!(s.max_ahead(), 1_000_000);
+        let st = s.check(None, 10 * SEC, 5).state;
+        let stale = s.check(st, 10 * SEC - 999_000_000, 1);
+        assert!(
+            stale.decision.is_denied(),
+            "counts kept for a 0.999 s stale caller"
+        );
+    }
+
+    #[test]
     fn state_from_a_later_window_is_not_reset() {
         let s = sw(2, 1);
         let st = s.check(None, 5 * SEC, 2).state.unwrap();
@@ -393,7 +425,8 @@ mod tests {
             let d = s.check(full, now, MAX_LIMIT).decision;
             assert!(d.is_allowed(), "idle {idle} windows");
         }
-        // Within MAX_AHEAD of a wrap the old counts are (documented) misread.
+        // Within max_ahead of a wrap the old counts are (documented) misread.
+        assert_eq!(s.max_ahead(), MIN_AHEAD_WINDOWS);
         assert!(s.check(full, ((1 << 16) - 1) * SEC, 1).decision.is_denied());
     }
 
