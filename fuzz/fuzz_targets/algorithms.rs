@@ -268,7 +268,9 @@ fn sliding_window(limit: u64, window: u64, start: u64, steps: &[Step]) {
                 charged
             };
             state = Some(new);
-            written = now;
+            // A stale caller books into the stored (later) window, so the
+            // state's epoch is that of the latest write, not of `now`.
+            written = if stale { written.max(now) } else { now };
         } else if d.exceeds_limit() {
             assert_eq!(d.retry_after(), Some(Duration::MAX), "{}", ctx());
         } else {
