@@ -276,9 +276,9 @@ fn sliding_window(limit: u64, window: u64, start: u64, steps: &[Step]) {
         } else {
             let wait = d.retry_after().expect("a denial has a retry_after");
             assert!(!wait.is_zero(), "{}", ctx());
-            // On a stale step the state may belong to a later window, which
-            // the algorithm decides from its start rather than from `now`.
-            if ns_units && !stale {
+            // Exact for stale callers too: a state from a later window is
+            // judged at that window's start, and the wait includes the lead.
+            if ns_units {
                 let wait = u64::try_from(wait.as_nanos()).expect("finite wait");
                 let at = now + wait;
                 assert!(

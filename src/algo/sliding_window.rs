@@ -64,8 +64,9 @@ pub const MAX_STALENESS: Duration = Duration::from_secs(1);
 /// ...and at least this many windows, whatever their length.
 pub const MIN_AHEAD_WINDOWS: u64 = 3;
 
-/// Windows are below 2^62 ns (146 years), so two of them fit in a `u64`.
-const MAX_WINDOW_NANOS: u64 = 1 << 62;
+/// Windows are below 2^59 ns (18 years), so the longest wait reported (a
+/// stale caller's lead of up to three windows, plus two) fits in a `u64`.
+const MAX_WINDOW_NANOS: u64 = 1 << 59;
 
 /// Largest limit a sliding window accepts: 24-bit counters, 16-bit epoch.
 pub const MAX_LIMIT: u64 = (1 << 24) - 2;
@@ -176,6 +177,7 @@ impl SlidingWindow {
                 offset,
                 cur: 0,
                 prev: 0,
+                lead: 0,
             };
         };
         let stored = s >> (2 * self.count_bits);
@@ -188,6 +190,7 @@ impl SlidingWindow {
                 offset,
                 cur,
                 prev,
+                lead: 0,
             }
         } else if behind == 1 {
             View {
@@ -195,17 +198,20 @@ impl SlidingWindow {
                 offset,
                 cur: 0,
                 prev: cur,
+                lead: 0,
             }
         } else if behind > self.epoch_mask - self.max_ahead {
             // The state is from a slightly later window than `now`: another
             // thread read the clock a moment after us and already moved the
             // key on. Decide as if at the start of that window. Anything
             // further "ahead" is an old state that wrapped around: expired.
+            let ahead = self.epoch_mask + 1 - behind;
             View {
-                epoch: epoch.wrapping_add(self.epoch_mask + 1 - behind),
+                epoch: epoch.wrapping_add(ahead),
                 offset: 0,
                 cur,
                 prev,
+                lead: ahead * self.window - offset,
             }
         } else {
             View {
@@ -213,6 +219,7 @@ impl SlidingWindow {
                 offset,
                 cur: 0,
                 prev: 0,
+                lead: 0,
             }
         }
     }
@@ -223,14 +230,14 @@ impl SlidingWindow {
         v.cur * self.window + v.prev * (self.window - v.offset)
     }
 
-    /// Callers pass at most two windows, which fit: windows are < 2^62 ns.
+    /// Callers pass at most five windows, which fit: windows are < 2^59 ns.
     fn units_to_nanos(&self, units: u64) -> u64 {
         units << self.shift
     }
 
     /// Time until `cur` and `prev` have both fully decayed.
     fn reset_after(&self, v: &View, cur: u64) -> u64 {
-        let to_end = self.window - v.offset;
+        let to_end = v.lead + self.window - v.offset;
         let units = if cur > 0 {
             to_end + self.window
         } else if v.prev > 0 {
@@ -297,7 +304,7 @@ impl SlidingWindow {
         }
         // The sub-unit part of `now` already elapsed is not subtracted: at
         // most 2^shift ns late, never early.
-        let retry = self.units_to_nanos(self.retry_units(v, cost));
+        let retry = self.units_to_nanos(v.lead + self.retry_units(v, cost));
         Decision::deny(self.limit, remaining, reset, retry)
     }
 
@@ -324,11 +331,16 @@ impl SlidingWindow {
     }
 }
 
+/// A state read for one instant: the window it counts in, the offset into
+/// it, and the counts that apply there.
 struct View {
     epoch: u64,
     offset: u64,
     cur: u64,
     prev: u64,
+    /// Units from the caller's `now` to the instant the view describes: 0,
+    /// except for a stale caller judged at the start of a later window.
+    lead: u64,
 }
 
 #[cfg(test)]
@@ -412,7 +424,16 @@ mod tests {
         let s = sw(2, 1);
         let st = s.check(None, 5 * SEC, 2).state.unwrap();
         // A thread with a stale timestamp from the previous window.
-        assert!(s.check(Some(st), 5 * SEC - 1, 1).decision.is_denied());
+        let stale = 5 * SEC - SEC / 2;
+        let d = s.check(Some(st), stale, 1).decision;
+        assert!(d.is_denied());
+        // Its wait counts from its own clock reading: through the rest of
+        // its window, then as anyone in window 5 would wait (until x = 1/2
+        // of window 6, where the 2 admitted weigh 1).
+        let wait = d.retry_after().unwrap().as_nanos() as u64;
+        assert_eq!(wait, SEC / 2 + SEC + SEC / 2);
+        assert!(s.check(Some(st), stale + wait, 1).decision.is_allowed());
+        assert!(s.check(Some(st), stale + wait - 1, 1).decision.is_denied());
     }
 
     #[test]
