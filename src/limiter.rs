@@ -169,9 +169,14 @@ impl<K: Hash + ?Sized, C: Clock, S: Store> KeyedLimiter<K, C, S> {
 
     /// Counters since creation.
     pub fn stats(&self) -> LimiterStats {
+        // Denials first: every denial is also counted as checked, so reading
+        // them before the checks keeps `admitted` from going negative while
+        // other threads decide.
+        let denied = self.counters.sum(Count::Denied);
+        let checked = self.counters.sum(Count::Checked);
         LimiterStats {
-            admitted: self.counters.sum(Count::Admitted),
-            denied: self.counters.sum(Count::Denied),
+            admitted: checked.saturating_sub(denied),
+            denied,
             evictions: self.store.evictions(),
             occupancy: self.store.occupancy(),
             capacity: self.store.capacity(),
@@ -191,12 +196,10 @@ impl<K: Hash + ?Sized, C: Clock, S: Store> Charge for KeyedLimiter<K, C, S> {
 
     #[inline]
     fn record(&self, allowed: bool) {
-        let which = if allowed {
-            Count::Admitted
-        } else {
-            Count::Denied
-        };
-        self.counters.add(which, 1);
+        self.counters.add(Count::Checked, 1);
+        if !allowed {
+            self.counters.add(Count::Denied, 1);
+        }
     }
 }
 

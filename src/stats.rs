@@ -17,7 +17,9 @@ const STRIPES: usize = OWNED + 1;
 /// Which counter of a [`Striped`] set.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Count {
-    Admitted = 0,
+    /// Every decision; admitted = checked − denied, so the admit path
+    /// bumps one counter at a fixed offset.
+    Checked = 0,
     Denied = 1,
     Evictions = 2,
     Reclaimed = 3,
@@ -123,7 +125,7 @@ impl Striped {
 impl std::fmt::Debug for Striped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Striped")
-            .field("admitted", &self.sum(Count::Admitted))
+            .field("checked", &self.sum(Count::Checked))
             .field("denied", &self.sum(Count::Denied))
             .finish()
     }
@@ -143,23 +145,23 @@ mod tests {
                 for _ in 0..OWNED + 8 {
                     scope.spawn(|| {
                         for _ in 0..1000 {
-                            s.add(Count::Admitted, 1);
+                            s.add(Count::Checked, 1);
                         }
                     });
                 }
             });
         }
-        assert_eq!(s.sum(Count::Admitted), 2 * (OWNED as u64 + 8) * 1000);
+        assert_eq!(s.sum(Count::Checked), 2 * (OWNED as u64 + 8) * 1000);
         std::thread::scope(|scope| {
             for _ in 0..8 {
                 scope.spawn(|| {
                     for _ in 0..1000 {
-                        s.add(Count::Admitted, 1);
+                        s.add(Count::Checked, 1);
                     }
                 });
             }
         });
-        assert_eq!(s.sum(Count::Admitted), 2 * (OWNED as u64 + 8) * 1000 + 8000);
+        assert_eq!(s.sum(Count::Checked), 2 * (OWNED as u64 + 8) * 1000 + 8000);
         assert_eq!(s.sum(Count::Denied), 0);
     }
 }
