@@ -49,11 +49,12 @@ def main():
                       mean_ns(group, "fg_gcra"), mean_ns(group, "governor_coarse")))
             print(row("hot key, clock read once per request (gcra, check_at)",
                       mean_ns(group, "fg_gcra_at"), gov, "governor has no such call"))
-    for group, case in [
-        ("threads_distinct_keys", "2 threads, distinct keys"),
-        ("threads_one_key", "2 threads, one key"),
+    for group, case, fg in [
+        ("threads_distinct_keys", "2 threads, distinct keys (table at 1.6× keys)", "fg_gcra"),
+        ("threads_distinct_keys", "2 threads, distinct keys (sparse 4M table)", "fg_gcra_sparse"),
+        ("threads_one_key", "2 threads, one key", "fg_gcra"),
     ]:
-        fg1, fg2 = mean_ns(group, "fg_gcra/1"), mean_ns(group, "fg_gcra/2")
+        fg1, fg2 = mean_ns(group, f"{fg}/1"), mean_ns(group, f"{fg}/2")
         gv1, gv2 = mean_ns(group, "governor/1"), mean_ns(group, "governor/2")
         if None in (fg1, fg2, gv1, gv2):
             print(row(case, None, None))
