@@ -127,7 +127,7 @@ pub fn check_all(now: Timestamp, checks: &[Pending<'_>]) -> CompositeDecision {
             index: Some(i),
         },
         None => CompositeDecision {
-            decision: Decision::allow(u64::MAX, u64::MAX, 0),
+            decision: Decision::allow(u64::MAX, u64::MAX, 1, 0),
             index: None,
         },
     }

@@ -8,13 +8,55 @@ use std::time::Duration;
 /// Durations are exact to the nanosecond; [`Decision::retry_after_secs`]
 /// rounds up for `Retry-After` headers, so a denied client is never told to
 /// retry at once.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy)]
 pub struct Decision {
     allowed: bool,
     limit: u64,
-    remaining: u64,
+    /// `remaining = room / unit`, divided only when asked: most callers only
+    /// look at `is_allowed`, and the division was a tenth of a check.
+    room: u64,
+    /// Never 0.
+    unit: u64,
     reset_after: u64,
     retry_after: u64,
+}
+
+impl Decision {
+    fn key(&self) -> (bool, u64, u64, u64, u64) {
+        (
+            self.allowed,
+            self.limit,
+            self.remaining(),
+            self.reset_after,
+            self.retry_after,
+        )
+    }
+}
+
+impl PartialEq for Decision {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for Decision {}
+
+impl std::hash::Hash for Decision {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.key().hash(state);
+    }
+}
+
+impl std::fmt::Debug for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decision")
+            .field("allowed", &self.allowed)
+            .field("limit", &self.limit)
+            .field("remaining", &self.remaining())
+            .field("reset_after", &self.reset_after())
+            .field("retry_after", &self.retry_after())
+            .finish()
+    }
 }
 
 /// `retry_after` value meaning the request can never be admitted (its cost
@@ -22,29 +64,38 @@ pub struct Decision {
 const NEVER: u64 = u64::MAX;
 
 impl Decision {
-    pub(crate) fn allow(limit: u64, remaining: u64, reset_after: u64) -> Self {
+    /// Admitted; `room / unit` units remain (`unit ≥ 1`).
+    #[inline(always)]
+    pub(crate) fn allow(limit: u64, room: u64, unit: u64, reset_after: u64) -> Self {
         Decision {
             allowed: true,
             limit,
-            remaining,
+            room,
+            unit,
             reset_after,
             retry_after: 0,
         }
     }
 
-    pub(crate) fn deny(limit: u64, remaining: u64, reset_after: u64, retry_after: u64) -> Self {
+    pub(crate) fn deny(
+        limit: u64,
+        (room, unit): (u64, u64),
+        reset_after: u64,
+        retry_after: u64,
+    ) -> Self {
         Decision {
             allowed: false,
             limit,
-            remaining,
+            room,
+            unit,
             reset_after,
             // A denial always asks for a positive wait.
             retry_after: retry_after.max(1),
         }
     }
 
-    pub(crate) fn never(limit: u64, remaining: u64, reset_after: u64) -> Self {
-        Self::deny(limit, remaining, reset_after, NEVER)
+    pub(crate) fn never(limit: u64, room: (u64, u64), reset_after: u64) -> Self {
+        Self::deny(limit, room, reset_after, NEVER)
     }
 
     /// Whether the request was admitted (and charged).
@@ -67,7 +118,7 @@ impl Decision {
     /// Cost units the key may still spend right now (after this request, if
     /// it was admitted).
     pub fn remaining(&self) -> u64 {
-        self.remaining
+        self.room / self.unit.max(1)
     }
 
     /// Time until the key is back to its full allowance if it sends nothing
@@ -110,15 +161,17 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_and_is_never_zero() {
-        let d = Decision::deny(10, 0, 5, 1);
+        let d = Decision::deny(10, (0, 1), 5, 1);
         assert_eq!(d.retry_after_secs(), 1);
-        let d = Decision::deny(10, 0, 5, 1_000_000_001);
+        let d = Decision::deny(10, (0, 1), 5, 1_000_000_001);
         assert_eq!(d.retry_after_secs(), 2);
-        let d = Decision::deny(10, 0, 5, 0);
+        let d = Decision::deny(10, (0, 1), 5, 0);
         assert_eq!(d.retry_after(), Some(Duration::from_nanos(1)));
-        assert_eq!(Decision::allow(10, 3, 5).retry_after(), None);
-        assert_eq!(Decision::allow(10, 3, 5).retry_after_secs(), 0);
-        let never = Decision::never(1, 1, 0);
+        assert_eq!(Decision::allow(10, 7, 2, 5).remaining(), 3);
+        assert_eq!(Decision::allow(10, 6, 2, 5), Decision::allow(10, 3, 1, 5));
+        assert_eq!(Decision::allow(10, 3, 1, 5).retry_after(), None);
+        assert_eq!(Decision::allow(10, 3, 1, 5).retry_after_secs(), 0);
+        let never = Decision::never(1, (1, 1), 0);
         assert!(never.exceeds_limit());
         assert_eq!(never.retry_after(), Some(Duration::MAX));
     }

@@ -379,18 +379,18 @@ impl Store for AtomicTable {
                 break;
             }
             let out = algorithm.step(Some(s), now, op);
-            match out.state {
-                Some(new) if new != s => {
-                    if slot
-                        .compare_exchange(s, new, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok()
-                    {
-                        return out.decision;
-                    }
-                    break;
-                }
-                _ => return out.decision,
+            // A state left unchanged (cost 0) is written back as well: that
+            // saves a comparison on every admission.
+            let Some(new) = out.state else {
+                return out.decision;
+            };
+            if slot
+                .compare_exchange(s, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return out.decision;
             }
+            break;
         }
         self.apply_slow(key, now, algorithm, op)
     }

@@ -16,7 +16,6 @@
 //! `T`, with no rounding (property-tested against a textbook model).
 
 use super::Outcome;
-use super::divide::Divider;
 use crate::decision::Decision;
 use crate::error::ConfigError;
 use std::time::Duration;
@@ -35,8 +34,6 @@ pub struct Gcra {
     interval: u64,
     /// `burst · T`.
     tolerance: u64,
-    /// Divides by `T`.
-    per_interval: Divider,
 }
 
 impl Gcra {
@@ -77,7 +74,6 @@ impl Gcra {
             burst,
             interval,
             tolerance,
-            per_interval: Divider::new(interval),
         })
     }
 
@@ -115,11 +111,7 @@ impl Gcra {
         if cost <= self.burst && backlog + cost * self.interval <= self.tolerance {
             let after = backlog + cost * self.interval;
             Outcome {
-                decision: Decision::allow(
-                    self.burst,
-                    self.per_interval.div(self.tolerance - after),
-                    after,
-                ),
+                decision: Decision::allow(self.burst, self.tolerance - after, self.interval, after),
                 state: Some(now + after),
             }
         } else {
@@ -131,9 +123,7 @@ impl Gcra {
     #[cold]
     #[inline(never)]
     fn refuse(&self, backlog: u64, cost: u64) -> Decision {
-        let remaining = self
-            .per_interval
-            .div(self.tolerance.saturating_sub(backlog));
+        let remaining = (self.tolerance.saturating_sub(backlog), self.interval);
         if cost > self.burst {
             return Decision::never(self.burst, remaining, backlog);
         }

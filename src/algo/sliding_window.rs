@@ -278,7 +278,8 @@ impl SlidingWindow {
             let cur = v.cur + cost;
             let d = Decision::allow(
                 self.limit,
-                self.per_window.div(cap - used - cost * self.window),
+                cap - used - cost * self.window,
+                self.window,
                 self.reset_after(&v, cur),
             );
             Outcome {
@@ -295,9 +296,10 @@ impl SlidingWindow {
     #[cold]
     #[inline(never)]
     fn refuse(&self, v: &View, cost: u64) -> Decision {
-        let remaining = self
-            .per_window
-            .div((self.limit * self.window).saturating_sub(self.used(v)));
+        let remaining = (
+            (self.limit * self.window).saturating_sub(self.used(v)),
+            self.window,
+        );
         let reset = self.reset_after(v, v.cur);
         if cost > self.limit {
             return Decision::never(self.limit, remaining, reset);
