@@ -239,7 +239,11 @@ impl AtomicTable {
     }
 
     fn unlock(bucket: &Bucket) {
-        bucket.tags[0].fetch_and(!LOCK, Ordering::Release);
+        // Only the holder writes this word while the bit is set (waiters'
+        // `fetch_or` of a bit already set changes nothing), so a plain store
+        // is enough: one locked instruction fewer per insert.
+        let word = bucket.tags[0].load(Ordering::Relaxed);
+        bucket.tags[0].store(word & !LOCK, Ordering::Release);
     }
 
     /// Locks both candidate buckets, lower index first so two inserters

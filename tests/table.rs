@@ -75,6 +75,22 @@ fn racing_inserts_of_many_keys_keep_one_entry_each() {
 }
 
 #[test]
+fn contended_inserts_into_a_small_table_lose_no_count() {
+    let clock = ManualClock::new();
+    // 100 keys in 256 buckets: every thread inserts every key at once, so
+    // bucket locks are fought over, yet each key must end up exactly once
+    // with exactly its limit admitted.
+    let limiter = window(50, 1024, &clock);
+    let admitted = hammer(100 * 60, &|t, i| {
+        limiter.check(&(((i + t * 13) % 100) as u64)).is_allowed()
+    });
+    let s = limiter.stats();
+    assert_eq!(s.evictions, 0);
+    assert_eq!(s.occupancy, 100);
+    assert_eq!(admitted, 100 * 50);
+}
+
+#[test]
 fn two_choice_table_keeps_nearly_every_key_at_60_percent_load() {
     let clock = ManualClock::new();
     let limiter = window(10, 100_000, &clock);
