@@ -63,6 +63,14 @@ struct Bucket {
     states: [AtomicU64; WAYS],
 }
 
+impl Bucket {
+    /// Slot `i`'s tag, without the lock bit (0 for an empty slot).
+    #[inline(always)]
+    fn tag(&self, i: usize) -> u64 {
+        self.tags[i].load(Ordering::Acquire) & !LOCK
+    }
+}
+
 /// The default [`Store`]: fixed capacity, lock-free hits, bounded memory.
 ///
 /// ```
@@ -143,24 +151,19 @@ impl AtomicTable {
                 let slot = &bucket.states[i];
                 let mut s = slot.load(Ordering::Acquire);
                 loop {
-                    if s == REPLACING || bucket.tags[i].load(Ordering::Acquire) & !LOCK != tag {
+                    if s == REPLACING || bucket.tag(i) != tag {
                         backoff(&mut spins);
                         continue 'lookup;
                     }
+                    // As on the fast path in `apply`, whose single attempt
+                    // this loop repeats (kept apart there for its cost).
                     let out = algorithm.step(Some(s), now, op);
-                    match out.state {
-                        Some(new) if new != s => {
-                            match slot.compare_exchange_weak(
-                                s,
-                                new,
-                                Ordering::AcqRel,
-                                Ordering::Acquire,
-                            ) {
-                                Ok(_) => return out.decision,
-                                Err(actual) => s = actual,
-                            }
-                        }
-                        _ => return out.decision,
+                    let Some(new) = out.state else {
+                        return out.decision;
+                    };
+                    match slot.compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Acquire) {
+                        Ok(_) => return out.decision,
+                        Err(actual) => s = actual,
                     }
                 }
             }
@@ -187,8 +190,8 @@ impl AtomicTable {
     #[inline]
     fn locate(&self, (first, second): (usize, usize), tag: u64) -> Option<(usize, usize)> {
         let mut occupied = 0;
-        for (i, t) in self.buckets[first].tags.iter().enumerate() {
-            let t = t.load(Ordering::Acquire) & !LOCK;
+        for i in 0..WAYS {
+            let t = self.buckets[first].tag(i);
             if t == tag {
                 return Some((first, i));
             }
@@ -201,15 +204,13 @@ impl AtomicTable {
             return None;
         }
         let b = &self.buckets[second];
-        (0..WAYS)
-            .find(|&i| b.tags[i].load(Ordering::Acquire) & !LOCK == tag)
-            .map(|i| (second, i))
+        (0..WAYS).find(|&i| b.tag(i) == tag).map(|i| (second, i))
     }
 
     /// Empty slots of a bucket (read under its lock).
     fn free_slots(&self, b: usize) -> impl Iterator<Item = usize> + '_ {
         let bucket = &self.buckets[b];
-        (0..WAYS).filter(|&i| bucket.tags[i].load(Ordering::Relaxed) & !LOCK == 0)
+        (0..WAYS).filter(|&i| bucket.tag(i) == 0)
     }
 
     /// Under the locks: where a new key goes if a slot is free. The first
@@ -219,11 +220,8 @@ impl AtomicTable {
     /// where always-first overflows 20 times as often.
     fn free_slot(&self, (first, second): (usize, usize)) -> Option<(usize, usize)> {
         let free_first = self.free_slots(first).count();
-        if WAYS - free_first < SPILL || first == second {
-            return self.free_slots(first).next().map(|i| (first, i));
-        }
-        let free_second = self.free_slots(second).count();
-        let b = if free_second > free_first {
+        let spill = WAYS - free_first >= SPILL && first != second;
+        let b = if spill && self.free_slots(second).count() > free_first {
             second
         } else {
             first
@@ -374,12 +372,12 @@ impl Store for AtomicTable {
         // it. Kept small so the common case stays in registers.
         let bucket = &self.buckets[self.first_bucket(key)];
         for i in 0..WAYS {
-            if bucket.tags[i].load(Ordering::Acquire) & !LOCK != tag {
+            if bucket.tag(i) != tag {
                 continue;
             }
             let slot = &bucket.states[i];
             let s = slot.load(Ordering::Acquire);
-            if s == REPLACING || bucket.tags[i].load(Ordering::Acquire) & !LOCK != tag {
+            if s == REPLACING || bucket.tag(i) != tag {
                 break;
             }
             let out = algorithm.step(Some(s), now, op);
