@@ -50,8 +50,11 @@ mod clock;
 mod compose;
 mod decision;
 mod error;
+#[cfg(feature = "tower")]
+pub mod http;
 pub mod ip;
 mod limiter;
+mod prefix_map;
 mod stats;
 mod store;
 mod table;
@@ -64,6 +67,7 @@ pub use decision::Decision;
 pub use error::ConfigError;
 pub use ip::IpPrefix;
 pub use limiter::{Builder, DEFAULT_CAPACITY, KeyedLimiter, LimiterStats};
+pub use prefix_map::{PrefixMap, PrefixSet};
 pub use store::Store;
 pub use table::{AtomicTable, MAX_CAPACITY};
 

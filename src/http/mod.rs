@@ -1,0 +1,1 @@
+//! Tower layer and connection gate (feature `tower`).
