@@ -86,4 +86,35 @@ pub enum ConfigError {
         /// The text given.
         input: String,
     },
+    /// A rule of a [`Guard`](crate::http::Guard) failed to build; `source`
+    /// names the field.
+    #[error("rule `{rule}`: {source}")]
+    InRule {
+        /// The rule's name.
+        rule: String,
+        /// What is wrong with it.
+        source: Box<ConfigError>,
+    },
+    /// Two rules of one guard share a name, so stats and responses could
+    /// not tell them apart.
+    #[error("two rules are named `{rule}`")]
+    DuplicateRule {
+        /// The repeated name.
+        rule: String,
+    },
+    /// A rule name that cannot appear in a `RateLimit` header: empty, or
+    /// with characters other than visible ASCII, `"` and `\\` excepted.
+    #[error("rule name {input:?} must be non-empty visible ASCII without quotes or backslashes")]
+    BadRuleName {
+        /// The name given.
+        input: String,
+    },
+    /// A header name that HTTP does not allow.
+    #[error("`{field}`: {input:?} is not a valid header name")]
+    BadHeaderName {
+        /// The builder field.
+        field: &'static str,
+        /// The text given.
+        input: String,
+    },
 }

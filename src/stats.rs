@@ -26,25 +26,32 @@ pub(crate) enum Count {
     Filled = 4,
 }
 
-const COUNTS: usize = 5;
+/// How many [`Count`]s there are.
+pub(crate) const COUNTS: usize = 5;
 
-/// A set of counters striped over cache lines.
+impl From<Count> for usize {
+    fn from(c: Count) -> usize {
+        c as usize
+    }
+}
+
+/// A set of `N` counters striped over cache lines.
 ///
 /// While a thread lives it owns one stripe index in every `Striped`, so it
 /// can bump its counters with a plain load and store: a locked read-modify-
 /// write cost as much as the rate-limit decision itself. Indices are given
 /// back when threads exit; threads beyond [`OWNED`] at once share one
 /// stripe and use `fetch_add`.
-pub(crate) struct Striped {
-    stripes: Box<[CachePadded<[AtomicU64; COUNTS]>; STRIPES]>,
+pub(crate) struct Striped<const N: usize = COUNTS> {
+    stripes: Box<[CachePadded<[AtomicU64; N]>; STRIPES]>,
 }
 
-impl Default for Striped {
+impl<const N: usize> Default for Striped<N> {
     fn default() -> Self {
         Striped {
-            stripes: Box::new(std::array::from_fn(
-                |_| CachePadded::new(Default::default()),
-            )),
+            stripes: Box::new(std::array::from_fn(|_| {
+                CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))
+            })),
         }
     }
 }
@@ -102,11 +109,11 @@ fn stripe() -> usize {
     }
 }
 
-impl Striped {
+impl<const N: usize> Striped<N> {
     #[inline]
-    pub(crate) fn add(&self, which: Count, n: u64) {
+    pub(crate) fn add(&self, which: impl Into<usize>, n: u64) {
         let i = stripe();
-        let c = &self.stripes[i & (STRIPES - 1)][which as usize];
+        let c = &self.stripes[i & (STRIPES - 1)][which.into()];
         if i < OWNED {
             c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
         } else {
@@ -114,15 +121,16 @@ impl Striped {
         }
     }
 
-    pub(crate) fn sum(&self, which: Count) -> u64 {
+    pub(crate) fn sum(&self, which: impl Into<usize>) -> u64 {
+        let which = which.into();
         self.stripes
             .iter()
-            .map(|s| s[which as usize].load(Ordering::Relaxed))
+            .map(|s| s[which].load(Ordering::Relaxed))
             .fold(0, u64::wrapping_add)
     }
 }
 
-impl std::fmt::Debug for Striped {
+impl std::fmt::Debug for Striped<COUNTS> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Striped")
             .field("checked", &self.sum(Count::Checked))
@@ -137,7 +145,7 @@ mod tests {
 
     #[test]
     fn sums_across_threads() {
-        let s = Striped::default();
+        let s = Striped::<COUNTS>::default();
         // More threads than owned stripes, twice over, so shared stripes,
         // reuse of freed ones and owned ones are all exercised.
         for _ in 0..2 {

@@ -1,1 +1,34 @@
-//! Tower layer and connection gate (feature `tower`).
+//! The Tower layer and the connection gate (feature `tower`).
+//!
+//! * [`Guard`]: the shared state (rules, trusted proxies, lists, bans,
+//!   counters), built once; [`Guard::layer`] makes the Tower layer that
+//!   axum's `Router::layer` and tonic's `Server::builder().layer` accept.
+//! * [`Rule`]: one limit over a request key (client address, prefix, route,
+//!   method, header, global, or your own), enforced or in shadow mode.
+//! * [`client_ip`]: which address a request is keyed on, believing
+//!   forwarding headers only from trusted proxies.
+//! * [`gate`]: a listener wrapper that refuses connections at accept, before
+//!   a byte is read.
+//!
+//! Refusals are answered at once, without calling the service: 429 with
+//! `Retry-After`, `RateLimit` and `RateLimit-Policy` headers; 403 for
+//! blocked clients; for gRPC requests the matching gRPC status
+//! (`RESOURCE_EXHAUSTED`, `PERMISSION_DENIED`).
+
+mod body;
+pub mod client_ip;
+pub mod gate;
+mod guard;
+mod layer;
+mod peer;
+mod refusal;
+mod rules;
+
+pub use body::GuardBody;
+pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, IpSource};
+pub use gate::{AcceptVerdict, Gate, GateBuilder, GateStats, GatedListener, GatedStream};
+pub use guard::{DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer};
+pub use layer::{GuardLayer, GuardService, ResponseFuture};
+pub use peer::PeerAddr;
+pub use refusal::RefusalKind;
+pub use rules::{Rule, RuleStats};

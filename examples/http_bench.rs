@@ -1,0 +1,200 @@
+//! Requests per second and p99 latency of bare axum, axum + floodguard and
+//! axum + tower_governor with the same per-IP quota, loaded by `wrk` on
+//! loopback, interleaved in one run.
+//!
+//! ```text
+//! scripts/http_bench.sh            # installs wrk if missing, then runs this
+//! cargo run --release --all-features --example http_bench -- [rounds] [seconds]
+//! ```
+//!
+//! Two cases: the limit is never hit (the cost of admitting), and the limit
+//! is hit by nearly every request (the cost of refusing). The server runs
+//! on one Tokio worker thread in this process; `wrk` runs with one thread
+//! in its own process, so each gets one of the two cores. Each cell is the
+//! median over the rounds; ratios are to bare axum in the same case.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use floodguard::http::{Guard, Rule};
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::PeerIpKeyExtractor;
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Contender {
+    Bare,
+    Floodguard,
+    TowerGovernor,
+}
+
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Case {
+    /// A quota no client reaches: every request is admitted and charged.
+    Admit,
+    /// One request a second: nearly every request is refused.
+    Refuse,
+}
+
+const CONTENDERS: [Contender; 3] = [
+    Contender::Bare,
+    Contender::Floodguard,
+    Contender::TowerGovernor,
+];
+const CASES: [Case; 2] = [Case::Admit, Case::Refuse];
+
+fn app(contender: Contender, case: Case) -> Router {
+    let router = Router::new().route("/", get(|| async { "hello\n" }));
+    // Same GCRA quota for both limiters: 1 per µs with a burst of a million
+    // (never reached), or 1 a second with a burst of 1.
+    let (per, burst) = match case {
+        Case::Admit => (Duration::from_micros(1), 1_000_000),
+        Case::Refuse => (Duration::from_secs(1), 1),
+    };
+    match contender {
+        Contender::Bare => router,
+        Contender::Floodguard => {
+            let guard = Guard::builder()
+                .rule(Rule::per_ip("per-ip").gcra(1, per).burst(burst))
+                .build()
+                .expect("valid quota");
+            router.layer(guard.layer())
+        }
+        Contender::TowerGovernor => {
+            let config = GovernorConfigBuilder::default()
+                .key_extractor(PeerIpKeyExtractor)
+                .period(per)
+                .burst_size(burst as u32)
+                .finish()
+                .expect("valid quota");
+            router.layer(GovernorLayer::new(Arc::new(config)))
+        }
+    }
+}
+
+/// What one wrk run measured.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    rps: f64,
+    p99_ms: f64,
+    refused_share: f64,
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
+    let seconds: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(4);
+    if Command::new("wrk").arg("--version").output().is_err() {
+        eprintln!(
+            "wrk not found: run scripts/http_bench.sh, which installs it (apt-get install wrk)"
+        );
+        std::process::exit(2);
+    }
+    let server = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    let mut results = vec![Vec::new(); CONTENDERS.len() * CASES.len()];
+    for round in 0..rounds {
+        for (ci, &case) in CASES.iter().enumerate() {
+            for (ki, &contender) in CONTENDERS.iter().enumerate() {
+                let (addr, handle) = server.block_on(start(app(contender, case)))?;
+                let run = wrk(addr, seconds)?;
+                handle.abort();
+                eprintln!(
+                    "round {}: {case:?} {contender:?}: {:.0} req/s, p99 {:.2} ms, {:.1}% refused",
+                    round + 1,
+                    run.rps,
+                    run.p99_ms,
+                    run.refused_share * 100.0
+                );
+                results[ci * CONTENDERS.len() + ki].push(run);
+            }
+        }
+    }
+    println!("\n| case | contender | req/s | vs bare | p99 ms | refused |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for (ci, case) in CASES.iter().enumerate() {
+        let bare = median(&results[ci * CONTENDERS.len()], |r| r.rps);
+        for (ki, contender) in CONTENDERS.iter().enumerate() {
+            let runs = &results[ci * CONTENDERS.len() + ki];
+            let rps = median(runs, |r| r.rps);
+            println!(
+                "| {case:?} | {contender:?} | {rps:.0} | {:.2}× | {:.2} | {:.1}% |",
+                rps / bare,
+                median(runs, |r| r.p99_ms),
+                median(runs, |r| r.refused_share) * 100.0
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn start(app: Router) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let handle = tokio::spawn(async move {
+        let _ = axum::serve(listener, make).await;
+    });
+    Ok((addr, handle))
+}
+
+/// Runs wrk (1 thread, 32 keep-alive connections) against `addr`.
+fn wrk(addr: SocketAddr, seconds: u64) -> Result<Run, Box<dyn std::error::Error>> {
+    let out = Command::new("wrk")
+        .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"])
+        .arg(format!("http://{addr}/"))
+        .output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!("wrk failed: {text}{}", String::from_utf8_lossy(&out.stderr)).into());
+    }
+    let field = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|v| v.trim().to_owned()))
+    };
+    let rps: f64 = field("Requests/sec:")
+        .ok_or("no Requests/sec in wrk output")?
+        .parse()?;
+    let total: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .split_once(" requests in ")
+                .map(|(n, _)| n.trim().to_owned())
+        })
+        .ok_or("no request count in wrk output")?
+        .parse()?;
+    let refused: f64 = field("Non-2xx or 3xx responses:").map_or(Ok(0.0), |v| v.parse())?;
+    let p99 = field("99%").ok_or("no 99% latency in wrk output")?;
+    Ok(Run {
+        rps,
+        p99_ms: millis(&p99).ok_or_else(|| format!("bad latency {p99:?}"))?,
+        refused_share: if total > 0.0 { refused / total } else { 0.0 },
+    })
+}
+
+/// wrk's latency text ("850.00us", "1.23ms", "2.00s") in milliseconds.
+fn millis(s: &str) -> Option<f64> {
+    let split = s.find(|c: char| c.is_ascii_alphabetic())?;
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().ok()?;
+    Some(match unit {
+        "us" => n / 1000.0,
+        "ms" => n,
+        "s" => n * 1000.0,
+        "m" => n * 60_000.0,
+        _ => return None,
+    })
+}
+
+fn median(runs: &[Run], f: impl Fn(&Run) -> f64) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(f).collect();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}

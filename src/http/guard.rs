@@ -1,0 +1,640 @@
+//! The shared state of the layer: rules, lists, bans, counters, and the
+//! decision for one request.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::HeaderValue;
+use http::request::Parts;
+use parking_lot::RwLock;
+
+use super::client_ip::{ClientIp, ClientIpConfig};
+use super::gate::{AcceptVerdict, Gate, GateBuilder};
+use super::layer::GuardLayer;
+use super::peer::{peer_addr, route};
+use super::refusal::RefusalKind;
+use super::rules::{CompiledRule, Rule, RuleStats};
+use crate::ip::canonical;
+use crate::stats::Striped;
+use crate::{
+    Clock, CoarseClock, ConfigError, Decision, IpPrefix, PrefixMap, PrefixSet, Timestamp, check_all,
+};
+
+/// What to do with a request that carries no peer address (the server was
+/// not set up to record one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MissingPeer {
+    /// Refuse it with 500 (gRPC `INTERNAL`) and log how to fix the setup,
+    /// rather than silently counting every client in one shared bucket.
+    #[default]
+    Refuse,
+    /// Serve it, skipping the address rules, lists and bans (the other
+    /// rules still apply). For services that really have no address, such
+    /// as ones behind a Unix socket.
+    SkipAddressRules,
+}
+
+/// Default cap on runtime bans held at once.
+pub const DEFAULT_MAX_BANS: usize = 100_000;
+
+/// How often the missing-peer setup error is logged at most.
+const NO_PEER_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Counters of a [`Guard`], striped per thread.
+#[derive(Clone, Copy)]
+enum GuardCount {
+    Requests,
+    Admitted,
+    RefusedRate,
+    RefusedBlocked,
+    Safelisted,
+    NoPeer,
+    Malformed,
+    BansDropped,
+}
+const GUARD_COUNTS: usize = 8;
+
+impl From<GuardCount> for usize {
+    fn from(c: GuardCount) -> usize {
+        c as usize
+    }
+}
+
+/// The decision for one request, put into the request's extensions for
+/// handlers to read.
+///
+/// ```
+/// use axum::Extension;
+/// use floodguard::http::GuardDecision;
+///
+/// async fn handler(Extension(d): Extension<GuardDecision>) -> String {
+///     format!("{:?} has {:?} left", d.client_ip(), d.decision().map(|d| d.remaining()))
+/// }
+/// # let _ = handler;
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GuardDecision {
+    client: Option<ClientIp>,
+    safelisted: bool,
+    binding: Option<(Arc<str>, Decision)>,
+}
+
+impl GuardDecision {
+    /// The resolved client address and where it came from; `None` when the
+    /// request had no peer address and [`MissingPeer::SkipAddressRules`] let
+    /// it through.
+    pub fn client(&self) -> Option<&ClientIp> {
+        self.client.as_ref()
+    }
+
+    /// The resolved client address.
+    pub fn client_ip(&self) -> Option<IpAddr> {
+        self.client.map(|c| c.ip)
+    }
+
+    /// Whether the client is safelisted (no rule was checked).
+    pub fn is_safelisted(&self) -> bool {
+        self.safelisted
+    }
+
+    /// The enforced rule with the least allowance left, if any applied.
+    pub fn rule(&self) -> Option<&str> {
+        self.binding.as_ref().map(|(n, _)| &**n)
+    }
+
+    /// That rule's decision (remaining, reset).
+    pub fn decision(&self) -> Option<&Decision> {
+        self.binding.as_ref().map(|(_, d)| d)
+    }
+}
+
+/// A rule's decision ready to become `RateLimit` headers.
+#[derive(Clone, Debug)]
+pub(crate) struct RateInfo {
+    pub(crate) rule: Arc<str>,
+    pub(crate) policy: HeaderValue,
+    pub(crate) decision: Decision,
+}
+
+/// The outcome of [`Guard::inspect`].
+pub(crate) enum Inspection {
+    /// Serve; `headers` when rate-limit headers go on successful responses.
+    Pass {
+        decision: GuardDecision,
+        headers: Option<RateInfo>,
+    },
+    /// Answer with a refusal.
+    Refuse {
+        kind: RefusalKind,
+        rate: Option<RateInfo>,
+    },
+}
+
+/// A snapshot of a [`Guard`]'s counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct GuardStats {
+    /// Requests inspected.
+    pub requests: u64,
+    /// Requests passed to the service (safelisted ones included).
+    pub admitted: u64,
+    /// Requests refused by a rule (429 / `RESOURCE_EXHAUSTED`).
+    pub refused_rate_limit: u64,
+    /// Requests refused as blocklisted or banned (403 / `PERMISSION_DENIED`).
+    pub refused_blocked: u64,
+    /// Requests from safelisted clients.
+    pub safelisted: u64,
+    /// Requests without a peer address (refused or not, per
+    /// [`MissingPeer`]).
+    pub no_peer_address: u64,
+    /// Requests from a trusted proxy whose forwarding header was unusable;
+    /// they were keyed on the nearest trusted hop.
+    pub malformed_forwarding: u64,
+    /// Runtime bans in force (expired ones may linger until the next ban).
+    pub bans: usize,
+    /// Bans not recorded because [`GuardBuilder::max_bans`] were held.
+    pub bans_dropped: u64,
+    /// Each rule's counters: enforced rules, then shadow rules, each in
+    /// the order they were added.
+    pub rules: Vec<RuleStats>,
+}
+
+struct Shared<C> {
+    clock: C,
+    enforced: Vec<CompiledRule<C>>,
+    shadow: Vec<CompiledRule<C>>,
+    client_ip: ClientIpConfig,
+    safelist: PrefixSet,
+    blocklist: PrefixSet,
+    bans: RwLock<PrefixMap<Timestamp>>,
+    ban_count: AtomicUsize,
+    max_bans: usize,
+    missing_peer: MissingPeer,
+    headers_on_success: bool,
+    counters: Striped<GUARD_COUNTS>,
+    /// When the missing-peer error was last logged, in clock nanoseconds + 1.
+    no_peer_logged: AtomicU64,
+}
+
+/// The shared state behind [`GuardLayer`]: rules, trusted proxies, lists,
+/// bans and counters. Cheap to clone; every clone (and every service the
+/// layer makes) shares one state.
+///
+/// ```
+/// use std::time::Duration;
+/// use floodguard::http::{ClientIpConfig, Guard, Rule};
+/// use floodguard::ip::PrefixLengths;
+///
+/// let guard = Guard::builder()
+///     .rule(Rule::per_ip("per-ip").gcra(20, Duration::from_secs(1)).burst(40))
+///     .rule(Rule::per_prefix("per-net", PrefixLengths::SUBNET).gcra(200, Duration::from_secs(1)))
+///     .client_ip(ClientIpConfig::new().trust("10.0.0.0/8".parse()?))
+///     .blocklist("192.0.2.0/24".parse()?)
+///     .build()?;
+/// let app: axum::Router = axum::Router::new()
+///     .route("/", axum::routing::get(|| async { "hello" }))
+///     .layer(guard.layer());
+/// guard.ban("198.51.100.7".parse()?, Duration::from_secs(600));
+/// assert!(guard.is_banned("198.51.100.7".parse().unwrap()));
+/// # let _ = app;
+/// # Ok::<(), floodguard::ConfigError>(())
+/// ```
+pub struct Guard<C = CoarseClock> {
+    shared: Arc<Shared<C>>,
+}
+
+impl<C> Clone for Guard<C> {
+    fn clone(&self) -> Self {
+        Guard {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for Guard<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.shared;
+        f.debug_struct("Guard")
+            .field(
+                "enforced",
+                &s.enforced.iter().map(|r| &*r.name).collect::<Vec<_>>(),
+            )
+            .field(
+                "shadow",
+                &s.shadow.iter().map(|r| &*r.name).collect::<Vec<_>>(),
+            )
+            .field("safelist", &s.safelist.len())
+            .field("blocklist", &s.blocklist.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Guard {
+    /// Starts a builder on the default [`CoarseClock`].
+    pub fn builder() -> GuardBuilder {
+        GuardBuilder {
+            clock: CoarseClock::new(),
+            rules: Vec::new(),
+            client_ip: ClientIpConfig::new(),
+            safelist: PrefixSet::new(),
+            blocklist: PrefixSet::new(),
+            max_bans: DEFAULT_MAX_BANS,
+            missing_peer: MissingPeer::default(),
+            headers_on_success: false,
+        }
+    }
+}
+
+impl<C: Clock> Guard<C> {
+    /// A Tower layer that guards the service it wraps with this state.
+    pub fn layer(&self) -> GuardLayer<C> {
+        GuardLayer::new(self.clone())
+    }
+
+    /// The current time on the guard's clock.
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    /// Bans `prefix` (a single address is a /32 or /128 prefix) for
+    /// `duration`, replacing any ban of the same prefix. Banned clients are
+    /// refused with 403 by the layer and closed at accept by the gate.
+    /// Returns false, and counts it in [`GuardStats::bans_dropped`], if
+    /// [`GuardBuilder::max_bans`] unexpired bans are already held.
+    pub fn ban(&self, prefix: IpPrefix, duration: Duration) -> bool {
+        let s = &*self.shared;
+        let now = s.clock.now();
+        let until = now.saturating_add(duration);
+        let mut bans = s.bans.write();
+        if bans.len() >= s.max_bans {
+            bans.retain(|_, until| *until > now);
+        }
+        if bans.len() >= s.max_bans && bans.get(prefix.network()).is_none_or(|(p, _)| *p != prefix)
+        {
+            s.counters.add(GuardCount::BansDropped, 1);
+            tracing::warn!(%prefix, max = s.max_bans, "floodguard: ban not recorded, ban list full");
+            return false;
+        }
+        bans.insert(prefix, until);
+        s.ban_count.store(bans.len(), Ordering::Release);
+        tracing::info!(%prefix, ?duration, "floodguard: banned");
+        true
+    }
+
+    /// Lifts the ban on exactly `prefix`; returns whether there was one.
+    pub fn unban(&self, prefix: &IpPrefix) -> bool {
+        let s = &*self.shared;
+        let mut bans = s.bans.write();
+        let lifted = bans.remove(prefix).is_some();
+        s.ban_count.store(bans.len(), Ordering::Release);
+        if lifted {
+            tracing::info!(%prefix, "floodguard: ban lifted");
+        }
+        lifted
+    }
+
+    /// Whether `ip` falls in an unexpired ban.
+    pub fn is_banned(&self, ip: IpAddr) -> bool {
+        self.banned_at(ip, self.shared.clock.now())
+    }
+
+    /// The bans in force and the time each has left.
+    pub fn bans(&self) -> Vec<(IpPrefix, Duration)> {
+        let now = self.shared.clock.now();
+        self.shared
+            .bans
+            .read()
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|(p, until)| (*p, until.saturating_duration_since(now)))
+            .collect()
+    }
+
+    /// What the connection gate should do with a connection from `ip`:
+    /// refuse it if blocklisted or banned, exempt it from the gate's caps if
+    /// safelisted.
+    pub fn accept_verdict(&self, ip: IpAddr) -> AcceptVerdict {
+        let s = &*self.shared;
+        let ip = canonical(ip);
+        if s.safelist.contains(ip) {
+            AcceptVerdict::Exempt
+        } else if s.blocklist.contains(ip) || self.is_banned(ip) {
+            AcceptVerdict::Refuse
+        } else {
+            AcceptVerdict::Normal
+        }
+    }
+
+    /// A [`Gate`](super::Gate) builder wired to this guard: it closes
+    /// blocklisted and banned addresses at accept and lets safelisted ones
+    /// past its caps.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::net::SocketAddr;
+    /// use std::time::Duration;
+    /// use floodguard::http::{Guard, Rule};
+    ///
+    /// let guard = Guard::builder()
+    ///     .rule(Rule::per_ip("per-ip").gcra(20, Duration::from_secs(1)))
+    ///     .build()?;
+    /// let gate = guard.gate().max_connections_per_ip(16).build()?;
+    /// let app = axum::Router::new()
+    ///     .route("/", axum::routing::get(|| async { "hello" }))
+    ///     .layer(guard.layer());
+    /// let listener = gate.listen(tokio::net::TcpListener::bind("127.0.0.1:8080").await?);
+    /// axum::serve(listener.into_axum(), app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn gate(&self) -> GateBuilder
+    where
+        C: 'static,
+    {
+        let guard = self.clone();
+        Gate::builder().verdict(move |ip| guard.accept_verdict(ip))
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> GuardStats {
+        let s = &*self.shared;
+        let c = |w| s.counters.sum(w);
+        GuardStats {
+            requests: c(GuardCount::Requests),
+            admitted: c(GuardCount::Admitted),
+            refused_rate_limit: c(GuardCount::RefusedRate),
+            refused_blocked: c(GuardCount::RefusedBlocked),
+            safelisted: c(GuardCount::Safelisted),
+            no_peer_address: c(GuardCount::NoPeer),
+            malformed_forwarding: c(GuardCount::Malformed),
+            bans: s.ban_count.load(Ordering::Acquire),
+            bans_dropped: c(GuardCount::BansDropped),
+            rules: s
+                .enforced
+                .iter()
+                .chain(&s.shadow)
+                .map(CompiledRule::stats)
+                .collect(),
+        }
+    }
+
+    fn banned_at(&self, ip: IpAddr, now: Timestamp) -> bool {
+        let s = &*self.shared;
+        s.ban_count.load(Ordering::Acquire) != 0
+            && s.bans.read().get(ip).is_some_and(|(_, until)| *until > now)
+    }
+
+    /// Decides one request: resolve the client, apply lists and bans, then
+    /// charge every enforced rule that applies, all or none.
+    pub(crate) fn inspect(&self, parts: &Parts) -> Inspection {
+        let s = &*self.shared;
+        s.counters.add(GuardCount::Requests, 1);
+        let now = s.clock.now();
+        let client = match peer_addr(&parts.extensions) {
+            Some(peer) => {
+                let c = s.client_ip.resolve(peer.ip(), &parts.headers);
+                if c.malformed {
+                    s.counters.add(GuardCount::Malformed, 1);
+                }
+                Some(c)
+            }
+            None => {
+                s.counters.add(GuardCount::NoPeer, 1);
+                if s.missing_peer == MissingPeer::Refuse {
+                    self.log_missing_peer(now);
+                    return Inspection::Refuse {
+                        kind: RefusalKind::NoPeerAddress,
+                        rate: None,
+                    };
+                }
+                None
+            }
+        };
+        if let Some(c) = client {
+            if s.safelist.contains(c.ip) {
+                s.counters.add(GuardCount::Safelisted, 1);
+                s.counters.add(GuardCount::Admitted, 1);
+                let decision = GuardDecision {
+                    client,
+                    safelisted: true,
+                    binding: None,
+                };
+                return Inspection::Pass {
+                    decision,
+                    headers: None,
+                };
+            }
+            if s.blocklist.contains(c.ip) || self.banned_at(c.ip, now) {
+                s.counters.add(GuardCount::RefusedBlocked, 1);
+                return Inspection::Refuse {
+                    kind: RefusalKind::Blocked,
+                    rate: None,
+                };
+            }
+        }
+        let ip = client.map(|c| c.ip);
+        let route = route(parts);
+        let mut checks = Vec::with_capacity(s.enforced.len());
+        let mut owners = Vec::with_capacity(s.enforced.len());
+        for (i, rule) in s.enforced.iter().enumerate() {
+            if let Some(p) = rule.pending(parts, ip, route) {
+                checks.push(p);
+                owners.push(i);
+            }
+        }
+        let verdict = check_all(now, &checks);
+        let rate = verdict.index.map(|k| {
+            let rule = &s.enforced[owners[k]];
+            RateInfo {
+                rule: Arc::clone(&rule.name),
+                policy: rule.policy.clone(),
+                decision: verdict.decision,
+            }
+        });
+        if !verdict.is_allowed() {
+            s.counters.add(GuardCount::RefusedRate, 1);
+            return Inspection::Refuse {
+                kind: RefusalKind::RateLimited,
+                rate,
+            };
+        }
+        self.observe_shadow_rules(parts, ip, route, now);
+        s.counters.add(GuardCount::Admitted, 1);
+        let decision = GuardDecision {
+            client,
+            safelisted: false,
+            binding: rate.as_ref().map(|r| (Arc::clone(&r.rule), r.decision)),
+        };
+        Inspection::Pass {
+            decision,
+            headers: rate.filter(|_| s.headers_on_success),
+        }
+    }
+
+    /// Charges each shadow rule on its own and counts what it would refuse.
+    fn observe_shadow_rules(&self, parts: &Parts, ip: Option<IpAddr>, route: &str, now: Timestamp) {
+        for rule in &self.shared.shadow {
+            if let Some(p) = rule.pending(parts, ip, route) {
+                if !check_all(now, &[p]).is_allowed() {
+                    rule.shadow_refused();
+                    tracing::debug!(rule = &*rule.name, client = ?ip, "floodguard: shadow rule would refuse");
+                }
+            }
+        }
+    }
+
+    fn log_missing_peer(&self, now: Timestamp) {
+        let last = &self.shared.no_peer_logged;
+        let prev = last.load(Ordering::Relaxed);
+        let due = prev == 0
+            || now.as_nanos().saturating_sub(prev - 1) >= NO_PEER_LOG_EVERY.as_nanos() as u64;
+        if due
+            && last
+                .compare_exchange(
+                    prev,
+                    now.as_nanos() + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tracing::error!(
+                "floodguard: request has no peer address, refused with 500. Serve axum with \
+                 `into_make_service_with_connect_info::<SocketAddr>()` (or over floodguard's Gate), \
+                 serve tonic with its own server or `serve_with_incoming` over the Gate, or insert a \
+                 `floodguard::http::PeerAddr` extension; to serve such requests anyway, set \
+                 `.on_missing_peer(MissingPeer::SkipAddressRules)`"
+            );
+        }
+    }
+}
+
+/// Builds a [`Guard`]; see [`Guard::builder`].
+#[must_use = "a builder does nothing until `.build()`"]
+pub struct GuardBuilder<C = CoarseClock> {
+    clock: C,
+    rules: Vec<Rule>,
+    client_ip: ClientIpConfig,
+    safelist: PrefixSet,
+    blocklist: PrefixSet,
+    max_bans: usize,
+    missing_peer: MissingPeer,
+    headers_on_success: bool,
+}
+
+impl<C: Clock + Clone> GuardBuilder<C> {
+    /// Adds a rule. A request is checked against every rule that applies to
+    /// it and charged on all enforced ones or none.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Adds several rules.
+    pub fn rules(mut self, rules: impl IntoIterator<Item = Rule>) -> Self {
+        self.rules.extend(rules);
+        self
+    }
+
+    /// How the client address is found: trusted proxies and the
+    /// forwarding header they set. By default nobody is trusted and the
+    /// peer address is the client.
+    pub fn client_ip(mut self, config: ClientIpConfig) -> Self {
+        self.client_ip = config;
+        self
+    }
+
+    /// Clients in `prefix` skip every rule (and the gate's caps).
+    pub fn safelist(mut self, prefix: IpPrefix) -> Self {
+        self.safelist.insert(prefix);
+        self
+    }
+
+    /// Clients in `prefix` are refused with 403 (and closed at accept by the
+    /// gate).
+    pub fn blocklist(mut self, prefix: IpPrefix) -> Self {
+        self.blocklist.insert(prefix);
+        self
+    }
+
+    /// Cap on runtime bans held at once (default [`DEFAULT_MAX_BANS`]), so a
+    /// ban-happy policy cannot grow memory without bound.
+    pub fn max_bans(mut self, max: usize) -> Self {
+        self.max_bans = max;
+        self
+    }
+
+    /// What to do with requests that carry no peer address.
+    pub fn on_missing_peer(mut self, policy: MissingPeer) -> Self {
+        self.missing_peer = policy;
+        self
+    }
+
+    /// Also send `RateLimit` and `RateLimit-Policy` headers on admitted
+    /// responses (refusals always carry them). Off by default.
+    pub fn rate_limit_headers(mut self, on: bool) -> Self {
+        self.headers_on_success = on;
+        self
+    }
+
+    /// Uses another clock, such as a [`ManualClock`](crate::ManualClock) in
+    /// tests.
+    pub fn clock<C2: Clock + Clone>(self, clock: C2) -> GuardBuilder<C2> {
+        GuardBuilder {
+            clock,
+            rules: self.rules,
+            client_ip: self.client_ip,
+            safelist: self.safelist,
+            blocklist: self.blocklist,
+            max_bans: self.max_bans,
+            missing_peer: self.missing_peer,
+            headers_on_success: self.headers_on_success,
+        }
+    }
+
+    /// Checks every rule and builds the guard; the error names the rule
+    /// and field.
+    pub fn build(self) -> Result<Guard<C>, ConfigError> {
+        if self.max_bans == 0 {
+            return Err(ConfigError::Zero { field: "max_bans" });
+        }
+        let (mut enforced, mut shadow) = (Vec::new(), Vec::new());
+        for rule in self.rules {
+            if enforced
+                .iter()
+                .chain(&shadow)
+                .any(|r: &CompiledRule<C>| *r.name == *rule.name())
+            {
+                return Err(ConfigError::DuplicateRule {
+                    rule: rule.name().to_owned(),
+                });
+            }
+            let compiled = rule.compile(&self.clock)?;
+            if compiled.shadow {
+                shadow.push(compiled);
+            } else {
+                enforced.push(compiled);
+            }
+        }
+        Ok(Guard {
+            shared: Arc::new(Shared {
+                clock: self.clock,
+                enforced,
+                shadow,
+                client_ip: self.client_ip,
+                safelist: self.safelist,
+                blocklist: self.blocklist,
+                bans: RwLock::new(PrefixMap::new()),
+                ban_count: AtomicUsize::new(0),
+                max_bans: self.max_bans,
+                missing_peer: self.missing_peer,
+                headers_on_success: self.headers_on_success,
+                counters: Striped::default(),
+                no_peer_logged: AtomicU64::new(0),
+            }),
+        })
+    }
+}

@@ -1,0 +1,162 @@
+//! The Tower `Layer` and `Service`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http::{Request, Response};
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::body::GuardBody;
+use super::guard::{Guard, Inspection, RateInfo};
+use super::refusal::{add_rate_headers, grpc_content_type, respond};
+use crate::{Clock, CoarseClock};
+
+/// A Tower layer that puts a [`Guard`] in front of a service; made by
+/// [`Guard::layer`]. Works with `axum::Router::layer` and
+/// `tonic::transport::Server::builder().layer`.
+pub struct GuardLayer<C = CoarseClock> {
+    guard: Guard<C>,
+}
+
+impl<C> GuardLayer<C> {
+    pub(crate) fn new(guard: Guard<C>) -> Self {
+        GuardLayer { guard }
+    }
+}
+
+impl<C> Clone for GuardLayer<C> {
+    fn clone(&self) -> Self {
+        GuardLayer {
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+impl<C> std::fmt::Debug for GuardLayer<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardLayer")
+            .field("guard", &self.guard)
+            .finish()
+    }
+}
+
+impl<S, C> Layer<S> for GuardLayer<C> {
+    type Service = GuardService<S, C>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GuardService {
+            inner,
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+/// The service [`GuardLayer`] makes: decides each request in `call` and
+/// either refuses it at once or passes it on with a
+/// [`GuardDecision`](super::GuardDecision) in its extensions.
+///
+/// `poll_ready` is the inner service's. A refused request never reaches the
+/// inner service, so an inner service that reserves capacity in
+/// `poll_ready` (a concurrency limit, a buffer) should sit outside this
+/// layer, as is usual for such middleware.
+pub struct GuardService<S, C = CoarseClock> {
+    inner: S,
+    guard: Guard<C>,
+}
+
+impl<S: Clone, C> Clone for GuardService<S, C> {
+    fn clone(&self) -> Self {
+        GuardService {
+            inner: self.inner.clone(),
+            guard: self.guard.clone(),
+        }
+    }
+}
+
+impl<S, C> std::fmt::Debug for GuardService<S, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardService")
+            .field("guard", &self.guard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, C, ReqB, ResB> Service<Request<ReqB>> for GuardService<S, C>
+where
+    S: Service<Request<ReqB>, Response = Response<ResB>>,
+    C: Clock,
+{
+    type Response = Response<GuardBody<ResB>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S::Future, ResB>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<ReqB>) -> Self::Future {
+        let (mut parts, body) = req.into_parts();
+        match self.guard.inspect(&parts) {
+            Inspection::Pass { decision, headers } => {
+                parts.extensions.insert(decision);
+                let fut = self.inner.call(Request::from_parts(parts, body));
+                ResponseFuture {
+                    state: State::Inner { fut, headers },
+                }
+            }
+            Inspection::Refuse { kind, rate } => {
+                let grpc = grpc_content_type(&parts.headers);
+                let mut res = respond(kind, grpc);
+                if let Some(r) = rate {
+                    let h = res.headers_mut();
+                    add_rate_headers(h, &r.rule, &r.policy, &r.decision, grpc.is_some());
+                }
+                ResponseFuture {
+                    state: State::Ready { res: Some(res) },
+                }
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The future of a [`GuardService`] call.
+    pub struct ResponseFuture<F, B> {
+        #[pin]
+        state: State<F, B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<F, B> {
+        Inner { #[pin] fut: F, headers: Option<RateInfo> },
+        Ready { res: Option<Response<GuardBody<B>>> },
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F, B>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<GuardBody<B>>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.project().state.project() {
+            StateProj::Inner { fut, headers } => {
+                let res = ready!(fut.poll(cx))?;
+                let mut res = res.map(GuardBody::inner);
+                if let Some(r) = headers.take() {
+                    add_rate_headers(res.headers_mut(), &r.rule, &r.policy, &r.decision, false);
+                }
+                Poll::Ready(Ok(res))
+            }
+            StateProj::Ready { res } => match res.take() {
+                Some(res) => Poll::Ready(Ok(res)),
+                None => panic!("ResponseFuture polled after completion"),
+            },
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! Where the layer finds the TCP peer address of a request.
+
+use std::net::SocketAddr;
+
+use http::Extensions;
+
+/// The TCP peer address of a request, as a request extension.
+///
+/// The layer looks for, in order: this type; axum's
+/// `ConnectInfo<SocketAddr>` (feature `axum`, set by
+/// `into_make_service_with_connect_info::<SocketAddr>()`, also over the
+/// [`Gate`](super::gate::Gate)); tonic's `TcpConnectInfo` (feature `tonic`,
+/// set by tonic's server). Insert it yourself when serving with plain hyper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PeerAddr(pub SocketAddr);
+
+/// The peer address from whichever extension the server set.
+pub(crate) fn peer_addr(ext: &Extensions) -> Option<SocketAddr> {
+    if let Some(PeerAddr(a)) = ext.get::<PeerAddr>() {
+        return Some(*a);
+    }
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(a)) = ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
+    {
+        return Some(*a);
+    }
+    #[cfg(feature = "tonic")]
+    if let Some(info) = ext.get::<tonic::transport::server::TcpConnectInfo>() {
+        return info.remote_addr();
+    }
+    None
+}
+
+/// The route a request matched: axum's route pattern if known, else the
+/// path.
+pub(crate) fn route(parts: &http::request::Parts) -> &str {
+    #[cfg(feature = "axum")]
+    if let Some(m) = parts.extensions.get::<axum::extract::MatchedPath>() {
+        return m.as_str();
+    }
+    parts.uri.path()
+}

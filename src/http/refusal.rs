@@ -1,0 +1,108 @@
+//! The responses floodguard sends instead of calling the inner service:
+//! HTTP status codes with standard headers, or gRPC status codes.
+
+use http::header::{CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+
+use super::body::GuardBody;
+use crate::Decision;
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// A rule's limit: HTTP 429, gRPC `RESOURCE_EXHAUSTED`.
+    RateLimited,
+    /// The client is blocklisted or banned: HTTP 403, gRPC `PERMISSION_DENIED`.
+    Blocked,
+    /// The request carried no peer address (a setup error): HTTP 500, gRPC
+    /// `INTERNAL`.
+    NoPeerAddress,
+}
+
+/// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
+pub(crate) const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+/// `RateLimit` (draft-ietf-httpapi-ratelimit-headers).
+pub(crate) const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
+/// gRPC's retry delay hint, honoured by gRPC retry policies.
+const GRPC_RETRY_PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
+
+/// The content type of a gRPC (or gRPC-Web) request, which wants a gRPC
+/// status rather than an HTTP one; `None` for other requests.
+pub(crate) fn grpc_content_type(headers: &HeaderMap) -> Option<&HeaderValue> {
+    headers
+        .get(CONTENT_TYPE)
+        .filter(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+impl RefusalKind {
+    fn http(self) -> (StatusCode, &'static str) {
+        match self {
+            RefusalKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n"),
+            RefusalKind::Blocked => (StatusCode::FORBIDDEN, "Forbidden\n"),
+            RefusalKind::NoPeerAddress => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
+            }
+        }
+    }
+
+    fn grpc(self) -> (&'static str, &'static str) {
+        match self {
+            RefusalKind::RateLimited => ("8", "rate limit exceeded"),
+            RefusalKind::Blocked => ("7", "client blocked"),
+            RefusalKind::NoPeerAddress => ("13", "server cannot identify the client"),
+        }
+    }
+}
+
+/// A refusal response: plain text for HTTP, a trailers-only response for
+/// gRPC (status 200 with `grpc-status` in the headers, as the gRPC spec
+/// prescribes for calls that fail before any message), in the content type
+/// the request used (`application/grpc-web…` stays gRPC-Web).
+pub(crate) fn respond<B>(kind: RefusalKind, grpc: Option<&HeaderValue>) -> Response<GuardBody<B>> {
+    if let Some(content_type) = grpc {
+        let (code, message) = kind.grpc();
+        let mut res = Response::new(GuardBody::refusal(""));
+        let h = res.headers_mut();
+        h.insert(CONTENT_TYPE, content_type.clone());
+        h.insert(GRPC_STATUS, HeaderValue::from_static(code));
+        h.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
+        res
+    } else {
+        let (status, text) = kind.http();
+        let mut res = Response::new(GuardBody::refusal(text));
+        *res.status_mut() = status;
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        res
+    }
+}
+
+/// Adds the rate-limit headers of `decision` under `policy` (the rule's
+/// pre-formatted `RateLimit-Policy` value): `RateLimit` always, and on a
+/// denial `Retry-After` (whole seconds, rounded up, never 0) plus, for gRPC,
+/// `grpc-retry-pushback-ms`.
+pub(crate) fn add_rate_headers(
+    headers: &mut HeaderMap,
+    rule: &str,
+    policy: &HeaderValue,
+    decision: &Decision,
+    grpc: bool,
+) {
+    let reset = decision.reset_after().as_nanos().div_ceil(1_000_000_000);
+    let limit = format!("\"{rule}\";r={};t={reset}", decision.remaining());
+    if let Ok(v) = HeaderValue::from_str(&limit) {
+        headers.insert(RATELIMIT, v);
+    }
+    headers.insert(RATELIMIT_POLICY, policy.clone());
+    if let Some(wait) = decision.retry_after() {
+        headers.insert(RETRY_AFTER, HeaderValue::from(decision.retry_after_secs()));
+        if grpc {
+            let ms = u64::try_from(wait.as_millis().max(1)).unwrap_or(u64::MAX);
+            headers.insert(GRPC_RETRY_PUSHBACK, HeaderValue::from(ms));
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! Rules: what a request is counted by, which requests a rule applies to,
+//! and its quota.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::algo::Algorithm;
+use crate::ip::PrefixLengths;
+use crate::{Clock, ConfigError, IpPrefix, KeyedLimiter, LimiterStats, Pending};
+
+type KeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+type WhenFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+
+/// What a rule counts requests by.
+#[derive(Clone)]
+enum KeySpec {
+    Ip,
+    Prefix(PrefixLengths),
+    Path,
+    Method,
+    Header(String),
+    Global,
+    Custom(KeyFn),
+}
+
+#[derive(Clone, Copy)]
+enum Quota {
+    SlidingWindow(u64, Duration),
+    Gcra(u64, Duration),
+}
+
+/// One rate limit of a [`Guard`](super::Guard): a key (what requests are
+/// counted by), a scope (which requests it applies to), a quota, and
+/// whether it is enforced or only observed (shadow mode).
+///
+/// ```
+/// use std::time::Duration;
+/// use http::Method;
+/// use floodguard::http::Rule;
+/// use floodguard::ip::PrefixLengths;
+///
+/// let rules = [
+///     Rule::per_ip("per-ip").gcra(20, Duration::from_secs(1)).burst(40),
+///     Rule::per_prefix("per-net", PrefixLengths::SUBNET).sliding_window(600, Duration::from_secs(10)),
+///     Rule::per_ip("login")
+///         .path("/login")
+///         .method(Method::POST)
+///         .sliding_window(5, Duration::from_secs(60)),
+///     Rule::global("ceiling").gcra(5_000, Duration::from_secs(1)),
+///     Rule::per_header("api-key", "x-api-key").sliding_window(1_000, Duration::from_secs(60)).shadow(),
+/// ];
+/// # let _ = rules;
+/// ```
+#[derive(Clone)]
+#[must_use = "a rule does nothing until added to a guard"]
+pub struct Rule {
+    name: String,
+    key: KeySpec,
+    quota: Option<Quota>,
+    burst: Option<u64>,
+    capacity: Option<usize>,
+    cost: u64,
+    shadow: bool,
+    scope: Scope,
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rule")
+            .field("name", &self.name)
+            .field("shadow", &self.shadow)
+            .field("cost", &self.cost)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which requests a rule applies to; all conditions must hold.
+#[derive(Clone, Default)]
+struct Scope {
+    paths: Vec<String>,
+    path_prefixes: Vec<String>,
+    methods: Vec<Method>,
+    when: Option<WhenFn>,
+}
+
+impl Scope {
+    fn matches(&self, parts: &Parts, route: &str) -> bool {
+        let path = parts.uri.path();
+        (self.paths.is_empty() || self.paths.iter().any(|p| p == route || p == path))
+            && (self.path_prefixes.is_empty()
+                || self
+                    .path_prefixes
+                    .iter()
+                    .any(|p| path.starts_with(p.as_str())))
+            && (self.methods.is_empty() || self.methods.contains(&parts.method))
+            && self.when.as_ref().is_none_or(|f| f(parts))
+    }
+}
+
+impl Rule {
+    fn new(name: impl Into<String>, key: KeySpec) -> Self {
+        Rule {
+            name: name.into(),
+            key,
+            quota: None,
+            burst: None,
+            capacity: None,
+            cost: 1,
+            shadow: false,
+            scope: Scope::default(),
+        }
+    }
+
+    /// Counts requests by client address (after trusted-proxy resolution,
+    /// IPv4-mapped IPv6 as IPv4).
+    pub fn per_ip(name: impl Into<String>) -> Self {
+        Self::new(name, KeySpec::Ip)
+    }
+
+    /// Counts requests by the client's network: IPv4 and IPv6 prefix
+    /// lengths from `lengths` (for example [`PrefixLengths::SUBNET`], /24
+    /// and /64), so one host rotating through its IPv6 /64 stays one key.
+    pub fn per_prefix(name: impl Into<String>, lengths: PrefixLengths) -> Self {
+        Self::new(name, KeySpec::Prefix(lengths))
+    }
+
+    /// Counts requests by route: axum's matched route pattern when the
+    /// `axum` feature is on and the layer sits on a `Router`, otherwise the
+    /// URI path.
+    pub fn per_path(name: impl Into<String>) -> Self {
+        Self::new(name, KeySpec::Path)
+    }
+
+    /// Counts requests by HTTP method.
+    pub fn per_method(name: impl Into<String>) -> Self {
+        Self::new(name, KeySpec::Method)
+    }
+
+    /// Counts requests by the value of header `header` (for example an API
+    /// key). Requests without the header are not counted by this rule.
+    pub fn per_header(name: impl Into<String>, header: impl Into<String>) -> Self {
+        Self::new(name, KeySpec::Header(header.into()))
+    }
+
+    /// One counter for all requests it applies to: a ceiling for the
+    /// service.
+    pub fn global(name: impl Into<String>) -> Self {
+        Self::new(name, KeySpec::Global)
+    }
+
+    /// Counts requests by a key the closure derives from the request; a
+    /// request for which it returns `None` is not counted by this rule.
+    pub fn per_key(
+        name: impl Into<String>,
+        key: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        Self::new(name, KeySpec::Custom(Arc::new(key)))
+    }
+
+    /// At most `limit` requests per `window` per key, sliding-window
+    /// counter.
+    pub fn sliding_window(mut self, limit: u64, window: Duration) -> Self {
+        self.quota = Some(Quota::SlidingWindow(limit, window));
+        self
+    }
+
+    /// `rate` requests per `period` per key on average, GCRA.
+    pub fn gcra(mut self, rate: u64, period: Duration) -> Self {
+        self.quota = Some(Quota::Gcra(rate, period));
+        self
+    }
+
+    /// GCRA only: requests a key may make at once after idling (defaults
+    /// to `rate`).
+    pub fn burst(mut self, burst: u64) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// Keys this rule tracks at once (16 bytes each); defaults to
+    /// [`DEFAULT_CAPACITY`](crate::DEFAULT_CAPACITY), and to 1 for
+    /// [`Rule::global`].
+    pub fn capacity(mut self, keys: usize) -> Self {
+        self.capacity = Some(keys);
+        self
+    }
+
+    /// What one request costs against the quota (default 1).
+    pub fn cost(mut self, cost: u64) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    /// Shadow mode: the rule counts and logs the requests it would refuse
+    /// (see [`RuleStats::shadow_refusals`]) but never refuses one.
+    pub fn shadow(mut self) -> Self {
+        self.shadow = true;
+        self
+    }
+
+    /// Applies only to requests for this route pattern or exact path; may
+    /// be given several times (any matches).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.scope.paths.push(path.into());
+        self
+    }
+
+    /// Applies only to paths starting with `prefix`; may be given several
+    /// times (any matches).
+    pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.scope.path_prefixes.push(prefix.into());
+        self
+    }
+
+    /// Applies only to this method; may be given several times (any
+    /// matches).
+    pub fn method(mut self, method: Method) -> Self {
+        self.scope.methods.push(method);
+        self
+    }
+
+    /// Applies only to requests for which `when` returns true.
+    pub fn when(mut self, when: impl Fn(&Parts) -> bool + Send + Sync + 'static) -> Self {
+        self.scope.when = Some(Arc::new(when));
+        self
+    }
+
+    /// The rule's name, as shown in stats, logs and `RateLimit` headers.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub(crate) fn compile<C: Clock + Clone>(
+        self,
+        clock: &C,
+    ) -> Result<CompiledRule<C>, ConfigError> {
+        let in_rule = |e: ConfigError| ConfigError::InRule {
+            rule: self.name.clone(),
+            source: Box::new(e),
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            return Err(ConfigError::BadRuleName { input: self.name });
+        }
+        if self.cost == 0 {
+            return Err(in_rule(ConfigError::Zero { field: "cost" }));
+        }
+        let key = match self.key {
+            KeySpec::Header(ref h) => {
+                HeaderName::try_from(h.as_str()).map_err(|_| {
+                    in_rule(ConfigError::BadHeaderName {
+                        field: "per_header",
+                        input: h.clone(),
+                    })
+                })?;
+                KeySpec::Header(h.to_ascii_lowercase())
+            }
+            ref k => k.clone(),
+        };
+        let default_capacity = match key {
+            KeySpec::Global => 1,
+            _ => crate::DEFAULT_CAPACITY,
+        };
+        let mut builder = KeyedLimiter::<[u8]>::builder()
+            .capacity(self.capacity.unwrap_or(default_capacity))
+            .clock(clock.clone());
+        builder = match self.quota {
+            None => return Err(in_rule(ConfigError::MissingAlgorithm)),
+            Some(Quota::SlidingWindow(limit, window)) => builder.sliding_window(limit, window),
+            Some(Quota::Gcra(rate, period)) => builder.gcra(rate, period),
+        };
+        if let Some(b) = self.burst {
+            builder = builder.burst(b);
+        }
+        let limiter = builder.build().map_err(in_rule)?;
+        let quota = limiter.algorithm().limit();
+        // The policy's window: the sliding window, or the time GCRA takes
+        // to refill a whole burst.
+        let window_nanos = match limiter.algorithm() {
+            Algorithm::SlidingWindow(a) => a.window().as_nanos(),
+            Algorithm::Gcra(a) => a.interval().as_nanos() * u128::from(a.burst()),
+        };
+        let seconds = window_nanos.div_ceil(1_000_000_000).max(1);
+        let policy = HeaderValue::from_str(&format!("\"{}\";q={quota};w={seconds}", self.name))
+            .map_err(|_| ConfigError::BadRuleName {
+                input: self.name.clone(),
+            })?;
+        Ok(CompiledRule {
+            name: self.name.into(),
+            key,
+            scope: self.scope,
+            cost: self.cost,
+            shadow: self.shadow,
+            limiter,
+            policy,
+            shadow_refusals: AtomicU64::new(0),
+        })
+    }
+}
+
+/// A rule ready to check requests, with its own limiter.
+pub(crate) struct CompiledRule<C> {
+    pub(crate) name: Arc<str>,
+    key: KeySpec,
+    scope: Scope,
+    cost: u64,
+    pub(crate) shadow: bool,
+    limiter: KeyedLimiter<[u8], C>,
+    /// Pre-formatted `RateLimit-Policy` value.
+    pub(crate) policy: HeaderValue,
+    shadow_refusals: AtomicU64,
+}
+
+impl<C: Clock> CompiledRule<C> {
+    /// The check this request owes the rule, or `None` if the rule does
+    /// not apply to it (out of scope, or no key: header absent, no address).
+    pub(crate) fn pending(
+        &self,
+        parts: &Parts,
+        client: Option<IpAddr>,
+        route: &str,
+    ) -> Option<Pending<'_>> {
+        if !self.scope.matches(parts, route) {
+            return None;
+        }
+        let l = &self.limiter;
+        let c = self.cost;
+        Some(match &self.key {
+            KeySpec::Ip => {
+                let (buf, n) = ip_key(client?);
+                l.pending_n(&buf[..n], c)
+            }
+            KeySpec::Prefix(lengths) => {
+                let p = IpPrefix::of(client?, *lengths);
+                let (mut buf, n) = ip_key(p.network());
+                buf[n] = p.len();
+                l.pending_n(&buf[..=n], c)
+            }
+            KeySpec::Path => l.pending_n(route.as_bytes(), c),
+            KeySpec::Method => l.pending_n(parts.method.as_str().as_bytes(), c),
+            KeySpec::Header(h) => l.pending_n(parts.headers.get(h.as_str())?.as_bytes(), c),
+            KeySpec::Global => l.pending_n(&[], c),
+            KeySpec::Custom(f) => l.pending_n(f(parts)?.as_bytes(), c),
+        })
+    }
+
+    /// Counts a refusal this shadow rule would have made.
+    pub(crate) fn shadow_refused(&self) {
+        self.shadow_refusals.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn stats(&self) -> RuleStats {
+        RuleStats {
+            name: self.name.to_string(),
+            shadow: self.shadow,
+            limiter: self.limiter.stats(),
+            shadow_refusals: self.shadow_refusals.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// An address as key bytes: family tag then the address, with one spare
+/// byte for a prefix length.
+fn ip_key(ip: IpAddr) -> ([u8; 18], usize) {
+    let mut buf = [0u8; 18];
+    match ip {
+        IpAddr::V4(a) => {
+            buf[0] = 4;
+            buf[1..5].copy_from_slice(&a.octets());
+            (buf, 5)
+        }
+        IpAddr::V6(a) => {
+            buf[0] = 6;
+            buf[1..17].copy_from_slice(&a.octets());
+            (buf, 17)
+        }
+    }
+}
+
+/// One rule's counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuleStats {
+    /// The rule's name.
+    pub name: String,
+    /// Whether the rule runs in shadow mode.
+    pub shadow: bool,
+    /// Its limiter's counters. For an enforced rule, `denied` counts the
+    /// requests it refused; for a shadow rule, those it would have refused.
+    pub limiter: LimiterStats,
+    /// Requests a shadow rule would have refused (0 for enforced rules).
+    pub shadow_refusals: u64,
+}
