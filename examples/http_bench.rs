@@ -8,10 +8,16 @@
 //! ```
 //!
 //! Two cases: the limit is never hit (the cost of admitting), and the limit
-//! is hit by nearly every request (the cost of refusing). The server runs
-//! on one Tokio worker thread in this process; `wrk` runs with one thread
-//! in its own process, so each gets one of the two cores. Each cell is the
-//! median over the rounds; ratios are to bare axum in the same case.
+//! is hit by nearly every request (the cost of refusing); each against two
+//! handlers: `/hello` (a constant string, so the middleware's cost is all
+//! there is to see) and `/page` (renders a 100-row HTML product list, a
+//! stand-in for a handler that does some work). The server runs on one
+//! Tokio worker thread in this process; `wrk` runs with one thread in its
+//! own process, so each gets one of the two cores. Besides requests/s the
+//! table gives the server's CPU time per request (user + system, from
+//! /proc), which does not depend on whether wrk or the server is the
+//! bottleneck. Each cell is the median over the rounds; ratios are to bare
+//! axum with the same handler and case.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -46,9 +52,29 @@ const CONTENDERS: [Contender; 3] = [
     Contender::TowerGovernor,
 ];
 const CASES: [Case; 2] = [Case::Admit, Case::Refuse];
+const HANDLERS: [&str; 2] = ["/hello", "/page"];
+
+/// A product list page: about 100 rows of formatted HTML.
+async fn page() -> axum::response::Html<String> {
+    use std::fmt::Write;
+    let mut html = String::with_capacity(12 * 1024);
+    html.push_str("<!doctype html><html><head><title>Shop</title></head><body><table>");
+    for i in 0..100u32 {
+        let price = f64::from(i * 37 % 1000) / 10.0 + 0.99;
+        let stock = if i % 7 == 0 { "sold out" } else { "in stock" };
+        let _ = write!(
+            html,
+            "<tr><td><a href=\"/product/{i}\">Product {i}</a></td><td>{price:.2} EUR</td><td>{stock}</td></tr>"
+        );
+    }
+    html.push_str("</table></body></html>");
+    axum::response::Html(html)
+}
 
 fn app(contender: Contender, case: Case) -> Router {
-    let router = Router::new().route("/", get(|| async { "hello\n" }));
+    let router = Router::new()
+        .route("/hello", get(|| async { "hello\n" }))
+        .route("/page", get(page));
     // Same GCRA quota for both limiters: 1 per µs with a burst of a million
     // (never reached), or 1 a second with a burst of 1.
     let (per, burst) = match case {
@@ -82,6 +108,8 @@ struct Run {
     rps: f64,
     p99_ms: f64,
     refused_share: f64,
+    /// Server CPU time per request, microseconds.
+    cpu_us: f64,
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -98,40 +126,72 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .worker_threads(1)
         .enable_all()
         .build()?;
-    let mut results = vec![Vec::new(); CONTENDERS.len() * CASES.len()];
+    let cells = HANDLERS.len() * CASES.len() * CONTENDERS.len();
+    let cell = |h: usize, c: usize, k: usize| (h * CASES.len() + c) * CONTENDERS.len() + k;
+    let mut results = vec![Vec::new(); cells];
     for round in 0..rounds {
-        for (ci, &case) in CASES.iter().enumerate() {
-            for (ki, &contender) in CONTENDERS.iter().enumerate() {
-                let (addr, handle) = server.block_on(start(app(contender, case)))?;
-                let run = wrk(addr, seconds)?;
-                handle.abort();
-                eprintln!(
-                    "round {}: {case:?} {contender:?}: {:.0} req/s, p99 {:.2} ms, {:.1}% refused",
-                    round + 1,
-                    run.rps,
-                    run.p99_ms,
-                    run.refused_share * 100.0
-                );
-                results[ci * CONTENDERS.len() + ki].push(run);
+        for (hi, &path) in HANDLERS.iter().enumerate() {
+            for (ci, &case) in CASES.iter().enumerate() {
+                for (ki, &contender) in CONTENDERS.iter().enumerate() {
+                    let (addr, handle) = server.block_on(start(app(contender, case)))?;
+                    let cpu_before = process_cpu_seconds();
+                    let mut run = wrk(addr, path, seconds)?;
+                    let cpu = process_cpu_seconds() - cpu_before;
+                    handle.abort();
+                    run.cpu_us = cpu * 1e6 / (run.rps * seconds as f64);
+                    eprintln!(
+                        "round {}: {path} {case:?} {contender:?}: {:.0} req/s, p99 {:.2} ms, \
+                         {:.1} µs CPU/request, {:.1}% refused",
+                        round + 1,
+                        run.rps,
+                        run.p99_ms,
+                        run.cpu_us,
+                        run.refused_share * 100.0
+                    );
+                    results[cell(hi, ci, ki)].push(run);
+                }
             }
         }
     }
-    println!("\n| case | contender | req/s | vs bare | p99 ms | refused |");
-    println!("|---|---|---:|---:|---:|---:|");
-    for (ci, case) in CASES.iter().enumerate() {
-        let bare = median(&results[ci * CONTENDERS.len()], |r| r.rps);
-        for (ki, contender) in CONTENDERS.iter().enumerate() {
-            let runs = &results[ci * CONTENDERS.len() + ki];
-            let rps = median(runs, |r| r.rps);
-            println!(
-                "| {case:?} | {contender:?} | {rps:.0} | {:.2}× | {:.2} | {:.1}% |",
-                rps / bare,
-                median(runs, |r| r.p99_ms),
-                median(runs, |r| r.refused_share) * 100.0
-            );
+    println!(
+        "\n| handler | case | contender | req/s | vs bare | CPU µs/req | vs bare | p99 ms | refused |"
+    );
+    println!("|---|---|---|---:|---:|---:|---:|---:|---:|");
+    for (hi, path) in HANDLERS.iter().enumerate() {
+        for (ci, case) in CASES.iter().enumerate() {
+            let bare = &results[cell(hi, ci, 0)];
+            let (bare_rps, bare_cpu) = (median(bare, |r| r.rps), median(bare, |r| r.cpu_us));
+            for (ki, contender) in CONTENDERS.iter().enumerate() {
+                let runs = &results[cell(hi, ci, ki)];
+                let (rps, cpu) = (median(runs, |r| r.rps), median(runs, |r| r.cpu_us));
+                println!(
+                    "| {path} | {case:?} | {contender:?} | {rps:.0} | {:.2}× | {cpu:.1} | {:.2}× | {:.2} | {:.1}% |",
+                    rps / bare_rps,
+                    cpu / bare_cpu,
+                    median(runs, |r| r.p99_ms),
+                    median(runs, |r| r.refused_share) * 100.0
+                );
+            }
         }
     }
     Ok(())
+}
+
+/// User + system CPU time of this process so far, from /proc/self/stat.
+fn process_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields of the whole line, in clock ticks (100 a second
+    // on Linux).
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    match (f.get(11), f.get(12)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
 }
 
 async fn start(app: Router) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
@@ -145,10 +205,10 @@ async fn start(app: Router) -> std::io::Result<(SocketAddr, tokio::task::JoinHan
 }
 
 /// Runs wrk (1 thread, 32 keep-alive connections) against `addr`.
-fn wrk(addr: SocketAddr, seconds: u64) -> Result<Run, Box<dyn std::error::Error>> {
+fn wrk(addr: SocketAddr, path: &str, seconds: u64) -> Result<Run, Box<dyn std::error::Error>> {
     let out = Command::new("wrk")
         .args(["-t1", "-c32", &format!("-d{seconds}s"), "--latency"])
-        .arg(format!("http://{addr}/"))
+        .arg(format!("http://{addr}{path}"))
         .output()?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
@@ -176,6 +236,7 @@ fn wrk(addr: SocketAddr, seconds: u64) -> Result<Run, Box<dyn std::error::Error>
         rps,
         p99_ms: millis(&p99).ok_or_else(|| format!("bad latency {p99:?}"))?,
         refused_share: if total > 0.0 { refused / total } else { 0.0 },
+        cpu_us: f64::NAN,
     })
 }
 

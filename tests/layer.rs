@@ -416,3 +416,54 @@ mod synthetic_peers {
         assert_eq!(h["retry-after"], "2");
     }
 }
+
+#[test]
+fn layer_and_service_are_clone_send_sync_and_share_one_state() {
+    fn assert_traits<T: Clone + Send + Sync + 'static>(_: &T) {}
+    let guard = Guard::builder()
+        .rule(Rule::global("all").sliding_window(1, MINUTE))
+        .build()
+        .unwrap();
+    let layer = guard.layer();
+    assert_traits(&layer);
+    let svc = tower::Layer::layer(&layer, Router::<()>::new());
+    assert_traits(&svc);
+    // Clones of the guard, the layer and the service count against one limit.
+    let (mut parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+    parts
+        .extensions
+        .insert(floodguard::http::PeerAddr("192.0.2.1:1".parse().unwrap()));
+    assert!(guard.clone().check(&parts).is_ok());
+    assert!(guard.check(&parts).is_err());
+}
+
+#[test]
+fn bad_rules_are_named_in_the_error() {
+    use floodguard::ConfigError;
+    let err = Guard::builder()
+        .rule(Rule::per_ip("per-ip").gcra(0, MINUTE))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.to_string(), "rule `per-ip`: `rate` must be at least 1");
+    let err = Guard::builder()
+        .rule(Rule::per_ip("a").sliding_window(1, MINUTE))
+        .rule(Rule::per_path("a").sliding_window(1, MINUTE))
+        .build()
+        .unwrap_err();
+    assert_eq!(err, ConfigError::DuplicateRule { rule: "a".into() });
+    let err = Guard::builder()
+        .rule(Rule::per_header("h", "bad header").sliding_window(1, MINUTE))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("not a valid header name"), "{err}");
+    let err = Guard::builder()
+        .rule(Rule::per_ip("has \"quotes\"").sliding_window(1, MINUTE))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, ConfigError::BadRuleName { .. }));
+    let err = Guard::builder()
+        .rule(Rule::per_ip("none"))
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("no algorithm chosen"), "{err}");
+}

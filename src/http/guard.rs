@@ -133,6 +133,30 @@ pub(crate) enum Inspection {
     },
 }
 
+/// A refusal from [`Guard::check`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    kind: RefusalKind,
+    rate: Option<(Arc<str>, Decision)>,
+}
+
+impl Refusal {
+    /// Why the request was refused.
+    pub fn kind(&self) -> RefusalKind {
+        self.kind
+    }
+
+    /// For a rate-limit refusal, the refusing rule with the longest wait.
+    pub fn rule(&self) -> Option<&str> {
+        self.rate.as_ref().map(|(n, _)| &**n)
+    }
+
+    /// That rule's decision (retry-after, reset).
+    pub fn decision(&self) -> Option<&Decision> {
+        self.rate.as_ref().map(|(_, d)| d)
+    }
+}
+
 /// A snapshot of a [`Guard`]'s counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -385,6 +409,34 @@ impl<C: Clock> Guard<C> {
         let s = &*self.shared;
         s.ban_count.load(Ordering::Acquire) != 0
             && s.bans.read().get(ip).is_some_and(|(_, until)| *until > now)
+    }
+
+    /// Decides one request as the layer would (and charges it the same),
+    /// for servers that are not Tower services, or to test a configuration.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use floodguard::http::{Guard, PeerAddr, RefusalKind, Rule};
+    ///
+    /// let guard = Guard::builder()
+    ///     .rule(Rule::per_ip("per-ip").sliding_window(1, Duration::from_secs(60)))
+    ///     .build()?;
+    /// let (mut parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+    /// parts.extensions.insert(PeerAddr("192.0.2.1:4000".parse().unwrap()));
+    /// assert!(guard.check(&parts).is_ok());
+    /// let refusal = guard.check(&parts).unwrap_err();
+    /// assert_eq!(refusal.kind(), RefusalKind::RateLimited);
+    /// assert_eq!(refusal.rule(), Some("per-ip"));
+    /// # Ok::<(), floodguard::ConfigError>(())
+    /// ```
+    pub fn check(&self, parts: &Parts) -> Result<GuardDecision, Refusal> {
+        match self.inspect(parts) {
+            Inspection::Pass { decision, .. } => Ok(decision),
+            Inspection::Refuse { kind, rate } => Err(Refusal {
+                kind,
+                rate: rate.map(|r| (r.rule, r.decision)),
+            }),
+        }
     }
 
     /// Decides one request: resolve the client, apply lists and bans, then

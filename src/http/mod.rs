@@ -27,7 +27,9 @@ mod rules;
 pub use body::GuardBody;
 pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, IpSource};
 pub use gate::{AcceptVerdict, Gate, GateBuilder, GateStats, GatedListener, GatedStream};
-pub use guard::{DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer};
+pub use guard::{
+    DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal,
+};
 pub use layer::{GuardLayer, GuardService, ResponseFuture};
 pub use peer::PeerAddr;
 pub use refusal::RefusalKind;
