@@ -51,6 +51,7 @@ def main():
                       mean_ns(group, "fg_gcra_at"), gov, "governor has no such call"))
     for group, case, fg in [
         ("threads_distinct_keys", "2 threads, distinct keys (table at 1.6× keys)", "fg_gcra"),
+        ("threads_distinct_keys", "2 threads, distinct keys (default 100k table)", "fg_gcra_default"),
         ("threads_distinct_keys", "2 threads, distinct keys (sparse 4M table)", "fg_gcra_sparse"),
         ("threads_one_key", "2 threads, one key", "fg_gcra"),
     ]:

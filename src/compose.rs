@@ -25,10 +25,32 @@ impl std::fmt::Debug for Pending<'_> {
     }
 }
 
+/// Fills unused places of fixed-size arrays of [`Pending`]; never checked.
+#[cfg(feature = "tower")]
+struct NoCharge;
+
+#[cfg(feature = "tower")]
+impl Charge for NoCharge {
+    fn apply_hashed(&self, _: u64, _: Timestamp, _: Op) -> Decision {
+        Decision::allow(u64::MAX, u64::MAX, 1, 0)
+    }
+
+    fn record(&self, _: bool) {}
+}
+
 impl<'a> Pending<'a> {
     pub(crate) fn new(limiter: &'a dyn Charge, key: u64, cost: u64) -> Self {
         Pending { limiter, key, cost }
     }
+
+    /// A placeholder to fill a fixed-size array before the real checks are
+    /// written into it, so a request's checks need no heap allocation.
+    #[cfg(feature = "tower")]
+    pub(crate) const PLACEHOLDER: Pending<'static> = Pending {
+        limiter: &NoCharge,
+        key: 0,
+        cost: 0,
+    };
 
     fn run(&self, now: Timestamp, op: Op) -> Decision {
         self.limiter.apply_hashed(self.key, now, op)

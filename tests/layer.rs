@@ -395,6 +395,40 @@ mod synthetic_peers {
     }
 
     #[tokio::test]
+    async fn many_rules_are_charged_all_or_none_too() {
+        // More enforced rules than fit the on-stack array.
+        let mut builder = Guard::builder().clock(ManualClock::new());
+        for i in 0..11 {
+            builder = builder.rule(Rule::per_ip(format!("r{i}")).sliding_window(3, MINUTE));
+        }
+        let guard = builder
+            .rule(
+                Rule::per_ip("strict")
+                    .path("/whoami")
+                    .sliding_window(1, MINUTE),
+            )
+            .build()
+            .unwrap();
+        let mut svc = app(&guard);
+        let who = |p: &str| {
+            let (mut parts, ()) = http::Request::get(p).body(()).unwrap().into_parts();
+            parts
+                .extensions
+                .insert(PeerAddr("192.0.2.9:1".parse().unwrap()));
+            parts
+        };
+        assert!(guard.check(&who("/whoami")).is_ok());
+        for _ in 0..3 {
+            let refusal = guard.check(&who("/whoami")).unwrap_err();
+            assert_eq!(refusal.rule(), Some("strict"));
+        }
+        // Only the first request was charged to the eleven others.
+        assert_eq!(status_from(&mut svc, "192.0.2.9:1", &[]).await.0, 200);
+        assert_eq!(status_from(&mut svc, "192.0.2.9:1", &[]).await.0, 200);
+        assert_eq!(status_from(&mut svc, "192.0.2.9:1", &[]).await.0, 429);
+    }
+
+    #[tokio::test]
     async fn grpc_requests_get_a_trailers_only_grpc_status() {
         let guard = Guard::builder()
             .rule(

@@ -1,71 +1,46 @@
-//! The response body of a guarded service: the inner service's, or the
-//! short text of a refusal.
+//! Response bodies the layer can answer refusals with.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
+/// A response body type the layer can build a refusal from, so a refused
+/// request is answered in the inner service's own body type (no wrapping,
+/// no re-boxing by the framework).
+///
+/// Implemented for axum's `Body` (feature `axum`), tonic's `Body` (feature
+/// `tonic`) and `String`. For another body type, implement it:
+///
+/// ```
+/// use floodguard::http::RefusalBody;
+///
+/// struct MyBody(Vec<u8>);
+/// impl RefusalBody for MyBody {
+///     fn refusal(text: &'static str) -> Self {
+///         MyBody(text.as_bytes().to_vec())
+///     }
+/// }
+/// ```
+pub trait RefusalBody: Sized {
+    /// A body holding `text` (empty for gRPC refusals, whose status travels
+    /// in headers).
+    fn refusal(text: &'static str) -> Self;
+}
 
-use bytes::Bytes;
-use http_body::{Body, Frame, SizeHint};
-
-pin_project_lite::pin_project! {
-    /// Body of a [`GuardService`](super::GuardService) response: either the
-    /// inner service's body, untouched, or the few bytes of a refusal.
-    pub struct GuardBody<B> {
-        #[pin]
-        kind: Kind<B>,
+#[cfg(feature = "axum")]
+impl RefusalBody for axum::body::Body {
+    fn refusal(text: &'static str) -> Self {
+        axum::body::Body::from(text)
     }
 }
 
-pin_project_lite::pin_project! {
-    #[project = KindProj]
-    enum Kind<B> {
-        Inner { #[pin] body: B },
-        Refusal { data: Option<Bytes> },
+/// tonic serves gRPC, whose refusals have empty bodies; a plain HTTP
+/// request to a tonic server gets its status with an empty body too.
+#[cfg(feature = "tonic")]
+impl RefusalBody for tonic::body::Body {
+    fn refusal(_text: &'static str) -> Self {
+        tonic::body::Body::empty()
     }
 }
 
-impl<B> GuardBody<B> {
-    pub(crate) fn inner(body: B) -> Self {
-        GuardBody {
-            kind: Kind::Inner { body },
-        }
-    }
-
-    pub(crate) fn refusal(text: &'static str) -> Self {
-        let data = (!text.is_empty()).then(|| Bytes::from_static(text.as_bytes()));
-        GuardBody {
-            kind: Kind::Refusal { data },
-        }
-    }
-}
-
-impl<B: Body<Data = Bytes>> Body for GuardBody<B> {
-    type Data = Bytes;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
-        match self.project().kind.project() {
-            KindProj::Inner { body } => body.poll_frame(cx),
-            KindProj::Refusal { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Inner { body } => body.is_end_stream(),
-            Kind::Refusal { data } => data.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Inner { body } => body.size_hint(),
-            Kind::Refusal { data } => {
-                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
-            }
-        }
+impl RefusalBody for String {
+    fn refusal(text: &'static str) -> Self {
+        text.to_owned()
     }
 }

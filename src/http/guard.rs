@@ -19,8 +19,12 @@ use super::rules::{CompiledRule, Rule, RuleStats};
 use crate::ip::canonical;
 use crate::stats::Striped;
 use crate::{
-    Clock, CoarseClock, ConfigError, Decision, IpPrefix, PrefixMap, PrefixSet, Timestamp, check_all,
+    Clock, CoarseClock, CompositeDecision, ConfigError, Decision, IpPrefix, Pending, PrefixMap,
+    PrefixSet, Timestamp, check_all,
 };
+
+/// Enforced rules whose checks fit on the stack; more use the heap.
+const INLINE_RULES: usize = 8;
 
 /// What to do with a request that carries no peer address (the server was
 /// not set up to record one).
@@ -190,6 +194,8 @@ struct Shared<C> {
     clock: C,
     enforced: Vec<CompiledRule<C>>,
     shadow: Vec<CompiledRule<C>>,
+    /// Whether any rule keys on or is scoped by the route.
+    needs_route: bool,
     client_ip: ClientIpConfig,
     safelist: PrefixSet,
     blocklist: PrefixSet,
@@ -488,42 +494,68 @@ impl<C: Clock> Guard<C> {
             }
         }
         let ip = client.map(|c| c.ip);
-        let route = route(parts);
-        let mut checks = Vec::with_capacity(s.enforced.len());
-        let mut owners = Vec::with_capacity(s.enforced.len());
-        for (i, rule) in s.enforced.iter().enumerate() {
-            if let Some(p) = rule.pending(parts, ip, route) {
-                checks.push(p);
-                owners.push(i);
-            }
-        }
-        let verdict = check_all(now, &checks);
-        let rate = verdict.index.map(|k| {
-            let rule = &s.enforced[owners[k]];
+        let route = if s.needs_route { route(parts) } else { "" };
+        let n = s.enforced.len();
+        let (verdict, binding) = if n <= INLINE_RULES {
+            let mut checks = [Pending::PLACEHOLDER; INLINE_RULES];
+            let mut owners = [0; INLINE_RULES];
+            self.charge_enforced(parts, ip, route, now, &mut checks[..n], &mut owners[..n])
+        } else {
+            let (mut checks, mut owners) = (vec![Pending::PLACEHOLDER; n], vec![0; n]);
+            self.charge_enforced(parts, ip, route, now, &mut checks, &mut owners)
+        };
+        let rate_info = |i: usize| {
+            let rule = &s.enforced[i];
             RateInfo {
                 rule: Arc::clone(&rule.name),
                 policy: rule.policy.clone(),
                 decision: verdict.decision,
             }
-        });
+        };
         if !verdict.is_allowed() {
             s.counters.add(GuardCount::RefusedRate, 1);
             return Inspection::Refuse {
                 kind: RefusalKind::RateLimited,
-                rate,
+                rate: binding.map(rate_info),
             };
         }
-        self.observe_shadow_rules(parts, ip, route, now);
+        if !s.shadow.is_empty() {
+            self.observe_shadow_rules(parts, ip, route, now);
+        }
         s.counters.add(GuardCount::Admitted, 1);
         let decision = GuardDecision {
             client,
             safelisted: false,
-            binding: rate.as_ref().map(|r| (Arc::clone(&r.rule), r.decision)),
+            binding: binding.map(|i| (Arc::clone(&s.enforced[i].name), verdict.decision)),
         };
         Inspection::Pass {
             decision,
-            headers: rate.filter(|_| s.headers_on_success),
+            headers: binding.filter(|_| s.headers_on_success).map(rate_info),
         }
+    }
+
+    /// Writes the checks the enforced rules that apply to this request owe
+    /// into `checks` (and each one's rule index into `owners`), runs them
+    /// all or none, and returns the verdict with the binding rule's index.
+    fn charge_enforced<'g>(
+        &'g self,
+        parts: &Parts,
+        ip: Option<IpAddr>,
+        route: &str,
+        now: Timestamp,
+        checks: &mut [Pending<'g>],
+        owners: &mut [usize],
+    ) -> (CompositeDecision, Option<usize>) {
+        let mut len = 0;
+        for (i, rule) in self.shared.enforced.iter().enumerate() {
+            if let Some(p) = rule.pending(parts, ip, route) {
+                checks[len] = p;
+                owners[len] = i;
+                len += 1;
+            }
+        }
+        let verdict = check_all(now, &checks[..len]);
+        (verdict, verdict.index.map(|k| owners[k]))
     }
 
     /// Charges each shadow rule on its own and counts what it would refuse.
@@ -671,8 +703,10 @@ impl<C: Clock + Clone> GuardBuilder<C> {
                 enforced.push(compiled);
             }
         }
+        let needs_route = enforced.iter().chain(&shadow).any(CompiledRule::uses_route);
         Ok(Guard {
             shared: Arc::new(Shared {
+                needs_route,
                 clock: self.clock,
                 enforced,
                 shadow,

@@ -8,7 +8,7 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::body::GuardBody;
+use super::body::RefusalBody;
 use super::guard::{Guard, Inspection, RateInfo};
 use super::refusal::{add_rate_headers, grpc_content_type, respond};
 use crate::{Clock, CoarseClock};
@@ -86,9 +86,10 @@ impl<S, C> std::fmt::Debug for GuardService<S, C> {
 impl<S, C, ReqB, ResB> Service<Request<ReqB>> for GuardService<S, C>
 where
     S: Service<Request<ReqB>, Response = Response<ResB>>,
+    ResB: RefusalBody,
     C: Clock,
 {
-    type Response = Response<GuardBody<ResB>>;
+    type Response = Response<ResB>;
     type Error = S::Error;
     type Future = ResponseFuture<S::Future, ResB>;
 
@@ -133,7 +134,7 @@ pin_project_lite::pin_project! {
     #[project = StateProj]
     enum State<F, B> {
         Inner { #[pin] fut: F, headers: Option<RateInfo> },
-        Ready { res: Option<Response<GuardBody<B>>> },
+        Ready { res: Option<Response<B>> },
     }
 }
 
@@ -141,13 +142,12 @@ impl<F, B, E> Future for ResponseFuture<F, B>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
-    type Output = Result<Response<GuardBody<B>>, E>;
+    type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
             StateProj::Inner { fut, headers } => {
-                let res = ready!(fut.poll(cx))?;
-                let mut res = res.map(GuardBody::inner);
+                let mut res = ready!(fut.poll(cx))?;
                 if let Some(r) = headers.take() {
                     add_rate_headers(res.headers_mut(), &r.rule, &r.policy, &r.decision, false);
                 }

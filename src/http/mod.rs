@@ -24,7 +24,7 @@ mod peer;
 mod refusal;
 mod rules;
 
-pub use body::GuardBody;
+pub use body::RefusalBody;
 pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, IpSource};
 pub use gate::{AcceptVerdict, Gate, GateBuilder, GateStats, GatedListener, GatedStream};
 pub use guard::{

@@ -4,7 +4,7 @@
 use http::header::{CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 
-use super::body::GuardBody;
+use super::body::RefusalBody;
 use crate::Decision;
 
 /// Why a request was refused.
@@ -60,10 +60,13 @@ impl RefusalKind {
 /// gRPC (status 200 with `grpc-status` in the headers, as the gRPC spec
 /// prescribes for calls that fail before any message), in the content type
 /// the request used (`application/grpc-web…` stays gRPC-Web).
-pub(crate) fn respond<B>(kind: RefusalKind, grpc: Option<&HeaderValue>) -> Response<GuardBody<B>> {
+pub(crate) fn respond<B: RefusalBody>(
+    kind: RefusalKind,
+    grpc: Option<&HeaderValue>,
+) -> Response<B> {
     if let Some(content_type) = grpc {
         let (code, message) = kind.grpc();
-        let mut res = Response::new(GuardBody::refusal(""));
+        let mut res = Response::new(B::refusal(""));
         let h = res.headers_mut();
         h.insert(CONTENT_TYPE, content_type.clone());
         h.insert(GRPC_STATUS, HeaderValue::from_static(code));
@@ -71,7 +74,7 @@ pub(crate) fn respond<B>(kind: RefusalKind, grpc: Option<&HeaderValue>) -> Respo
         res
     } else {
         let (status, text) = kind.http();
-        let mut res = Response::new(GuardBody::refusal(text));
+        let mut res = Response::new(B::refusal(text));
         *res.status_mut() = status;
         res.headers_mut().insert(
             CONTENT_TYPE,

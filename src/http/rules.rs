@@ -322,6 +322,11 @@ pub(crate) struct CompiledRule<C> {
 }
 
 impl<C: Clock> CompiledRule<C> {
+    /// Whether the rule keys on or is scoped by the request's route.
+    pub(crate) fn uses_route(&self) -> bool {
+        matches!(self.key, KeySpec::Path) || !self.scope.paths.is_empty()
+    }
+
     /// The check this request owes the rule, or `None` if the rule does
     /// not apply to it (out of scope, or no key: header absent, no address).
     pub(crate) fn pending(

@@ -1,0 +1,117 @@
+//! What the Tower layer costs per request, without sockets: an axum
+//! `Router` with one constant route, bare and behind floodguard or
+//! tower_governor (same GCRA quota, peer address from `ConnectInfo`),
+//! called in-process. The difference to `bare` is the middleware's own cost,
+//! which `examples/http_bench.rs` sets against a whole HTTP exchange.
+//!
+//! `cargo bench --bench layer --all-features`
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::routing::get;
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use floodguard::http::{Guard, Rule};
+use tower::Service;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::PeerIpKeyExtractor;
+
+fn router() -> Router {
+    Router::new().route("/hello", get(|| async { "hello\n" }))
+}
+
+fn floodguard(per: Duration, burst: u64) -> Router {
+    let guard = Guard::builder()
+        .rule(Rule::per_ip("per-ip").gcra(1, per).burst(burst))
+        .build()
+        .unwrap();
+    router().layer(guard.layer())
+}
+
+fn tower_governor(per: Duration, burst: u32) -> Router {
+    let config = GovernorConfigBuilder::default()
+        .key_extractor(PeerIpKeyExtractor)
+        .period(per)
+        .burst_size(burst)
+        .finish()
+        .unwrap();
+    router().layer(GovernorLayer::new(Arc::new(config)))
+}
+
+/// One request through `svc`, polled to completion on this thread (every
+/// service here answers without waiting). Returns the status.
+fn call(svc: &mut Router, peer: SocketAddr) -> u16 {
+    let mut req = http::Request::get("/hello").body(Body::empty()).unwrap();
+    req.extensions_mut().insert(ConnectInfo(peer));
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut fut = pin!(Service::call(svc, req));
+    loop {
+        if let Poll::Ready(res) = fut.as_mut().poll(&mut cx) {
+            return res.unwrap().status().as_u16();
+        }
+    }
+}
+
+fn layer(c: &mut Criterion) {
+    let peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+    // One a nanosecond: no benchmark loop can exhaust it.
+    let never = (Duration::from_nanos(1), 1_000_000);
+    let always = (Duration::from_secs(3600), 1);
+    let mut contenders = [
+        ("admit/bare", router(), 200),
+        ("admit/floodguard", floodguard(never.0, never.1), 200),
+        (
+            "admit/floodguard_norules",
+            router().layer(Guard::builder().build().unwrap().layer()),
+            200,
+        ),
+        (
+            "admit/tower_governor",
+            tower_governor(never.0, never.1 as u32),
+            200,
+        ),
+        ("refuse/floodguard", floodguard(always.0, always.1), 429),
+        (
+            "refuse/tower_governor",
+            tower_governor(always.0, always.1 as u32),
+            429,
+        ),
+    ];
+    let mut g = c.benchmark_group("layer");
+    {
+        let guard = Guard::builder()
+            .rule(Rule::per_ip("per-ip").gcra(1, never.0).burst(never.1))
+            .build()
+            .unwrap();
+        let (mut parts, ()) = http::Request::get("/hello").body(()).unwrap().into_parts();
+        parts.extensions.insert(ConnectInfo(peer));
+        // The decision alone, without Tower or axum around it.
+        g.bench_function("guard_check", |b| {
+            b.iter(|| guard.check(black_box(&parts)).is_ok())
+        });
+    }
+    for (name, svc, status) in &mut contenders {
+        // The first request of the refusing quotas is admitted.
+        call(svc, peer);
+        assert_eq!(call(svc, peer), *status, "{name}");
+        g.bench_function(*name, |b| b.iter(|| call(svc, black_box(peer))));
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = layer
+}
+criterion_main!(benches);
