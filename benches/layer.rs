@@ -33,6 +33,7 @@ fn router() -> Router {
 fn floodguard(per: Duration, burst: u64) -> Router {
     let guard = Guard::builder()
         .rule(Rule::per_ip("per-ip").gcra(1, per).burst(burst))
+        .close_refused_connections(false)
         .build()
         .unwrap();
     router().layer(guard.layer())

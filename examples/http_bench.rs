@@ -84,8 +84,13 @@ fn app(contender: Contender, case: Case) -> Router {
     match contender {
         Contender::Bare => router,
         Contender::Floodguard => {
+            // Refused connections stay open, as tower_governor's do, so both
+            // measure the cost of answering a refusal over keep-alive (by
+            // default floodguard closes them and lets the gate turn the
+            // reconnects away, which no load generator's req/s can show).
             let guard = Guard::builder()
                 .rule(Rule::per_ip("per-ip").gcra(1, per).burst(burst))
+                .close_refused_connections(false)
                 .build()
                 .expect("valid quota");
             router.layer(guard.layer())
@@ -180,15 +185,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// User + system CPU time of this process so far, from /proc/self/stat.
 fn process_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name; utime and stime are the
-    // 14th and 15th fields of the whole line, in clock ticks (100 a second
-    // on Linux).
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = rest
+    // Fields after the parenthesised command name start at the state
+    // (field 3); utime and stime are fields 14 and 15, in clock ticks
+    // (100 a second on Linux).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
         .split_whitespace()
-        .filter_map(|x| x.parse().ok())
         .collect();
-    match (f.get(11), f.get(12)) {
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
         (Some(u), Some(s)) => (u + s) / 100.0,
         _ => f64::NAN,
     }

@@ -10,7 +10,7 @@ use http::HeaderValue;
 use http::request::Parts;
 use parking_lot::RwLock;
 
-use super::client_ip::{ClientIp, ClientIpConfig};
+use super::client_ip::{ClientIp, ClientIpConfig, IpSource};
 use super::gate::{AcceptVerdict, Gate, GateBuilder};
 use super::layer::GuardLayer;
 use super::peer::{peer_addr, route};
@@ -130,10 +130,11 @@ pub(crate) enum Inspection {
         decision: GuardDecision,
         headers: Option<RateInfo>,
     },
-    /// Answer with a refusal.
+    /// Answer with a refusal; `close` the connection after it (HTTP/1).
     Refuse {
         kind: RefusalKind,
         rate: Option<RateInfo>,
+        close: bool,
     },
 }
 
@@ -204,6 +205,7 @@ struct Shared<C> {
     max_bans: usize,
     missing_peer: MissingPeer,
     headers_on_success: bool,
+    close_refused: bool,
     counters: Striped<GUARD_COUNTS>,
     /// When the missing-peer error was last logged, in clock nanoseconds + 1.
     no_peer_logged: AtomicU64,
@@ -274,6 +276,7 @@ impl Guard {
             max_bans: DEFAULT_MAX_BANS,
             missing_peer: MissingPeer::default(),
             headers_on_success: false,
+            close_refused: true,
         }
     }
 }
@@ -344,12 +347,13 @@ impl<C: Clock> Guard<C> {
     }
 
     /// What the connection gate should do with a connection from `ip`:
-    /// refuse it if blocklisted or banned, exempt it from the gate's caps if
-    /// safelisted.
+    /// refuse it if blocklisted or banned; exempt it from the gate's caps if
+    /// safelisted or a trusted proxy (whose connections carry many clients,
+    /// each limited by the layer on its own address).
     pub fn accept_verdict(&self, ip: IpAddr) -> AcceptVerdict {
         let s = &*self.shared;
         let ip = canonical(ip);
-        if s.safelist.contains(ip) {
+        if s.safelist.contains(ip) || s.client_ip.trusted().contains(ip) {
             AcceptVerdict::Exempt
         } else if s.blocklist.contains(ip) || self.is_banned(ip) {
             AcceptVerdict::Refuse
@@ -438,7 +442,7 @@ impl<C: Clock> Guard<C> {
     pub fn check(&self, parts: &Parts) -> Result<GuardDecision, Refusal> {
         match self.inspect(parts) {
             Inspection::Pass { decision, .. } => Ok(decision),
-            Inspection::Refuse { kind, rate } => Err(Refusal {
+            Inspection::Refuse { kind, rate, .. } => Err(Refusal {
                 kind,
                 rate: rate.map(|r| (r.rule, r.decision)),
             }),
@@ -466,11 +470,15 @@ impl<C: Clock> Guard<C> {
                     return Inspection::Refuse {
                         kind: RefusalKind::NoPeerAddress,
                         rate: None,
+                        close: false,
                     };
                 }
                 None
             }
         };
+        // Only a connection that is the client's own is closed after a
+        // refusal: one from a trusted proxy carries other clients too.
+        let close = s.close_refused && client.is_some_and(|c| c.source == IpSource::Peer);
         if let Some(c) = client {
             if s.safelist.contains(c.ip) {
                 s.counters.add(GuardCount::Safelisted, 1);
@@ -490,6 +498,7 @@ impl<C: Clock> Guard<C> {
                 return Inspection::Refuse {
                     kind: RefusalKind::Blocked,
                     rate: None,
+                    close,
                 };
             }
         }
@@ -517,6 +526,7 @@ impl<C: Clock> Guard<C> {
             return Inspection::Refuse {
                 kind: RefusalKind::RateLimited,
                 rate: binding.map(rate_info),
+                close,
             };
         }
         if !s.shadow.is_empty() {
@@ -607,6 +617,7 @@ pub struct GuardBuilder<C = CoarseClock> {
     max_bans: usize,
     missing_peer: MissingPeer,
     headers_on_success: bool,
+    close_refused: bool,
 }
 
 impl<C: Clock + Clone> GuardBuilder<C> {
@@ -615,6 +626,43 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     pub fn rule(mut self, rule: Rule) -> Self {
         self.rules.push(rule);
         self
+    }
+
+    /// Adds the rules floodguard recommends before you know your traffic,
+    /// one per scale of network, each ten times the one below it at most:
+    ///
+    /// | rule | key | average | at once |
+    /// |---|---|---:|---:|
+    /// | `per-ip` | the address | 20/s | 40 |
+    /// | `per-subscriber` | IPv4 address, IPv6 /64 (one host or home) | 40/s | 80 |
+    /// | `per-site` | IPv4 /24, IPv6 /48 (one office or provider block) | 200/s | 400 |
+    ///
+    /// One host rotating through its IPv6 /64 is one subscriber; a NAT or
+    /// office network still has room.
+    ///
+    /// ```
+    /// use floodguard::http::Guard;
+    /// let guard = Guard::builder().default_rules().build()?;
+    /// let names: Vec<String> = guard.stats().rules.into_iter().map(|r| r.name).collect();
+    /// assert_eq!(names, ["per-ip", "per-subscriber", "per-site"]);
+    /// # Ok::<(), floodguard::ConfigError>(())
+    /// ```
+    pub fn default_rules(self) -> Self {
+        use crate::ip::PrefixLengths;
+        let second = Duration::from_secs(1);
+        let subscriber = PrefixLengths::new(32, 64).expect("valid lengths");
+        let site = PrefixLengths::new(24, 48).expect("valid lengths");
+        self.rule(Rule::per_ip("per-ip").gcra(20, second).burst(40))
+            .rule(
+                Rule::per_prefix("per-subscriber", subscriber)
+                    .gcra(40, second)
+                    .burst(80),
+            )
+            .rule(
+                Rule::per_prefix("per-site", site)
+                    .gcra(200, second)
+                    .burst(400),
+            )
     }
 
     /// Adds several rules.
@@ -664,6 +712,19 @@ impl<C: Clock + Clone> GuardBuilder<C> {
         self
     }
 
+    /// Whether an HTTP/1 connection is closed after a rate-limit or block
+    /// refusal (`Connection: close`), when the connection is the refused
+    /// client's own (not a trusted proxy's). On by default: a client that keeps
+    /// sending on a connection after a 429 is flooding, and must then
+    /// reconnect, where the [`Gate`](super::Gate)'s new-connection rate
+    /// turns it away before a byte is read, for far less than an HTTP
+    /// exchange. A refused client must wait `Retry-After` anyway. HTTP/2
+    /// connections are never closed for one stream's refusal.
+    pub fn close_refused_connections(mut self, on: bool) -> Self {
+        self.close_refused = on;
+        self
+    }
+
     /// Uses another clock, such as a [`ManualClock`](crate::ManualClock) in
     /// tests.
     pub fn clock<C2: Clock + Clone>(self, clock: C2) -> GuardBuilder<C2> {
@@ -676,6 +737,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             max_bans: self.max_bans,
             missing_peer: self.missing_peer,
             headers_on_success: self.headers_on_success,
+            close_refused: self.close_refused,
         }
     }
 
@@ -718,6 +780,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
                 max_bans: self.max_bans,
                 missing_peer: self.missing_peer,
                 headers_on_success: self.headers_on_success,
+                close_refused: self.close_refused,
                 counters: Striped::default(),
                 no_peer_logged: AtomicU64::new(0),
             }),

@@ -107,9 +107,15 @@ where
                     state: State::Inner { fut, headers },
                 }
             }
-            Inspection::Refuse { kind, rate } => {
+            Inspection::Refuse { kind, rate, close } => {
                 let grpc = grpc_content_type(&parts.headers);
                 let mut res = respond(kind, grpc);
+                if close && parts.version <= http::Version::HTTP_11 {
+                    res.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 if let Some(r) = rate {
                     let h = res.headers_mut();
                     add_rate_headers(h, &r.rule, &r.policy, &r.decision, grpc.is_some());

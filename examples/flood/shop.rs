@@ -1,0 +1,188 @@
+//! The service under attack: a small axum shop, run in its own process
+//! (the harness re-executes itself with `--serve <defence>`) so that its
+//! CPU time and peak memory are measured alone.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, Query};
+use axum::response::Html;
+use axum::routing::{get, post};
+use floodguard::http::{ClientIpConfig, Guard, Rule};
+use tokio::io::AsyncBufReadExt;
+use tower_governor::GovernorLayer;
+use tower_governor::governor::GovernorConfigBuilder;
+use tower_governor::key_extractor::PeerIpKeyExtractor;
+
+use crate::Defence;
+
+/// The load generator's proxy address: the IPv6-rotation attack sends its
+/// X-Forwarded-For through it, and defences that read forwarding headers
+/// trust it, as a deployment behind a load balancer would.
+pub const PROXY: &str = "127.77.0.1";
+
+/// Work units of one search; about a millisecond of CPU here.
+const SEARCH_WORK: u32 = 60_000;
+
+/// The catalogue's product names, built once.
+fn catalogue() -> Arc<Vec<String>> {
+    Arc::new(
+        (0..2_000)
+            .map(|i| format!("product {i} colour {}", i % 17))
+            .collect(),
+    )
+}
+
+async fn home() -> Html<String> {
+    page("Home", 20)
+}
+
+async fn product(Path(id): Path<u32>) -> Html<String> {
+    page(&format!("Product {id}"), 5)
+}
+
+/// Search: scans the catalogue and scores every entry, a stand-in for a
+/// query the database cannot answer from an index. This is the route an
+/// attacker who has studied the shop goes for.
+async fn search(
+    Query(q): Query<std::collections::HashMap<String, String>>,
+    catalogue: Arc<Vec<String>>,
+) -> Html<String> {
+    let term = q.get("q").map(String::as_str).unwrap_or("");
+    let mut best = 0u64;
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for round in 0..SEARCH_WORK / catalogue.len() as u32 {
+        for name in catalogue.iter() {
+            for b in name.bytes().chain(term.bytes()) {
+                hash = (hash ^ u64::from(b) ^ u64::from(round)).wrapping_mul(0x100_0000_01b3);
+            }
+            best = best.max(hash >> 48);
+        }
+    }
+    page(&format!("Results for {term} ({best})"), 10)
+}
+
+async fn login() -> &'static str {
+    "welcome back\n"
+}
+
+async fn asset() -> &'static str {
+    "body{font-family:sans-serif}\n"
+}
+
+fn page(title: &str, rows: usize) -> Html<String> {
+    use std::fmt::Write;
+    let mut html = format!("<!doctype html><title>{title}</title><ul>");
+    for i in 0..rows {
+        let _ = write!(html, "<li><a href=\"/product/{i}\">Product {i}</a></li>");
+    }
+    html.push_str("</ul>");
+    Html(html)
+}
+
+fn shop() -> Router {
+    let catalogue = catalogue();
+    Router::new()
+        .route("/", get(home))
+        .route("/product/{id}", get(product))
+        .route("/search", get(move |q| search(q, catalogue.clone())))
+        .route("/login", post(login))
+        .route("/static/app.css", get(asset))
+}
+
+/// floodguard as documented for this shop ("tuned"): the defaults, plus a
+/// per-address budget and a global ceiling on the expensive search route,
+/// and a login rule.
+pub fn tuned_guard() -> Guard {
+    let second = Duration::from_secs(1);
+    Guard::builder()
+        .default_rules()
+        .rule(
+            Rule::per_ip("search-ip")
+                .path("/search")
+                .gcra(2, second)
+                .burst(6),
+        )
+        .rule(
+            Rule::global("search-all")
+                .path("/search")
+                .gcra(600, second)
+                .burst(100),
+        )
+        .rule(
+            Rule::per_ip("login")
+                .path("/login")
+                .sliding_window(10, Duration::from_secs(60)),
+        )
+        .client_ip(ClientIpConfig::new().trust(PROXY.parse().expect("address")))
+        .build()
+        .expect("valid configuration")
+}
+
+fn default_guard() -> Guard {
+    Guard::builder()
+        .default_rules()
+        .client_ip(ClientIpConfig::new().trust(PROXY.parse().expect("address")))
+        .build()
+        .expect("valid configuration")
+}
+
+/// Serves the shop behind `defence` on 127.0.0.1, prints `PORT <n>`, and
+/// stops when standard input closes (the harness ends the run).
+pub fn serve(defence: Defence) -> Result<(), Box<dyn std::error::Error>> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("PORT {}", listener.local_addr()?.port());
+        let app = shop();
+        let server = async move {
+            match defence {
+                Defence::None => serve_plain(listener, app).await,
+                Defence::TowerGovernor => {
+                    let config = GovernorConfigBuilder::default()
+                        .key_extractor(PeerIpKeyExtractor)
+                        .per_millisecond(50)
+                        .burst_size(40)
+                        .finish()
+                        .expect("valid quota");
+                    serve_plain(listener, app.layer(GovernorLayer::new(Arc::new(config)))).await
+                }
+                Defence::Floodguard | Defence::FloodguardTuned => {
+                    let guard = if defence == Defence::Floodguard {
+                        default_guard()
+                    } else {
+                        tuned_guard()
+                    };
+                    let gate = guard.gate().build()?;
+                    let app = app.layer(guard.layer());
+                    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+                    axum::serve(gate.listen(listener).into_axum(), make).await?;
+                    Ok(())
+                }
+            }
+        };
+        tokio::select! {
+            r = server => r,
+            () = stdin_closed() => Ok(()),
+        }
+    })
+}
+
+async fn serve_plain(
+    listener: tokio::net::TcpListener,
+    app: Router,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let make = app.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, make).await?;
+    Ok(())
+}
+
+async fn stdin_closed() {
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    while let Ok(Some(_)) = lines.next_line().await {}
+}

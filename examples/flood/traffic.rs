@@ -1,0 +1,420 @@
+//! Who sends what: legitimate shoppers and the attack scenarios. Every
+//! loop stops at the run's deadline; every connect and exchange has a
+//! timeout; all traffic goes to the shop on 127.0.0.1.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::task::JoinSet;
+
+use crate::Scenario;
+use crate::http1::{self, Conn};
+use crate::shop::PROXY;
+
+/// Width of a timeline bucket.
+pub const BUCKET: Duration = Duration::from_millis(100);
+/// A legitimate request slower than this counts as failed.
+const LEGIT_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// An attack exchange is abandoned after this.
+const ATTACK_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How many legitimate shoppers, and bots in the botnets.
+pub const SHOPPERS: u32 = 200;
+pub const BOTS: u32 = 5_000;
+const FLOOD_CONNECTIONS: u32 = 64;
+const SLOW_ADDRESSES: u32 = 30;
+const SLOW_PER_ADDRESS: u32 = 300;
+const OVERLOAD_CLIENTS: u32 = 500;
+
+/// One legitimate request: when it started (since the run began), how
+/// long it took, whether it got a 2xx.
+#[derive(Clone, Copy, Debug)]
+pub struct Sample {
+    pub at: Duration,
+    pub latency: Duration,
+    pub ok: bool,
+}
+
+/// What a run's traffic recorded.
+pub struct Recorder {
+    pub start: Instant,
+    pub legit: Mutex<Vec<Sample>>,
+    /// Per bucket: attack units sent, and admitted (a 2xx; for slow
+    /// connections, a connection-second held open).
+    pub attack_sent: Vec<AtomicU64>,
+    pub attack_admitted: Vec<AtomicU64>,
+}
+
+impl Recorder {
+    pub fn new(run: Duration) -> Arc<Self> {
+        let buckets = (run.as_millis() / BUCKET.as_millis()) as usize + 20;
+        Arc::new(Recorder {
+            start: Instant::now(),
+            legit: Mutex::new(Vec::with_capacity(4096)),
+            attack_sent: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+            attack_admitted: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+
+    fn bucket(&self, at: Instant) -> usize {
+        let i = (at.duration_since(self.start).as_millis() / BUCKET.as_millis()) as usize;
+        i.min(self.attack_sent.len() - 1)
+    }
+
+    fn attack(&self, admitted: bool) {
+        let b = self.bucket(Instant::now());
+        self.attack_sent[b].fetch_add(1, Ordering::Relaxed);
+        if admitted {
+            self.attack_admitted[b].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A small deterministic random source (SplitMix64): runs are repeatable
+/// and the harness needs no random-number crate.
+#[derive(Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+
+    pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        Duration::from_millis(lo + self.below(hi - lo))
+    }
+}
+
+fn v4(a: u32, b: u32, c: u32) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, a as u8, b as u8, c as u8))
+}
+
+/// A desktop Chrome's request, headers in Chrome's order and casing.
+fn browser_request(path: &str, method: &str, session: u32) -> Vec<u8> {
+    let body = if method == "POST" {
+        "user=alice&password=correct-horse"
+    } else {
+        ""
+    };
+    let mut r = format!(
+        "{method} {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: keep-alive\r\n\
+         sec-ch-ua: \"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"\r\nsec-ch-ua-mobile: ?0\r\n\
+         sec-ch-ua-platform: \"Linux\"\r\nUpgrade-Insecure-Requests: 1\r\n\
+         User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\n\
+         Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\r\n\
+         Sec-Fetch-Site: same-origin\r\nSec-Fetch-Mode: navigate\r\nSec-Fetch-User: ?1\r\nSec-Fetch-Dest: document\r\n\
+         Referer: http://shop.test/\r\nAccept-Encoding: gzip, deflate, br, zstd\r\n\
+         Accept-Language: en-GB,en;q=0.9,de;q=0.8\r\nCookie: session=s{session:08x}; consent=1\r\n"
+    );
+    if !body.is_empty() {
+        r.push_str(&format!(
+            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
+    r.into_bytes()
+}
+
+/// A page view of a shopper: mostly products, some searches.
+fn shopper_path(rng: &mut Rng) -> (String, &'static str) {
+    match rng.below(100) {
+        0..25 => ("/".into(), "GET"),
+        25..65 => (format!("/product/{}", rng.below(2_000)), "GET"),
+        65..80 => (format!("/search?q=shoes+{}", rng.below(50)), "GET"),
+        80..95 => ("/static/app.css".into(), "GET"),
+        _ => ("/login".into(), "POST"),
+    }
+}
+
+/// Starts the legitimate shoppers: each from its own address, keep-alive,
+/// a think time of 0.3 to 1.5 s between page views.
+pub fn shoppers(set: &mut JoinSet<()>, shop: SocketAddr, rec: &Arc<Recorder>, stop: Instant) {
+    for i in 0..SHOPPERS {
+        let rec = Arc::clone(rec);
+        set.spawn(async move {
+            let from = v4(20, i, 1);
+            let mut rng = Rng::new(u64::from(i) + 1);
+            tokio::time::sleep(rng.millis(0, 500)).await;
+            let mut conn: Option<Conn> = None;
+            while Instant::now() < stop {
+                let (path, method) = shopper_path(&mut rng);
+                let request = browser_request(&path, method, i);
+                let began = Instant::now();
+                let ok = match legit_exchange(&mut conn, from, shop, &request).await {
+                    Ok(status) => (200..300).contains(&status),
+                    Err(_) => false,
+                };
+                rec.legit.lock().push(Sample {
+                    at: began.duration_since(rec.start),
+                    latency: began.elapsed(),
+                    ok,
+                });
+                tokio::time::sleep(rng.millis(300, 1_500)).await;
+            }
+        });
+    }
+}
+
+/// One exchange on the shopper's connection, reconnecting if needed.
+async fn legit_exchange(
+    conn: &mut Option<Conn>,
+    from: IpAddr,
+    shop: SocketAddr,
+    request: &[u8],
+) -> std::io::Result<u16> {
+    if conn.is_none() {
+        *conn = Some(http1::connect(from, shop, CONNECT_TIMEOUT).await?);
+    }
+    let c = conn.as_mut().expect("just connected");
+    match c.exchange(request, LEGIT_TIMEOUT).await {
+        Ok(reply) => {
+            if reply.closing {
+                *conn = None;
+            }
+            Ok(reply.status)
+        }
+        Err(e) => {
+            *conn = None;
+            Err(e)
+        }
+    }
+}
+
+/// Starts `scenario`'s attack traffic on `rt` (a runtime of its own, so
+/// the attackers' tasks never queue ahead of the shoppers' and distort
+/// their latencies), all stopping at `stop`.
+pub fn attack(
+    set: &mut JoinSet<()>,
+    rt: &tokio::runtime::Handle,
+    scenario: Scenario,
+    shop: SocketAddr,
+    rec: &Arc<Recorder>,
+    stop: Instant,
+) {
+    match scenario {
+        Scenario::SingleFlood => {
+            for w in 0..FLOOD_CONNECTIONS {
+                let rec = Arc::clone(rec);
+                set.spawn_on(flood_worker(v4(66, 6, 6), shop, rec, stop, w, None), rt);
+            }
+        }
+        Scenario::Ipv6Rotation => {
+            for w in 0..FLOOD_CONNECTIONS {
+                let rec = Arc::clone(rec);
+                let proxy: IpAddr = PROXY.parse().expect("address");
+                set.spawn_on(flood_worker(proxy, shop, rec, stop, w, Some(w)), rt);
+            }
+        }
+        Scenario::Botnet | Scenario::MimicBotnet => {
+            let mimic = scenario == Scenario::MimicBotnet;
+            for k in 0..BOTS {
+                let rec = Arc::clone(rec);
+                // 100 /16s, 50 /24s in each: no network holds two bots.
+                let from = if mimic {
+                    v4(150 + k % 100, k / 100, 9)
+                } else {
+                    v4(100 + k % 100, k / 100, 7)
+                };
+                set.spawn_on(bot(from, shop, rec, stop, k, mimic), rt);
+            }
+        }
+        Scenario::Slowloris => {
+            for a in 0..SLOW_ADDRESSES {
+                for c in 0..SLOW_PER_ADDRESS {
+                    let rec = Arc::clone(rec);
+                    set.spawn_on(slow_client(v4(88, 0, a + 1), shop, rec, stop, c), rt);
+                }
+            }
+        }
+        Scenario::SearchOverload => {
+            for k in 0..OVERLOAD_CLIENTS {
+                let rec = Arc::clone(rec);
+                set.spawn(overload_client(
+                    v4(30 + k % 20, k / 20, 2),
+                    shop,
+                    rec,
+                    stop,
+                    k,
+                ));
+            }
+        }
+    }
+}
+
+/// As fast as it can on one keep-alive connection, reconnecting when
+/// refused; `rotate` sends a random address of one IPv6 /64 in
+/// X-Forwarded-For (through the trusted proxy address).
+async fn flood_worker(
+    from: IpAddr,
+    shop: SocketAddr,
+    rec: Arc<Recorder>,
+    stop: Instant,
+    worker: u32,
+    rotate: Option<u32>,
+) {
+    let mut rng = Rng::new(0xf100d + u64::from(worker));
+    let mut conn: Option<Conn> = None;
+    while Instant::now() < stop {
+        let xff = rotate.map(|_| {
+            format!(
+                "X-Forwarded-For: 2001:db8:dead:beef:{:x}:{:x}:{:x}:{:x}\r\n",
+                rng.below(65_536),
+                rng.below(65_536),
+                rng.below(65_536),
+                rng.below(65_536)
+            )
+        });
+        let request = format!(
+            "GET /search?q=flood{} HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: flood/1.0\r\n{}\r\n",
+            rng.below(1_000),
+            xff.unwrap_or_default()
+        );
+        let admitted = attack_exchange(&mut conn, from, shop, request.as_bytes()).await;
+        rec.attack(admitted == Some(true));
+        if admitted.is_none() {
+            // Refused at connect: do not spin.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// One attack exchange: `Some(true)` for a 2xx, `Some(false)` for a
+/// refusal or a broken exchange, `None` when it could not even connect.
+async fn attack_exchange(
+    conn: &mut Option<Conn>,
+    from: IpAddr,
+    shop: SocketAddr,
+    request: &[u8],
+) -> Option<bool> {
+    if conn.is_none() {
+        *conn = Some(http1::connect(from, shop, CONNECT_TIMEOUT).await.ok()?);
+    }
+    let c = conn.as_mut().expect("just connected");
+    match c.exchange(request, ATTACK_TIMEOUT).await {
+        Ok(reply) => {
+            if reply.closing {
+                *conn = None;
+            }
+            Some((200..300).contains(&reply.status))
+        }
+        Err(_) => {
+            *conn = None;
+            Some(false)
+        }
+    }
+}
+
+/// A bot: one search every 1.5 s or so, under any per-address limit; all
+/// of them together far above what search can serve. Plain bots look like
+/// a scripting library; mimics claim a browser but send what real bots do
+/// (no Accept-Language, odd Accept-Encoding, no sec-fetch headers, no
+/// cookies, a third of them HTTP/1.0).
+async fn bot(
+    from: IpAddr,
+    shop: SocketAddr,
+    rec: Arc<Recorder>,
+    stop: Instant,
+    k: u32,
+    mimic: bool,
+) {
+    let mut rng = Rng::new(0xb07 + u64::from(k));
+    tokio::time::sleep(rng.millis(0, 1_000)).await;
+    let http10 = mimic && k % 3 == 0;
+    let mut conn: Option<Conn> = None;
+    while Instant::now() < stop {
+        let q = rng.below(10_000);
+        let request = if !mimic {
+            format!(
+                "GET /search?q=deal{q} HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: python-requests/2.32.3\r\n\
+                 Accept-Encoding: gzip, deflate\r\nAccept: */*\r\nConnection: keep-alive\r\n\r\n"
+            )
+        } else {
+            let version = if http10 { "1.0" } else { "1.1" };
+            format!(
+                "GET /search?q=deal{q} HTTP/{version}\r\nHost: shop.test\r\n\
+                 User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36\r\n\
+                 Accept: */*\r\nAccept-Encoding: identity\r\n\r\n"
+            )
+        };
+        let admitted = attack_exchange(&mut conn, from, shop, request.as_bytes()).await;
+        rec.attack(admitted == Some(true));
+        if http10 {
+            conn = None;
+        }
+        tokio::time::sleep(rng.millis(1_000, 2_000)).await;
+    }
+}
+
+/// Slowloris: opens a connection and sends a header line a second, never
+/// finishing the request. Each second a connection is still open counts as
+/// one admitted unit; a refused or closed one as a sent unit only.
+async fn slow_client(from: IpAddr, shop: SocketAddr, rec: Arc<Recorder>, stop: Instant, c: u32) {
+    let mut rng = Rng::new(0x510 + u64::from(c));
+    tokio::time::sleep(rng.millis(0, 1_000)).await;
+    let Ok(mut conn) = http1::connect(from, shop, CONNECT_TIMEOUT).await else {
+        rec.attack(false);
+        return;
+    };
+    let mut open = conn
+        .send_raw(b"GET / HTTP/1.1\r\nHost: shop.test\r\n")
+        .await
+        .is_ok();
+    while Instant::now() < stop {
+        open = open && !conn.closed_by_peer().await;
+        rec.attack(open);
+        if !open {
+            return;
+        }
+        tokio::time::sleep(
+            Duration::from_secs(1).min(stop.saturating_duration_since(Instant::now())),
+        )
+        .await;
+        open = conn
+            .send_raw(format!("X-Pad-{c}: {}\r\n", rng.below(1000)).as_bytes())
+            .await
+            .is_ok();
+    }
+}
+
+/// Legitimate-looking search traffic from many addresses, each under any
+/// per-address limit (ten a second), together about five times what
+/// search can serve.
+async fn overload_client(
+    from: IpAddr,
+    shop: SocketAddr,
+    rec: Arc<Recorder>,
+    stop: Instant,
+    k: u32,
+) {
+    let mut rng = Rng::new(0x5ea + u64::from(k));
+    tokio::time::sleep(rng.millis(0, 200)).await;
+    let mut conn: Option<Conn> = None;
+    while Instant::now() < stop {
+        let request = browser_request(
+            &format!("/search?q=sale+{}", rng.below(100)),
+            "GET",
+            100_000 + k,
+        );
+        let admitted = attack_exchange(&mut conn, from, shop, &request).await;
+        rec.attack(admitted == Some(true));
+        tokio::time::sleep(rng.millis(50, 150)).await;
+    }
+}
