@@ -74,6 +74,11 @@ impl Recorder {
     }
 }
 
+/// Sleeps `d`, but never past `stop`, so every task ends at the deadline.
+async fn nap(d: Duration, stop: Instant) {
+    tokio::time::sleep(d.min(stop.saturating_duration_since(Instant::now()))).await;
+}
+
 /// A small deterministic random source (SplitMix64): runs are repeatable
 /// and the harness needs no random-number crate.
 #[derive(Clone)]
@@ -152,7 +157,7 @@ pub fn shoppers(set: &mut JoinSet<()>, shop: SocketAddr, rec: &Arc<Recorder>, st
         set.spawn(async move {
             let from = v4(20, i, 1);
             let mut rng = Rng::new(u64::from(i) + 1);
-            tokio::time::sleep(rng.millis(0, 500)).await;
+            nap(rng.millis(0, 500), stop).await;
             let mut conn: Option<Conn> = None;
             while Instant::now() < stop {
                 let (path, method) = shopper_path(&mut rng);
@@ -167,7 +172,12 @@ pub fn shoppers(set: &mut JoinSet<()>, shop: SocketAddr, rec: &Arc<Recorder>, st
                     latency: began.elapsed(),
                     ok,
                 });
-                tokio::time::sleep(rng.millis(300, 1_500)).await;
+                // A quarter of page views end a visit: the next one comes
+                // on a new connection, as a new tab or visitor would.
+                if rng.below(4) == 0 {
+                    conn = None;
+                }
+                nap(rng.millis(300, 1_500), stop).await;
             }
         });
     }
@@ -291,7 +301,7 @@ async fn flood_worker(
         rec.attack(admitted == Some(true));
         if admitted.is_none() {
             // Refused at connect: do not spin.
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            nap(Duration::from_millis(10), stop).await;
         }
     }
 }
@@ -336,7 +346,7 @@ async fn bot(
     mimic: bool,
 ) {
     let mut rng = Rng::new(0xb07 + u64::from(k));
-    tokio::time::sleep(rng.millis(0, 1_000)).await;
+    nap(rng.millis(0, 1_000), stop).await;
     let http10 = mimic && k % 3 == 0;
     let mut conn: Option<Conn> = None;
     while Instant::now() < stop {
@@ -359,7 +369,7 @@ async fn bot(
         if http10 {
             conn = None;
         }
-        tokio::time::sleep(rng.millis(1_000, 2_000)).await;
+        nap(rng.millis(1_000, 2_000), stop).await;
     }
 }
 
@@ -368,7 +378,7 @@ async fn bot(
 /// one admitted unit; a refused or closed one as a sent unit only.
 async fn slow_client(from: IpAddr, shop: SocketAddr, rec: Arc<Recorder>, stop: Instant, c: u32) {
     let mut rng = Rng::new(0x510 + u64::from(c));
-    tokio::time::sleep(rng.millis(0, 1_000)).await;
+    nap(rng.millis(0, 1_000), stop).await;
     let Ok(mut conn) = http1::connect(from, shop, CONNECT_TIMEOUT).await else {
         rec.attack(false);
         return;
@@ -383,10 +393,7 @@ async fn slow_client(from: IpAddr, shop: SocketAddr, rec: Arc<Recorder>, stop: I
         if !open {
             return;
         }
-        tokio::time::sleep(
-            Duration::from_secs(1).min(stop.saturating_duration_since(Instant::now())),
-        )
-        .await;
+        nap(Duration::from_secs(1), stop).await;
         open = conn
             .send_raw(format!("X-Pad-{c}: {}\r\n", rng.below(1000)).as_bytes())
             .await
@@ -405,7 +412,7 @@ async fn overload_client(
     k: u32,
 ) {
     let mut rng = Rng::new(0x5ea + u64::from(k));
-    tokio::time::sleep(rng.millis(0, 200)).await;
+    nap(rng.millis(0, 200), stop).await;
     let mut conn: Option<Conn> = None;
     while Instant::now() < stop {
         let request = browser_request(
@@ -415,6 +422,6 @@ async fn overload_client(
         );
         let admitted = attack_exchange(&mut conn, from, shop, &request).await;
         rec.attack(admitted == Some(true));
-        tokio::time::sleep(rng.millis(50, 150)).await;
+        nap(rng.millis(50, 150), stop).await;
     }
 }

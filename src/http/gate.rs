@@ -63,7 +63,7 @@ use crate::ip::{PrefixLengths, canonical};
 use crate::{ConfigError, DEFAULT_CAPACITY, IpPrefix, KeyedLimiter};
 
 /// Concurrent connections from one address when not configured.
-const DEFAULT_MAX_PER_IP: u32 = 64;
+const DEFAULT_MAX_PER_IP: u32 = 16;
 /// New connections per second from one address when not configured.
 const DEFAULT_RATE: (u64, Duration, u64) = (20, Duration::from_secs(1), 40);
 /// Pause after an accept error such as `EMFILE`, so the loop does not spin
@@ -171,7 +171,7 @@ impl Refusal {
 }
 
 impl Gate {
-    /// Starts a builder with the defaults: 64 connections open per address,
+    /// Starts a builder with the defaults: 16 connections open per address,
     /// no per-network cap, 20 new connections a second per address with a
     /// burst of 40, no verdict hook.
     pub fn builder() -> GateBuilder {
@@ -325,7 +325,11 @@ pub struct GateBuilder {
 }
 
 impl GateBuilder {
-    /// At most `n` connections open at once from one address (default 64).
+    /// At most `n` connections open at once from one address (default 16:
+    /// a browser opens at most 6 per host over HTTP/1.1 and one over HTTP/2,
+    /// so 16 leaves room for a few devices behind one NAT; raise it for
+    /// audiences behind carrier-grade NAT). Fewer open connections also
+    /// bound how many requests one address can have in flight at once.
     pub fn max_connections_per_ip(mut self, n: u32) -> Self {
         self.max_per_ip = n;
         self
