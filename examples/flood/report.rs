@@ -8,6 +8,9 @@ use serde::Serialize;
 use crate::traffic::{BUCKET, Recorder};
 use crate::{Defence, Scenario};
 
+/// How long after the attack starts the "settled" p99 begins.
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// A timeline bucket of one run.
 #[derive(Clone, Debug, Serialize)]
 pub struct Bucket {
@@ -34,6 +37,10 @@ pub struct RunResult {
     /// Legitimate p99 before the attack started, and the ratio.
     pub baseline_p99_ms: f64,
     pub p99_vs_baseline: f64,
+    /// Legitimate p99 from one second after the attack started: the
+    /// sustained state, without the first burst.
+    pub settled_p99_ms: f64,
+    pub settled_vs_baseline: f64,
     pub attack_sent: u64,
     pub attack_admitted: u64,
     /// Share of attack units that reached a handler (or, for slow
@@ -72,6 +79,13 @@ pub fn summarise(
     let base_lat = latencies(&before);
     let baseline_p99 = quantile(&base_lat, 0.99);
     let legit_p99 = quantile(&attack_lat, 0.99);
+    let settle = attack_start + SETTLE;
+    let settled: Vec<_> = in_attack
+        .iter()
+        .copied()
+        .filter(|s| s.at >= settle)
+        .collect();
+    let settled_p99 = quantile(&latencies(&settled), 0.99);
 
     let buckets = (end.as_millis() / BUCKET.as_millis()) as usize;
     let mut timeline = Vec::with_capacity(buckets);
@@ -104,6 +118,8 @@ pub fn summarise(
         legit_p99_ms: legit_p99,
         baseline_p99_ms: baseline_p99,
         p99_vs_baseline: legit_p99 / baseline_p99,
+        settled_p99_ms: settled_p99,
+        settled_vs_baseline: settled_p99 / baseline_p99,
         attack_sent,
         attack_admitted,
         attack_admitted_share: ratio(attack_admitted, attack_sent),
@@ -149,18 +165,19 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// The table printed at the end of a run.
 pub fn table(results: &[RunResult]) -> String {
     let mut out = String::from(
-        "| scenario | defence | legit ok | legit p50 ms | legit p99 ms | p99 vs no attack | attack admitted | blocked after | server RSS MB | server CPU s |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| scenario | defence | legit ok | legit p50 ms | legit p99 ms | p99 vs no attack | p99 after 1 s vs no attack | attack admitted | blocked after | server RSS MB | server CPU s |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         out.push_str(&format!(
-            "| {} | {} | {:.2}% | {:.1} | {:.1} | {:.1}× | {:.1}% | {} | {:.0} | {:.1} |\n",
+            "| {} | {} | {:.2}% | {:.1} | {:.1} | {:.1}× | {:.1}× | {:.1}% | {} | {:.0} | {:.1} |\n",
             r.scenario.name(),
             r.defence.name(),
             r.legit_success * 100.0,
             r.legit_p50_ms,
             r.legit_p99_ms,
             r.p99_vs_baseline,
+            r.settled_vs_baseline,
             r.attack_admitted_share * 100.0,
             r.time_to_block_ms
                 .map_or("never".into(), |t| format!("{:.1} s", t as f64 / 1e3)),
