@@ -35,10 +35,8 @@
 //! helloworld.Greeter/SayHello` works against the server started with a
 //! port.
 
-use std::convert::Infallible;
 use std::error::Error;
 use std::net::SocketAddr;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use floodguard::http::gate::Gate;
@@ -46,88 +44,21 @@ use floodguard::http::{Guard, GuardDecision, Rule};
 use tonic::codegen::BoxFuture;
 use tonic::transport::{Channel, Server};
 use tonic::{Code, Status};
-use tonic_prost::ProstCodec;
 
-#[derive(Clone, PartialEq, prost::Message)]
-struct HelloRequest {
-    #[prost(string, tag = "1")]
-    name: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct HelloReply {
-    #[prost(string, tag = "1")]
-    message: String,
-}
-
-const SAY_HELLO: &str = "/helloworld.Greeter/SayHello";
-
-/// The server side of `helloworld.Greeter`, as generated code would route
-/// it: one path, one unary handler.
-#[derive(Clone)]
-struct GreeterServer;
-
-impl tonic::server::NamedService for GreeterServer {
-    const NAME: &'static str = "helloworld.Greeter";
-}
-
-impl tower::Service<http::Request<tonic::body::Body>> for GreeterServer {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Infallible>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        if req.uri().path() != SAY_HELLO {
-            return Box::pin(async { Ok(Status::unimplemented("no such method").into_http()) });
-        }
-        Box::pin(async move {
-            let codec = ProstCodec::<HelloReply, HelloRequest>::default();
-            let handler = tower::service_fn(say_hello);
-            Ok(tonic::server::Grpc::new(codec).unary(handler, req).await)
-        })
-    }
-}
+mod greeter;
+use greeter::{GreeterClient, GreeterServer, HelloReply, HelloRequest};
 
 /// The handler. The guard left its decision in the request's extensions.
-async fn say_hello(
-    req: tonic::Request<HelloRequest>,
-) -> Result<tonic::Response<HelloReply>, Status> {
-    let client = req
-        .extensions()
-        .get::<GuardDecision>()
-        .and_then(GuardDecision::client_ip);
-    let who = client.map_or_else(|| "somewhere".to_owned(), |ip| ip.to_string());
-    let message = format!("Hello {} (from {who})", req.into_inner().name);
-    Ok(tonic::Response::new(HelloReply { message }))
-}
-
-/// The client side, as generated code would have it.
-struct GreeterClient {
-    inner: tonic::client::Grpc<Channel>,
-}
-
-impl GreeterClient {
-    fn new(channel: Channel) -> Self {
-        GreeterClient {
-            inner: tonic::client::Grpc::new(channel),
-        }
-    }
-
-    async fn say_hello(&mut self, name: &str) -> Result<tonic::Response<HelloReply>, Status> {
-        self.inner
-            .ready()
-            .await
-            .map_err(|e| Status::unavailable(format!("service not ready: {e}")))?;
-        let req = tonic::Request::new(HelloRequest {
-            name: name.to_owned(),
-        });
-        let path = http::uri::PathAndQuery::from_static(SAY_HELLO);
-        self.inner.unary(req, path, ProstCodec::default()).await
-    }
+fn say_hello(req: tonic::Request<HelloRequest>) -> BoxFuture<tonic::Response<HelloReply>, Status> {
+    Box::pin(async move {
+        let client = req
+            .extensions()
+            .get::<GuardDecision>()
+            .and_then(GuardDecision::client_ip);
+        let who = client.map_or_else(|| "somewhere".to_owned(), |ip| ip.to_string());
+        let message = format!("Hello {} (from {who})", req.into_inner().name);
+        Ok(tonic::Response::new(HelloReply { message }))
+    })
 }
 
 /// The value of a metadata entry of a refusal, or "-".
@@ -172,7 +103,7 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = Server::builder()
         .layer(guard.layer())
-        .add_service(GreeterServer)
+        .add_service(GreeterServer::new(say_hello))
         .serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;
         });

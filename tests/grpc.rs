@@ -4,11 +4,10 @@
 //! addresses.
 #![cfg(all(feature = "tower", feature = "tonic"))]
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+
 use std::time::Duration;
 
 use floodguard::http::gate::Gate;
@@ -22,101 +21,45 @@ use tonic::codegen::{BoxFuture, tokio_stream};
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Channel, Endpoint, Server, Uri};
 use tonic::{Code, Status};
-use tonic_prost::ProstCodec;
 
 /// Bound on each test's exchanges.
 const TIMEOUT: Duration = Duration::from_secs(10);
 const SECOND: Duration = Duration::from_secs(1);
 const MINUTE: Duration = Duration::from_secs(60);
 
-// --- helloworld.Greeter, as tonic-prost-build would generate it ---------
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct HelloRequest {
-    #[prost(string, tag = "1")]
-    name: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-struct HelloReply {
-    #[prost(string, tag = "1")]
-    message: String,
-}
-
-const SAY_HELLO: &str = "/helloworld.Greeter/SayHello";
-
-#[derive(Clone)]
-struct GreeterServer;
-
-impl tonic::server::NamedService for GreeterServer {
-    const NAME: &'static str = "helloworld.Greeter";
-}
-
-impl tower::Service<http::Request<tonic::body::Body>> for GreeterServer {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Infallible>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
-        if req.uri().path() != SAY_HELLO {
-            return Box::pin(async { Ok(Status::unimplemented("").into_http()) });
-        }
-        Box::pin(async move {
-            let codec = ProstCodec::<HelloReply, HelloRequest>::default();
-            let handler = tower::service_fn(say_hello);
-            Ok(tonic::server::Grpc::new(codec).unary(handler, req).await)
-        })
-    }
-}
+#[path = "../examples/greeter/mod.rs"]
+mod greeter;
+use greeter::{GreeterClient, GreeterServer, HelloReply, HelloRequest};
 
 /// Answers with the client address the guard resolved and the peer address
 /// tonic recorded, as `"<guard's> <tonic's>"`.
-async fn say_hello(
-    req: tonic::Request<HelloRequest>,
-) -> Result<tonic::Response<HelloReply>, Status> {
-    let guard_saw = req
-        .extensions()
-        .get::<GuardDecision>()
-        .and_then(GuardDecision::client_ip);
-    let tonic_saw = req.remote_addr().map(|a| a.ip());
-    let show = |ip: Option<IpAddr>| ip.map_or_else(|| "none".to_owned(), |ip| ip.to_string());
-    let message = format!("{} {}", show(guard_saw), show(tonic_saw));
-    Ok(tonic::Response::new(HelloReply { message }))
+fn say_hello(req: tonic::Request<HelloRequest>) -> BoxFuture<tonic::Response<HelloReply>, Status> {
+    Box::pin(async move {
+        let guard_saw = req
+            .extensions()
+            .get::<GuardDecision>()
+            .and_then(GuardDecision::client_ip);
+        let tonic_saw = req.remote_addr().map(|a| a.ip());
+        let show = |ip: Option<IpAddr>| ip.map_or_else(|| "none".to_owned(), |ip| ip.to_string());
+        let message = format!("{} {}", show(guard_saw), show(tonic_saw));
+        Ok(tonic::Response::new(HelloReply { message }))
+    })
 }
 
-#[derive(Clone)]
-struct GreeterClient {
-    inner: tonic::client::Grpc<Channel>,
-}
+/// A Greeter client whose calls are bounded by [`TIMEOUT`].
+struct Client(GreeterClient);
 
-impl GreeterClient {
+impl Client {
     fn new(channel: Channel) -> Self {
-        GreeterClient {
-            inner: tonic::client::Grpc::new(channel),
-        }
+        Client(GreeterClient::new(channel))
     }
 
-    /// One `SayHello`, bounded by [`TIMEOUT`]; the reply's message.
+    /// One `SayHello`; the reply's message.
     async fn hello(&mut self) -> Result<String, Status> {
-        let call = async {
-            self.inner
-                .ready()
-                .await
-                .map_err(|e| Status::unavailable(format!("service not ready: {e}")))?;
-            let req = tonic::Request::new(HelloRequest {
-                name: "test".into(),
-            });
-            let path = http::uri::PathAndQuery::from_static(SAY_HELLO);
-            self.inner.unary(req, path, ProstCodec::default()).await
-        };
-        let res = tokio::time::timeout(TIMEOUT, call)
+        let res = tokio::time::timeout(TIMEOUT, self.0.say_hello("test"))
             .await
             .expect("call timed out");
-        res.map(|r: tonic::Response<HelloReply>| r.into_inner().message)
+        res.map(|r| r.into_inner().message)
     }
 
     /// The status of a call that must fail.
@@ -191,7 +134,7 @@ async fn serve_gated<C: Clock + Clone + 'static>(guard: &Guard<C>, gate: &Gate) 
     let incoming = gate.listen(listener).into_incoming();
     let router = Server::builder()
         .layer(guard.layer())
-        .add_service(GreeterServer);
+        .add_service(GreeterServer::new(say_hello));
     TestServer::spawn(addr, move |stopped| {
         router.serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;
@@ -205,7 +148,7 @@ async fn serve_plain<C: Clock + Clone + 'static>(guard: &Guard<C>) -> TestServer
     let addr = listener.local_addr().unwrap();
     let router = Server::builder()
         .layer(guard.layer())
-        .add_service(GreeterServer);
+        .add_service(GreeterServer::new(say_hello));
     TestServer::spawn(addr, move |stopped| {
         router.serve_with_incoming_shutdown(TcpIncoming::from(listener), async {
             let _ = stopped.await;
@@ -215,7 +158,7 @@ async fn serve_plain<C: Clock + Clone + 'static>(guard: &Guard<C>) -> TestServer
 
 /// A client whose connection to `server` comes from `from` (a 127.x.y.z
 /// address): the connector binds the socket before connecting.
-async fn client_from(from: &str, server: &TestServer) -> GreeterClient {
+async fn client_from(from: &str, server: &TestServer) -> Client {
     let src: IpAddr = from.parse().unwrap();
     let to = server.addr;
     let connector = tower::service_fn(move |_: Uri| async move {
@@ -229,17 +172,17 @@ async fn client_from(from: &str, server: &TestServer) -> GreeterClient {
         .await
         .expect("connect timed out")
         .unwrap();
-    GreeterClient::new(channel)
+    Client::new(channel)
 }
 
 /// A client connecting the usual way (`Endpoint::connect`, from 127.0.0.1).
-async fn client(server: &TestServer) -> GreeterClient {
+async fn client(server: &TestServer) -> Client {
     let endpoint = Endpoint::from_shared(format!("http://{}", server.addr)).unwrap();
     let channel = tokio::time::timeout(TIMEOUT, endpoint.connect())
         .await
         .expect("connect timed out")
         .unwrap();
-    GreeterClient::new(channel)
+    Client::new(channel)
 }
 
 /// 5 calls a second per address, burst 5, on a clock that only moves when
@@ -417,7 +360,7 @@ async fn the_gate_turns_banned_addresses_away_at_accept() {
     let channel = Endpoint::from_shared(format!("http://{to}"))
         .unwrap()
         .connect_with_connector_lazy(connector);
-    let status = GreeterClient::new(channel).refused().await;
+    let status = Client::new(channel).refused().await;
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     // The gate counts the refusal just after the reset goes out.
     let counted = async {
@@ -468,7 +411,7 @@ async fn no_peer_address_is_internal() {
     );
     let router = Server::builder()
         .layer(guard.layer())
-        .add_service(GreeterServer);
+        .add_service(GreeterServer::new(say_hello));
     let server = TestServer::spawn("127.0.0.1:0".parse().unwrap(), move |stopped| {
         router.serve_with_incoming_shutdown(incoming, async {
             let _ = stopped.await;
@@ -486,7 +429,7 @@ async fn no_peer_address_is_internal() {
         .connect_with_connector(connector)
         .await
         .unwrap();
-    let mut c = GreeterClient::new(channel);
+    let mut c = Client::new(channel);
     let status = c.refused().await;
     assert_eq!(status.code(), Code::Internal, "{status:?}");
     assert_eq!(status.message(), "server cannot identify the client");
