@@ -568,12 +568,12 @@ impl<C: Clock> Guard<C> {
         (verdict, verdict.index.map(|k| owners[k]))
     }
 
-    /// Charges each shadow rule on its own and counts what it would refuse.
+    /// Charges each shadow rule on its own; its limiter counts what it
+    /// would have refused.
     fn observe_shadow_rules(&self, parts: &Parts, ip: Option<IpAddr>, route: &str, now: Timestamp) {
         for rule in &self.shared.shadow {
             if let Some(p) = rule.pending(parts, ip, route) {
                 if !check_all(now, &[p]).is_allowed() {
-                    rule.shadow_refused();
                     tracing::debug!(rule = &*rule.name, client = ?ip, "floodguard: shadow rule would refuse");
                 }
             }

@@ -4,7 +4,6 @@
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::request::Parts;
@@ -303,7 +302,6 @@ impl Rule {
             shadow: self.shadow,
             limiter,
             policy,
-            shadow_refusals: AtomicU64::new(0),
         })
     }
 }
@@ -318,7 +316,6 @@ pub(crate) struct CompiledRule<C> {
     limiter: KeyedLimiter<[u8], C>,
     /// Pre-formatted `RateLimit-Policy` value.
     pub(crate) policy: HeaderValue,
-    shadow_refusals: AtomicU64,
 }
 
 impl<C: Clock> CompiledRule<C> {
@@ -359,17 +356,15 @@ impl<C: Clock> CompiledRule<C> {
         })
     }
 
-    /// Counts a refusal this shadow rule would have made.
-    pub(crate) fn shadow_refused(&self) {
-        self.shadow_refusals.fetch_add(1, Ordering::Relaxed);
-    }
-
     pub(crate) fn stats(&self) -> RuleStats {
+        let limiter = self.limiter.stats();
         RuleStats {
             name: self.name.to_string(),
             shadow: self.shadow,
-            limiter: self.limiter.stats(),
-            shadow_refusals: self.shadow_refusals.load(Ordering::Relaxed),
+            // A shadow rule's limiter only ever sees its own checks, so
+            // what it denied is exactly what it would have refused.
+            shadow_refusals: if self.shadow { limiter.denied } else { 0 },
+            limiter,
         }
     }
 }
