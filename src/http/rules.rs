@@ -23,7 +23,9 @@ enum KeySpec {
     Prefix(PrefixLengths),
     Path,
     Method,
-    Header(String),
+    /// The header's name, parsed once when the rule is made; the text
+    /// given if it is not a header name (refused by `build()`).
+    Header(Result<HeaderName, String>),
     Global,
     Custom(KeyFn),
 }
@@ -144,7 +146,9 @@ impl Rule {
     /// Counts requests by the value of header `header` (for example an API
     /// key). Requests without the header are not counted by this rule.
     pub fn per_header(name: impl Into<String>, header: impl Into<String>) -> Self {
-        Self::new(name, KeySpec::Header(header.into()))
+        let header = header.into();
+        let parsed = HeaderName::try_from(header.as_str()).map_err(|_| header);
+        Self::new(name, KeySpec::Header(parsed))
     }
 
     /// One counter for all requests it applies to: a ceiling for the
@@ -254,18 +258,13 @@ impl Rule {
         if self.cost == 0 {
             return Err(in_rule(ConfigError::Zero { field: "cost" }));
         }
-        let key = match self.key {
-            KeySpec::Header(ref h) => {
-                HeaderName::try_from(h.as_str()).map_err(|_| {
-                    in_rule(ConfigError::BadHeaderName {
-                        field: "per_header",
-                        input: h.clone(),
-                    })
-                })?;
-                KeySpec::Header(h.to_ascii_lowercase())
-            }
-            ref k => k.clone(),
-        };
+        if let KeySpec::Header(Err(input)) = &self.key {
+            return Err(in_rule(ConfigError::BadHeaderName {
+                field: "per_header",
+                input: input.clone(),
+            }));
+        }
+        let key = self.key;
         let default_capacity = match key {
             KeySpec::Global => 1,
             _ => crate::DEFAULT_CAPACITY,
@@ -350,7 +349,8 @@ impl<C: Clock> CompiledRule<C> {
             }
             KeySpec::Path => l.pending_n(route.as_bytes(), c),
             KeySpec::Method => l.pending_n(parts.method.as_str().as_bytes(), c),
-            KeySpec::Header(h) => l.pending_n(parts.headers.get(h.as_str())?.as_bytes(), c),
+            KeySpec::Header(Ok(h)) => l.pending_n(parts.headers.get(h)?.as_bytes(), c),
+            KeySpec::Header(Err(_)) => return None,
             KeySpec::Global => l.pending_n(&[], c),
             KeySpec::Custom(f) => l.pending_n(f(parts)?.as_bytes(), c),
         })
