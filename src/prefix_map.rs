@@ -85,6 +85,12 @@ impl<V> PrefixMap<V> {
         }
     }
 
+    /// Whether exactly `prefix` is in the map (not a prefix containing or
+    /// inside it).
+    pub fn contains_prefix(&self, prefix: &IpPrefix) -> bool {
+        self.entries.contains_key(prefix)
+    }
+
     /// The longest prefix containing `ip` (canonicalised), with its value.
     #[inline]
     pub fn get(&self, ip: IpAddr) -> Option<(&IpPrefix, &V)> {
@@ -226,6 +232,8 @@ mod tests {
         m.insert(p("2001:db8:1::/48"), 2);
         m.insert(p("2001:db8:1:2::/64"), 3);
         assert_eq!(m.get(ip("2001:db8:1:2::9")).map(|(_, v)| *v), Some(3));
+        assert!(m.contains_prefix(&p("2001:db8:1::/48")));
+        assert!(!m.contains_prefix(&p("2001:db8:1::/56")));
         assert_eq!(m.get(ip("2001:db8:1:3::9")).map(|(_, v)| *v), Some(2));
         assert_eq!(m.remove(&p("2001:db8:1::/48")), Some(2));
         assert_eq!(m.get(ip("2001:db8:1:3::9")).map(|(_, v)| *v), Some(1));

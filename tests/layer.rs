@@ -577,3 +577,26 @@ async fn a_trusted_proxys_connection_is_kept_and_exempt_from_gate_caps() {
         .unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
 }
+
+#[test]
+fn a_full_ban_list_still_renews_a_ban_it_holds() {
+    let guard = Guard::builder()
+        .rule(Rule::global("all").sliding_window(100, MINUTE))
+        .max_bans(2)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap();
+    let (host, net) = (
+        "10.0.0.0/32".parse().unwrap(),
+        "10.0.0.0/24".parse().unwrap(),
+    );
+    assert!(guard.ban(host, MINUTE));
+    assert!(guard.ban(net, MINUTE));
+    // Full, but renewing a ban already held takes no new place, even when a
+    // longer banned prefix shares its network address.
+    assert!(guard.ban(net, 2 * MINUTE));
+    assert!(guard.ban(host, 2 * MINUTE));
+    assert!(!guard.ban("10.0.1.0/24".parse().unwrap(), MINUTE));
+    let s = guard.stats();
+    assert_eq!((s.bans, s.bans_dropped), (2, 1));
+}

@@ -305,8 +305,7 @@ impl<C: Clock> Guard<C> {
         if bans.len() >= s.max_bans {
             bans.retain(|_, until| *until > now);
         }
-        if bans.len() >= s.max_bans && bans.get(prefix.network()).is_none_or(|(p, _)| *p != prefix)
-        {
+        if bans.len() >= s.max_bans && !bans.contains_prefix(&prefix) {
             s.counters.add(GuardCount::BansDropped, 1);
             tracing::warn!(%prefix, max = s.max_bans, "floodguard: ban not recorded, ban list full");
             return false;
