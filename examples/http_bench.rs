@@ -19,6 +19,8 @@
 //! bottleneck. Each cell is the median over the rounds; ratios are to bare
 //! axum with the same handler and case.
 
+mod procfs;
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::sync::Arc;
@@ -139,9 +141,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             for (ci, &case) in CASES.iter().enumerate() {
                 for (ki, &contender) in CONTENDERS.iter().enumerate() {
                     let (addr, handle) = server.block_on(start(app(contender, case)))?;
-                    let cpu_before = process_cpu_seconds();
+                    let cpu_before = procfs::cpu_seconds("self");
                     let mut run = wrk(addr, path, seconds)?;
-                    let cpu = process_cpu_seconds() - cpu_before;
+                    let cpu = procfs::cpu_seconds("self") - cpu_before;
                     handle.abort();
                     run.cpu_us = cpu * 1e6 / (run.rps * seconds as f64);
                     eprintln!(
@@ -180,24 +182,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
-}
-
-/// User + system CPU time of this process so far, from /proc/self/stat.
-fn process_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the parenthesised command name start at the state
-    // (field 3); utime and stime are fields 14 and 15, in clock ticks
-    // (100 a second on Linux).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    match (ticks(11), ticks(12)) {
-        (Some(u), Some(s)) => (u + s) / 100.0,
-        _ => f64::NAN,
-    }
 }
 
 async fn start(app: Router) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {

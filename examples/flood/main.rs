@@ -20,6 +20,8 @@
 //! and p99 over time.
 
 mod http1;
+#[path = "../procfs/mod.rs"]
+mod procfs;
 mod report;
 mod shop;
 mod traffic;
@@ -315,29 +317,10 @@ fn spawn_shop(defence: Defence) -> Result<(Child, u16), Box<dyn std::error::Erro
     Ok((child, port))
 }
 
-/// The shop's peak RSS (MB) and CPU time (s) so far, from /proc.
+/// The shop's peak RSS (MB) and CPU time (s) so far.
 fn server_usage(pid: u32) -> (f64, f64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let rss_kb: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(f64::NAN);
-    // Fields after the parenthesised command name start at the state
-    // (field 3); utime and stime are fields 14 and 15, in clock ticks
-    // (100 a second on Linux).
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, r)| r)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
-    let cpu = match (ticks(11), ticks(12)) {
-        (Some(u), Some(s)) => (u + s) / 100.0,
-        _ => f64::NAN,
-    };
-    (rss_kb / 1024.0, cpu)
+    let pid = pid.to_string();
+    (procfs::peak_rss_mib(&pid), procfs::cpu_seconds(&pid))
 }
 
 /// `--check`: the harness checks itself (no performance thresholds).
