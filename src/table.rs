@@ -56,6 +56,49 @@ const REPLACING: u64 = u64::MAX;
 /// Largest accepted capacity (2^32 slots, 64 GiB).
 pub const MAX_CAPACITY: usize = 1 << 32;
 
+/// One atomic step on a slot's 64-bit state, as the table runs it: the
+/// rate algorithms (through [`Store::apply`]) and client scores share the
+/// table this way.
+pub(crate) trait Transition: Copy {
+    /// What the step tells its caller.
+    type Output;
+    /// The output and the state to store (`None`: leave it) given the
+    /// key's state (`None`: the key has no entry).
+    fn step(&self, state: Option<u64>, now: u64) -> (Self::Output, Option<u64>);
+    /// Whether a key without an entry gets one when `step` returns a state.
+    fn inserts(&self) -> bool;
+    /// How much a stored state still matters; the lowest is evicted first,
+    /// and 0 means it carries no information.
+    fn heat(&self, state: u64, now: u64) -> u64;
+}
+
+/// A rate algorithm's step: only a check creates an entry.
+#[derive(Clone, Copy)]
+struct AlgorithmStep<'a> {
+    algorithm: &'a Algorithm,
+    op: Op,
+}
+
+impl Transition for AlgorithmStep<'_> {
+    type Output = Decision;
+
+    #[inline(always)]
+    fn step(&self, state: Option<u64>, now: u64) -> (Decision, Option<u64>) {
+        let out = self.algorithm.step(state, now, self.op);
+        (out.decision, out.state)
+    }
+
+    #[inline(always)]
+    fn inserts(&self) -> bool {
+        matches!(self.op, Op::Check(_))
+    }
+
+    #[inline]
+    fn heat(&self, state: u64, now: u64) -> u64 {
+        self.algorithm.heat(state, now)
+    }
+}
+
 #[repr(C, align(64))]
 #[derive(Default)]
 struct Bucket {
@@ -138,10 +181,45 @@ impl AtomicTable {
         ((hash as u128 * self.buckets.len() as u128) >> 64) as usize
     }
 
+    /// Runs one [`Transition`] on `key`'s state atomically and returns its
+    /// output. The step goes by value: a reference would make the caller
+    /// build it in memory before even the fast path.
+    #[inline(always)]
+    pub(crate) fn run<T: Transition>(&self, key: u64, now: u64, step: T) -> T::Output {
+        let tag = tag_of(key);
+        // Fast path: the key sits in its first bucket and nobody is moving
+        // it. Kept small so the common case stays in registers.
+        let bucket = &self.buckets[self.first_bucket(key)];
+        for i in 0..WAYS {
+            if bucket.tag(i) != tag {
+                continue;
+            }
+            let slot = &bucket.states[i];
+            let s = slot.load(Ordering::Acquire);
+            if s == REPLACING || bucket.tag(i) != tag {
+                break;
+            }
+            let (out, new) = step.step(Some(s), now);
+            // A state left unchanged (cost 0) is written back as well: that
+            // saves a comparison on every admission.
+            let Some(new) = new else {
+                return out;
+            };
+            if slot
+                .compare_exchange(s, new, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                return out;
+            }
+            break;
+        }
+        self.run_slow(key, now, step)
+    }
+
     /// Everything but an uncontended hit in the first bucket: second bucket,
     /// contention, insertion (hot during a flood of new keys, so not cold).
     #[inline(never)]
-    fn apply_slow(&self, key: u64, now: u64, algorithm: &Algorithm, op: Op) -> Decision {
+    fn run_slow<T: Transition>(&self, key: u64, now: u64, step: T) -> T::Output {
         let tag = tag_of(key);
         let pair = self.candidates(key);
         let mut spins = 0u32;
@@ -155,26 +233,26 @@ impl AtomicTable {
                         backoff(&mut spins);
                         continue 'lookup;
                     }
-                    // As on the fast path in `apply`, whose single attempt
+                    // As on the fast path in `run`, whose single attempt
                     // this loop repeats (kept apart there for its cost).
-                    let out = algorithm.step(Some(s), now, op);
-                    let Some(new) = out.state else {
-                        return out.decision;
+                    let (out, new) = step.step(Some(s), now);
+                    let Some(new) = new else {
+                        return out;
                     };
                     match slot.compare_exchange_weak(s, new, Ordering::AcqRel, Ordering::Acquire) {
-                        Ok(_) => return out.decision,
+                        Ok(_) => return out,
                         Err(actual) => s = actual,
                     }
                 }
             }
-            let out = algorithm.step(None, now, op);
-            match (op, out.state) {
-                (Op::Check(_), Some(state)) => {
-                    if self.insert(pair, tag, state, now, algorithm) {
-                        return out.decision;
+            let (out, new) = step.step(None, now);
+            match new {
+                Some(state) if step.inserts() => {
+                    if self.insert(pair, tag, state, now, &step) {
+                        return out;
                     }
                 }
-                _ => return out.decision,
+                _ => return out,
             }
         }
     }
@@ -262,11 +340,11 @@ impl AtomicTable {
 
     /// Under the locks: picks a slot for a new key among both buckets and
     /// marks it as being replaced. Returns `(bucket, slot, what it held)`.
-    fn claim_victim(
+    fn claim_victim<T: Transition>(
         &self,
         (first, second): (usize, usize),
         now: u64,
-        algorithm: &Algorithm,
+        step: &T,
     ) -> (usize, usize, Victim) {
         let order = [first, second];
         let candidates = if first == second {
@@ -288,7 +366,7 @@ impl AtomicTable {
                     if s == REPLACING {
                         continue;
                     }
-                    let heat = algorithm.heat(s, now);
+                    let heat = step.heat(s, now);
                     if best.is_none_or(|(_, _, h, _)| heat < h) {
                         best = Some((b, i, heat, s));
                     }
@@ -317,20 +395,20 @@ impl AtomicTable {
 
     /// Inserts a new key with `state`; `false` if another thread inserted
     /// the key meanwhile (the caller then retries as a hit).
-    fn insert(
+    fn insert<T: Transition>(
         &self,
         pair: (usize, usize),
         tag: u64,
         state: u64,
         now: u64,
-        algorithm: &Algorithm,
+        step: &T,
     ) -> bool {
         self.lock_pair(pair);
         if self.locate(pair, tag).is_some() {
             self.unlock_pair(pair);
             return false;
         }
-        let (b, i, victim) = self.claim_victim(pair, now, algorithm);
+        let (b, i, victim) = self.claim_victim(pair, now, step);
         let bucket = &self.buckets[b];
         // Both buckets are locked: keep the lock bit of a first tag word.
         let lock_bit = if i == 0 { LOCK } else { 0 };
@@ -366,35 +444,7 @@ fn backoff(spins: &mut u32) {
 impl Store for AtomicTable {
     #[inline(always)]
     fn apply(&self, key: u64, now: Timestamp, algorithm: &Algorithm, op: Op) -> Decision {
-        let now = now.as_nanos();
-        let tag = tag_of(key);
-        // Fast path: the key sits in its first bucket and nobody is moving
-        // it. Kept small so the common case stays in registers.
-        let bucket = &self.buckets[self.first_bucket(key)];
-        for i in 0..WAYS {
-            if bucket.tag(i) != tag {
-                continue;
-            }
-            let slot = &bucket.states[i];
-            let s = slot.load(Ordering::Acquire);
-            if s == REPLACING || bucket.tag(i) != tag {
-                break;
-            }
-            let out = algorithm.step(Some(s), now, op);
-            // A state left unchanged (cost 0) is written back as well: that
-            // saves a comparison on every admission.
-            let Some(new) = out.state else {
-                return out.decision;
-            };
-            if slot
-                .compare_exchange(s, new, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-            {
-                return out.decision;
-            }
-            break;
-        }
-        self.apply_slow(key, now, algorithm, op)
+        self.run(key, now.as_nanos(), AlgorithmStep { algorithm, op })
     }
 
     fn capacity(&self) -> usize {
