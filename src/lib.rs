@@ -33,6 +33,8 @@
 //! * [`check_all`]: several limiters for one request, charged on all or none.
 //! * [`ip`]: canonical client addresses, prefixes ([`IpPrefix`]) and compact
 //!   encodings.
+//! * [`ScoreTable`]: per-client scores from 0 to 100 that decay with a
+//!   half-life, in the same bounded table.
 //!
 //! ## Features
 //!
@@ -55,6 +57,7 @@ pub mod http;
 pub mod ip;
 mod limiter;
 mod prefix_map;
+mod score;
 mod stats;
 mod store;
 mod table;
@@ -68,6 +71,7 @@ pub use error::ConfigError;
 pub use ip::IpPrefix;
 pub use limiter::{Builder, DEFAULT_CAPACITY, KeyedLimiter, LimiterStats};
 pub use prefix_map::{PrefixMap, PrefixSet};
+pub use score::{ScoreChange, ScoreRecord, ScoreTable};
 pub use store::Store;
 pub use table::{AtomicTable, MAX_CAPACITY};
 
