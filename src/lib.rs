@@ -33,6 +33,8 @@
 //! * [`check_all`]: several limiters for one request, charged on all or none.
 //! * [`ip`]: canonical client addresses, prefixes ([`IpPrefix`]) and compact
 //!   encodings.
+//! * [`TopK`]: the heaviest keys of a stream (prefixes, fingerprint classes)
+//!   in `k` entries, with error bounds: the Space-Saving sketch.
 //!
 //! ## Features
 //!
@@ -58,6 +60,7 @@ mod prefix_map;
 mod stats;
 mod store;
 mod table;
+mod topk;
 
 pub use clock::{
     COARSE_TICK, Clock, CoarseClock, ManualClock, MonotonicClock, StdClock, Timestamp,
@@ -70,6 +73,7 @@ pub use limiter::{Builder, DEFAULT_CAPACITY, KeyedLimiter, LimiterStats};
 pub use prefix_map::{PrefixMap, PrefixSet};
 pub use store::Store;
 pub use table::{AtomicTable, MAX_CAPACITY};
+pub use topk::{HeavyHitter, TopK};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
