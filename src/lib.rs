@@ -35,6 +35,8 @@
 //!   encodings.
 //! * [`ScoreTable`]: per-client scores from 0 to 100 that decay with a
 //!   half-life, in the same bounded table.
+//! * [`TopK`]: the heaviest keys of a stream (prefixes, fingerprint classes)
+//!   in `k` entries, with error bounds: the Space-Saving sketch.
 //!
 //! ## Features
 //!
@@ -61,6 +63,7 @@ mod score;
 mod stats;
 mod store;
 mod table;
+mod topk;
 
 pub use clock::{
     COARSE_TICK, Clock, CoarseClock, ManualClock, MonotonicClock, StdClock, Timestamp,
@@ -74,6 +77,7 @@ pub use prefix_map::{PrefixMap, PrefixSet};
 pub use score::{ScoreChange, ScoreRecord, ScoreTable};
 pub use store::Store;
 pub use table::{AtomicTable, MAX_CAPACITY};
+pub use topk::{HeavyHitter, TopK};
 
 /// The README's examples, compiled and run as doc tests.
 #[cfg(doctest)]
