@@ -9,6 +9,8 @@
 //!   forwarding headers only from trusted proxies.
 //! * [`gate`]: a listener wrapper that refuses connections at accept, before
 //!   a byte is read.
+//! * [`wire`]: an incremental request-head scanner that keeps header names
+//!   in wire order and casing.
 //!
 //! Refusals are answered at once, without calling the service: 429 with
 //! `Retry-After`, `RateLimit` and `RateLimit-Policy` headers; 403 for
@@ -23,6 +25,7 @@ mod layer;
 mod peer;
 mod refusal;
 mod rules;
+pub mod wire;
 
 pub use body::RefusalBody;
 pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, IpSource};
@@ -34,3 +37,4 @@ pub use layer::{GuardLayer, GuardService, ResponseFuture};
 pub use peer::PeerAddr;
 pub use refusal::RefusalKind;
 pub use rules::{Rule, RuleStats};
+pub use wire::{HeadScanner, Scan, WireHead};
