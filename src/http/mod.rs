@@ -8,9 +8,9 @@
 //! * [`client_ip`]: which address a request is keyed on, believing
 //!   forwarding headers only from trusted proxies.
 //! * [`gate`]: a listener wrapper that refuses connections at accept, before
-//!   a byte is read.
-//! * [`wire`]: an incremental request-head scanner that keeps header names
-//!   in wire order and casing.
+//!   a byte is read, and reads each connection's first request head as it
+//!   passes ([`GateConnectInfo`], [`WireHead`]).
+//! * [`wire`]: the incremental request-head scanner the gate runs.
 //!
 //! Refusals are answered at once, without calling the service: 429 with
 //! `Retry-After`, `RateLimit` and `RateLimit-Policy` headers; 403 for
@@ -29,7 +29,9 @@ pub mod wire;
 
 pub use body::RefusalBody;
 pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, IpSource};
-pub use gate::{AcceptVerdict, Gate, GateBuilder, GateStats, GatedListener, GatedStream};
+pub use gate::{
+    AcceptVerdict, Gate, GateBuilder, GateConnectInfo, GateStats, GatedListener, GatedStream,
+};
 pub use guard::{
     DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal,
 };
