@@ -22,7 +22,8 @@
 //! Each [`GatedStream`] also reads the first request head of its
 //! connection as it passes through, without consuming or changing a byte,
 //! and keeps its header names in wire order and casing (a [`WireHead`]);
-//! [`GateConnectInfo`] hands it to handlers.
+//! [`GateConnectInfo`] hands it to handlers for
+//! [`Fingerprint`](super::Fingerprint)s.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -666,7 +667,8 @@ impl AsyncRead for GatedStream {
 /// # }
 /// ```
 ///
-/// The layer finds the peer address in it.
+/// The layer finds the peer address in it, and
+/// [`Fingerprint::from_parts`](super::Fingerprint::from_parts) the head.
 #[derive(Clone, Debug)]
 pub struct GateConnectInfo {
     peer: SocketAddr,

@@ -10,6 +10,9 @@
 //! * [`gate`]: a listener wrapper that refuses connections at accept, before
 //!   a byte is read, and reads each connection's first request head as it
 //!   passes ([`GateConnectInfo`], [`WireHead`]).
+//! * [`fingerprint`]: how a request is built ([`Fingerprint`]), which
+//!   client its `User-Agent` claims ([`ua_family`]), and what it lacks for
+//!   that claim ([`anomalies`]); the inputs of client scoring.
 //! * [`wire`]: the incremental request-head scanner the gate runs.
 //!
 //! Refusals are answered at once, without calling the service: 429 with
@@ -19,6 +22,7 @@
 
 mod body;
 pub mod client_ip;
+pub mod fingerprint;
 pub mod gate;
 mod guard;
 mod layer;
@@ -29,6 +33,7 @@ pub mod wire;
 
 pub use body::RefusalBody;
 pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, IpSource};
+pub use fingerprint::{Anomalies, Anomaly, Fingerprint, UaFamily, anomalies, ua_family};
 pub use gate::{
     AcceptVerdict, Gate, GateBuilder, GateConnectInfo, GateStats, GatedListener, GatedStream,
 };

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use http::Extensions;
 
 use super::gate::GateConnectInfo;
+use super::wire::WireHead;
 
 /// The TCP peer address of a request, as a request extension.
 ///
@@ -42,6 +43,21 @@ pub(crate) fn peer_addr(ext: &Extensions) -> Option<SocketAddr> {
     #[cfg(feature = "tonic")]
     if let Some(info) = ext.get::<tonic::transport::server::TcpConnectInfo>() {
         return info.remote_addr();
+    }
+    None
+}
+
+/// The first request head of the request's connection, from whichever
+/// [`GateConnectInfo`] the server set.
+pub(crate) fn wire_head(ext: &Extensions) -> Option<WireHead> {
+    if let Some(info) = ext.get::<GateConnectInfo>() {
+        return info.wire_head();
+    }
+    #[cfg(feature = "axum")]
+    if let Some(axum::extract::ConnectInfo(info)) =
+        ext.get::<axum::extract::ConnectInfo<GateConnectInfo>>()
+    {
+        return info.wire_head();
     }
     None
 }
