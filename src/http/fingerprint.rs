@@ -25,7 +25,7 @@
 //!     .into_parts();
 //! let fp = Fingerprint::of(&parts, None);
 //! assert_eq!(fp.ua_family(), UaFamily::Tool);
-//! assert_eq!(fp.to_string(), "ge10nn0300t_55bdee47f");
+//! assert_eq!(fp.to_string(), "ge10nn0300t_0f22cd62f");
 //! let found = anomalies(&parts, fp.ua_family());
 //! assert_eq!(found.iter().collect::<Vec<_>>(), [Anomaly::Http10]);
 //! ```
@@ -33,7 +33,7 @@
 use std::fmt;
 use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, COOKIE, HOST, REFERER, USER_AGENT};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Version};
@@ -97,8 +97,6 @@ impl UaFamily {
 enum Token {
     Crawler,
     Tool,
-    /// `Mozilla/5.0`, counted only at the start.
-    Mozilla,
     Engine,
 }
 
@@ -165,7 +163,9 @@ const TOOLS: &[&str] = &[
     "phantomjs",
 ];
 
-const BROWSER_PREFIX: &str = "mozilla/5.0";
+/// What every browser's user agent starts with; checked apart from the
+/// automaton, which then scans only the rest.
+const BROWSER_PREFIX: &[u8] = b"mozilla/5.0";
 const ENGINES: &[&str] = &["applewebkit", "gecko", "trident"];
 
 /// Every token in one automaton, with what each one says (same order).
@@ -177,19 +177,22 @@ struct UaTokens {
 /// Built on first use; `None` only if the automaton could not be built,
 /// which the tests rule out (every user agent then reads as `Other`).
 static UA_TOKENS: LazyLock<Option<UaTokens>> = LazyLock::new(|| {
-    let groups: [(&[&str], Token); 4] = [
+    let groups: [(&[&str], Token); 3] = [
         (CRAWLERS, Token::Crawler),
         (TOOLS, Token::Tool),
-        (&[BROWSER_PREFIX], Token::Mozilla),
         (ENGINES, Token::Engine),
     ];
     let (patterns, tokens): (Vec<&str>, Vec<Token>) = groups
         .iter()
         .flat_map(|(words, token)| words.iter().map(move |w| (*w, *token)))
         .unzip();
+    // A DFA without prefilter: in a browser's user agent candidate bytes
+    // are everywhere, and a prefilter only adds work (a quarter more).
     let automaton = AhoCorasick::builder()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::LeftmostFirst)
+        .kind(Some(AhoCorasickKind::DFA))
+        .prefilter(false)
         .build(patterns)
         .ok()?;
     Some(UaTokens { automaton, tokens })
@@ -232,12 +235,17 @@ pub fn ua_family(user_agent: &[u8]) -> UaFamily {
     let Some(ua_tokens) = UA_TOKENS.as_ref() else {
         return UaFamily::Other;
     };
-    let (mut tool, mut mozilla, mut engine) = (false, false, false);
-    for m in ua_tokens.automaton.find_iter(ua) {
+    // No token starts inside the prefix and ends past it, so skipping it
+    // loses no match.
+    let (mozilla, rest) = match ua.split_at_checked(BROWSER_PREFIX.len()) {
+        Some((head, rest)) if head.eq_ignore_ascii_case(BROWSER_PREFIX) => (true, rest),
+        _ => (false, ua),
+    };
+    let (mut tool, mut engine) = (false, false);
+    for m in ua_tokens.automaton.find_iter(rest) {
         match ua_tokens.tokens.get(m.pattern().as_usize()) {
             Some(Token::Crawler) => return UaFamily::Crawler,
             Some(Token::Tool) => tool = true,
-            Some(Token::Mozilla) => mozilla |= m.start() == 0,
             Some(Token::Engine) => engine = true,
             None => {}
         }
@@ -478,19 +486,50 @@ fn fold(h: u64) -> u32 {
     (h ^ h >> 32) as u32
 }
 
-const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
-
 /// The sum of each header's name hash: addition does not care about
 /// order. Names in a `HeaderMap` are lowercase already.
 fn order_free_hash(headers: &HeaderMap) -> u64 {
     headers.iter().fold(0u64, |sum, (name, _)| {
-        let h = name.as_str().bytes().fold(FNV_OFFSET, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(FNV_PRIME)
-        });
-        // One more round so that equal-length names spread over all bits.
-        sum.wrapping_add((h ^ u64::from(b':')).wrapping_mul(FNV_PRIME))
+        sum.wrapping_add(name_hash(name.as_str().as_bytes()))
     })
+}
+
+/// One name's hash, eight bytes at a time (little-endian, so the same on
+/// every machine), finished so that every input bit reaches every output
+/// bit: a sum of such hashes stays spread out.
+fn name_hash(name: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let n = name.len();
+    let mut h = (n as u64).wrapping_mul(K);
+    let mut chunks = name.chunks_exact(8);
+    for chunk in &mut chunks {
+        h = (h ^ le64(chunk)).wrapping_mul(K).rotate_left(29);
+    }
+    // The bytes left over, read as overlapping words rather than copied
+    // into a buffer (a copy stalls the load that follows). With the
+    // length mixed in, the reads still determine the name.
+    let last = match (chunks.remainder().len(), n) {
+        (0, _) => 0,
+        (_, 8..) => le64(&name[n - 8..]),
+        (_, 4..) => le32(&name[..4]) | le32(&name[n - 4..]) << 32,
+        _ => u64::from(name[0]) | u64::from(name[n / 2]) << 8 | u64::from(name[n - 1]) << 16,
+    };
+    h = (h ^ last).wrapping_mul(K);
+    // The MurmurHash3 finaliser.
+    h = (h ^ h >> 33).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h = (h ^ h >> 33).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ h >> 33
+}
+
+/// The first eight bytes of `b` as a little-endian word (0 if shorter).
+fn le64(b: &[u8]) -> u64 {
+    b.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w))
+}
+
+/// The first four bytes of `b` as a little-endian word (0 if shorter).
+fn le32(b: &[u8]) -> u64 {
+    b.first_chunk::<4>()
+        .map_or(0, |w| u64::from(u32::from_le_bytes(*w)))
 }
 
 fn language(value: &HeaderValue) -> Option<[u8; 2]> {

@@ -393,3 +393,17 @@ fn text_form() {
     assert_eq!(fold(order_free_hash(&p.headers)), fp.names_hash());
     assert_ne!(hash("ab"), hash("ba"));
 }
+
+#[test]
+fn name_hashes_differ_for_every_length_and_byte() {
+    let mut seen = std::collections::HashSet::new();
+    for len in 0..=20usize {
+        let base: Vec<u8> = (0..len).map(|i| b'a' + i as u8).collect();
+        assert!(seen.insert(name_hash(&base)), "len {len}");
+        for at in 0..len {
+            let mut changed = base.clone();
+            changed[at] = b'-';
+            assert!(seen.insert(name_hash(&changed)), "len {len} at {at}");
+        }
+    }
+}
