@@ -321,7 +321,7 @@ fn version_code(v: Version) -> (u64, &'static str) {
 /// documentation](self) and [`Fingerprint::of`].
 ///
 /// Its text form (`Display`) has fixed width, 21 characters, e.g.
-/// `ge11cr16enb_3fa2c9d1w`:
+/// `ge11cr17enb_3fa2c9d1w`:
 ///
 /// | chars | meaning |
 /// |---|---|
