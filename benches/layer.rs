@@ -4,6 +4,11 @@
 //! called in-process. The difference to `bare` is the middleware's own cost,
 //! which `examples/http_bench.rs` sets against a whole HTTP exchange.
 //!
+//! The `fingerprint` group measures what client scoring will add per
+//! request: a fingerprint and its anomalies for a Chrome navigation of 18
+//! headers (with the gate's wire head, and order-free without it), the
+//! user-agent family alone, and the gate's scan of that request's head.
+//!
 //! `cargo bench --bench layer --all-features`
 
 use std::future::Future;
@@ -20,7 +25,7 @@ use axum::routing::get;
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use floodguard::http::{Guard, Rule};
+use floodguard::http::{Fingerprint, Guard, HeadScanner, Rule, Scan, anomalies, ua_family};
 use tower::Service;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
@@ -111,9 +116,75 @@ fn layer(c: &mut Criterion) {
     g.finish();
 }
 
+/// A Chrome 124 navigation: 18 headers in Chrome's order and casing.
+const CHROME_HEADERS: [(&str, &str); 18] = [
+    ("Host", "shop.test"),
+    ("Connection", "keep-alive"),
+    ("Cache-Control", "max-age=0"),
+    (
+        "sec-ch-ua",
+        "\"Chromium\";v=\"124\", \"Google Chrome\";v=\"124\", \"Not-A.Brand\";v=\"99\"",
+    ),
+    ("sec-ch-ua-mobile", "?0"),
+    ("sec-ch-ua-platform", "\"Windows\""),
+    ("Upgrade-Insecure-Requests", "1"),
+    (
+        "User-Agent",
+        "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36",
+    ),
+    (
+        "Accept",
+        "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,image/apng,*/*;q=0.8",
+    ),
+    ("Sec-Fetch-Site", "same-origin"),
+    ("Sec-Fetch-Mode", "navigate"),
+    ("Sec-Fetch-User", "?1"),
+    ("Sec-Fetch-Dest", "document"),
+    ("Referer", "https://shop.test/"),
+    ("Accept-Encoding", "gzip, deflate, br, zstd"),
+    ("Accept-Language", "en-US,en;q=0.9"),
+    ("Cookie", "session=0123456789abcdef; cart=3"),
+    ("Priority", "u=0, i"),
+];
+
+fn fingerprint(c: &mut Criterion) {
+    let mut head = String::from("GET /search?q=shoes HTTP/1.1\r\n");
+    let mut req = http::Request::get("/search?q=shoes");
+    for (name, value) in CHROME_HEADERS {
+        head.push_str(&format!("{name}: {value}\r\n"));
+        req = req.header(name, value);
+    }
+    head.push_str("\r\n");
+    let (parts, ()) = req.body(()).unwrap().into_parts();
+    let Scan::Done(wire) = HeadScanner::new().feed(head.as_bytes()) else {
+        panic!("the Chrome head does not scan");
+    };
+    let ua = CHROME_HEADERS[7].1.as_bytes();
+    assert!(anomalies(&parts, ua_family(ua)).is_empty());
+
+    let mut g = c.benchmark_group("fingerprint");
+    g.bench_function("of+anomalies/chrome_wire", |b| {
+        b.iter(|| {
+            let fp = Fingerprint::of(black_box(&parts), Some(black_box(&wire)));
+            (fp.class(), anomalies(black_box(&parts), fp.ua_family()))
+        })
+    });
+    g.bench_function("of+anomalies/chrome_order_free", |b| {
+        b.iter(|| {
+            let fp = Fingerprint::of(black_box(&parts), None);
+            (fp.class(), anomalies(black_box(&parts), fp.ua_family()))
+        })
+    });
+    g.bench_function("ua_family/chrome", |b| b.iter(|| ua_family(black_box(ua))));
+    g.bench_function("scan_head/chrome", |b| {
+        b.iter(|| HeadScanner::new().feed(black_box(head.as_bytes())))
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = layer
+    targets = layer, fingerprint
 }
 criterion_main!(benches);

@@ -19,6 +19,12 @@
 //! at `debug`. An admitted one becomes a [`GatedStream`] that holds its
 //! place in the counts until it is dropped.
 //!
+//! Each [`GatedStream`] also reads the first request head of its
+//! connection as it passes through, without consuming or changing a byte,
+//! and keeps its header names in wire order and casing (a [`WireHead`]);
+//! [`GateConnectInfo`] hands it to handlers for
+//! [`Fingerprint`](super::Fingerprint)s.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use floodguard::http::gate::Gate;
@@ -48,8 +54,8 @@ use std::hash::Hash;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -59,6 +65,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
+use super::wire::{HeadScanner, Scan, WireHead};
 use crate::ip::{PrefixLengths, canonical};
 use crate::{ConfigError, DEFAULT_CAPACITY, IpPrefix, KeyedLimiter};
 
@@ -460,12 +467,7 @@ impl GatedListener {
             match ready!(self.listener.poll_accept(cx)) {
                 Ok((stream, peer)) => match self.gate.shared.admit(canonical(peer.ip())) {
                     Ok(slot) => {
-                        let stream = GatedStream {
-                            inner: stream,
-                            peer,
-                            _slot: slot,
-                        };
-                        return Poll::Ready((stream, peer));
+                        return Poll::Ready((GatedStream::new(stream, peer, slot), peer));
                     }
                     Err(why) => self.refuse(stream, peer, why),
                 },
@@ -528,15 +530,33 @@ pin_project! {
     /// A connection the [`Gate`] admitted: a [`TcpStream`] that gives its
     /// place in the per-address and per-network counts back when dropped,
     /// however the connection ends.
+    ///
+    /// It reads the connection's first request head as it passes through
+    /// [`poll_read`](AsyncRead::poll_read), before the server sees it, and
+    /// keeps its [`WireHead`] for [`connect_info`](Self::connect_info);
+    /// then it stops looking. Nothing is consumed or changed.
     pub struct GatedStream {
         #[pin]
         inner: TcpStream,
         peer: SocketAddr,
+        // `None` once the first head is read, or given up on.
+        scanner: Option<HeadScanner>,
+        head: Arc<OnceLock<WireHead>>,
         _slot: Slot,
     }
 }
 
 impl GatedStream {
+    fn new(inner: TcpStream, peer: SocketAddr, slot: Slot) -> Self {
+        GatedStream {
+            inner,
+            peer,
+            scanner: Some(HeadScanner::new()),
+            head: Arc::new(OnceLock::new()),
+            _slot: slot,
+        }
+    }
+
     /// The peer's address as accepted (not canonicalised).
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
@@ -556,6 +576,36 @@ impl GatedStream {
     pub fn get_mut(&mut self) -> &mut TcpStream {
         &mut self.inner
     }
+
+    /// The peer address and the first request head of this connection,
+    /// for the request extensions: axum's `ConnectInfo` makes it with
+    /// `into_make_service_with_connect_info::<GateConnectInfo>()`; with
+    /// plain hyper, insert it into each request yourself.
+    pub fn connect_info(&self) -> GateConnectInfo {
+        GateConnectInfo {
+            peer: self.peer,
+            head: Arc::clone(&self.head),
+        }
+    }
+}
+
+/// Scans the bytes a read just added; drops the scanner once the head is
+/// complete or hopeless, so later reads cost one branch.
+fn scan(scanner: &mut Option<HeadScanner>, head: &OnceLock<WireHead>, read: &[u8]) {
+    let Some(s) = scanner else { return };
+    // End of stream: no head will come.
+    if read.is_empty() {
+        *scanner = None;
+        return;
+    }
+    match s.feed(read) {
+        Scan::NeedMore => {}
+        Scan::Done(wire) => {
+            let _ = head.set(wire);
+            *scanner = None;
+        }
+        Scan::GaveUp => *scanner = None,
+    }
 }
 
 impl fmt::Debug for GatedStream {
@@ -563,6 +613,7 @@ impl fmt::Debug for GatedStream {
         f.debug_struct("GatedStream")
             .field("inner", &self.inner)
             .field("peer", &self.peer)
+            .field("head", &self.head.get())
             .finish_non_exhaustive()
     }
 }
@@ -574,7 +625,69 @@ impl AsyncRead for GatedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.project().inner.poll_read(cx, buf)
+        let this = self.project();
+        if this.scanner.is_none() {
+            return this.inner.poll_read(cx, buf);
+        }
+        let before = buf.filled().len();
+        let res = ready!(this.inner.poll_read(cx, buf));
+        if res.is_ok() {
+            // Before returning: the server parses these bytes only after
+            // this read, so the head is known by the time it dispatches.
+            let read = buf.filled().get(before..).unwrap_or_default();
+            scan(this.scanner, this.head, read);
+        }
+        Poll::Ready(res)
+    }
+}
+
+/// The connection a request came on: its peer address and, once read, its
+/// first request head in wire order and casing; made by
+/// [`GatedStream::connect_info`].
+///
+/// With feature `axum` it is axum connect info over a [`GatedListener`]:
+///
+/// ```no_run
+/// use axum::{Router, extract::ConnectInfo, routing::get};
+/// use floodguard::http::GateConnectInfo;
+/// use floodguard::http::gate::Gate;
+///
+/// # #[cfg(feature = "axum")]
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// let gate = Gate::builder().build()?;
+/// let listener = gate.listen(tokio::net::TcpListener::bind("0.0.0.0:3000").await?);
+/// let app = Router::new().route(
+///     "/",
+///     get(|ConnectInfo(conn): ConnectInfo<GateConnectInfo>| async move {
+///         format!("{} {:?}", conn.peer_addr(), conn.wire_head())
+///     }),
+/// );
+/// axum::serve(listener, app.into_make_service_with_connect_info::<GateConnectInfo>()).await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// The layer finds the peer address in it, and
+/// [`Fingerprint::from_parts`](super::Fingerprint::from_parts) the head.
+#[derive(Clone, Debug)]
+pub struct GateConnectInfo {
+    peer: SocketAddr,
+    head: Arc<OnceLock<WireHead>>,
+}
+
+impl GateConnectInfo {
+    /// The peer's address as accepted (not canonicalised).
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The connection's first request head, once the stream has read all
+    /// of it; `None` before that, and for good if it was not an HTTP/1.x
+    /// head (HTTP/2, TLS) or was over the scanner's limits. Set before the
+    /// server parses that request, so its handler always sees it; later
+    /// requests on the connection see the first one's.
+    pub fn wire_head(&self) -> Option<WireHead> {
+        self.head.get().copied()
     }
 }
 
@@ -615,10 +728,28 @@ impl AsyncWrite for GatedStream {
 
 #[cfg(feature = "axum")]
 mod axum_support {
-    use super::{GatedListener, GatedStream};
-    use axum::serve::{Listener, ListenerExt, TapIo};
+    use super::{GateConnectInfo, GatedListener, GatedStream};
+    use axum::extract::connect_info::Connected;
+    use axum::serve::{IncomingStream, Listener, ListenerExt, TapIo};
     use std::io;
     use std::net::SocketAddr;
+
+    impl Connected<IncomingStream<'_, GatedListener>> for GateConnectInfo {
+        fn connect_info(stream: IncomingStream<'_, GatedListener>) -> Self {
+            stream.io().connect_info()
+        }
+    }
+
+    /// Also over `gated.tap_io(...)`, which a stream option such as
+    /// `set_nodelay` needs.
+    impl<F> Connected<IncomingStream<'_, TapIo<GatedListener, F>>> for GateConnectInfo
+    where
+        F: FnMut(&mut GatedStream) + Send + 'static,
+    {
+        fn connect_info(stream: IncomingStream<'_, TapIo<GatedListener, F>>) -> Self {
+            stream.io().connect_info()
+        }
+    }
 
     /// A [`GatedListener`] as axum serves it with
     /// `ConnectInfo<SocketAddr>`; see [`GatedListener::into_axum`].
@@ -825,6 +956,62 @@ mod tests {
         assert!(open.ips.is_empty(), "{:?}", open.ips);
         assert!(open.prefixes.is_empty(), "{:?}", open.prefixes);
         assert_eq!(gate.stats().open, 0);
+    }
+
+    #[tokio::test]
+    async fn the_wire_head_is_set_by_the_read_that_completes_it() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let gate = Gate::builder().build().unwrap();
+        let mut listener = gate.listen(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let addr = listener.local_addr().unwrap();
+        let mut client = connect_from("127.0.0.25", addr).await;
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let info = stream.connect_info();
+        let head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Long: 0123456789\r\n\r\nbody";
+        let want = match HeadScanner::new().feed(head) {
+            Scan::Done(w) => w,
+            other => panic!("{other:?}"),
+        };
+        let mut got = Vec::new();
+        for piece in head.chunks(9) {
+            assert_eq!(info.wire_head(), None, "after {} bytes", got.len());
+            client.write_all(piece).await.unwrap();
+            let mut buf = vec![0u8; piece.len()];
+            stream.read_exact(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf);
+            // Known as soon as the read holding the empty line returns.
+            let complete = got.len() >= head.len() - b"body".len();
+            assert_eq!(
+                info.wire_head().is_some(),
+                complete,
+                "after {} bytes",
+                got.len()
+            );
+        }
+        // Passed through untouched; the scanner is gone.
+        assert_eq!(got, head);
+        assert_eq!(info.wire_head(), Some(want));
+        assert!(stream.scanner.is_none());
+        assert_eq!(info.peer_addr(), stream.peer_addr());
+    }
+
+    #[tokio::test]
+    async fn end_of_stream_or_garbage_stops_the_scan() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let gate = Gate::builder().build().unwrap();
+        let mut listener = gate.listen(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let addr = listener.local_addr().unwrap();
+        for bytes in [&b"GET / HTTP/1.1\r\n"[..], b"\x16\x03\x01 not http"] {
+            let mut client = connect_from("127.0.0.26", addr).await;
+            let (mut stream, _) = listener.accept().await.unwrap();
+            client.write_all(bytes).await.unwrap();
+            drop(client);
+            let mut all = Vec::new();
+            stream.read_to_end(&mut all).await.unwrap();
+            assert_eq!(all, bytes);
+            assert!(stream.scanner.is_none());
+            assert_eq!(stream.connect_info().wire_head(), None);
+        }
     }
 
     #[test]

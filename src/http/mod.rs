@@ -8,7 +8,12 @@
 //! * [`client_ip`]: which address a request is keyed on, believing
 //!   forwarding headers only from trusted proxies.
 //! * [`gate`]: a listener wrapper that refuses connections at accept, before
-//!   a byte is read.
+//!   a byte is read, and reads each connection's first request head as it
+//!   passes ([`GateConnectInfo`], [`WireHead`]).
+//! * [`fingerprint`]: how a request is built ([`Fingerprint`]), which
+//!   client its `User-Agent` claims ([`ua_family`]), and what it lacks for
+//!   that claim ([`anomalies`]); the inputs of client scoring.
+//! * [`wire`]: the incremental request-head scanner the gate runs.
 //!
 //! Refusals are answered at once, without calling the service: 429 with
 //! `Retry-After`, `RateLimit` and `RateLimit-Policy` headers; 403 for
@@ -17,16 +22,21 @@
 
 mod body;
 pub mod client_ip;
+pub mod fingerprint;
 pub mod gate;
 mod guard;
 mod layer;
 mod peer;
 mod refusal;
 mod rules;
+pub mod wire;
 
 pub use body::RefusalBody;
 pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, IpSource};
-pub use gate::{AcceptVerdict, Gate, GateBuilder, GateStats, GatedListener, GatedStream};
+pub use fingerprint::{Anomalies, Anomaly, Fingerprint, UaFamily, anomalies, ua_family};
+pub use gate::{
+    AcceptVerdict, Gate, GateBuilder, GateConnectInfo, GateStats, GatedListener, GatedStream,
+};
 pub use guard::{
     DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal,
 };
@@ -34,3 +44,4 @@ pub use layer::{GuardLayer, GuardService, ResponseFuture};
 pub use peer::PeerAddr;
 pub use refusal::RefusalKind;
 pub use rules::{Rule, RuleStats};
+pub use wire::{HeadScanner, Scan, WireHead};

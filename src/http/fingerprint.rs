@@ -1,0 +1,742 @@
+//! Request fingerprints, user-agent families and header anomalies: the
+//! inputs of client scoring.
+//!
+//! A [`Fingerprint`] sums up how a request is built rather than what it
+//! asks for: method, version, which of a few telling headers it carries,
+//! how many headers, and a hash of the header names. Requests from the
+//! same client software share a fingerprint; a script that copies a
+//! browser's `User-Agent` usually does not share the browser's.
+//! [`anomalies`] lists what a request lacks that its kind of client always
+//! sends. Neither allocates; together they take well under a microsecond.
+//!
+//! This is floodguard's own format; it is not JA4H or any other published
+//! fingerprint.
+//!
+//! ```
+//! use floodguard::http::{Anomaly, Fingerprint, UaFamily, anomalies};
+//!
+//! let (parts, ()) = http::Request::get("/")
+//!     .version(http::Version::HTTP_10)
+//!     .header("host", "shop.test")
+//!     .header("user-agent", "curl/8.5.0")
+//!     .header("accept", "*/*")
+//!     .body(())
+//!     .unwrap()
+//!     .into_parts();
+//! let fp = Fingerprint::of(&parts, None);
+//! assert_eq!(fp.ua_family(), UaFamily::Tool);
+//! assert_eq!(fp.to_string(), "ge10nn0300t_0f22cd62f");
+//! let found = anomalies(&parts, fp.ua_family());
+//! assert_eq!(found.iter().collect::<Vec<_>>(), [Anomaly::Http10]);
+//! ```
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, COOKIE, HOST, REFERER, USER_AGENT};
+use http::request::Parts;
+use http::{HeaderMap, HeaderValue, Method, Version};
+
+use super::wire::WireHead;
+
+/// The kind of client a `User-Agent` claims to be; see [`ua_family`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum UaFamily {
+    /// `Mozilla/5.0` with a browser engine (`AppleWebKit`, `Gecko`,
+    /// `Trident`), and no crawler or tool token.
+    Browser,
+    /// An HTTP library, command-line client, scanner or headless browser.
+    Tool,
+    /// A search engine, social network or other crawler (self-declared).
+    Crawler,
+    /// No `User-Agent`, or only whitespace.
+    Empty,
+    /// Anything else.
+    Other,
+}
+
+impl UaFamily {
+    /// A short lowercase name for logs and metrics: `browser`, `tool`,
+    /// `crawler`, `empty`, `other`.
+    pub fn name(self) -> &'static str {
+        match self {
+            UaFamily::Browser => "browser",
+            UaFamily::Tool => "tool",
+            UaFamily::Crawler => "crawler",
+            UaFamily::Empty => "empty",
+            UaFamily::Other => "other",
+        }
+    }
+
+    /// One letter, as in a fingerprint's text form.
+    fn letter(self) -> char {
+        match self {
+            UaFamily::Browser => 'b',
+            UaFamily::Tool => 't',
+            UaFamily::Crawler => 's',
+            UaFamily::Empty => 'e',
+            UaFamily::Other => 'o',
+        }
+    }
+
+    fn code(self) -> u64 {
+        match self {
+            UaFamily::Browser => 0,
+            UaFamily::Tool => 1,
+            UaFamily::Crawler => 2,
+            UaFamily::Empty => 3,
+            UaFamily::Other => 4,
+        }
+    }
+}
+
+/// What a token in a `User-Agent` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Token {
+    Crawler,
+    Tool,
+    Engine,
+}
+
+/// Self-declared crawlers. `bot`, `crawl` and `spider` catch most of them
+/// (`AhrefsBot`, `GPTBot`, `Bytespider`, ...); the names are for those
+/// without such a word. A phone model with `bot` in its name (`CUBOT`)
+/// reads as a crawler too.
+const CRAWLERS: &[&str] = &[
+    "googlebot",
+    "bingbot",
+    "duckduckbot",
+    "baiduspider",
+    "yandex",
+    "applebot",
+    "facebookexternalhit",
+    "mediapartners-google",
+    "adsbot-google",
+    "google-inspectiontool",
+    "slurp",
+    "ia_archiver",
+    "bot",
+    "crawl",
+    "spider",
+];
+
+/// HTTP libraries, command-line clients, scanners and headless browsers.
+const TOOLS: &[&str] = &[
+    "curl/",
+    "libcurl",
+    "wget",
+    "python-requests",
+    "python-urllib",
+    "python-httpx",
+    "httpx",
+    "aiohttp",
+    "go-http-client",
+    "java/",
+    "okhttp",
+    "apache-httpclient",
+    "libwww-perl",
+    "lwp::",
+    "node-fetch",
+    "axios",
+    "undici",
+    "httpie",
+    "postmanruntime",
+    "insomnia",
+    "guzzlehttp",
+    "winhttp",
+    "powershell",
+    "ruby",
+    "dart:io",
+    "fasthttp",
+    "scrapy",
+    "masscan",
+    "zgrab",
+    "nmap",
+    "sqlmap",
+    "nikto",
+    "nuclei",
+    "gobuster",
+    "wfuzz",
+    "headlesschrome",
+    "phantomjs",
+];
+
+/// What every browser's user agent starts with; checked apart from the
+/// automaton, which then scans only the rest.
+const BROWSER_PREFIX: &[u8] = b"mozilla/5.0";
+const ENGINES: &[&str] = &["applewebkit", "gecko", "trident"];
+
+/// Every token in one automaton, with what each one says (same order).
+struct UaTokens {
+    automaton: AhoCorasick,
+    tokens: Vec<Token>,
+}
+
+/// Built on first use; `None` only if the automaton could not be built,
+/// which the tests rule out (every user agent then reads as `Other`).
+static UA_TOKENS: LazyLock<Option<UaTokens>> = LazyLock::new(|| {
+    let groups: [(&[&str], Token); 3] = [
+        (CRAWLERS, Token::Crawler),
+        (TOOLS, Token::Tool),
+        (ENGINES, Token::Engine),
+    ];
+    let (patterns, tokens): (Vec<&str>, Vec<Token>) = groups
+        .iter()
+        .flat_map(|(words, token)| words.iter().map(move |w| (*w, *token)))
+        .unzip();
+    // A DFA without prefilter: in a browser's user agent candidate bytes
+    // are everywhere, and a prefilter only adds work (a quarter more).
+    let automaton = AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::LeftmostFirst)
+        .kind(Some(AhoCorasickKind::DFA))
+        .prefilter(false)
+        .build(patterns)
+        .ok()?;
+    Some(UaTokens { automaton, tokens })
+});
+
+/// The family a `User-Agent` value claims, in one pass of one automaton
+/// (ASCII case-insensitive; no regular expression):
+///
+/// 1. a crawler token anywhere makes it [`UaFamily::Crawler`]: `googlebot`,
+///    `bingbot`, `duckduckbot`, `baiduspider`, `yandex`, `applebot`,
+///    `facebookexternalhit`, `mediapartners-google`, `adsbot-google`,
+///    `google-inspectiontool`, `slurp`, `ia_archiver`, and the words
+///    `bot`, `crawl`, `spider`;
+/// 2. else a tool token makes it [`UaFamily::Tool`]: `curl/`, `libcurl`,
+///    `wget`, `python-requests`, `python-urllib`, `python-httpx`, `httpx`,
+///    `aiohttp`, `go-http-client`, `java/`, `okhttp`, `apache-httpclient`,
+///    `libwww-perl`, `lwp::`, `node-fetch`, `axios`, `undici`, `httpie`,
+///    `postmanruntime`, `insomnia`, `guzzlehttp`, `winhttp`, `powershell`,
+///    `ruby`, `dart:io`, `fasthttp`, `scrapy`, `masscan`, `zgrab`, `nmap`,
+///    `sqlmap`, `nikto`, `nuclei`, `gobuster`, `wfuzz`, and the headless
+///    browsers `headlesschrome`, `phantomjs`;
+/// 3. else a value that starts with `Mozilla/5.0` and names an engine
+///    (`AppleWebKit`, `Gecko`, `Trident`) is [`UaFamily::Browser`];
+/// 4. an empty or all-whitespace value is [`UaFamily::Empty`] (pass `b""`
+///    for a missing header); anything else is [`UaFamily::Other`].
+///
+/// Only a claim: any client can send any of these.
+///
+/// ```
+/// use floodguard::http::{UaFamily, ua_family};
+/// assert_eq!(ua_family(b"curl/8.5.0"), UaFamily::Tool);
+/// assert_eq!(ua_family(b"Mozilla/5.0 (compatible; Googlebot/2.1)"), UaFamily::Crawler);
+/// assert_eq!(ua_family(b""), UaFamily::Empty);
+/// ```
+pub fn ua_family(user_agent: &[u8]) -> UaFamily {
+    let ua = user_agent.trim_ascii();
+    if ua.is_empty() {
+        return UaFamily::Empty;
+    }
+    let Some(ua_tokens) = UA_TOKENS.as_ref() else {
+        return UaFamily::Other;
+    };
+    // No token starts inside the prefix and ends past it, so skipping it
+    // loses no match.
+    let (mozilla, rest) = match ua.split_at_checked(BROWSER_PREFIX.len()) {
+        Some((head, rest)) if head.eq_ignore_ascii_case(BROWSER_PREFIX) => (true, rest),
+        _ => (false, ua),
+    };
+    let (mut tool, mut engine) = (false, false);
+    for m in ua_tokens.automaton.find_iter(rest) {
+        match ua_tokens.tokens.get(m.pattern().as_usize()) {
+            Some(Token::Crawler) => return UaFamily::Crawler,
+            Some(Token::Tool) => tool = true,
+            Some(Token::Engine) => engine = true,
+            None => {}
+        }
+    }
+    if tool {
+        UaFamily::Tool
+    } else if mozilla && engine {
+        UaFamily::Browser
+    } else {
+        UaFamily::Other
+    }
+}
+
+/// The request method as a fingerprint keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum MethodCode {
+    Get,
+    Post,
+    Head,
+    Put,
+    Delete,
+    Options,
+    Patch,
+    Connect,
+    Trace,
+    /// An extension method.
+    Other,
+}
+
+/// Each standard method with its code and its text in a fingerprint.
+static METHODS: [(MethodCode, Method, &str); 9] = [
+    (MethodCode::Get, Method::GET, "ge"),
+    (MethodCode::Post, Method::POST, "po"),
+    (MethodCode::Head, Method::HEAD, "he"),
+    (MethodCode::Put, Method::PUT, "pu"),
+    (MethodCode::Delete, Method::DELETE, "de"),
+    (MethodCode::Options, Method::OPTIONS, "op"),
+    (MethodCode::Patch, Method::PATCH, "pa"),
+    (MethodCode::Connect, Method::CONNECT, "co"),
+    (MethodCode::Trace, Method::TRACE, "tr"),
+];
+
+impl MethodCode {
+    fn of(method: &Method) -> Self {
+        METHODS
+            .iter()
+            .find(|(_, m, _)| m == method)
+            .map_or(MethodCode::Other, |(code, _, _)| *code)
+    }
+
+    fn entry(self) -> Option<&'static (MethodCode, Method, &'static str)> {
+        METHODS.iter().find(|(code, _, _)| *code == self)
+    }
+
+    fn text(self) -> &'static str {
+        self.entry().map_or("xx", |(_, _, text)| text)
+    }
+}
+
+/// The version's index in the text form and the class id.
+fn version_code(v: Version) -> (u64, &'static str) {
+    match v {
+        Version::HTTP_09 => (0, "09"),
+        Version::HTTP_10 => (1, "10"),
+        Version::HTTP_11 => (2, "11"),
+        Version::HTTP_2 => (3, "20"),
+        Version::HTTP_3 => (4, "30"),
+        _ => (5, "xx"),
+    }
+}
+
+/// How a request is built, in 16 bytes; see the [module
+/// documentation](self) and [`Fingerprint::of`].
+///
+/// Its text form (`Display`) has fixed width, 21 characters, e.g.
+/// `ge11cr17enb_3fa2c9d1w`:
+///
+/// | chars | meaning |
+/// |---|---|
+/// | 2 | method: `ge` `po` `he` `pu` `de` `op` `pa` `co` `tr`, `xx` for others |
+/// | 2 | version: `09` `10` `11` `20` `30` |
+/// | 1 | `c` with a `Cookie` header, else `n` |
+/// | 1 | `r` with a `Referer` header, else `n` |
+/// | 2 | header count, decimal, at most `99` |
+/// | 2 | first two letters of `Accept-Language`, lowercase, else `00` |
+/// | 1 | user-agent family: `b`rowser, `t`ool, `s` crawler (spider), `e`mpty, `o`ther |
+/// | 1 | `_` |
+/// | 8 | the header-names hash, hex |
+/// | 1 | `w` if that hash is of the wire order and casing, `f` for the order-free fallback |
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fingerprint {
+    names_hash: u32,
+    method: MethodCode,
+    version: Version,
+    header_count: u8,
+    language: Option<[u8; 2]>,
+    cookie: bool,
+    referer: bool,
+    wire: bool,
+    family: UaFamily,
+}
+
+impl Fingerprint {
+    /// The fingerprint of a request.
+    ///
+    /// With `wire`, the first request head of the connection as the
+    /// [gate](super::gate) read it (see [`GateConnectInfo`]), the names
+    /// hash and header count come from the wire: header order and casing
+    /// count. `wire` describes a connection's first request only; for
+    /// later requests on a kept-alive connection it still describes the
+    /// first, so the hash stays the connection's. Without it they come
+    /// from `parts.headers`, which keeps neither order nor casing: the
+    /// hash is then order-free (the same names in any order give the same
+    /// hash). The rest always comes from `parts`.
+    ///
+    /// [`GateConnectInfo`]: super::GateConnectInfo
+    pub fn of(parts: &Parts, wire: Option<&WireHead>) -> Fingerprint {
+        let h = &parts.headers;
+        let (names_hash, header_count) = match wire {
+            Some(w) => (fold(w.names_hash()), w.header_count().into()),
+            None => (fold(order_free_hash(h)), h.len()),
+        };
+        Fingerprint {
+            names_hash,
+            method: MethodCode::of(&parts.method),
+            version: parts.version,
+            header_count: u8::try_from(header_count).unwrap_or(u8::MAX),
+            language: h.get(ACCEPT_LANGUAGE).and_then(language),
+            cookie: h.contains_key(COOKIE),
+            referer: h.contains_key(REFERER),
+            wire: wire.is_some(),
+            family: ua_family(h.get(USER_AGENT).map_or(b"", HeaderValue::as_bytes)),
+        }
+    }
+
+    /// [`Fingerprint::of`] with the wire head the server left in the
+    /// request extensions: `ConnectInfo<GateConnectInfo>` (feature `axum`)
+    /// or a [`GateConnectInfo`](super::GateConnectInfo) inserted by hand;
+    /// order-free if there is none.
+    pub fn from_parts(parts: &Parts) -> Fingerprint {
+        Self::of(parts, super::peer::wire_head(&parts.extensions).as_ref())
+    }
+
+    /// The method, `None` for an extension method.
+    pub fn method(&self) -> Option<Method> {
+        self.method.entry().map(|(_, m, _)| m.clone())
+    }
+
+    /// The HTTP version.
+    pub fn version(&self) -> Version {
+        self.version
+    }
+
+    /// Whether the request carried a `Cookie` header.
+    pub fn has_cookie(&self) -> bool {
+        self.cookie
+    }
+
+    /// Whether the request carried a `Referer` header.
+    pub fn has_referer(&self) -> bool {
+        self.referer
+    }
+
+    /// Header lines (wire) or values (fallback), at most 255.
+    pub fn header_count(&self) -> u8 {
+        self.header_count
+    }
+
+    /// The first two letters of `Accept-Language`, lowercase (`"en"` for
+    /// `en-US,en;q=0.9`); `None` without the header or when it does not
+    /// start with two ASCII letters (`*`).
+    pub fn language(&self) -> Option<&str> {
+        self.language
+            .as_ref()
+            .and_then(|l| std::str::from_utf8(l).ok())
+    }
+
+    /// 32 bits of the header-names hash: of the wire order and casing if
+    /// [`is_wire`](Self::is_wire), else order-free over the lowercase
+    /// names. The same for the same names on any machine.
+    pub fn names_hash(&self) -> u32 {
+        self.names_hash
+    }
+
+    /// Whether the names hash and count came from the wire head.
+    pub fn is_wire(&self) -> bool {
+        self.wire
+    }
+
+    /// The family the `User-Agent` claims; see [`ua_family`].
+    pub fn ua_family(&self) -> UaFamily {
+        self.family
+    }
+
+    /// A 64-bit id of the whole fingerprint: equal ids, equal
+    /// fingerprints. Stable within the process (today also across
+    /// processes and versions, but do not store it).
+    pub fn class(&self) -> u64 {
+        // Packed, not hashed: every field fits, so ids never collide.
+        // Letters a-z: five bits each, and one for "present".
+        let letter = |l: u8| u64::from(l.wrapping_sub(b'a') & 31);
+        let language = self
+            .language
+            .map_or(0, |[a, b]| 1 << 10 | letter(a) << 5 | letter(b));
+        u64::from(self.names_hash)
+            | u64::from(self.header_count) << 32
+            | (self.method as u64) << 40
+            | version_code(self.version).0 << 44
+            | u64::from(self.cookie) << 47
+            | u64::from(self.referer) << 48
+            | u64::from(self.wire) << 49
+            | self.family.code() << 50
+            | language << 53
+    }
+}
+
+impl fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let language = self.language().unwrap_or("00");
+        write!(
+            f,
+            "{}{}{}{}{:02}{}{}_{:08x}{}",
+            self.method.text(),
+            version_code(self.version).1,
+            if self.cookie { 'c' } else { 'n' },
+            if self.referer { 'r' } else { 'n' },
+            self.header_count.min(99),
+            language,
+            self.family.letter(),
+            self.names_hash,
+            if self.wire { 'w' } else { 'f' },
+        )
+    }
+}
+
+/// 64 bits to 32, keeping both halves' information.
+fn fold(h: u64) -> u32 {
+    (h ^ h >> 32) as u32
+}
+
+/// The sum of each header's name hash: addition does not care about
+/// order. Names in a `HeaderMap` are lowercase already.
+fn order_free_hash(headers: &HeaderMap) -> u64 {
+    headers.iter().fold(0u64, |sum, (name, _)| {
+        sum.wrapping_add(name_hash(name.as_str().as_bytes()))
+    })
+}
+
+/// One name's hash, eight bytes at a time (little-endian, so the same on
+/// every machine), finished so that every input bit reaches every output
+/// bit: a sum of such hashes stays spread out.
+fn name_hash(name: &[u8]) -> u64 {
+    const K: u64 = 0x9e37_79b9_7f4a_7c15;
+    let n = name.len();
+    let mut h = (n as u64).wrapping_mul(K);
+    let mut chunks = name.chunks_exact(8);
+    for chunk in &mut chunks {
+        h = (h ^ le64(chunk)).wrapping_mul(K).rotate_left(29);
+    }
+    // The bytes left over, read as overlapping words rather than copied
+    // into a buffer (a copy stalls the load that follows). With the
+    // length mixed in, the reads still determine the name.
+    let last = match (chunks.remainder().len(), n) {
+        (0, _) => 0,
+        (_, 8..) => le64(&name[n - 8..]),
+        (_, 4..) => le32(&name[..4]) | le32(&name[n - 4..]) << 32,
+        _ => u64::from(name[0]) | u64::from(name[n / 2]) << 8 | u64::from(name[n - 1]) << 16,
+    };
+    h = (h ^ last).wrapping_mul(K);
+    // The MurmurHash3 finaliser.
+    h = (h ^ h >> 33).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h = (h ^ h >> 33).wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^ h >> 33
+}
+
+/// The first eight bytes of `b` as a little-endian word (0 if shorter).
+fn le64(b: &[u8]) -> u64 {
+    b.first_chunk::<8>().map_or(0, |w| u64::from_le_bytes(*w))
+}
+
+/// The first four bytes of `b` as a little-endian word (0 if shorter).
+fn le32(b: &[u8]) -> u64 {
+    b.first_chunk::<4>()
+        .map_or(0, |w| u64::from(u32::from_le_bytes(*w)))
+}
+
+fn language(value: &HeaderValue) -> Option<[u8; 2]> {
+    match value.as_bytes().trim_ascii_start() {
+        [a, b, ..] if a.is_ascii_alphabetic() && b.is_ascii_alphabetic() => {
+            Some([a.to_ascii_lowercase(), b.to_ascii_lowercase()])
+        }
+        _ => None,
+    }
+}
+
+/// Something a request lacks, or has, that its kind of client would not;
+/// see [`anomalies`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Anomaly {
+    /// HTTP/1.0: no current browser or common library speaks it.
+    Http10,
+    /// HTTP/1.x without `Host` (HTTP/2 and 3 carry `:authority` instead).
+    MissingHost,
+    /// No `User-Agent`, or an empty one.
+    EmptyUserAgent,
+    /// No `Accept` header.
+    NoAccept,
+    /// A browser user agent without `Accept-Language`, which every browser
+    /// sends.
+    BrowserWithoutAcceptLanguage,
+    /// A browser user agent whose `Accept-Encoding` is missing or offers
+    /// none of `gzip`, `deflate`, `br`, `zstd` (`identity` alone, say).
+    BrowserWithoutCompression,
+    /// A `GET` from a Chromium 80+ or Firefox 90+ user agent without any
+    /// `Sec-Fetch-*` header. Browsers send these only to secure origins
+    /// (HTTPS, or `localhost`): behind a TLS-terminating proxy that holds;
+    /// on a plain-HTTP site every real browser trips this.
+    BrowserWithoutSecFetch,
+}
+
+impl Anomaly {
+    /// Every anomaly, in the order [`Anomalies::iter`] yields them.
+    const ALL: [Anomaly; 7] = [
+        Anomaly::Http10,
+        Anomaly::MissingHost,
+        Anomaly::EmptyUserAgent,
+        Anomaly::NoAccept,
+        Anomaly::BrowserWithoutAcceptLanguage,
+        Anomaly::BrowserWithoutCompression,
+        Anomaly::BrowserWithoutSecFetch,
+    ];
+
+    /// A snake-case name for logs and metrics (`browser_without_sec_fetch`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Anomaly::Http10 => "http10",
+            Anomaly::MissingHost => "missing_host",
+            Anomaly::EmptyUserAgent => "empty_user_agent",
+            Anomaly::NoAccept => "no_accept",
+            Anomaly::BrowserWithoutAcceptLanguage => "browser_without_accept_language",
+            Anomaly::BrowserWithoutCompression => "browser_without_compression",
+            Anomaly::BrowserWithoutSecFetch => "browser_without_sec_fetch",
+        }
+    }
+
+    fn bit(self) -> u16 {
+        1 << self as u16
+    }
+}
+
+/// A set of [`Anomaly`]s, as [`anomalies`] finds them.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Anomalies(u16);
+
+impl Anomalies {
+    /// Whether no anomaly was found.
+    pub fn is_empty(&self) -> bool {
+        self.0 == 0
+    }
+
+    /// How many anomalies were found.
+    pub fn len(&self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// Whether `anomaly` was found.
+    pub fn contains(&self, anomaly: Anomaly) -> bool {
+        self.0 & anomaly.bit() != 0
+    }
+
+    /// The anomalies found, in declaration order.
+    pub fn iter(&self) -> impl Iterator<Item = Anomaly> + use<> {
+        let set = *self;
+        Anomaly::ALL.into_iter().filter(move |a| set.contains(*a))
+    }
+
+    fn insert_if(&mut self, anomaly: Anomaly, found: bool) {
+        if found {
+            self.0 |= anomaly.bit();
+        }
+    }
+}
+
+impl fmt::Debug for Anomalies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set()
+            .entries(self.iter().map(Anomaly::name))
+            .finish()
+    }
+}
+
+/// What `parts` lacks, given the user-agent `family` it claims (from
+/// [`ua_family`] or [`Fingerprint::ua_family`]); see [`Anomaly`] for each
+/// check. The browser checks run only for [`UaFamily::Browser`].
+///
+/// A real browser request has none; a script posing as a browser often has
+/// several.
+pub fn anomalies(parts: &Parts, family: UaFamily) -> Anomalies {
+    let h = &parts.headers;
+    let http1 = matches!(
+        parts.version,
+        Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
+    );
+    let mut found = Anomalies::default();
+    found.insert_if(Anomaly::Http10, parts.version == Version::HTTP_10);
+    found.insert_if(Anomaly::MissingHost, http1 && !h.contains_key(HOST));
+    found.insert_if(Anomaly::EmptyUserAgent, is_blank(h.get(USER_AGENT)));
+    found.insert_if(Anomaly::NoAccept, !h.contains_key(ACCEPT));
+    if family == UaFamily::Browser {
+        browser_anomalies(parts, &mut found);
+    }
+    found
+}
+
+fn browser_anomalies(parts: &Parts, found: &mut Anomalies) {
+    let h = &parts.headers;
+    found.insert_if(
+        Anomaly::BrowserWithoutAcceptLanguage,
+        is_blank(h.get(ACCEPT_LANGUAGE)),
+    );
+    let compressed = h
+        .get_all(ACCEPT_ENCODING)
+        .iter()
+        .any(|v| offers_compression(v.as_bytes()));
+    found.insert_if(Anomaly::BrowserWithoutCompression, !compressed);
+    let ua = h.get(USER_AGENT).map_or(&b""[..], HeaderValue::as_bytes);
+    found.insert_if(
+        Anomaly::BrowserWithoutSecFetch,
+        parts.method == Method::GET && sends_sec_fetch(ua) && !has_sec_fetch(h),
+    );
+}
+
+fn is_blank(value: Option<&HeaderValue>) -> bool {
+    value.is_none_or(|v| v.as_bytes().trim_ascii().is_empty())
+}
+
+/// Whether an `Accept-Encoding` value offers a compressed coding with a
+/// weight above zero.
+fn offers_compression(value: &[u8]) -> bool {
+    value.split(|&b| b == b',').any(|item| {
+        let mut params = item.split(|&b| b == b';');
+        let coding = params.next().unwrap_or_default().trim_ascii();
+        let compressed = [&b"gzip"[..], b"x-gzip", b"deflate", b"br", b"zstd"]
+            .iter()
+            .any(|c| coding.eq_ignore_ascii_case(c));
+        compressed && !params.any(is_zero_weight)
+    })
+}
+
+/// `q=0`, `q=0.0`, ... : "not acceptable".
+fn is_zero_weight(param: &[u8]) -> bool {
+    match param.trim_ascii() {
+        [b'q' | b'Q', b'=', weight @ ..] => weight.iter().all(|&b| b == b'0' || b == b'.'),
+        _ => false,
+    }
+}
+
+/// Version tokens of the browsers that send `Sec-Fetch-*`.
+static BROWSER_VERSIONS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostFirst)
+        .build(["Chrome/", "Firefox/"])
+        .ok()
+});
+
+/// Whether the user agent is Chromium 80+ (Chrome, Edge, Opera, ...) or
+/// Firefox 90+, which send `Sec-Fetch-*` with every request to a secure
+/// origin.
+fn sends_sec_fetch(ua: &[u8]) -> bool {
+    let Some(ac) = BROWSER_VERSIONS.as_ref() else {
+        return false;
+    };
+    ac.find_iter(ua).any(|m| {
+        let min = if m.pattern().as_usize() == 0 { 80 } else { 90 };
+        major_version(&ua[m.end()..]) >= min
+    })
+}
+
+/// The leading decimal number of `s`, saturating; 0 if there is none.
+fn major_version(s: &[u8]) -> u32 {
+    s.iter()
+        .take_while(|b| b.is_ascii_digit())
+        .fold(0u32, |n, &d| {
+            n.saturating_mul(10).saturating_add(u32::from(d - b'0'))
+        })
+}
+
+fn has_sec_fetch(h: &HeaderMap) -> bool {
+    h.keys().any(|k| k.as_str().starts_with("sec-fetch-"))
+}
+
+#[cfg(test)]
+mod tests;
