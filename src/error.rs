@@ -117,4 +117,27 @@ pub enum ConfigError {
         /// The text given.
         input: String,
     },
+    /// Scoring thresholds out of order or outside 0 to 100.
+    #[error(
+        "ladder thresholds must satisfy 0 < throttle <= challenge <= ban <= 100; got throttle \
+         {throttle}, challenge {challenge}, ban {ban}"
+    )]
+    BadLadder {
+        /// The throttle threshold given.
+        throttle: String,
+        /// The challenge threshold given.
+        challenge: String,
+        /// The ban threshold given.
+        ban: String,
+    },
+    /// A number outside the range its field allows.
+    #[error("`{field}` is {value}, outside {range}")]
+    OutOfRange {
+        /// The builder field.
+        field: &'static str,
+        /// The value given.
+        value: String,
+        /// The allowed range, e.g. `[0, 1)`.
+        range: &'static str,
+    },
 }

@@ -225,6 +225,13 @@ impl fmt::Display for IpPrefix {
     }
 }
 
+/// A single address as a prefix (/32 or /128, after canonicalising).
+impl From<IpAddr> for IpPrefix {
+    fn from(ip: IpAddr) -> Self {
+        IpPrefix::of(ip, PrefixLengths::HOST)
+    }
+}
+
 impl FromStr for IpPrefix {
     type Err = ConfigError;
 

@@ -11,7 +11,9 @@
 //! Layout of the word: score in hundredths of a point (14 bits), time of
 //! the last update in 10 ms ticks (32 bits, 497 days before it wraps, and
 //! an entry untouched that long has decayed to nothing anyway), good
-//! exchanges (8 bits, saturating) and offences (8 bits, saturating).
+//! exchanges (8 bits, saturating), offences (8 bits, saturating) and a
+//! 2-bit tag naming what last added points. The score never has all its
+//! bits set, so no record is the table's reserved word.
 
 use std::hash::Hash;
 use std::time::Duration;
@@ -29,6 +31,8 @@ const SCORE_BITS: u32 = 14;
 const TICK_SHIFT: u32 = SCORE_BITS;
 const GOOD_SHIFT: u32 = TICK_SHIFT + 32;
 const OFFENCE_SHIFT: u32 = GOOD_SHIFT + 8;
+const TAG_SHIFT: u32 = OFFENCE_SHIFT + 8;
+const MAX_TAG: u8 = ScoreChange::MAX_TAG;
 
 /// What a [`ScoreTable`] knows about one key, decayed to the time asked.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
@@ -39,6 +43,8 @@ pub struct ScoreRecord {
     pub good: u8,
     /// Offences recorded (saturates at 255); they do not decay.
     pub offences: u8,
+    /// The tag of the last change that added points (0 if none had one).
+    pub tag: u8,
 }
 
 /// A change to one key's record.
@@ -50,9 +56,16 @@ pub struct ScoreChange {
     pub good: bool,
     /// Count one offence.
     pub offence: bool,
+    /// With positive `points`: a label from 1 to [`MAX_TAG`](Self::MAX_TAG) for what
+    /// added them (such as the kind of misbehaviour), kept in the record;
+    /// 0 leaves the record's tag as it is.
+    pub tag: u8,
 }
 
 impl ScoreChange {
+    /// Largest [`tag`](Self::tag).
+    pub const MAX_TAG: u8 = 3;
+
     /// Adds `points`.
     pub fn points(points: f32) -> Self {
         ScoreChange {
@@ -169,20 +182,32 @@ fn tick_of(now: Timestamp) -> u32 {
     (now.as_nanos() / TICK_NANOS) as u32
 }
 
-fn unpack(state: u64) -> (u64, u32, u8, u8) {
-    (
-        state & ((1 << SCORE_BITS) - 1),
-        (state >> TICK_SHIFT) as u32,
-        (state >> GOOD_SHIFT) as u8,
-        (state >> OFFENCE_SHIFT) as u8,
-    )
+/// A record's fields as stored.
+#[derive(Clone, Copy)]
+struct Fields {
+    score: u64,
+    tick: u32,
+    good: u8,
+    offences: u8,
+    tag: u8,
 }
 
-fn pack(score: u64, tick: u32, good: u8, offences: u8) -> u64 {
-    score.min(MAX_SCORE)
-        | u64::from(tick) << TICK_SHIFT
-        | u64::from(good) << GOOD_SHIFT
-        | u64::from(offences) << OFFENCE_SHIFT
+fn unpack(state: u64) -> Fields {
+    Fields {
+        score: state & ((1 << SCORE_BITS) - 1),
+        tick: (state >> TICK_SHIFT) as u32,
+        good: (state >> GOOD_SHIFT) as u8,
+        offences: (state >> OFFENCE_SHIFT) as u8,
+        tag: (state >> TAG_SHIFT) as u8 & MAX_TAG,
+    }
+}
+
+fn pack(f: Fields) -> u64 {
+    f.score.min(MAX_SCORE)
+        | u64::from(f.tick) << TICK_SHIFT
+        | u64::from(f.good) << GOOD_SHIFT
+        | u64::from(f.offences) << OFFENCE_SHIFT
+        | u64::from(f.tag & MAX_TAG) << TAG_SHIFT
 }
 
 /// `score` (hundredths) decayed over `elapsed` ticks.
@@ -204,20 +229,32 @@ impl Transition for ScoreStep {
     type Output = ScoreRecord;
 
     fn step(&self, state: Option<u64>, _now: u64) -> (ScoreRecord, Option<u64>) {
-        let (score, tick, good, offences) = state.map_or((0, self.now, 0, 0), unpack);
-        let elapsed = self.now.wrapping_sub(tick);
+        let old = state.map_or(
+            Fields {
+                score: 0,
+                tick: self.now,
+                good: 0,
+                offences: 0,
+                tag: 0,
+            },
+            unpack,
+        );
+        let elapsed = self.now.wrapping_sub(old.tick);
         let c = self.change;
-        let hundredths = (decayed(score, elapsed, self.half_life) + c.points * SCALE)
-            .clamp(0.0, MAX_SCORE as f32)
-            .round() as u64;
-        let good = good.saturating_add(u8::from(c.good));
-        let offences = offences.saturating_add(u8::from(c.offence));
-        let record = ScoreRecord {
-            score: hundredths as f32 / SCALE,
-            good,
-            offences,
+        let f = Fields {
+            score: (decayed(old.score, elapsed, self.half_life) + c.points * SCALE)
+                .clamp(0.0, MAX_SCORE as f32)
+                .round() as u64,
+            tick: self.now,
+            good: old.good.saturating_add(u8::from(c.good)),
+            offences: old.offences.saturating_add(u8::from(c.offence)),
+            tag: if c.points > 0.0 && c.tag != 0 {
+                c.tag.min(MAX_TAG)
+            } else {
+                old.tag
+            },
         };
-        (record, Some(pack(hundredths, self.now, good, offences)))
+        (record(f, f.score as f32), Some(pack(f)))
     }
 
     fn inserts(&self) -> bool {
@@ -239,16 +276,14 @@ impl Transition for ReadStep {
     type Output = Option<ScoreRecord>;
 
     fn step(&self, state: Option<u64>, _now: u64) -> (Option<ScoreRecord>, Option<u64>) {
-        let record = state.map(|s| {
-            let (score, tick, good, offences) = unpack(s);
-            let score = decayed(score, self.now.wrapping_sub(tick), self.half_life);
-            ScoreRecord {
-                score: (score / SCALE).clamp(0.0, 100.0),
-                good,
-                offences,
-            }
+        let out = state.map(|s| {
+            let f = unpack(s);
+            record(
+                f,
+                decayed(f.score, self.now.wrapping_sub(f.tick), self.half_life),
+            )
         });
-        (record, None)
+        (out, None)
     }
 
     fn inserts(&self) -> bool {
@@ -260,12 +295,22 @@ impl Transition for ReadStep {
     }
 }
 
+/// The record of `f` with its score (hundredths) decayed to `hundredths`.
+fn record(f: Fields, hundredths: f32) -> ScoreRecord {
+    ScoreRecord {
+        score: (hundredths / SCALE).clamp(0.0, 100.0),
+        good: f.good,
+        offences: f.offences,
+        tag: f.tag,
+    }
+}
+
 /// What evicting a record would forget: its decayed score, and more for
 /// the history a new key cannot have (good exchanges, offences).
 fn heat(state: u64, now: u32, half_life: f32) -> u64 {
-    let (score, tick, good, offences) = unpack(state);
-    let score = decayed(score, now.wrapping_sub(tick), half_life) as u64;
-    score + 200 * u64::from(good) + 2_000 * u64::from(offences)
+    let f = unpack(state);
+    let score = decayed(f.score, now.wrapping_sub(f.tick), half_life) as u64;
+    score + 200 * u64::from(f.good) + 2_000 * u64::from(f.offences)
 }
 
 #[cfg(test)]
@@ -324,12 +369,27 @@ mod tests {
                 ScoreChange {
                     good: true,
                     offence: true,
-                    points: 0.0,
+                    ..Default::default()
                 },
             );
         }
         let r = t.get(&"a", at(3_600_000)).unwrap();
         assert_eq!((r.good, r.offences), (255, 255));
+    }
+
+    #[test]
+    fn tag_names_the_last_addition() {
+        let t = table();
+        let add = |points, tag| ScoreChange {
+            points,
+            tag,
+            ..Default::default()
+        };
+        assert_eq!(t.update(&1, at(0), add(10.0, 2)).tag, 2);
+        assert_eq!(t.update(&1, at(0), add(-5.0, 3)).tag, 2);
+        assert_eq!(t.update(&1, at(0), add(5.0, 0)).tag, 2);
+        assert_eq!(t.update(&1, at(0), add(5.0, 3)).tag, 3);
+        assert_eq!(t.update(&1, at(0), add(5.0, 200)).tag, MAX_TAG);
     }
 
     #[test]

@@ -256,7 +256,7 @@ async fn run(
     attack: Duration,
     attackers: &tokio::runtime::Handle,
 ) -> Result<RunResult, Box<dyn std::error::Error>> {
-    let (mut child, port) = spawn_shop(defence)?;
+    let (mut child, port, events) = spawn_shop(defence)?;
     let shop = SocketAddr::from(([127, 0, 0, 1], port));
     let rec = Recorder::new(baseline + attack);
     let attack_at = rec.start + baseline;
@@ -281,6 +281,7 @@ async fn run(
     }
     let _ = child.kill();
     let _ = child.wait();
+    let events = events.join().unwrap_or_default();
     Ok(report::summarise(
         scenario,
         defence,
@@ -288,12 +289,17 @@ async fn run(
         baseline,
         baseline + attack,
         server,
+        &events,
     ))
 }
 
+/// What the shop reports as it runs: the events of its guard.
+type EventReader = std::thread::JoinHandle<Vec<report::ShopEvent>>;
+
 /// Starts this program as the shop behind `defence`, with a file
-/// descriptor limit a modest deployment would have, and reads its port.
-fn spawn_shop(defence: Defence) -> Result<(Child, u16), Box<dyn std::error::Error>> {
+/// descriptor limit a modest deployment would have, reads its port, and
+/// collects the events it prints until it exits.
+fn spawn_shop(defence: Defence) -> Result<(Child, u16, EventReader), Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new("sh")
         .arg("-c")
@@ -307,14 +313,22 @@ fn spawn_shop(defence: Defence) -> Result<(Child, u16), Box<dyn std::error::Erro
         .stderr(Stdio::inherit())
         .spawn()?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
+    stdout.read_line(&mut line)?;
     let port = line
         .trim()
         .strip_prefix("PORT ")
         .and_then(|p| p.parse().ok())
         .ok_or_else(|| format!("shop did not start: {line:?}"))?;
-    Ok((child, port))
+    let events = std::thread::spawn(move || {
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .filter_map(|l| report::ShopEvent::parse(&l))
+            .collect()
+    });
+    Ok((child, port, events))
 }
 
 /// The shop's peak RSS (MB) and CPU time (s) so far.
@@ -356,6 +370,9 @@ fn check(results: &[RunResult], json: &str) -> Result<(), Box<dyn std::error::Er
         }
         if !(r.server_cpu_s > 0.0 && r.server_peak_rss_mb > 0.0) {
             return Err(format!("{label}: server usage not measured").into());
+        }
+        if r.legit_banned > 0 {
+            return Err(format!("{label}: {} shoppers banned", r.legit_banned).into());
         }
     }
     Ok(())

@@ -22,6 +22,35 @@ pub struct Bucket {
     pub attack_admitted: u64,
 }
 
+/// An event the shop's guard reported.
+#[derive(Clone, Debug, Serialize)]
+pub struct ShopEvent {
+    /// When, in Unix milliseconds.
+    pub unix_ms: u64,
+    pub kind: String,
+    /// The banned client or flagged network, if any.
+    pub client: String,
+    pub text: String,
+}
+
+impl ShopEvent {
+    /// Parses `EVENT <unix ms> <kind> <client> <text>`.
+    pub fn parse(line: &str) -> Option<Self> {
+        let mut f = line.strip_prefix("EVENT ")?.splitn(4, ' ');
+        Some(ShopEvent {
+            unix_ms: f.next()?.parse().ok()?,
+            kind: f.next()?.to_owned(),
+            client: f.next()?.to_owned(),
+            text: f.next().unwrap_or("").to_owned(),
+        })
+    }
+
+    /// Whether the client is one of the legitimate shoppers (127.20.x.1).
+    fn is_shopper(&self) -> bool {
+        self.client.starts_with("127.20.")
+    }
+}
+
 /// Everything measured for one (scenario, defence) run.
 #[derive(Clone, Debug, Serialize)]
 pub struct RunResult {
@@ -51,6 +80,15 @@ pub struct RunResult {
     pub time_to_block_ms: Option<u64>,
     pub server_peak_rss_mb: f64,
     pub server_cpu_s: f64,
+    /// From attack start until the guard declared an attack; `None` if it
+    /// did not.
+    pub detected_after_ms: Option<u64>,
+    /// Attacks declared before the attack started (false alarms).
+    pub false_alarms: u64,
+    /// Clients banned, and how many of them were legitimate shoppers.
+    pub bans: u64,
+    pub legit_banned: u64,
+    pub events: Vec<ShopEvent>,
     pub timeline: Vec<Bucket>,
 }
 
@@ -62,7 +100,15 @@ pub fn summarise(
     attack_start: Duration,
     end: Duration,
     server: (f64, f64),
+    events: &[ShopEvent],
 ) -> RunResult {
+    let attack_unix_ms = rec.start_unix_ms + attack_start.as_millis() as u64;
+    let started: Vec<u64> = events
+        .iter()
+        .filter(|e| e.kind == "attack-started")
+        .map(|e| e.unix_ms)
+        .collect();
+    let banned = events.iter().filter(|e| e.kind == "client-banned");
     let legit = rec.legit.lock().clone();
     let in_attack: Vec<_> = legit
         .iter()
@@ -126,6 +172,14 @@ pub fn summarise(
         time_to_block_ms: time_to_block(&timeline[first.min(timeline.len())..]),
         server_peak_rss_mb: server.0,
         server_cpu_s: server.1,
+        detected_after_ms: started
+            .iter()
+            .find(|&&t| t >= attack_unix_ms)
+            .map(|t| t - attack_unix_ms),
+        false_alarms: started.iter().filter(|&&t| t < attack_unix_ms).count() as u64,
+        bans: banned.clone().count() as u64,
+        legit_banned: banned.filter(|e| e.is_shopper()).count() as u64,
+        events: events.to_vec(),
         timeline,
     }
 }
@@ -165,12 +219,12 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// The table printed at the end of a run.
 pub fn table(results: &[RunResult]) -> String {
     let mut out = String::from(
-        "| scenario | defence | legit ok | legit p50 ms | legit p99 ms | p99 vs no attack | p99 after 1 s vs no attack | attack admitted | blocked after | server RSS MB | server CPU s |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| scenario | defence | legit ok | legit p50 ms | legit p99 ms | p99 vs no attack | p99 after 1 s vs no attack | attack admitted | blocked after | detected after | bans (legit) | server RSS MB | server CPU s |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         out.push_str(&format!(
-            "| {} | {} | {:.2}% | {:.1} | {:.1} | {:.1}× | {:.1}× | {:.1}% | {} | {:.0} | {:.1} |\n",
+            "| {} | {} | {:.2}% | {:.1} | {:.1} | {:.1}× | {:.1}× | {:.1}% | {} | {} | {} ({}) | {:.0} | {:.1} |\n",
             r.scenario.name(),
             r.defence.name(),
             r.legit_success * 100.0,
@@ -181,6 +235,10 @@ pub fn table(results: &[RunResult]) -> String {
             r.attack_admitted_share * 100.0,
             r.time_to_block_ms
                 .map_or("never".into(), |t| format!("{:.1} s", t as f64 / 1e3)),
+            r.detected_after_ms
+                .map_or("-".into(), |t| format!("{:.1} s", t as f64 / 1e3)),
+            r.bans,
+            r.legit_banned,
             r.server_peak_rss_mb,
             r.server_cpu_s,
         ));

@@ -10,7 +10,9 @@ use axum::Router;
 use axum::extract::{Path, Query};
 use axum::response::Html;
 use axum::routing::{get, post};
-use floodguard::http::{ClientIpConfig, Guard, Rule};
+use floodguard::http::{
+    ClientIpConfig, Event, GateConnectInfo, Guard, GuardBuilder, Rule, Scoring,
+};
 use tokio::io::AsyncBufReadExt;
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
@@ -97,8 +99,7 @@ fn shop() -> Router {
 /// and a login rule.
 pub fn tuned_guard() -> Guard {
     let second = Duration::from_secs(1);
-    Guard::builder()
-        .default_rules()
+    defaults()
         .rule(
             Rule::per_ip("search-ip")
                 .path("/search")
@@ -116,17 +117,39 @@ pub fn tuned_guard() -> Guard {
                 .path("/login")
                 .sliding_window(10, Duration::from_secs(60)),
         )
-        .client_ip(ClientIpConfig::new().trust(PROXY.parse().expect("address")))
         .build()
         .expect("valid configuration")
 }
 
-fn default_guard() -> Guard {
+/// floodguard's defaults: the default rules and scoring, the proxy
+/// trusted; its events go to the harness.
+fn defaults() -> GuardBuilder {
     Guard::builder()
         .default_rules()
+        .scoring(Scoring::default())
+        .on_event(report_event)
         .client_ip(ClientIpConfig::new().trust(PROXY.parse().expect("address")))
-        .build()
-        .expect("valid configuration")
+}
+
+fn default_guard() -> Guard {
+    defaults().build().expect("valid configuration")
+}
+
+/// Tells the harness about an event, on standard output:
+/// `EVENT <unix ms> <kind> <client or -> <text>`.
+fn report_event(e: &Event) {
+    let (kind, client) = match e {
+        Event::AttackStarted { .. } => ("attack-started", String::from("-")),
+        Event::AttackEnded { .. } => ("attack-ended", "-".into()),
+        Event::ClassFlagged(_) => ("class-flagged", "-".into()),
+        Event::PrefixFlagged(s) => ("prefix-flagged", s.key.to_string()),
+        Event::ClientBanned { client, .. } => ("client-banned", client.to_string()),
+        _ => ("other", "-".into()),
+    };
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    println!("EVENT {ms} {kind} {client} {e}");
 }
 
 /// Serves the shop behind `defence` on 127.0.0.1, prints `PORT <n>`, and
@@ -160,8 +183,10 @@ pub fn serve(defence: Defence) -> Result<(), Box<dyn std::error::Error>> {
                     };
                     let gate = guard.gate().build()?;
                     let app = app.layer(guard.layer());
-                    let make = app.into_make_service_with_connect_info::<SocketAddr>();
-                    axum::serve(gate.listen(listener).into_axum(), make).await?;
+                    // The gate's connect info carries each connection's
+                    // wire fingerprint (header order and casing).
+                    let make = app.into_make_service_with_connect_info::<GateConnectInfo>();
+                    axum::serve(gate.listen(listener), make).await?;
                     Ok(())
                 }
             }

@@ -42,6 +42,8 @@ pub struct Sample {
 /// What a run's traffic recorded.
 pub struct Recorder {
     pub start: Instant,
+    /// `start` in Unix milliseconds, to place the shop's events.
+    pub start_unix_ms: u64,
     pub legit: Mutex<Vec<Sample>>,
     /// Per bucket: attack units sent, and admitted (a 2xx; for slow
     /// connections, a connection-second held open).
@@ -54,6 +56,9 @@ impl Recorder {
         let buckets = (run.as_millis() / BUCKET.as_millis()) as usize + 20;
         Arc::new(Recorder {
             start: Instant::now(),
+            start_unix_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
             legit: Mutex::new(Vec::with_capacity(4096)),
             attack_sent: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
             attack_admitted: (0..buckets).map(|_| AtomicU64::new(0)).collect(),

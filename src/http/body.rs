@@ -15,17 +15,28 @@
 ///     fn refusal(text: &'static str) -> Self {
 ///         MyBody(text.as_bytes().to_vec())
 ///     }
+///     fn page(text: String) -> Self {
+///         MyBody(text.into_bytes())
+///     }
 /// }
 /// ```
 pub trait RefusalBody: Sized {
     /// A body holding `text` (empty for gRPC refusals, whose status travels
     /// in headers).
     fn refusal(text: &'static str) -> Self;
+
+    /// A body holding a page made at run time, such as a
+    /// [`Challenge`](super::Challenge)'s.
+    fn page(text: String) -> Self;
 }
 
 #[cfg(feature = "axum")]
 impl RefusalBody for axum::body::Body {
     fn refusal(text: &'static str) -> Self {
+        axum::body::Body::from(text)
+    }
+
+    fn page(text: String) -> Self {
         axum::body::Body::from(text)
     }
 }
@@ -37,10 +48,18 @@ impl RefusalBody for tonic::body::Body {
     fn refusal(_text: &'static str) -> Self {
         tonic::body::Body::empty()
     }
+
+    fn page(_text: String) -> Self {
+        tonic::body::Body::empty()
+    }
 }
 
 impl RefusalBody for String {
     fn refusal(text: &'static str) -> Self {
         text.to_owned()
+    }
+
+    fn page(text: String) -> Self {
+        text
     }
 }

@@ -10,12 +10,17 @@ use http::HeaderValue;
 use http::request::Parts;
 use parking_lot::RwLock;
 
+use super::challenge::ChallengePage;
 use super::client_ip::{ClientIp, ClientIpConfig, IpSource};
+use super::detect::{DetectionSnapshot, Event};
+use super::fingerprint::Fingerprint;
 use super::gate::{AcceptVerdict, Gate, GateBuilder};
 use super::layer::GuardLayer;
 use super::peer::{peer_addr, route};
 use super::refusal::RefusalKind;
 use super::rules::{CompiledRule, Rule, RuleStats};
+use super::scorer::{Assessment, EventHook, Offender, ScoreCount, Scorer, Scoring, Watch};
+use super::scoring::{Action, ScoreReport};
 use crate::ip::canonical;
 use crate::stats::Striped;
 use crate::{
@@ -58,8 +63,10 @@ enum GuardCount {
     NoPeer,
     Malformed,
     BansDropped,
+    RefusedScore,
+    RefusedChallenge,
 }
-const GUARD_COUNTS: usize = 8;
+const GUARD_COUNTS: usize = 10;
 
 impl From<GuardCount> for usize {
     fn from(c: GuardCount) -> usize {
@@ -79,11 +86,12 @@ impl From<GuardCount> for usize {
 /// }
 /// # let _ = handler;
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct GuardDecision {
     client: Option<ClientIp>,
     safelisted: bool,
     binding: Option<(Arc<str>, Decision)>,
+    score: Option<(ScoreReport, Action, Fingerprint)>,
 }
 
 impl GuardDecision {
@@ -113,7 +121,26 @@ impl GuardDecision {
     pub fn decision(&self) -> Option<&Decision> {
         self.binding.as_ref().map(|(_, d)| d)
     }
+
+    /// The client's score and the signals behind it, when scoring is on.
+    pub fn score(&self) -> Option<&ScoreReport> {
+        self.score.as_ref().map(|(r, _, _)| r)
+    }
+
+    /// What the ladder did at that score (a request that reached
+    /// [`Action::Ban`] is only served when bans are in shadow mode).
+    pub fn action(&self) -> Option<Action> {
+        self.score.as_ref().map(|(_, a, _)| *a)
+    }
+
+    /// The request's fingerprint, when scoring is on.
+    pub fn fingerprint(&self) -> Option<&Fingerprint> {
+        self.score.as_ref().map(|(_, _, f)| f)
+    }
 }
+
+// A score is a float, but never NaN: equality is total.
+impl Eq for GuardDecision {}
 
 /// A rule's decision ready to become `RateLimit` headers.
 #[derive(Clone, Debug)]
@@ -125,17 +152,32 @@ pub(crate) struct RateInfo {
 
 /// The outcome of [`Guard::inspect`].
 pub(crate) enum Inspection {
-    /// Serve; `headers` when rate-limit headers go on successful responses.
+    /// Serve; `headers` when rate-limit headers go on successful responses;
+    /// `watch` when scoring watches the answer.
     Pass {
         decision: GuardDecision,
         headers: Option<RateInfo>,
+        watch: Option<Watch>,
     },
-    /// Answer with a refusal; `close` the connection after it (HTTP/1).
+    /// Answer with a refusal (or a challenge `page`); `close` the
+    /// connection after it (HTTP/1).
     Refuse {
         kind: RefusalKind,
         rate: Option<RateInfo>,
         close: bool,
+        page: Option<Box<ChallengePage>>,
     },
+}
+
+impl Inspection {
+    fn refuse(kind: RefusalKind, close: bool) -> Self {
+        Inspection::Refuse {
+            kind,
+            rate: None,
+            close,
+            page: None,
+        }
+    }
 }
 
 /// A refusal from [`Guard::check`].
@@ -186,9 +228,57 @@ pub struct GuardStats {
     pub bans: usize,
     /// Bans not recorded because [`GuardBuilder::max_bans`] were held.
     pub bans_dropped: u64,
+    /// Requests refused because their score reached the ban threshold (the
+    /// client was banned with them).
+    pub refused_score: u64,
+    /// Requests answered with a challenge page.
+    pub refused_challenge: u64,
+    /// Scoring's counters, when scoring is on.
+    pub scoring: Option<ScoringStats>,
     /// Each rule's counters: enforced rules, then shadow rules, each in
     /// the order they were added.
     pub rules: Vec<RuleStats>,
+}
+
+/// Counters of client scoring.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ScoringStats {
+    /// Requests charged at the throttle factor.
+    pub throttled: u64,
+    /// Requests answered with a challenge page.
+    pub challenged: u64,
+    /// Requests that carried a solved challenge and were served.
+    pub challenges_passed: u64,
+    /// Clients banned by their score.
+    pub banned: u64,
+    /// Throttles only observed (shadow mode).
+    pub shadow_throttles: u64,
+    /// Challenges only observed (shadow mode).
+    pub shadow_challenges: u64,
+    /// Bans only observed (shadow mode).
+    pub shadow_bans: u64,
+    /// Requests that arrived while the service was under attack.
+    pub under_attack_requests: u64,
+    /// Clients remembered now.
+    pub clients: usize,
+    /// Client records dropped to make room.
+    pub client_evictions: u64,
+}
+
+/// Everything a guard can tell an operator at once: counters, the attack
+/// state, the worst offenders and the bans in force.
+#[derive(Clone, Debug, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Snapshot {
+    /// The counters.
+    pub stats: GuardStats,
+    /// What attack detection saw at its last tick (scoring on only).
+    pub detection: Option<DetectionSnapshot>,
+    /// Clients that reached the throttle threshold, highest score first.
+    pub offenders: Vec<Offender>,
+    /// Bans in force and the time each has left.
+    pub bans: Vec<(IpPrefix, Duration)>,
 }
 
 struct Shared<C> {
@@ -209,6 +299,7 @@ struct Shared<C> {
     counters: Striped<GUARD_COUNTS>,
     /// When the missing-peer error was last logged, in clock nanoseconds + 1.
     no_peer_logged: AtomicU64,
+    scorer: Option<Scorer>,
 }
 
 /// The shared state behind [`GuardLayer`]: rules, trusted proxies, lists,
@@ -277,6 +368,8 @@ impl Guard {
             missing_peer: MissingPeer::default(),
             headers_on_success: false,
             close_refused: true,
+            scoring: None,
+            on_event: None,
         }
     }
 }
@@ -298,8 +391,16 @@ impl<C: Clock> Guard<C> {
     /// Returns false, and counts it in [`GuardStats::bans_dropped`], if
     /// [`GuardBuilder::max_bans`] unexpired bans are already held.
     pub fn ban(&self, prefix: IpPrefix, duration: Duration) -> bool {
+        let banned = self.record_ban(prefix, duration, self.shared.clock.now());
+        if banned {
+            tracing::info!(%prefix, ?duration, "floodguard: banned");
+        }
+        banned
+    }
+
+    /// Puts a ban in the list (scoring's bans are reported as events).
+    fn record_ban(&self, prefix: IpPrefix, duration: Duration, now: Timestamp) -> bool {
         let s = &*self.shared;
-        let now = s.clock.now();
         let until = now.saturating_add(duration);
         let mut bans = s.bans.write();
         if bans.len() >= s.max_bans {
@@ -312,7 +413,6 @@ impl<C: Clock> Guard<C> {
         }
         bans.insert(prefix, until);
         s.ban_count.store(bans.len(), Ordering::Release);
-        tracing::info!(%prefix, ?duration, "floodguard: banned");
         true
     }
 
@@ -355,6 +455,9 @@ impl<C: Clock> Guard<C> {
         if s.safelist.contains(ip) || s.client_ip.trusted().contains(ip) {
             AcceptVerdict::Exempt
         } else if s.blocklist.contains(ip) || self.is_banned(ip) {
+            if let Some(sc) = &s.scorer {
+                sc.detector.count_refused();
+            }
             AcceptVerdict::Refuse
         } else {
             AcceptVerdict::Normal
@@ -405,6 +508,23 @@ impl<C: Clock> Guard<C> {
             malformed_forwarding: c(GuardCount::Malformed),
             bans: s.ban_count.load(Ordering::Acquire),
             bans_dropped: c(GuardCount::BansDropped),
+            refused_score: c(GuardCount::RefusedScore),
+            refused_challenge: c(GuardCount::RefusedChallenge),
+            scoring: s.scorer.as_ref().map(|sc| {
+                let n = |w| sc.counters.sum(w);
+                ScoringStats {
+                    throttled: n(ScoreCount::Throttled),
+                    challenged: n(ScoreCount::Challenged),
+                    challenges_passed: n(ScoreCount::ChallengesPassed),
+                    banned: n(ScoreCount::Banned),
+                    shadow_throttles: n(ScoreCount::ShadowThrottles),
+                    shadow_challenges: n(ScoreCount::ShadowChallenges),
+                    shadow_bans: n(ScoreCount::ShadowBans),
+                    under_attack_requests: n(ScoreCount::UnderAttackRequests),
+                    clients: sc.clients_held(),
+                    client_evictions: sc.client_evictions(),
+                }
+            }),
             rules: s
                 .enforced
                 .iter()
@@ -412,6 +532,25 @@ impl<C: Clock> Guard<C> {
                 .map(CompiledRule::stats)
                 .collect(),
         }
+    }
+
+    /// Counters, attack state, worst offenders and bans, at once.
+    pub fn snapshot(&self) -> Snapshot {
+        let s = &*self.shared;
+        Snapshot {
+            stats: self.stats(),
+            detection: s.scorer.as_ref().map(|sc| sc.detector.snapshot()),
+            offenders: s.scorer.as_ref().map_or_else(Vec::new, Scorer::offenders),
+            bans: self.bans(),
+        }
+    }
+
+    /// Whether scoring's attack detection holds the service under attack.
+    pub fn under_attack(&self) -> bool {
+        self.shared
+            .scorer
+            .as_ref()
+            .is_some_and(|sc| sc.detector.under_attack())
     }
 
     fn banned_at(&self, ip: IpAddr, now: Timestamp) -> bool {
@@ -466,11 +605,7 @@ impl<C: Clock> Guard<C> {
                 s.counters.add(GuardCount::NoPeer, 1);
                 if s.missing_peer == MissingPeer::Refuse {
                     self.log_missing_peer(now);
-                    return Inspection::Refuse {
-                        kind: RefusalKind::NoPeerAddress,
-                        rate: None,
-                        close: false,
-                    };
+                    return Inspection::refuse(RefusalKind::NoPeerAddress, false);
                 }
                 None
             }
@@ -486,31 +621,53 @@ impl<C: Clock> Guard<C> {
                     client,
                     safelisted: true,
                     binding: None,
+                    score: None,
                 };
                 return Inspection::Pass {
                     decision,
                     headers: None,
+                    watch: None,
                 };
             }
             if s.blocklist.contains(c.ip) || self.banned_at(c.ip, now) {
                 s.counters.add(GuardCount::RefusedBlocked, 1);
-                return Inspection::Refuse {
-                    kind: RefusalKind::Blocked,
-                    rate: None,
-                    close,
-                };
+                if let Some(sc) = &s.scorer {
+                    sc.detector.count_refused();
+                }
+                return Inspection::refuse(RefusalKind::Blocked, close);
             }
         }
+        let mut cost_factor = 1;
+        let assessment = match (&s.scorer, client) {
+            (Some(sc), Some(c)) => {
+                let a = sc.assess(parts, c.ip, now);
+                match self.climb_ladder(sc, &a, parts, c.ip, now) {
+                    Ok(factor) => cost_factor = factor,
+                    Err(None) => return Inspection::refuse(RefusalKind::Blocked, close),
+                    Err(Some(page)) => {
+                        return Inspection::Refuse {
+                            kind: RefusalKind::Challenged,
+                            rate: None,
+                            close: false,
+                            page: Some(page),
+                        };
+                    }
+                }
+                Some(a)
+            }
+            _ => None,
+        };
         let ip = client.map(|c| c.ip);
         let route = if s.needs_route { route(parts) } else { "" };
         let n = s.enforced.len();
         let (verdict, binding) = if n <= INLINE_RULES {
             let mut checks = [Pending::PLACEHOLDER; INLINE_RULES];
             let mut owners = [0; INLINE_RULES];
-            self.charge_enforced(parts, ip, route, now, &mut checks[..n], &mut owners[..n])
+            let (checks, owners) = (&mut checks[..n], &mut owners[..n]);
+            self.charge_enforced(parts, ip, route, cost_factor, now, checks, owners)
         } else {
             let (mut checks, mut owners) = (vec![Pending::PLACEHOLDER; n], vec![0; n]);
-            self.charge_enforced(parts, ip, route, now, &mut checks, &mut owners)
+            self.charge_enforced(parts, ip, route, cost_factor, now, &mut checks, &mut owners)
         };
         let rate_info = |i: usize| {
             let rule = &s.enforced[i];
@@ -521,11 +678,18 @@ impl<C: Clock> Guard<C> {
             }
         };
         if !verdict.is_allowed() {
+            if let (Some(sc), Some(a)) = (&s.scorer, &assessment) {
+                let after = sc.refused(a, now);
+                if after.action == Action::Ban && self.score_ban(sc, &after, now) {
+                    return Inspection::refuse(RefusalKind::Blocked, close);
+                }
+            }
             s.counters.add(GuardCount::RefusedRate, 1);
             return Inspection::Refuse {
                 kind: RefusalKind::RateLimited,
                 rate: binding.map(rate_info),
                 close,
+                page: None,
             };
         }
         if !s.shadow.is_empty() {
@@ -536,28 +700,106 @@ impl<C: Clock> Guard<C> {
             client,
             safelisted: false,
             binding: binding.map(|i| (Arc::clone(&s.enforced[i].name), verdict.decision)),
+            score: assessment
+                .as_ref()
+                .map(|a| (a.report, a.action, a.fingerprint)),
         };
         Inspection::Pass {
             decision,
             headers: binding.filter(|_| s.headers_on_success).map(rate_info),
+            watch: assessment.as_ref().map(Assessment::watch),
+        }
+    }
+
+    /// Applies the ladder's action for a scored request: `Ok` with the
+    /// cost factor for the rate rules; `Err(None)` when the client was
+    /// banned; `Err(Some(page))` for a challenge.
+    fn climb_ladder(
+        &self,
+        sc: &Scorer,
+        a: &Assessment,
+        parts: &Parts,
+        ip: IpAddr,
+        now: Timestamp,
+    ) -> Result<u64, Option<Box<ChallengePage>>> {
+        let ladder = &sc.ladder;
+        if a.action >= Action::Throttle {
+            sc.note_offender(a, now);
+        }
+        let throttle = || {
+            if ladder.shadow_throttle {
+                sc.counters.add(ScoreCount::ShadowThrottles, 1);
+                Ok(1)
+            } else {
+                sc.counters.add(ScoreCount::Throttled, 1);
+                Ok(ladder.throttle_factor)
+            }
+        };
+        match a.action {
+            Action::Allow => Ok(1),
+            Action::Throttle => throttle(),
+            Action::Ban => {
+                if self.score_ban(sc, a, now) {
+                    Err(None)
+                } else {
+                    Ok(1)
+                }
+            }
+            Action::Challenge => {
+                let Some(hook) = &sc.challenge else {
+                    return throttle();
+                };
+                if ladder.shadow_challenge {
+                    sc.counters.add(ScoreCount::ShadowChallenges, 1);
+                    return Ok(1);
+                }
+                if hook.verify(parts, ip) {
+                    sc.counters.add(ScoreCount::ChallengesPassed, 1);
+                    return Ok(1);
+                }
+                sc.counters.add(ScoreCount::Challenged, 1);
+                self.shared.counters.add(GuardCount::RefusedChallenge, 1);
+                Err(Some(Box::new(hook.issue(parts, ip))))
+            }
+        }
+    }
+
+    /// Bans the client of a request that reached the ban threshold; false
+    /// when the ban is only observed (shadow mode) and the request goes on.
+    fn score_ban(&self, sc: &Scorer, a: &Assessment, now: Timestamp) -> bool {
+        let Some(order) = sc.ban(a, now) else {
+            return false;
+        };
+        self.record_ban(order.client, order.duration, now);
+        self.shared.counters.add(GuardCount::RefusedScore, 1);
+        true
+    }
+
+    /// The service answered a request that scoring assessed.
+    pub(crate) fn answered(&self, a: &Watch, status: http::StatusCode, started: Timestamp) {
+        if let Some(sc) = &self.shared.scorer {
+            let now = self.shared.clock.now();
+            sc.answered(a, status, now.saturating_duration_since(started), now);
         }
     }
 
     /// Writes the checks the enforced rules that apply to this request owe
     /// into `checks` (and each one's rule index into `owners`), runs them
     /// all or none, and returns the verdict with the binding rule's index.
+    #[allow(clippy::too_many_arguments)]
     fn charge_enforced<'g>(
         &'g self,
         parts: &Parts,
         ip: Option<IpAddr>,
         route: &str,
+        cost_factor: u64,
         now: Timestamp,
         checks: &mut [Pending<'g>],
         owners: &mut [usize],
     ) -> (CompositeDecision, Option<usize>) {
         let mut len = 0;
         for (i, rule) in self.shared.enforced.iter().enumerate() {
-            if let Some(p) = rule.pending(parts, ip, route) {
+            if let Some(p) = rule.pending(parts, ip, route, cost_factor) {
                 checks[len] = p;
                 owners[len] = i;
                 len += 1;
@@ -571,7 +813,7 @@ impl<C: Clock> Guard<C> {
     /// would have refused.
     fn observe_shadow_rules(&self, parts: &Parts, ip: Option<IpAddr>, route: &str, now: Timestamp) {
         for rule in &self.shared.shadow {
-            if let Some(p) = rule.pending(parts, ip, route) {
+            if let Some(p) = rule.pending(parts, ip, route, 1) {
                 if !check_all(now, &[p]).is_allowed() {
                     tracing::debug!(rule = &*rule.name, client = ?ip, "floodguard: shadow rule would refuse");
                 }
@@ -617,9 +859,29 @@ pub struct GuardBuilder<C = CoarseClock> {
     missing_peer: MissingPeer,
     headers_on_success: bool,
     close_refused: bool,
+    scoring: Option<Scoring>,
+    on_event: Option<EventHook>,
 }
 
 impl<C: Clock + Clone> GuardBuilder<C> {
+    /// Turns on client scoring and attack detection: each request is
+    /// fingerprinted and scored from how it looks and how its client
+    /// behaves, and the [`Ladder`](super::Ladder) throttles, challenges or
+    /// bans by score. See [`Scoring`] for the knobs.
+    pub fn scoring(mut self, scoring: Scoring) -> Self {
+        self.scoring = Some(scoring);
+        self
+    }
+
+    /// Calls `hook` with every [`Event`] (attack started or ended, class or
+    /// network flagged, client banned), on the request path that caused it:
+    /// keep it quick (hand the event to a channel to do more). Events are
+    /// also logged with `tracing`.
+    pub fn on_event(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(hook));
+        self
+    }
+
     /// Adds a rule. A request is checked against every rule that applies to
     /// it and charged on all enforced ones or none.
     pub fn rule(mut self, rule: Rule) -> Self {
@@ -737,6 +999,8 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             missing_peer: self.missing_peer,
             headers_on_success: self.headers_on_success,
             close_refused: self.close_refused,
+            scoring: self.scoring,
+            on_event: self.on_event,
         }
     }
 
@@ -765,6 +1029,10 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             }
         }
         let needs_route = enforced.iter().chain(&shadow).any(CompiledRule::uses_route);
+        let scorer = match self.scoring {
+            Some(config) => Some(Scorer::new(config, self.on_event, self.clock.now())?),
+            None => None,
+        };
         Ok(Guard {
             shared: Arc::new(Shared {
                 needs_route,
@@ -782,6 +1050,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
                 close_refused: self.close_refused,
                 counters: Striped::default(),
                 no_peer_logged: AtomicU64::new(0),
+                scorer,
             }),
         })
     }

@@ -10,8 +10,9 @@ use tower_service::Service;
 
 use super::body::RefusalBody;
 use super::guard::{Guard, Inspection, RateInfo};
-use super::refusal::{add_rate_headers, grpc_content_type, respond};
-use crate::{Clock, CoarseClock};
+use super::refusal::{add_rate_headers, challenge_page, grpc_content_type, respond};
+use super::scorer::Watch;
+use crate::{Clock, CoarseClock, Timestamp};
 
 /// A Tower layer that puts a [`Guard`] in front of a service; made by
 /// [`Guard::layer`]. Works with `axum::Router::layer` and
@@ -91,7 +92,7 @@ where
 {
     type Response = Response<ResB>;
     type Error = S::Error;
-    type Future = ResponseFuture<S::Future, ResB>;
+    type Future = ResponseFuture<S::Future, ResB, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -100,16 +101,37 @@ where
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
         match self.guard.inspect(&parts) {
-            Inspection::Pass { decision, headers } => {
+            Inspection::Pass {
+                decision,
+                headers,
+                watch,
+            } => {
                 parts.extensions.insert(decision);
+                let watch = watch.map(|watch| Watched {
+                    guard: self.guard.clone(),
+                    watch,
+                    started: self.guard.now(),
+                });
                 let fut = self.inner.call(Request::from_parts(parts, body));
                 ResponseFuture {
-                    state: State::Inner { fut, headers },
+                    state: State::Inner {
+                        fut,
+                        headers,
+                        watch,
+                    },
                 }
             }
-            Inspection::Refuse { kind, rate, close } => {
+            Inspection::Refuse {
+                kind,
+                rate,
+                close,
+                page,
+            } => {
                 let grpc = grpc_content_type(&parts.headers);
-                let mut res = respond(kind, grpc);
+                let mut res = match page {
+                    Some(page) if grpc.is_none() => challenge_page(*page),
+                    _ => respond(kind, grpc),
+                };
                 if close && parts.version <= http::Version::HTTP_11 {
                     res.headers_mut().insert(
                         http::header::CONNECTION,
@@ -128,23 +150,31 @@ where
     }
 }
 
+/// A request whose answer scoring watches: its status and latency move
+/// the client's score and the latency baseline.
+struct Watched<C> {
+    guard: Guard<C>,
+    watch: Watch,
+    started: Timestamp,
+}
+
 pin_project_lite::pin_project! {
     /// The future of a [`GuardService`] call.
-    pub struct ResponseFuture<F, B> {
+    pub struct ResponseFuture<F, B, C = CoarseClock> {
         #[pin]
-        state: State<F, B>,
+        state: State<F, B, C>,
     }
 }
 
 pin_project_lite::pin_project! {
     #[project = StateProj]
-    enum State<F, B> {
-        Inner { #[pin] fut: F, headers: Option<RateInfo> },
+    enum State<F, B, C> {
+        Inner { #[pin] fut: F, headers: Option<RateInfo>, watch: Option<Watched<C>> },
         Ready { res: Option<Response<B>> },
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F, B>
+impl<F, B, E, C: Clock> Future for ResponseFuture<F, B, C>
 where
     F: Future<Output = Result<Response<B>, E>>,
 {
@@ -152,8 +182,15 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project().state.project() {
-            StateProj::Inner { fut, headers } => {
+            StateProj::Inner {
+                fut,
+                headers,
+                watch,
+            } => {
                 let mut res = ready!(fut.poll(cx))?;
+                if let Some(w) = watch.take() {
+                    w.guard.answered(&w.watch, res.status(), w.started);
+                }
                 if let Some(r) = headers.take() {
                     add_rate_headers(res.headers_mut(), &r.rule, &r.policy, &r.decision, false);
                 }

@@ -14,6 +14,9 @@
 //!   client its `User-Agent` claims ([`ua_family`]), and what it lacks for
 //!   that claim ([`anomalies`]); the inputs of client scoring.
 //! * [`wire`]: the incremental request-head scanner the gate runs.
+//! * [`Scoring`]: client scores from how requests look and how clients
+//!   behave, attack detection ([`Detection`], [`Event`]) and the
+//!   [`Ladder`] of actions: throttle, [`Challenge`], ban.
 //!
 //! Refusals are answered at once, without calling the service: 429 with
 //! `Retry-After`, `RateLimit` and `RateLimit-Policy` headers; 403 for
@@ -21,7 +24,9 @@
 //! (`RESOURCE_EXHAUSTED`, `PERMISSION_DENIED`).
 
 mod body;
+mod challenge;
 pub mod client_ip;
+mod detect;
 pub mod fingerprint;
 pub mod gate;
 mod guard;
@@ -29,19 +34,26 @@ mod layer;
 mod peer;
 mod refusal;
 mod rules;
+mod scorer;
+mod scoring;
 pub mod wire;
 
 pub use body::RefusalBody;
+pub use challenge::{Challenge, ChallengePage};
 pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, IpSource};
+pub use detect::{AttackCause, Detection, DetectionSnapshot, Event, Share};
 pub use fingerprint::{Anomalies, Anomaly, Fingerprint, UaFamily, anomalies, ua_family};
 pub use gate::{
     AcceptVerdict, Gate, GateBuilder, GateConnectInfo, GateStats, GatedListener, GatedStream,
 };
 pub use guard::{
     DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal,
+    ScoringStats, Snapshot,
 };
 pub use layer::{GuardLayer, GuardService, ResponseFuture};
 pub use peer::PeerAddr;
 pub use refusal::RefusalKind;
 pub use rules::{Rule, RuleStats};
+pub use scorer::{Offender, Scoring};
+pub use scoring::{Action, Ladder, ScoreReport, Signal, Weights};
 pub use wire::{HeadScanner, Scan, WireHead};

@@ -17,6 +17,9 @@ pub enum RefusalKind {
     /// The request carried no peer address (a setup error): HTTP 500, gRPC
     /// `INTERNAL`.
     NoPeerAddress,
+    /// The client's score asks for a challenge it has not passed: the
+    /// challenge hook's page, gRPC `UNAVAILABLE`.
+    Challenged,
 }
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
@@ -44,6 +47,7 @@ impl RefusalKind {
             RefusalKind::NoPeerAddress => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
             }
+            RefusalKind::Challenged => (StatusCode::FORBIDDEN, "Challenge required\n"),
         }
     }
 
@@ -52,6 +56,7 @@ impl RefusalKind {
             RefusalKind::RateLimited => ("8", "rate limit exceeded"),
             RefusalKind::Blocked => ("7", "client blocked"),
             RefusalKind::NoPeerAddress => ("13", "server cannot identify the client"),
+            RefusalKind::Challenged => ("14", "client must pass a challenge"),
         }
     }
 }
@@ -82,6 +87,15 @@ pub(crate) fn respond<B: RefusalBody>(
         );
         res
     }
+}
+
+/// A challenge page as a response (HTTP only: gRPC gets the
+/// [`RefusalKind::Challenged`] status from [`respond`]).
+pub(crate) fn challenge_page<B: RefusalBody>(page: super::ChallengePage) -> Response<B> {
+    let mut res = Response::new(B::page(page.body));
+    *res.status_mut() = page.status;
+    *res.headers_mut() = page.headers;
+    res
 }
 
 /// Adds the rate-limit headers of `decision` under `policy` (the rule's

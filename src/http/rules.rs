@@ -323,19 +323,21 @@ impl<C: Clock> CompiledRule<C> {
         matches!(self.key, KeySpec::Path) || !self.scope.paths.is_empty()
     }
 
-    /// The check this request owes the rule, or `None` if the rule does
-    /// not apply to it (out of scope, or no key: header absent, no address).
+    /// The check this request owes the rule (its cost times
+    /// `cost_factor`), or `None` if the rule does not apply to it (out of
+    /// scope, or no key: header absent, no address).
     pub(crate) fn pending(
         &self,
         parts: &Parts,
         client: Option<IpAddr>,
         route: &str,
+        cost_factor: u64,
     ) -> Option<Pending<'_>> {
         if !self.scope.matches(parts, route) {
             return None;
         }
         let l = &self.limiter;
-        let c = self.cost;
+        let c = self.cost.saturating_mul(cost_factor);
         Some(match &self.key {
             KeySpec::Ip => {
                 let (buf, n) = ip_key(client?);

@@ -1,0 +1,502 @@
+//! The scoring state of a guard: client and network scores, the detector,
+//! the challenge hook, events and the worst offenders seen.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use http::request::Parts;
+use parking_lot::Mutex;
+
+use super::challenge::Challenge;
+use super::detect::{Detection, Detector, Event, site};
+use super::fingerprint::{Anomaly, Fingerprint, UaFamily, anomalies};
+use super::peer::wire_head;
+use super::scoring::{Action, Ladder, ScoreReport, Signal, Weights};
+use crate::ip::PrefixLengths;
+use crate::stats::Striped;
+use crate::{ConfigError, IpPrefix, ScoreChange, ScoreRecord, ScoreTable, Timestamp};
+
+/// How many offenders a snapshot lists at most.
+pub(crate) const MAX_OFFENDERS: usize = 32;
+
+/// Client scoring and attack detection for a [`Guard`](super::Guard);
+/// off unless set with [`GuardBuilder::scoring`](super::GuardBuilder::scoring).
+///
+/// ```
+/// use std::time::Duration;
+/// use floodguard::http::{Guard, Ladder, Scoring};
+///
+/// let mut ladder = Ladder::default();
+/// ladder.shadow_ban = true; // watch what it would ban before letting it
+/// let guard = Guard::builder()
+///     .default_rules()
+///     .scoring(Scoring::new().ladder(ladder).half_life(Duration::from_secs(120)))
+///     .on_event(|e| eprintln!("floodguard: {e}"))
+///     .build()?;
+/// # let _ = guard;
+/// # Ok::<(), floodguard::ConfigError>(())
+/// ```
+#[derive(Clone)]
+#[must_use = "scoring does nothing until given to `GuardBuilder::scoring`"]
+pub struct Scoring {
+    weights: Weights,
+    ladder: Ladder,
+    detection: Detection,
+    half_life: Duration,
+    capacity: usize,
+    challenge: Option<Arc<dyn Challenge>>,
+}
+
+impl Default for Scoring {
+    fn default() -> Self {
+        Scoring {
+            weights: Weights::default(),
+            ladder: Ladder::default(),
+            detection: Detection::default(),
+            half_life: Duration::from_secs(60),
+            capacity: 1 << 16,
+            challenge: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Scoring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoring")
+            .field("weights", &self.weights)
+            .field("ladder", &self.ladder)
+            .field("detection", &self.detection)
+            .field("half_life", &self.half_life)
+            .field("capacity", &self.capacity)
+            .field("challenge", &self.challenge.is_some())
+            .finish()
+    }
+}
+
+impl Scoring {
+    /// The defaults: [`Weights::default`], [`Ladder::default`],
+    /// [`Detection::default`], a 60 s half-life, 65,536 clients (1 MiB).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Points per signal.
+    pub fn weights(mut self, weights: Weights) -> Self {
+        self.weights = weights;
+        self
+    }
+
+    /// Thresholds, bans and shadow modes.
+    pub fn ladder(mut self, ladder: Ladder) -> Self {
+        self.ladder = ladder;
+        self
+    }
+
+    /// Attack detection tuning.
+    pub fn detection(mut self, detection: Detection) -> Self {
+        self.detection = detection;
+        self
+    }
+
+    /// How fast behaviour is forgiven: a client's stored score halves every
+    /// `half_life` without news (default 60 s).
+    pub fn half_life(mut self, half_life: Duration) -> Self {
+        self.half_life = half_life;
+        self
+    }
+
+    /// Clients (IPv4 addresses, IPv6 /64s) remembered at once; memory is 16
+    /// bytes each, fixed at build (default 65,536). Networks get a quarter
+    /// of that.
+    pub fn capacity(mut self, clients: usize) -> Self {
+        self.capacity = clients;
+        self
+    }
+
+    /// The hook that challenges clients whose score reaches
+    /// [`Ladder::challenge`]; without one they are throttled instead.
+    pub fn challenge(mut self, hook: impl Challenge) -> Self {
+        self.challenge = Some(Arc::new(hook));
+        self
+    }
+}
+
+/// Counters of the scorer, striped per thread.
+#[derive(Clone, Copy)]
+pub(crate) enum ScoreCount {
+    Throttled,
+    Challenged,
+    ChallengesPassed,
+    Banned,
+    ShadowThrottles,
+    ShadowChallenges,
+    ShadowBans,
+    UnderAttackRequests,
+}
+pub(crate) const SCORE_COUNTS: usize = 8;
+
+impl From<ScoreCount> for usize {
+    fn from(c: ScoreCount) -> usize {
+        c as usize
+    }
+}
+
+/// A client that reached at least the throttle threshold.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Offender {
+    /// The client: an IPv4 address or an IPv6 /64.
+    pub client: IpPrefix,
+    /// Its highest score and the signals behind it.
+    pub report: ScoreReport,
+    /// What the ladder did at that score.
+    pub action: Action,
+    /// When, on the guard's clock.
+    pub at: Timestamp,
+}
+
+/// One request's assessment, kept until its answer is observed.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Assessment {
+    pub(crate) client: IpPrefix,
+    client_key: u64,
+    site_key: u64,
+    record: Option<ScoreRecord>,
+    look: Look,
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) report: ScoreReport,
+    pub(crate) action: Action,
+}
+
+/// What watching a request's answer needs of its assessment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Watch {
+    client_key: u64,
+    site_key: u64,
+}
+
+impl Assessment {
+    pub(crate) fn watch(&self) -> Watch {
+        Watch {
+            client_key: self.client_key,
+            site_key: self.site_key,
+        }
+    }
+}
+
+/// The parts of a score that come from the request and the moment, not
+/// from the client's stored behaviour.
+#[derive(Clone, Copy, Debug, Default)]
+struct Look {
+    anomalies: f32,
+    automated: f32,
+    class_surge: f32,
+    hot_prefix: f32,
+    under_attack: bool,
+}
+
+/// A ban the guard should put in place.
+pub(crate) struct BanOrder {
+    pub(crate) client: IpPrefix,
+    pub(crate) duration: Duration,
+}
+
+pub(crate) type EventHook = Arc<dyn Fn(&Event) + Send + Sync>;
+
+pub(crate) struct Scorer {
+    weights: Weights,
+    pub(crate) ladder: Ladder,
+    clients: ScoreTable,
+    sites: ScoreTable,
+    pub(crate) detector: Detector,
+    pub(crate) challenge: Option<Arc<dyn Challenge>>,
+    on_event: Option<EventHook>,
+    pub(crate) counters: Striped<SCORE_COUNTS>,
+    offenders: Mutex<Vec<Offender>>,
+    jitter: ahash::RandomState,
+}
+
+/// Tags of stored behaviour: what last added to it.
+const TAG_RATE: u8 = 1;
+const TAG_ERRORS: u8 = 2;
+const TAG_NOT_FOUND: u8 = 3;
+
+fn behaviour_signal(tag: u8) -> Signal {
+    match tag {
+        TAG_ERRORS => Signal::ErrorResponses,
+        TAG_NOT_FOUND => Signal::NotFoundScanning,
+        _ => Signal::RatePressure,
+    }
+}
+
+/// Subscriber-level key of a client: IPv4 address, IPv6 /64 (one host or
+/// home, however many addresses it rotates through).
+fn subscriber(ip: IpAddr) -> IpPrefix {
+    IpPrefix::of(ip, PrefixLengths::new(32, 64).expect("valid lengths"))
+}
+
+impl Scorer {
+    pub(crate) fn new(
+        config: Scoring,
+        on_event: Option<EventHook>,
+        now: Timestamp,
+    ) -> Result<Self, ConfigError> {
+        config.ladder.validate()?;
+        let sites = (config.capacity / 4).max(4);
+        Ok(Scorer {
+            weights: config.weights,
+            ladder: config.ladder,
+            clients: ScoreTable::new(config.capacity, config.half_life)?,
+            sites: ScoreTable::new(sites, config.half_life)?,
+            detector: Detector::new(config.detection, now)?,
+            challenge: config.challenge,
+            on_event,
+            counters: Striped::default(),
+            offenders: Mutex::new(Vec::with_capacity(MAX_OFFENDERS)),
+            jitter: ahash::RandomState::new(),
+        })
+    }
+
+    /// Scores a request from `ip` and picks the ladder's action.
+    pub(crate) fn assess(&self, parts: &Parts, ip: IpAddr, now: Timestamp) -> Assessment {
+        let wire = wire_head(&parts.extensions);
+        let fingerprint = Fingerprint::of(parts, wire.as_ref());
+        let events = self.detector.observe(now, Some(&fingerprint), Some(ip));
+        self.emit_all(events);
+        let w = &self.weights;
+        let under_attack = self.detector.under_attack();
+        if under_attack {
+            self.counters.add(ScoreCount::UnderAttackRequests, 1);
+        }
+        let family = fingerprint.ua_family();
+        // A missing user agent is the automated-client signal's; it is not
+        // counted twice.
+        let found = anomalies(parts, family);
+        let n = (found.len() - usize::from(found.contains(Anomaly::EmptyUserAgent))) as f32;
+        let client = subscriber(ip);
+        let client_key = self.clients.hash(&client);
+        let site_key = self.sites.hash(&site(ip));
+        let record = self.clients.get_hashed(client_key, now);
+        // The network's score holds its members' behaviour, this client's
+        // included; the signal is about the others.
+        let others = self
+            .sites
+            .get_hashed(site_key, now)
+            .map_or(0.0, |r| r.score)
+            - record.map_or(0.0, |r| r.score);
+        let look = Look {
+            anomalies: (n * w.anomaly).min(w.anomaly_cap),
+            automated: match family {
+                UaFamily::Tool => w.tool_user_agent,
+                UaFamily::Empty => w.empty_user_agent,
+                _ => 0.0,
+            },
+            class_surge: if self.detector.class_flagged(&fingerprint) {
+                w.class_surge
+            } else {
+                0.0
+            },
+            hot_prefix: if self.detector.site_flagged(ip) {
+                w.hot_prefix
+            } else {
+                w.hot_prefix * others.max(0.0) / 100.0
+            },
+            under_attack,
+        };
+        let report = self.report(record, &look);
+        Assessment {
+            client,
+            client_key,
+            site_key,
+            record,
+            look,
+            fingerprint,
+            report,
+            action: self.ladder.action(report.score()),
+        }
+    }
+
+    /// The score of a client with `record` making a request that looks
+    /// like `look`.
+    fn report(&self, record: Option<ScoreRecord>, look: &Look) -> ScoreReport {
+        let w = &self.weights;
+        let mut r = ScoreReport::default();
+        let good = record.map_or(0, |r| r.good);
+        if let Some(rec) = record {
+            // Stored behaviour is one number; it is reported under the kind
+            // of misbehaviour that last added to it.
+            r.add(behaviour_signal(rec.tag), rec.score);
+        }
+        r.add(Signal::HeaderAnomalies, look.anomalies);
+        r.add(Signal::AutomatedClient, look.automated);
+        r.add(Signal::ClassSurge, look.class_surge);
+        r.add(Signal::HotPrefix, look.hot_prefix);
+        if good < self.ladder.known_good_after {
+            let p = if look.under_attack {
+                w.no_history_under_attack
+            } else {
+                w.no_history
+            };
+            r.add(Signal::NoHistory, p);
+        } else {
+            r.add(Signal::KnownGood, w.known_good);
+        }
+        r.finish()
+    }
+
+    /// A rate rule refused the request: the client's behaviour score
+    /// grows. Returns the new assessment (its action may now be a ban).
+    pub(crate) fn refused(&self, a: &Assessment, now: Timestamp) -> Assessment {
+        let points = self.weights.rate_refusal;
+        let change = ScoreChange {
+            points,
+            tag: TAG_RATE,
+            ..ScoreChange::default()
+        };
+        let record = self.clients.update_hashed(a.client_key, now, change);
+        self.sites.update_hashed(a.site_key, now, change);
+        let report = self.report(Some(record), &a.look);
+        Assessment {
+            record: Some(record),
+            report,
+            action: self.ladder.action(report.score()),
+            ..*a
+        }
+    }
+
+    /// The service answered an admitted request with `status` after
+    /// `latency`.
+    pub(crate) fn answered(
+        &self,
+        a: &Watch,
+        status: StatusCode,
+        latency: Duration,
+        now: Timestamp,
+    ) {
+        self.detector.observe_latency(latency);
+        let w = &self.weights;
+        let (points, good, tag) = if status.is_success() || status.is_redirection() {
+            // Good standing is earned only while calm: an attacker cannot
+            // build it up during the attack.
+            (-w.success_credit, !self.detector.under_attack(), 0)
+        } else if status == StatusCode::NOT_FOUND {
+            (w.not_found, false, TAG_NOT_FOUND)
+        } else if status.is_client_error() || status.is_server_error() {
+            (w.error_response, false, TAG_ERRORS)
+        } else {
+            return;
+        };
+        let change = ScoreChange {
+            points,
+            good,
+            tag,
+            ..ScoreChange::default()
+        };
+        self.clients.update_hashed(a.client_key, now, change);
+        if points > 0.0 {
+            self.sites
+                .update_hashed(a.site_key, now, ScoreChange::points(points));
+        }
+    }
+
+    /// The ban for an assessment whose action is [`Action::Ban`]: records
+    /// the offence, reports it, and returns what to ban unless the ban is
+    /// in shadow mode.
+    pub(crate) fn ban(&self, a: &Assessment, now: Timestamp) -> Option<BanOrder> {
+        let offences = a.record.map_or(0, |r| r.offences);
+        let unit = (self.jitter.hash_one((now, a.client_key)) >> 40) as f32 / (1u64 << 24) as f32;
+        let duration = self.ladder.ban_duration(offences, unit);
+        let shadow = self.ladder.shadow_ban;
+        self.clients.update_hashed(
+            a.client_key,
+            now,
+            ScoreChange {
+                offence: true,
+                ..ScoreChange::default()
+            },
+        );
+        self.note_offender(a, now);
+        if shadow {
+            self.counters.add(ScoreCount::ShadowBans, 1);
+            // Every request of a client over the threshold would be
+            // banned; its first time is the news.
+            if offences > 0 {
+                return None;
+            }
+        } else {
+            self.counters.add(ScoreCount::Banned, 1);
+        }
+        self.emit(Event::ClientBanned {
+            client: a.client,
+            duration,
+            report: a.report,
+            offences,
+            shadow,
+        });
+        (!shadow).then_some(BanOrder {
+            client: a.client,
+            duration,
+        })
+    }
+
+    /// Keeps the worst offenders seen: one place per client, the lowest
+    /// score leaving first when full.
+    pub(crate) fn note_offender(&self, a: &Assessment, now: Timestamp) {
+        let o = Offender {
+            client: a.client,
+            report: a.report,
+            action: a.action,
+            at: now,
+        };
+        let mut list = self.offenders.lock();
+        if let Some(e) = list.iter_mut().find(|e| e.client == o.client) {
+            if o.report.score() >= e.report.score() || o.action >= e.action {
+                *e = o;
+            }
+        } else if list.len() < MAX_OFFENDERS {
+            list.push(o);
+        } else if let Some(e) = list
+            .iter_mut()
+            .min_by(|x, y| x.report.score().total_cmp(&y.report.score()))
+            .filter(|e| e.report.score() < o.report.score())
+        {
+            *e = o;
+        }
+    }
+
+    /// Client records held now.
+    pub(crate) fn clients_held(&self) -> usize {
+        self.clients.occupancy()
+    }
+
+    /// Client records dropped to make room.
+    pub(crate) fn client_evictions(&self) -> u64 {
+        self.clients.evictions()
+    }
+
+    /// The worst offenders, highest score first.
+    pub(crate) fn offenders(&self) -> Vec<Offender> {
+        let mut list = self.offenders.lock().clone();
+        list.sort_by(|x, y| y.report.score().total_cmp(&x.report.score()));
+        list
+    }
+
+    fn emit_all(&self, events: Vec<Event>) {
+        for e in events {
+            self.emit(e);
+        }
+    }
+
+    pub(crate) fn emit(&self, e: Event) {
+        match &e {
+            Event::AttackStarted { .. } | Event::ClassFlagged(_) | Event::PrefixFlagged(_) => {
+                tracing::warn!(event = %e, "floodguard: {e}");
+            }
+            _ => tracing::info!(event = %e, "floodguard: {e}"),
+        }
+        if let Some(hook) = &self.on_event {
+            hook(&e);
+        }
+    }
+}
