@@ -32,6 +32,7 @@
 
 use std::fmt;
 use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, COOKIE, HOST, REFERER, USER_AGENT};
@@ -228,6 +229,83 @@ static UA_TOKENS: LazyLock<Option<UaTokens>> = LazyLock::new(|| {
 /// assert_eq!(ua_family(b""), UaFamily::Empty);
 /// ```
 pub fn ua_family(user_agent: &[u8]) -> UaFamily {
+    ua_profile(user_agent).family
+}
+
+/// What a user agent claims, as far as scoring cares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct UaProfile {
+    family: UaFamily,
+    /// A browser version that sends `Sec-Fetch-*`.
+    sends_sec_fetch: bool,
+}
+
+/// Slots of the user-agent cache (a power of two).
+const UA_CACHE_SLOTS: usize = 1024;
+
+/// Recently seen user agents and their profiles, direct-mapped: real
+/// traffic repeats a few hundred values, and a hit costs one hash (about
+/// 20 ns) where the automaton pass costs ten times that. Each slot is one
+/// word, the value's hash above the low byte and the profile in it;
+/// hashing is keyed per process, so nobody can aim a collision, and a
+/// collision of the 54 stored bits would only mislabel one value.
+struct UaCache {
+    hasher: ahash::RandomState,
+    slots: Box<[AtomicU64]>,
+}
+
+static UA_CACHE: LazyLock<UaCache> = LazyLock::new(|| UaCache {
+    hasher: ahash::RandomState::new(),
+    slots: (0..UA_CACHE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+});
+
+const FAMILIES: [UaFamily; 5] = [
+    UaFamily::Browser,
+    UaFamily::Tool,
+    UaFamily::Crawler,
+    UaFamily::Empty,
+    UaFamily::Other,
+];
+
+impl UaProfile {
+    /// The profile in a byte: family index + 1 (never 0) and the sec-fetch
+    /// bit.
+    fn encode(self) -> u64 {
+        let family = FAMILIES.iter().position(|f| *f == self.family).unwrap_or(4) as u64;
+        (family + 1) | u64::from(self.sends_sec_fetch) << 3
+    }
+
+    fn decode(byte: u64) -> Option<Self> {
+        let family = *FAMILIES.get(((byte & 7) as usize).checked_sub(1)?)?;
+        Some(UaProfile {
+            family,
+            sends_sec_fetch: byte & 8 != 0,
+        })
+    }
+}
+
+fn ua_profile(user_agent: &[u8]) -> UaProfile {
+    let cache = &*UA_CACHE;
+    let hash = cache.hasher.hash_one(user_agent);
+    let slot = &cache.slots[hash as usize % UA_CACHE_SLOTS];
+    let tag = hash & !0xff;
+    let held = slot.load(Ordering::Relaxed);
+    if held & !0xff == tag {
+        if let Some(profile) = UaProfile::decode(held & 0xff) {
+            return profile;
+        }
+    }
+    let family = classify(user_agent);
+    let profile = UaProfile {
+        family,
+        sends_sec_fetch: family == UaFamily::Browser && sends_sec_fetch(user_agent),
+    };
+    slot.store(tag | profile.encode(), Ordering::Relaxed);
+    profile
+}
+
+/// [`ua_family`] without the cache.
+fn classify(user_agent: &[u8]) -> UaFamily {
     let ua = user_agent.trim_ascii();
     if ua.is_empty() {
         return UaFamily::Empty;
@@ -675,7 +753,7 @@ fn browser_anomalies(parts: &Parts, found: &mut Anomalies) {
     let ua = h.get(USER_AGENT).map_or(&b""[..], HeaderValue::as_bytes);
     found.insert_if(
         Anomaly::BrowserWithoutSecFetch,
-        parts.method == Method::GET && sends_sec_fetch(ua) && !has_sec_fetch(h),
+        parts.method == Method::GET && ua_profile(ua).sends_sec_fetch && !has_sec_fetch(h),
     );
 }
 

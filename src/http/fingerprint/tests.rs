@@ -407,3 +407,34 @@ fn name_hashes_differ_for_every_length_and_byte() {
         }
     }
 }
+
+#[test]
+fn cached_profiles_match_fresh_ones() {
+    let agents: [&[u8]; 6] = [
+        b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/79.0.0.0 Safari/537.36",
+        b"curl/8.5.0",
+        b"Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
+        b"",
+        b"flood/1.0",
+    ];
+    for ua in agents {
+        let fresh = classify(ua);
+        let sec_fetch = fresh == UaFamily::Browser && sends_sec_fetch(ua);
+        // The first call fills the cache, the second reads it.
+        for _ in 0..2 {
+            let p = ua_profile(ua);
+            assert_eq!((p.family, p.sends_sec_fetch), (fresh, sec_fetch), "{ua:?}");
+        }
+    }
+    for family in FAMILIES {
+        for sends_sec_fetch in [false, true] {
+            let p = UaProfile {
+                family,
+                sends_sec_fetch,
+            };
+            assert_eq!(UaProfile::decode(p.encode()), Some(p));
+        }
+    }
+    assert_eq!(UaProfile::decode(0), None);
+}
