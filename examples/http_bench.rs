@@ -1,6 +1,7 @@
-//! Requests per second and p99 latency of bare axum, axum + floodguard and
-//! axum + tower_governor with the same per-IP quota, loaded by `wrk` on
-//! loopback, interleaved in one run.
+//! Requests per second and p99 latency of bare axum, axum + floodguard
+//! (rules only, and rules with client scoring) and axum + tower_governor
+//! with the same per-IP quota, loaded by `wrk` on loopback, interleaved in
+//! one run.
 //!
 //! ```text
 //! scripts/http_bench.sh            # installs wrk if missing, then runs this
@@ -28,7 +29,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use floodguard::http::{Guard, Rule};
+use floodguard::http::{Guard, Rule, Scoring};
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
@@ -37,6 +38,8 @@ use tower_governor::key_extractor::PeerIpKeyExtractor;
 enum Contender {
     Bare,
     Floodguard,
+    /// floodguard with the default client scoring on top of the rule.
+    FloodguardScoring,
     TowerGovernor,
 }
 
@@ -48,9 +51,10 @@ enum Case {
     Refuse,
 }
 
-const CONTENDERS: [Contender; 3] = [
+const CONTENDERS: [Contender; 4] = [
     Contender::Bare,
     Contender::Floodguard,
+    Contender::FloodguardScoring,
     Contender::TowerGovernor,
 ];
 const CASES: [Case; 2] = [Case::Admit, Case::Refuse];
@@ -85,17 +89,23 @@ fn app(contender: Contender, case: Case) -> Router {
     };
     match contender {
         Contender::Bare => router,
-        Contender::Floodguard => {
+        Contender::Floodguard | Contender::FloodguardScoring => {
             // Refused connections stay open, as tower_governor's do, so both
             // measure the cost of answering a refusal over keep-alive (by
             // default floodguard closes them and lets the gate turn the
             // reconnects away, which no load generator's req/s can show).
-            let guard = Guard::builder()
+            let mut builder = Guard::builder()
                 .rule(Rule::per_ip("per-ip").gcra(1, per).burst(burst))
-                .close_refused_connections(false)
-                .build()
-                .expect("valid quota");
-            router.layer(guard.layer())
+                .close_refused_connections(false);
+            if contender == Contender::FloodguardScoring {
+                // Scoring bans a client that keeps pressing against a
+                // rule; here the refusals are the measurement, so bans
+                // are watched only.
+                let mut ladder = floodguard::http::Ladder::default();
+                ladder.shadow_ban = true;
+                builder = builder.scoring(Scoring::new().ladder(ladder));
+            }
+            router.layer(builder.build().expect("valid quota").layer())
         }
         Contender::TowerGovernor => {
             let config = GovernorConfigBuilder::default()

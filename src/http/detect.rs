@@ -638,3 +638,145 @@ fn insert(set: &[AtomicU64; MAX_FLAGGED], id: u64) -> bool {
             .is_ok()
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(ua: &str) -> Fingerprint {
+        let (p, ()) = http::Request::get("/")
+            .header("user-agent", ua)
+            .body(())
+            .unwrap()
+            .into_parts();
+        Fingerprint::of(&p, None)
+    }
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_nanos(ms * 1_000_000)
+    }
+
+    /// Sends `per_tick` requests of each (class, address) in `mix` every
+    /// tick from `from` to `to` (ms); returns the events.
+    fn drive(d: &Detector, from: u64, to: u64, mix: &[(Fingerprint, IpAddr, u32)]) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut t = from;
+        while t < to {
+            for (f, ip, n) in mix {
+                for _ in 0..*n {
+                    events.extend(d.observe(at(t), Some(f), Some(*ip)));
+                }
+            }
+            t += 10;
+        }
+        events
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_rate_surge_starts_an_attack_flags_its_class_and_hysteresis_ends_it() {
+        let d = Detector::new(Detection::default(), at(0)).unwrap();
+        let shop = (fp("Mozilla/5.0 AppleWebKit"), ip("192.0.2.1"), 1);
+        // 100 requests a second, calm, for 5 s.
+        assert!(drive(&d, 0, 5_000, &[shop]).is_empty());
+        assert!(!d.under_attack());
+        // A tool class at 900 a second from one network joins.
+        let bots = (fp("python-requests/2.32"), ip("198.51.100.9"), 9);
+        let events = drive(&d, 5_000, 6_000, &[shop, bots]);
+        assert!(d.under_attack(), "{events:?}");
+        assert!(matches!(
+            events[0],
+            Event::AttackStarted {
+                cause: AttackCause::Rate,
+                ..
+            }
+        ));
+        assert!(d.class_flagged(&bots.0));
+        assert!(!d.class_flagged(&shop.0));
+        assert!(d.site_flagged(bots.1));
+        assert!(!d.site_flagged(shop.1));
+        let snap = d.snapshot();
+        assert_eq!(snap.flagged_classes.len(), 1);
+        assert!(snap.flagged_classes[0].share > 0.8);
+        assert!(snap.flagged_classes[0].baseline_share < 0.01);
+        // The attack stops: the state holds for the cooldown, then ends.
+        let events = drive(&d, 6_000, 15_000, &[shop]);
+        assert!(d.under_attack(), "{events:?}");
+        let events = drive(&d, 15_000, 18_000, &[shop]);
+        assert!(!d.under_attack());
+        assert!(
+            matches!(events[..], [Event::AttackEnded { .. }]),
+            "{events:?}"
+        );
+        assert!(!d.class_flagged(&bots.0));
+    }
+
+    #[test]
+    fn baselines_do_not_learn_during_an_attack() {
+        let d = Detector::new(Detection::default(), at(0)).unwrap();
+        let shop = (fp("Mozilla/5.0 AppleWebKit"), ip("192.0.2.1"), 1);
+        let bots = (fp("curl/8"), ip("198.51.100.9"), 9);
+        drive(&d, 0, 3_000, &[shop]);
+        drive(&d, 3_000, 4_000, &[shop, bots]);
+        assert!(d.under_attack());
+        let before = d.snapshot().baseline_rate;
+        drive(&d, 4_000, 60_000, &[shop, bots]);
+        assert!(d.under_attack());
+        assert_eq!(d.snapshot().baseline_rate, before);
+    }
+
+    #[test]
+    fn a_quiet_service_doubling_its_traffic_is_not_attacked() {
+        let d = Detector::new(Detection::default(), at(0)).unwrap();
+        let a = (fp("Mozilla/5.0 AppleWebKit"), ip("192.0.2.1"), 1);
+        // 10 a second, then 40 a second: under `min_rate`.
+        let mut events = Vec::new();
+        for t in (0..5_000).step_by(100) {
+            events.extend(d.observe(at(t), Some(&a.0), Some(a.1)));
+        }
+        for t in (5_000..10_000).step_by(25) {
+            events.extend(d.observe(at(t), Some(&a.0), Some(a.1)));
+        }
+        assert!(events.is_empty() && !d.under_attack(), "{events:?}");
+    }
+
+    #[test]
+    fn slow_answers_start_an_attack() {
+        let d = Detector::new(Detection::default(), at(0)).unwrap();
+        let a = (fp("Mozilla/5.0 AppleWebKit"), ip("192.0.2.1"), 1);
+        let mut events = Vec::new();
+        for t in (0..10_000).step_by(10) {
+            let slow = t >= 5_000;
+            d.observe_latency(Duration::from_millis(if slow { 80 } else { 5 }));
+            events.extend(d.observe(at(t), Some(&a.0), Some(a.1)));
+        }
+        assert!(d.under_attack());
+        assert!(
+            matches!(
+                events[..],
+                [Event::AttackStarted {
+                    cause: AttackCause::Latency,
+                    ..
+                }]
+            ),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn bad_tuning_is_refused_with_the_field_named() {
+        let bad = |f: fn(&mut Detection)| {
+            let mut d = Detection::default();
+            f(&mut d);
+            Detector::new(d, at(0)).err().unwrap().to_string()
+        };
+        assert!(bad(|d| d.tick = Duration::from_millis(1)).contains("tick"));
+        assert!(bad(|d| d.rate_margin = 0.5).contains("rate_margin"));
+        assert!(bad(|d| d.surge_share = 0.0).contains("surge_share"));
+        assert!(bad(|d| d.top_k = 0).contains("top_k"));
+        assert!(bad(|d| d.exit_margin = f64::NAN).contains("exit_margin"));
+    }
+}

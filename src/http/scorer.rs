@@ -500,3 +500,190 @@ impl Scorer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::PeerAddr;
+
+    const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+    fn scorer() -> Scorer {
+        Scorer::new(Scoring::default(), None, Timestamp::ZERO).unwrap()
+    }
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_nanos(ms * 1_000_000)
+    }
+
+    fn parts(version: http::Version, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::get("/").version(version);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let (mut p, ()) = b.body(()).unwrap().into_parts();
+        p.extensions
+            .insert(PeerAddr("192.0.2.1:1".parse().unwrap()));
+        p
+    }
+
+    fn browser() -> Parts {
+        parts(
+            http::Version::HTTP_11,
+            &[
+                ("host", "shop.test"),
+                ("user-agent", CHROME),
+                ("accept", "text/html"),
+                ("accept-language", "en"),
+                ("accept-encoding", "gzip, br"),
+                ("sec-fetch-mode", "navigate"),
+            ],
+        )
+    }
+
+    fn points(r: &ScoreReport, signal: Signal) -> f32 {
+        r.signals()
+            .find(|(s, _)| *s == signal)
+            .map_or(0.0, |(_, p)| p)
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_new_browser_scores_only_no_history() {
+        let sc = scorer();
+        let a = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        assert_eq!(a.report.score(), 5.0);
+        assert_eq!(points(&a.report, Signal::NoHistory), 5.0);
+        assert_eq!(a.action, Action::Allow);
+    }
+
+    #[test]
+    fn header_anomalies_count_each_up_to_the_cap() {
+        let sc = scorer();
+        // HTTP/1.0, no Host, no Accept, no Accept-Language, no compression,
+        // no Sec-Fetch: six anomalies, capped at 35.
+        let p = parts(http::Version::HTTP_10, &[("user-agent", CHROME)]);
+        let a = sc.assess(&p, ip("192.0.2.1"), at(0));
+        assert_eq!(points(&a.report, Signal::HeaderAnomalies), 35.0);
+        let p = parts(
+            http::Version::HTTP_11,
+            &[
+                ("host", "h"),
+                ("user-agent", "curl/8.5.0"),
+                ("accept", "*/*"),
+            ],
+        );
+        let a = sc.assess(&p, ip("192.0.2.2"), at(0));
+        assert_eq!(points(&a.report, Signal::HeaderAnomalies), 0.0);
+        assert_eq!(points(&a.report, Signal::AutomatedClient), 10.0);
+    }
+
+    #[test]
+    fn a_missing_user_agent_counts_once() {
+        let sc = scorer();
+        let p = parts(http::Version::HTTP_11, &[("host", "h"), ("accept", "*/*")]);
+        let a = sc.assess(&p, ip("192.0.2.1"), at(0));
+        assert_eq!(points(&a.report, Signal::AutomatedClient), 20.0);
+        assert_eq!(points(&a.report, Signal::HeaderAnomalies), 0.0);
+    }
+
+    #[test]
+    fn refusals_build_rate_pressure_to_a_ban() {
+        let sc = scorer();
+        let mut a = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        for _ in 0..7 {
+            a = sc.refused(&a, at(0));
+        }
+        assert_eq!(points(&a.report, Signal::RatePressure), 70.0);
+        assert_eq!(a.action, Action::Challenge);
+        a = sc.refused(&a, at(0));
+        assert_eq!(a.action, Action::Ban);
+        let order = sc.ban(&a, at(0)).unwrap();
+        assert_eq!(order.client.to_string(), "192.0.2.1/32");
+        // The offence is remembered for the next ban.
+        let again = sc.assess(&browser(), ip("192.0.2.1"), at(1));
+        assert_eq!(again.record.unwrap().offences, 1);
+    }
+
+    #[test]
+    fn error_answers_grow_only_while_they_dominate() {
+        let sc = scorer();
+        let a = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        let answer = |status: u16| {
+            let status = StatusCode::from_u16(status).unwrap();
+            sc.answered(&a.watch(), status, Duration::ZERO, at(0));
+        };
+        // One error in four answers: the score stays at 0.
+        for _ in 0..10 {
+            answer(500);
+            for _ in 0..3 {
+                answer(200);
+            }
+        }
+        let r = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        assert_eq!(points(&r.report, Signal::ErrorResponses), 0.0);
+        assert_eq!(points(&r.report, Signal::KnownGood), -20.0);
+        for _ in 0..5 {
+            answer(503);
+        }
+        let r = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        assert_eq!(points(&r.report, Signal::ErrorResponses), 15.0);
+        answer(404);
+        let r = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        assert_eq!(points(&r.report, Signal::NotFoundScanning), 21.0);
+    }
+
+    #[test]
+    fn neighbours_misbehaving_make_a_prefix_hot_but_not_oneself() {
+        let sc = scorer();
+        let bad = sc.assess(&browser(), ip("192.0.2.66"), at(0));
+        let mut a = bad;
+        for _ in 0..5 {
+            a = sc.refused(&a, at(0));
+        }
+        // The client's own behaviour is not counted again as its network's.
+        let me = sc.assess(&browser(), ip("192.0.2.66"), at(0));
+        assert_eq!(points(&me.report, Signal::HotPrefix), 0.0);
+        // A neighbour in the same /24 gets 20 × 50 / 100.
+        let n = sc.assess(&browser(), ip("192.0.2.7"), at(0));
+        assert_eq!(points(&n.report, Signal::HotPrefix), 10.0);
+        // Another network does not.
+        let far = sc.assess(&browser(), ip("198.51.100.7"), at(0));
+        assert_eq!(points(&far.report, Signal::HotPrefix), 0.0);
+    }
+
+    #[test]
+    fn behaviour_decays_with_the_half_life() {
+        let sc = scorer();
+        let mut a = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        for _ in 0..4 {
+            a = sc.refused(&a, at(0));
+        }
+        let later = sc.assess(&browser(), ip("192.0.2.1"), at(60_000));
+        assert_eq!(points(&later.report, Signal::RatePressure), 20.0);
+    }
+
+    #[test]
+    fn offenders_keep_the_worst_per_client_within_bounds() {
+        let sc = scorer();
+        for i in 0..100u32 {
+            // Each in a network of its own: no neighbour makes it hot.
+            let ip = IpAddr::from([10, i as u8, 0, 1]);
+            let mut a = sc.assess(&browser(), ip, at(0));
+            for _ in 0..(i % 9) {
+                a = sc.refused(&a, at(0));
+            }
+            sc.note_offender(&a, at(0));
+        }
+        let list = sc.offenders();
+        assert_eq!(list.len(), MAX_OFFENDERS);
+        assert!(
+            list.windows(2)
+                .all(|w| w[0].report.score() >= w[1].report.score())
+        );
+        assert_eq!(list[0].report.score(), 85.0);
+    }
+}
