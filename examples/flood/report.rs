@@ -83,6 +83,9 @@ pub struct RunResult {
     /// From attack start until the guard declared an attack; `None` if it
     /// did not.
     pub detected_after_ms: Option<u64>,
+    /// Share of attack units admitted from the first 100 ms bucket after
+    /// detection on; `None` without detection.
+    pub admitted_after_detection: Option<f64>,
     /// Attacks declared before the attack started (false alarms).
     pub false_alarms: u64,
     /// Clients banned, and how many of them were legitimate shoppers.
@@ -150,6 +153,18 @@ pub fn summarise(
         });
     }
     let first = (attack_start.as_millis() / BUCKET.as_millis()) as usize;
+    let detected_after_ms = started
+        .iter()
+        .find(|&&t| t >= attack_unix_ms)
+        .map(|t| t - attack_unix_ms);
+    let admitted_after_detection = detected_after_ms.map(|d| {
+        let from = attack_start.as_millis() as u64 + d + BUCKET.as_millis() as u64;
+        let after = timeline.iter().filter(|b| b.t_ms >= from);
+        let (sent, admitted) = after.fold((0, 0), |(s, a), b| {
+            (s + b.attack_sent, a + b.attack_admitted)
+        });
+        ratio(admitted, sent)
+    });
     // Units that finished after the deadline (in flight when it passed) are
     // left out of both the timeline and the totals.
     let attack_sent: u64 = timeline.iter().map(|b| b.attack_sent).sum();
@@ -172,10 +187,8 @@ pub fn summarise(
         time_to_block_ms: time_to_block(&timeline[first.min(timeline.len())..]),
         server_peak_rss_mb: server.0,
         server_cpu_s: server.1,
-        detected_after_ms: started
-            .iter()
-            .find(|&&t| t >= attack_unix_ms)
-            .map(|t| t - attack_unix_ms),
+        detected_after_ms,
+        admitted_after_detection,
         false_alarms: started.iter().filter(|&&t| t < attack_unix_ms).count() as u64,
         bans: banned.clone().count() as u64,
         legit_banned: banned.filter(|e| e.is_shopper()).count() as u64,
@@ -219,12 +232,12 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// The table printed at the end of a run.
 pub fn table(results: &[RunResult]) -> String {
     let mut out = String::from(
-        "| scenario | defence | legit ok | legit p50 ms | legit p99 ms | p99 vs no attack | p99 after 1 s vs no attack | attack admitted | blocked after | detected after | bans (legit) | server RSS MB | server CPU s |\n\
-         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| scenario | defence | legit ok | legit p50 ms | legit p99 ms | p99 vs no attack | p99 after 1 s vs no attack | attack admitted | blocked after | detected after | admitted after detection | bans (legit) | server RSS MB | server CPU s |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
         out.push_str(&format!(
-            "| {} | {} | {:.2}% | {:.1} | {:.1} | {:.1}× | {:.1}× | {:.1}% | {} | {} | {} ({}) | {:.0} | {:.1} |\n",
+            "| {} | {} | {:.2}% | {:.1} | {:.1} | {:.1}× | {:.1}× | {:.1}% | {} | {} | {} | {} ({}) | {:.0} | {:.1} |\n",
             r.scenario.name(),
             r.defence.name(),
             r.legit_success * 100.0,
@@ -237,6 +250,8 @@ pub fn table(results: &[RunResult]) -> String {
                 .map_or("never".into(), |t| format!("{:.1} s", t as f64 / 1e3)),
             r.detected_after_ms
                 .map_or("-".into(), |t| format!("{:.1} s", t as f64 / 1e3)),
+            r.admitted_after_detection
+                .map_or("-".into(), |a| format!("{:.1}%", a * 100.0)),
             r.bans,
             r.legit_banned,
             r.server_peak_rss_mb,

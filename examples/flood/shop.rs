@@ -160,7 +160,14 @@ pub fn serve(defence: Defence) -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        // A listen backlog as deep as the kernel allows by default
+        // (somaxconn, 4096), as a production server sets it: with tokio's
+        // 1024, a botnet's connection storm overflows the accept queue and
+        // the kernel drops shoppers' SYNs too, which costs them a one-second
+        // retransmission whatever the defence does.
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+        let listener = socket.listen(4096)?;
         println!("PORT {}", listener.local_addr()?.port());
         let app = shop();
         let server = async move {

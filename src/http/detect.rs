@@ -75,8 +75,8 @@ pub struct Detection {
 impl Default for Detection {
     fn default() -> Self {
         Detection {
-            tick: Duration::from_millis(500),
-            warmup_ticks: 2,
+            tick: Duration::from_millis(250),
+            warmup_ticks: 4,
             baseline_half_life: Duration::from_secs(30),
             rate_margin: 3.0,
             min_rate: 50.0,

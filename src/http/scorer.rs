@@ -491,9 +491,9 @@ impl Scorer {
     pub(crate) fn emit(&self, e: Event) {
         match &e {
             Event::AttackStarted { .. } | Event::ClassFlagged(_) | Event::PrefixFlagged(_) => {
-                tracing::warn!(event = %e, "floodguard: {e}");
+                tracing::warn!("floodguard: {e}");
             }
-            _ => tracing::info!(event = %e, "floodguard: {e}"),
+            _ => tracing::info!("floodguard: {e}"),
         }
         if let Some(hook) = &self.on_event {
             hook(&e);
