@@ -55,6 +55,12 @@ impl<'a> Pending<'a> {
     fn run(&self, now: Timestamp, op: Op) -> Decision {
         self.limiter.apply_hashed(self.key, now, op)
     }
+
+    /// Whether the check would admit now, charging and counting nothing.
+    #[cfg(feature = "tower")]
+    pub(crate) fn would_admit(&self, now: Timestamp) -> bool {
+        self.run(now, Op::Peek(self.cost)).is_allowed()
+    }
 }
 
 /// The outcome of [`check_all`].

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use floodguard::http::{
     Action, Challenge, ChallengePage, ClientIpConfig, Event, Guard, GuardDecision, Ladder,
-    PeerAddr, Scoring, Signal,
+    PeerAddr, Scoring, Signal, Weights,
 };
 use floodguard::{Clock, ManualClock};
 use http::request::Parts;
@@ -489,4 +489,39 @@ async fn calm_traffic_raises_no_alarm_and_known_shoppers_score_low() {
             .signals()
             .any(|(s, _)| s == Signal::KnownGood)
     );
+}
+
+#[tokio::test]
+async fn a_throttle_never_climbs_to_a_ban_by_itself() {
+    // A ladder that throttles this client for its look alone (29) for good.
+    let mut weights = Weights::default();
+    weights.known_good = 0.0;
+    weights.success_credit = 0.0;
+    let mut ladder = Ladder::default();
+    ladder.throttle = 25.0;
+    let w = World::new(Scoring::new().weights(weights).ladder(ladder));
+    let client = IpAddr::V4(Ipv4Addr::new(127, 46, 0, 6));
+    let anonymous = |path: &str| {
+        let mut req = request(Kind::Flood, path, client, None);
+        req.headers_mut().remove("user-agent");
+        req
+    };
+    let (mut ok, mut refused) = (0, 0);
+    // Ten a second for 30 s: half what the per-IP rule allows, twice what
+    // it allows at the throttled cost.
+    for _ in 0..300 {
+        let (s, d) = w.send(anonymous("/")).await;
+        match s {
+            StatusCode::OK => {
+                ok += 1;
+                assert_eq!(d.unwrap().action(), Some(Action::Throttle));
+            }
+            StatusCode::TOO_MANY_REQUESTS => refused += 1,
+            other => panic!("{other}"),
+        }
+        w.clock.advance(Duration::from_millis(100));
+    }
+    assert!(ok > 100 && refused > 50, "{ok} {refused}");
+    assert!(!w.guard.is_banned(client));
+    assert!(w.events(|_| true).is_empty());
 }

@@ -678,7 +678,11 @@ impl<C: Clock> Guard<C> {
             }
         };
         if !verdict.is_allowed() {
-            if let (Some(sc), Some(a)) = (&s.scorer, &assessment) {
+            // A throttled request refused only because of its throttled
+            // cost is not pressure of its own: counting it would let a
+            // throttle climb by itself to a ban.
+            let pressure = cost_factor == 1 || !self.admits_at_normal_cost(parts, ip, route, now);
+            if let (Some(sc), Some(a), true) = (&s.scorer, &assessment, pressure) {
                 let after = sc.refused(a, now);
                 if after.action == Action::Ban && self.score_ban(sc, &after, now) {
                     return Inspection::refuse(RefusalKind::Blocked, close);
@@ -807,6 +811,22 @@ impl<C: Clock> Guard<C> {
         }
         let verdict = check_all(now, &checks[..len]);
         (verdict, verdict.index.map(|k| owners[k]))
+    }
+
+    /// Whether every enforced rule would admit the request at its normal
+    /// cost now (peeked: nothing charged or counted).
+    fn admits_at_normal_cost(
+        &self,
+        parts: &Parts,
+        ip: Option<IpAddr>,
+        route: &str,
+        now: Timestamp,
+    ) -> bool {
+        self.shared
+            .enforced
+            .iter()
+            .filter_map(|r| r.pending(parts, ip, route, 1))
+            .all(|p| p.would_admit(now))
     }
 
     /// Charges each shadow rule on its own; its limiter counts what it

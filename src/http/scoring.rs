@@ -22,7 +22,8 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 #[non_exhaustive]
 pub enum Signal {
-    /// The client's requests were refused by the rate rules.
+    /// The client's requests were refused by the rate rules at their
+    /// normal cost (a refusal caused only by a throttle does not count).
     RatePressure,
     /// The service answered the client with errors (4xx other than 404, 5xx).
     ErrorResponses,
