@@ -17,6 +17,9 @@
 //! * [`Scoring`]: client scores from how requests look and how clients
 //!   behave, attack detection ([`Detection`], [`Event`]) and the
 //!   [`Ladder`] of actions: throttle, [`Challenge`], ban.
+//! * Metrics: [`Guard::prometheus`] and [`Gate::prometheus`] write the
+//!   counters in the Prometheus text format; under feature `axum`,
+//!   `metrics_handler` serves them.
 //!
 //! Refusals are answered at once, without calling the service: 429 with
 //! `Retry-After`, `RateLimit` and `RateLimit-Policy` headers; 403 for
@@ -31,6 +34,7 @@ pub mod fingerprint;
 pub mod gate;
 mod guard;
 mod layer;
+mod metrics;
 mod peer;
 mod refusal;
 mod rules;
@@ -51,6 +55,9 @@ pub use guard::{
     ScoringStats, Snapshot,
 };
 pub use layer::{GuardLayer, GuardService, ResponseFuture};
+pub use metrics::PROMETHEUS_CONTENT_TYPE;
+#[cfg(feature = "axum")]
+pub use metrics::{metrics_handler, metrics_handler_with_gate};
 pub use peer::PeerAddr;
 pub use refusal::RefusalKind;
 pub use rules::{Rule, RuleStats};
