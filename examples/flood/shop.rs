@@ -11,7 +11,7 @@ use axum::extract::{Path, Query};
 use axum::response::Html;
 use axum::routing::{get, post};
 use floodguard::http::{
-    ClientIpConfig, Event, GateConnectInfo, Guard, GuardBuilder, Rule, Scoring,
+    ClientIpConfig, Event, GateConnectInfo, Guard, GuardBuilder, Overload, Rule, Scoring,
 };
 use tokio::io::AsyncBufReadExt;
 use tower_governor::GovernorLayer;
@@ -121,12 +121,13 @@ pub fn tuned_guard() -> Guard {
         .expect("valid configuration")
 }
 
-/// floodguard's defaults: the default rules and scoring, the proxy
-/// trusted; its events go to the harness.
+/// floodguard's defaults: the default rules, scoring and overload
+/// protection, the proxy trusted; its events go to the harness.
 fn defaults() -> GuardBuilder {
     Guard::builder()
         .default_rules()
         .scoring(Scoring::default())
+        .overload(Overload::default())
         .on_event(report_event)
         .client_ip(ClientIpConfig::new().trust(PROXY.parse().expect("address")))
 }

@@ -141,6 +141,8 @@ pub enum AttackCause {
     Rate,
     /// The service's latency left its baseline ("slow but up").
     Latency,
+    /// Overload protection shed requests: the service is at its limit.
+    Overload,
 }
 
 /// Something the guard wants the operator to know, delivered to the
@@ -349,6 +351,7 @@ pub(crate) struct Detector {
     /// End of the current tick, in clock nanoseconds.
     tick_end: AtomicU64,
     requests: AtomicU64,
+    shed: AtomicU64,
     latency_sum_nanos: AtomicU64,
     latency_count: AtomicU64,
     under_attack: AtomicU64,
@@ -385,6 +388,7 @@ impl Detector {
             }),
             tick_end: AtomicU64::new(now.saturating_add(config.tick).as_nanos()),
             requests: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
             latency_sum_nanos: AtomicU64::new(0),
             latency_count: AtomicU64::new(0),
             under_attack: AtomicU64::new(0),
@@ -429,6 +433,11 @@ impl Detector {
     /// fingerprinted. Ticks are closed by scored requests only.
     pub(crate) fn count_refused(&self) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request shed by overload protection.
+    pub(crate) fn count_shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Records how long the service took to answer.
@@ -480,6 +489,7 @@ impl Detector {
         let elapsed = now.saturating_duration_since(st.started).as_secs_f64();
         st.started = now;
         let requests = self.requests.swap(0, Ordering::Relaxed);
+        let shed = self.shed.swap(0, Ordering::Relaxed);
         let lat_sum = self.latency_sum_nanos.swap(0, Ordering::Relaxed);
         let lat_n = self.latency_count.swap(0, Ordering::Relaxed);
         let (classes, sites, providers) = {
@@ -514,7 +524,10 @@ impl Detector {
         let min_latency = c.min_latency.as_nanos() as f64;
         let latency_high =
             latency >= c.latency_margin * st.baseline_latency && latency >= min_latency;
-        if armed && !attacking && (rate_high || latency_high) {
+        // Overload protection shedding more than 1% of requests: the
+        // service is at its limit, whatever the rate did.
+        let shedding = shed > 0 && shed as f64 >= 0.01 * requests as f64;
+        if armed && !attacking && (rate_high || latency_high || shedding) {
             self.under_attack
                 .store(now.as_nanos() | 1, Ordering::Relaxed);
             st.calm_since = None;
@@ -522,8 +535,10 @@ impl Detector {
             events.push(Event::AttackStarted {
                 cause: if rate_high {
                     AttackCause::Rate
-                } else {
+                } else if latency_high {
                     AttackCause::Latency
+                } else {
+                    AttackCause::Overload
                 },
                 rate,
                 baseline_rate: st.baseline_rate,
@@ -531,7 +546,8 @@ impl Detector {
                 baseline_latency: nanos(st.baseline_latency),
             });
         } else if attacking {
-            let calm = rate < c.exit_margin * st.baseline_rate.max(c.min_rate / c.rate_margin)
+            let calm = !shedding
+                && rate < c.exit_margin * st.baseline_rate.max(c.min_rate / c.rate_margin)
                 && latency
                     < c.exit_margin * st.baseline_latency.max(min_latency / c.latency_margin);
             match (calm, st.calm_since) {

@@ -16,6 +16,7 @@ use super::detect::{DetectionSnapshot, Event};
 use super::fingerprint::Fingerprint;
 use super::gate::{AcceptVerdict, Gate, GateBuilder};
 use super::layer::GuardLayer;
+use super::overload::{LimitStats, Overload, Permit, Shedder};
 use super::peer::{peer_addr, route};
 use super::refusal::RefusalKind;
 use super::rules::{CompiledRule, Rule, RuleStats};
@@ -30,6 +31,9 @@ use crate::{
 
 /// Enforced rules whose checks fit on the stack; more use the heap.
 const INLINE_RULES: usize = 8;
+
+/// Scores below this rank a client up for overload admission.
+const CLEAN_SCORE: f32 = 10.0;
 
 /// What to do with a request that carries no peer address (the server was
 /// not set up to record one).
@@ -65,8 +69,9 @@ enum GuardCount {
     BansDropped,
     RefusedScore,
     RefusedChallenge,
+    RefusedOverload,
 }
-const GUARD_COUNTS: usize = 10;
+const GUARD_COUNTS: usize = 11;
 
 impl From<GuardCount> for usize {
     fn from(c: GuardCount) -> usize {
@@ -153,11 +158,13 @@ pub(crate) struct RateInfo {
 /// The outcome of [`Guard::inspect`].
 pub(crate) enum Inspection {
     /// Serve; `headers` when rate-limit headers go on successful responses;
-    /// `watch` when scoring watches the answer.
+    /// `watch` when scoring watches the answer; `permit` the request's place
+    /// in an overload limit.
     Pass {
         decision: GuardDecision,
         headers: Option<RateInfo>,
         watch: Option<Watch>,
+        permit: Option<Permit>,
     },
     /// Answer with a refusal (or a challenge `page`); `close` the
     /// connection after it (HTTP/1).
@@ -233,8 +240,13 @@ pub struct GuardStats {
     pub refused_score: u64,
     /// Requests answered with a challenge page.
     pub refused_challenge: u64,
+    /// Requests shed by overload protection (503 / `UNAVAILABLE`).
+    pub refused_overload: u64,
     /// Scoring's counters, when scoring is on.
     pub scoring: Option<ScoringStats>,
+    /// Each adaptive limit's counters (the service's first, then each
+    /// route's), when overload protection is on.
+    pub overload: Vec<LimitStats>,
     /// Each rule's counters: enforced rules, then shadow rules, each in
     /// the order they were added.
     pub rules: Vec<RuleStats>,
@@ -300,6 +312,7 @@ struct Shared<C> {
     /// When the missing-peer error was last logged, in clock nanoseconds + 1.
     no_peer_logged: AtomicU64,
     scorer: Option<Scorer>,
+    shedder: Option<Shedder>,
 }
 
 /// The shared state behind [`GuardLayer`]: rules, trusted proxies, lists,
@@ -370,6 +383,7 @@ impl Guard {
             close_refused: true,
             scoring: None,
             on_event: None,
+            overload: None,
         }
     }
 }
@@ -510,6 +524,8 @@ impl<C: Clock> Guard<C> {
             bans_dropped: c(GuardCount::BansDropped),
             refused_score: c(GuardCount::RefusedScore),
             refused_challenge: c(GuardCount::RefusedChallenge),
+            refused_overload: c(GuardCount::RefusedOverload),
+            overload: s.shedder.as_ref().map_or_else(Vec::new, Shedder::stats),
             scoring: s.scorer.as_ref().map(|sc| {
                 let n = |w| sc.counters.sum(w);
                 ScoringStats {
@@ -578,7 +594,7 @@ impl<C: Clock> Guard<C> {
     /// # Ok::<(), floodguard::ConfigError>(())
     /// ```
     pub fn check(&self, parts: &Parts) -> Result<GuardDecision, Refusal> {
-        match self.inspect(parts) {
+        match self.inspect(parts, false) {
             Inspection::Pass { decision, .. } => Ok(decision),
             Inspection::Refuse { kind, rate, .. } => Err(Refusal {
                 kind,
@@ -588,8 +604,9 @@ impl<C: Clock> Guard<C> {
     }
 
     /// Decides one request: resolve the client, apply lists and bans, then
-    /// charge every enforced rule that applies, all or none.
-    pub(crate) fn inspect(&self, parts: &Parts) -> Inspection {
+    /// charge every enforced rule that applies, all or none; then, for the
+    /// layer (`admit`), take a place in the overload limit.
+    pub(crate) fn inspect(&self, parts: &Parts, admit: bool) -> Inspection {
         let s = &*self.shared;
         s.counters.add(GuardCount::Requests, 1);
         let now = s.clock.now();
@@ -627,6 +644,7 @@ impl<C: Clock> Guard<C> {
                     decision,
                     headers: None,
                     watch: None,
+                    permit: None,
                 };
             }
             if s.blocklist.contains(c.ip) || self.banned_at(c.ip, now) {
@@ -699,6 +717,23 @@ impl<C: Clock> Guard<C> {
         if !s.shadow.is_empty() {
             self.observe_shadow_rules(parts, ip, route, now);
         }
+        let permit = match (&s.shedder, admit) {
+            (Some(shedder), true) => {
+                let standing = assessment.as_ref().map_or(0, |a| self.standing(a));
+                let route = if s.needs_route { route } else { "" };
+                match shedder.acquire(parts, route, standing) {
+                    Ok(permit) => Some(permit),
+                    Err(_) => {
+                        s.counters.add(GuardCount::RefusedOverload, 1);
+                        if let Some(sc) = &s.scorer {
+                            sc.detector.count_shed();
+                        }
+                        return Inspection::refuse(RefusalKind::Overloaded, false);
+                    }
+                }
+            }
+            _ => None,
+        };
         s.counters.add(GuardCount::Admitted, 1);
         let decision = GuardDecision {
             client,
@@ -712,6 +747,26 @@ impl<C: Clock> Guard<C> {
             decision,
             headers: binding.filter(|_| s.headers_on_success).map(rate_info),
             watch: assessment.as_ref().map(Assessment::watch),
+            permit,
+        }
+    }
+
+    /// A scored client's standing for overload admission: +1 for a clean
+    /// score (under 10: a known-good client, or a browser without
+    /// misbehaviour), −1 from the throttle threshold up, else 0.
+    fn standing(&self, a: &Assessment) -> i8 {
+        let throttle = self
+            .shared
+            .scorer
+            .as_ref()
+            .map_or(f32::MAX, |sc| sc.ladder.throttle);
+        let score = a.report.score();
+        if score < CLEAN_SCORE {
+            1
+        } else if score >= throttle {
+            -1
+        } else {
+            0
         }
     }
 
@@ -881,9 +936,20 @@ pub struct GuardBuilder<C = CoarseClock> {
     close_refused: bool,
     scoring: Option<Scoring>,
     on_event: Option<EventHook>,
+    overload: Option<Overload>,
 }
 
 impl<C: Clock + Clone> GuardBuilder<C> {
+    /// Turns on overload protection: an adaptive concurrency limit around
+    /// the inner service that sheds the lowest-priority requests first
+    /// (with scoring on, suspicious clients before unknown ones before
+    /// clean ones). Applies to the layer only; [`Guard::check`] does not
+    /// take places in the limit.
+    pub fn overload(mut self, overload: Overload) -> Self {
+        self.overload = Some(overload);
+        self
+    }
+
     /// Turns on client scoring and attack detection: each request is
     /// fingerprinted and scored from how it looks and how its client
     /// behaves, and the [`Ladder`](super::Ladder) throttles, challenges or
@@ -1021,6 +1087,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             close_refused: self.close_refused,
             scoring: self.scoring,
             on_event: self.on_event,
+            overload: self.overload,
         }
     }
 
@@ -1048,7 +1115,9 @@ impl<C: Clock + Clone> GuardBuilder<C> {
                 enforced.push(compiled);
             }
         }
-        let needs_route = enforced.iter().chain(&shadow).any(CompiledRule::uses_route);
+        let shedder = self.overload.map(Shedder::new).transpose()?;
+        let needs_route = enforced.iter().chain(&shadow).any(CompiledRule::uses_route)
+            || shedder.as_ref().is_some_and(Shedder::needs_route);
         let scorer = match self.scoring {
             Some(config) => Some(Scorer::new(config, self.on_event, self.clock.now())?),
             None => None,
@@ -1071,6 +1140,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
                 counters: Striped::default(),
                 no_peer_logged: AtomicU64::new(0),
                 scorer,
+                shedder,
             }),
         })
     }

@@ -10,6 +10,7 @@ use tower_service::Service;
 
 use super::body::RefusalBody;
 use super::guard::{Guard, Inspection, RateInfo};
+use super::overload::Permit;
 use super::refusal::{add_rate_headers, challenge_page, grpc_content_type, respond};
 use super::scorer::Watch;
 use crate::{Clock, CoarseClock, Timestamp};
@@ -100,11 +101,12 @@ where
 
     fn call(&mut self, req: Request<ReqB>) -> Self::Future {
         let (mut parts, body) = req.into_parts();
-        match self.guard.inspect(&parts) {
+        match self.guard.inspect(&parts, true) {
             Inspection::Pass {
                 decision,
                 headers,
                 watch,
+                permit,
             } => {
                 parts.extensions.insert(decision);
                 let watch = watch.map(|watch| Watched {
@@ -118,6 +120,7 @@ where
                         fut,
                         headers,
                         watch,
+                        permit,
                     },
                 }
             }
@@ -169,7 +172,13 @@ pin_project_lite::pin_project! {
 pin_project_lite::pin_project! {
     #[project = StateProj]
     enum State<F, B, C> {
-        Inner { #[pin] fut: F, headers: Option<RateInfo>, watch: Option<Watched<C>> },
+        Inner {
+            #[pin] fut: F,
+            headers: Option<RateInfo>,
+            watch: Option<Watched<C>>,
+            // Dropped with the future if the answer never comes.
+            permit: Option<Permit>,
+        },
         Ready { res: Option<Response<B>> },
     }
 }
@@ -186,8 +195,15 @@ where
                 fut,
                 headers,
                 watch,
+                permit,
             } => {
-                let mut res = ready!(fut.poll(cx))?;
+                let res = ready!(fut.poll(cx));
+                // The place is given back whether the service answered or
+                // failed.
+                if let Some(p) = permit.take() {
+                    p.answered();
+                }
+                let mut res = res?;
                 if let Some(w) = watch.take() {
                     w.guard.answered(&w.watch, res.status(), w.started);
                 }

@@ -35,6 +35,7 @@ pub mod gate;
 mod guard;
 mod layer;
 mod metrics;
+mod overload;
 mod peer;
 mod refusal;
 mod rules;
@@ -58,6 +59,7 @@ pub use layer::{GuardLayer, GuardService, ResponseFuture};
 pub use metrics::PROMETHEUS_CONTENT_TYPE;
 #[cfg(feature = "axum")]
 pub use metrics::{metrics_handler, metrics_handler_with_gate};
+pub use overload::{Aimd, Criticality, Gradient2, LimitAlgorithm, LimitStats, Overload, Priority};
 pub use peer::PeerAddr;
 pub use refusal::RefusalKind;
 pub use rules::{Rule, RuleStats};

@@ -20,6 +20,10 @@ pub enum RefusalKind {
     /// The client's score asks for a challenge it has not passed: the
     /// challenge hook's page, gRPC `UNAVAILABLE`.
     Challenged,
+    /// The service is at its concurrency limit and the request did not
+    /// outrank what it protects: HTTP 503 with `Retry-After: 1`, gRPC
+    /// `UNAVAILABLE` with a one-second pushback.
+    Overloaded,
 }
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
@@ -48,6 +52,7 @@ impl RefusalKind {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
             }
             RefusalKind::Challenged => (StatusCode::FORBIDDEN, "Challenge required\n"),
+            RefusalKind::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n"),
         }
     }
 
@@ -57,6 +62,7 @@ impl RefusalKind {
             RefusalKind::Blocked => ("7", "client blocked"),
             RefusalKind::NoPeerAddress => ("13", "server cannot identify the client"),
             RefusalKind::Challenged => ("14", "client must pass a challenge"),
+            RefusalKind::Overloaded => ("14", "server overloaded"),
         }
     }
 }
@@ -76,6 +82,9 @@ pub(crate) fn respond<B: RefusalBody>(
         h.insert(CONTENT_TYPE, content_type.clone());
         h.insert(GRPC_STATUS, HeaderValue::from_static(code));
         h.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
+        if kind == RefusalKind::Overloaded {
+            h.insert(GRPC_RETRY_PUSHBACK, HeaderValue::from_static("1000"));
+        }
         res
     } else {
         let (status, text) = kind.http();
@@ -85,6 +94,10 @@ pub(crate) fn respond<B: RefusalBody>(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if kind == RefusalKind::Overloaded {
+            res.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         res
     }
 }

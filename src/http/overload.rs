@@ -1,0 +1,858 @@
+//! Overload protection: an adaptive concurrency limit around the inner
+//! service that sheds the least trusted requests first.
+//!
+//! The limit follows the service's latency (Netflix's concurrency-limits:
+//! [`Gradient2`] or [`Aimd`]): while answers come as fast as usual it
+//! grows, when they slow down it shrinks, so requests wait in the service
+//! only as long as it can serve them. A request that finds the service at
+//! its limit is refused at once (503 with `Retry-After`, gRPC
+//! `UNAVAILABLE`) instead of queueing, unless it outranks the traffic the
+//! limit protects: each priority may fill a different share of the limit,
+//! so sheddable and suspicious requests go first and known-good clients'
+//! critical requests last.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::request::Parts;
+use parking_lot::Mutex;
+
+use crate::ConfigError;
+
+/// How much a request matters to the service, as your closure says
+/// ([`Overload::criticality`]): checkout above search above a crawler's
+/// page.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Criticality {
+    /// Shed before anything else (prefetches, crawlers, reports).
+    Sheddable,
+    /// Most requests.
+    #[default]
+    Default,
+    /// Shed last (checkout, login, health of the business).
+    Critical,
+}
+
+/// The admission rank of a request: its [`Criticality`], one step up for
+/// a client that scores as clean, one down for a suspicious one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Priority {
+    /// Admitted while fewer than half the limit are in flight.
+    Lowest,
+    /// ... three quarters of the limit.
+    Low,
+    /// ... the limit.
+    Normal,
+    /// ... a quarter above the limit.
+    High,
+    /// ... half above the limit.
+    Highest,
+}
+
+impl Priority {
+    /// Every priority, lowest first.
+    pub const ALL: [Priority; 5] = [
+        Priority::Lowest,
+        Priority::Low,
+        Priority::Normal,
+        Priority::High,
+        Priority::Highest,
+    ];
+
+    /// The share of the limit requests of this priority may fill.
+    pub fn share(self) -> f64 {
+        match self {
+            Priority::Lowest => 0.5,
+            Priority::Low => 0.75,
+            Priority::Normal => 1.0,
+            Priority::High => 1.25,
+            Priority::Highest => 1.5,
+        }
+    }
+
+    /// A short lowercase name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Lowest => "lowest",
+            Priority::Low => "low",
+            Priority::Normal => "normal",
+            Priority::High => "high",
+            Priority::Highest => "highest",
+        }
+    }
+
+    /// The rank of a request of `criticality` from a client of `standing`
+    /// (−1 suspicious, 0 unknown, +1 clean).
+    pub(crate) fn of(criticality: Criticality, standing: i8) -> Priority {
+        let base: i8 = match criticality {
+            Criticality::Sheddable => 1,
+            Criticality::Default => 2,
+            Criticality::Critical => 3,
+        };
+        let rank = (base + standing).clamp(0, 4);
+        Priority::ALL[rank as usize]
+    }
+}
+
+/// Netflix's Gradient2: the limit follows the ratio of a long-term latency
+/// average to the latest latency.
+///
+/// The limit moves once per window of answers (as many as the limit, at
+/// least ten): `gradient = clamp(tolerance × long / recent, 0.5, 1)`,
+/// `target = limit × gradient + √limit` (room to probe upwards), and the
+/// limit moves `smoothing` of the way to `target`. `recent` is the
+/// window's mean latency; `long` is an exponential average over
+/// `long_window` answers that learns only from windows in which less than
+/// three quarters of the limit were in use (so,
+/// unlike the original, a sustained overload cannot drift it up until the
+/// queueing looks normal), and is pulled down when it is above twice the
+/// recent latency, so a service that got faster is trusted again. The
+/// limit does not grow while less than half of it is in use.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Gradient2 {
+    /// How much slower than usual answers may get before the limit
+    /// shrinks: 1.5.
+    pub tolerance: f64,
+    /// How far the limit moves towards its target per answer: 0.2.
+    pub smoothing: f64,
+    /// Answers the long-term average spans: 600.
+    pub long_window: u32,
+}
+
+impl Default for Gradient2 {
+    fn default() -> Self {
+        Gradient2 {
+            tolerance: 1.5,
+            smoothing: 0.2,
+            long_window: 600,
+        }
+    }
+}
+
+/// Additive increase, multiplicative decrease, once per window of answers
+/// as in [`Gradient2`]: while the window's mean latency stays within
+/// `tolerance` × the long-term average, the limit grows by one if at least
+/// half of it was in use; beyond, it is multiplied by `backoff`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub struct Aimd {
+    /// Multiplier on a slow answer: 0.9.
+    pub backoff: f64,
+    /// How much slower than usual counts as slow: 2.
+    pub tolerance: f64,
+    /// Answers the long-term average spans: 600.
+    pub long_window: u32,
+}
+
+impl Default for Aimd {
+    fn default() -> Self {
+        Aimd {
+            backoff: 0.9,
+            tolerance: 2.0,
+            long_window: 600,
+        }
+    }
+}
+
+/// How the concurrency limit adapts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum LimitAlgorithm {
+    /// [`Gradient2`] (the default).
+    Gradient2(Gradient2),
+    /// [`Aimd`].
+    Aimd(Aimd),
+}
+
+impl Default for LimitAlgorithm {
+    fn default() -> Self {
+        LimitAlgorithm::Gradient2(Gradient2::default())
+    }
+}
+
+type CriticalityFn = Arc<dyn Fn(&Parts) -> Criticality + Send + Sync>;
+
+/// Overload protection for a [`Guard`](super::Guard), set with
+/// [`GuardBuilder::overload`](super::GuardBuilder::overload).
+///
+/// ```
+/// use floodguard::http::{Criticality, Guard, Overload};
+///
+/// let guard = Guard::builder()
+///     .default_rules()
+///     .overload(
+///         Overload::gradient2()
+///             .limits(8, 4, 500) // start, floor, ceiling
+///             .criticality(|parts| match parts.uri.path() {
+///                 "/checkout" => Criticality::Critical,
+///                 p if p.starts_with("/search") => Criticality::Sheddable,
+///                 _ => Criticality::Default,
+///             })
+///             .route("/search"), // a limit of its own
+///     )
+///     .build()?;
+/// # let _ = guard;
+/// # Ok::<(), floodguard::ConfigError>(())
+/// ```
+#[derive(Clone)]
+#[must_use = "overload protection does nothing until given to `GuardBuilder::overload`"]
+pub struct Overload {
+    algorithm: LimitAlgorithm,
+    initial: u32,
+    min: u32,
+    max: u32,
+    criticality: Option<CriticalityFn>,
+    routes: Vec<String>,
+}
+
+impl std::fmt::Debug for Overload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overload")
+            .field("algorithm", &self.algorithm)
+            .field("limits", &(self.initial, self.min, self.max))
+            .field("criticality", &self.criticality.is_some())
+            .field("routes", &self.routes)
+            .finish()
+    }
+}
+
+impl Default for Overload {
+    fn default() -> Self {
+        Overload {
+            algorithm: LimitAlgorithm::default(),
+            initial: 20,
+            min: 4,
+            max: 1_000,
+            criticality: None,
+            routes: Vec::new(),
+        }
+    }
+}
+
+impl Overload {
+    /// Gradient2 with its defaults; limits start at 20, between 4 and 1,000.
+    pub fn gradient2() -> Self {
+        Self::default()
+    }
+
+    /// AIMD with its defaults; limits start at 20, between 4 and 1,000.
+    pub fn aimd() -> Self {
+        Self::default().algorithm(LimitAlgorithm::Aimd(Aimd::default()))
+    }
+
+    /// The algorithm and its parameters.
+    pub fn algorithm(mut self, algorithm: LimitAlgorithm) -> Self {
+        self.algorithm = algorithm;
+        self
+    }
+
+    /// The limit's start, floor and ceiling (requests in flight).
+    pub fn limits(mut self, initial: u32, min: u32, max: u32) -> Self {
+        (self.initial, self.min, self.max) = (initial, min, max);
+        self
+    }
+
+    /// How much each request matters ([`Criticality::Default`] for all
+    /// without it). Called on the request path: keep it quick.
+    pub fn criticality(
+        mut self,
+        f: impl Fn(&Parts) -> Criticality + Send + Sync + 'static,
+    ) -> Self {
+        self.criticality = Some(Arc::new(f));
+        self
+    }
+
+    /// Gives requests to `route` (axum's route pattern such as
+    /// `/product/{id}`, else the path) a limit of their own, adapted to
+    /// that route's latency, so a slow route cannot take the whole
+    /// service's allowance. Other requests share the service's limit.
+    pub fn route(mut self, route: impl Into<String>) -> Self {
+        self.routes.push(route.into());
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.min == 0 {
+            return Err(ConfigError::Zero { field: "min_limit" });
+        }
+        if !(self.min <= self.initial && self.initial <= self.max) {
+            return Err(ConfigError::OutOfRange {
+                field: "initial_limit",
+                value: self.initial.to_string(),
+                range: "min_limit..=max_limit",
+            });
+        }
+        let (ratio, tolerance, window) = match self.algorithm {
+            LimitAlgorithm::Gradient2(g) => (g.smoothing, g.tolerance, g.long_window),
+            LimitAlgorithm::Aimd(a) => (a.backoff, a.tolerance, a.long_window),
+        };
+        if !(ratio > 0.0 && ratio < 1.0) {
+            return Err(ConfigError::OutOfRange {
+                field: "smoothing or backoff",
+                value: ratio.to_string(),
+                range: "(0, 1)",
+            });
+        }
+        if !(tolerance >= 1.0 && tolerance.is_finite()) {
+            return Err(ConfigError::OutOfRange {
+                field: "tolerance",
+                value: tolerance.to_string(),
+                range: "1 or more",
+            });
+        }
+        if window == 0 {
+            return Err(ConfigError::Zero {
+                field: "long_window",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Latency histogram buckets: four per octave from 1 µs, 28 octaves
+/// (up to about 4.5 minutes); the last bucket holds everything slower.
+const SUB: usize = 4;
+const OCTAVES: usize = 28;
+const BUCKETS: usize = SUB * OCTAVES;
+
+/// The histogram bucket of a latency in microseconds.
+fn bucket(micros: u64) -> usize {
+    if micros < 2 {
+        return 0;
+    }
+    let octave = 63 - micros.leading_zeros() as usize;
+    let frac = ((micros >> octave.saturating_sub(2)) & 3) as usize;
+    (octave * SUB + frac).min(BUCKETS - 1)
+}
+
+/// Upper bound of a bucket, in microseconds.
+fn bucket_upper(b: usize) -> f64 {
+    let (octave, frac) = (b / SUB, b % SUB);
+    (1u64 << octave) as f64 * (1.0 + (frac + 1) as f64 / SUB as f64)
+}
+
+/// Fewest answers in a window.
+const MIN_WINDOW: f64 = 10.0;
+/// Windows before the first probe of the uncongested latency, and between
+/// probes.
+const FIRST_PROBE: u32 = 5;
+const PROBE_EVERY: u32 = 200;
+/// Windows slower than twice the norm in a row that call for a probe.
+const SLOW_STREAK: u32 = 10;
+
+/// Where the limit stands, updated with each answer.
+struct LimitState {
+    limit: f64,
+    /// Long-term average latency, ns; 0 before the first window. It learns
+    /// only from windows in which the limit was not nearly full, so
+    /// queueing under overload never becomes the norm it is measured
+    /// against.
+    long: f64,
+    /// The window being gathered: latencies added up (ns), answers, and
+    /// the most requests in flight at an answer.
+    sum: f64,
+    answers: u32,
+    peak_in_flight: u32,
+    /// Windows until the next probe of the uncongested latency.
+    until_probe: u32,
+    /// Probing: the limit is pinned at its floor until a window of
+    /// answers to requests admitted since is measured.
+    probing: bool,
+    /// Requests shed when the last probe started.
+    shed_at_probe: u64,
+    /// Consecutive windows slower than twice the norm.
+    slow_streak: u32,
+}
+
+/// One adaptive limit: the service's, or a route's.
+pub(crate) struct ConcurrencyLimit {
+    route: Option<String>,
+    algorithm: LimitAlgorithm,
+    min: f64,
+    max: f64,
+    state: Mutex<LimitState>,
+    /// The limit as the admission check reads it.
+    limit: AtomicU32,
+    /// Bumped when a probe starts: only requests admitted since answer
+    /// for it, as earlier ones may have queued.
+    epoch: AtomicU32,
+    /// A probe is on.
+    probing: AtomicBool,
+    in_flight: AtomicU32,
+    admitted: AtomicU64,
+    shed: [AtomicU64; 5],
+    histogram: [AtomicU64; BUCKETS],
+    latency_sum_micros: AtomicU64,
+}
+
+impl ConcurrencyLimit {
+    fn new(config: &Overload, route: Option<String>) -> Self {
+        ConcurrencyLimit {
+            route,
+            algorithm: config.algorithm,
+            min: f64::from(config.min),
+            max: f64::from(config.max),
+            state: Mutex::new(LimitState {
+                limit: f64::from(config.initial),
+                long: 0.0,
+                sum: 0.0,
+                answers: 0,
+                peak_in_flight: 0,
+                until_probe: FIRST_PROBE,
+                probing: false,
+                shed_at_probe: 0,
+                slow_streak: 0,
+            }),
+            limit: AtomicU32::new(config.initial),
+            epoch: AtomicU32::new(0),
+            probing: AtomicBool::new(false),
+            in_flight: AtomicU32::new(0),
+            admitted: AtomicU64::new(0),
+            shed: Default::default(),
+            histogram: [const { AtomicU64::new(0) }; BUCKETS],
+            latency_sum_micros: AtomicU64::new(0),
+        }
+    }
+
+    /// Takes a place for a request of `priority`, or refuses it at once.
+    fn try_acquire(&self, priority: Priority) -> bool {
+        // A probe pins the limit at its floor for all but the high
+        // priorities, which keep their share of the adapted limit.
+        let probing = self.probing.load(Ordering::Relaxed) && priority < Priority::High;
+        let limit = if probing {
+            self.min
+        } else {
+            f64::from(self.limit.load(Ordering::Relaxed))
+        };
+        // At least one place for every priority when nothing is in flight,
+        // so a service whose limit fell to its floor still learns.
+        let cap = ((limit * priority.share()) as u32).max(1);
+        let mut n = self.in_flight.load(Ordering::Relaxed);
+        loop {
+            if n >= cap {
+                self.shed[priority as usize].fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+            match self.in_flight.compare_exchange_weak(
+                n,
+                n + 1,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    self.admitted.fetch_add(1, Ordering::Relaxed);
+                    return true;
+                }
+                Err(actual) => n = actual,
+            }
+        }
+    }
+
+    fn shed_total(&self) -> u64 {
+        self.shed.iter().map(|n| n.load(Ordering::Relaxed)).sum()
+    }
+
+    fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// An answer came after `latency` with `in_flight` requests out
+    /// (itself included), to a request admitted in `epoch`: adapts the
+    /// limit.
+    fn answered(&self, latency: Duration, in_flight: u32, epoch: u32) {
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        self.histogram[bucket(micros)].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros.fetch_add(micros, Ordering::Relaxed);
+        // Below a microsecond the clock says nothing useful.
+        let rtt = (latency.as_nanos() as f64).max(1_000.0);
+        let mut st = self.state.lock();
+        if st.probing && epoch != self.epoch.load(Ordering::Relaxed) {
+            // Admitted before the probe: it may have queued.
+            return;
+        }
+        st.sum += rtt;
+        st.answers += 1;
+        st.peak_in_flight = st.peak_in_flight.max(in_flight);
+        // The limit moves once per window: as many answers as the limit
+        // (one generation of requests), at least `MIN_WINDOW`. Moving it on
+        // every answer makes it swing with each one's noise.
+        let window = if st.probing {
+            MIN_WINDOW
+        } else {
+            st.limit.max(MIN_WINDOW)
+        };
+        if f64::from(st.answers) < window {
+            return;
+        }
+        let rtt = st.sum / f64::from(st.answers);
+        let in_flight = f64::from(st.peak_in_flight);
+        (st.sum, st.answers, st.peak_in_flight) = (0.0, 0, 0);
+        if st.probing {
+            // What the service takes with almost nothing queued: the norm.
+            st.long = rtt;
+            st.probing = false;
+            self.probing.store(false, Ordering::Relaxed);
+            return;
+        }
+        st.until_probe = st.until_probe.saturating_sub(1);
+        // Latency far above the norm window after window: the service may
+        // have become slower for good (heavier requests), not queued.
+        // Measure again rather than shrink to the floor.
+        st.slow_streak = if rtt > 2.0 * st.long {
+            st.slow_streak + 1
+        } else {
+            0
+        };
+        if st.slow_streak >= SLOW_STREAK {
+            st.slow_streak = 0;
+            st.until_probe = 0;
+        }
+        if st.until_probe == 0 {
+            st.until_probe = PROBE_EVERY;
+            // Only a limit that sheds needs to know the service's norm
+            // exactly; probing costs a window of shed requests.
+            let shed = self.shed_total();
+            if shed > st.shed_at_probe {
+                st.shed_at_probe = shed;
+                st.probing = true;
+                self.epoch.fetch_add(1, Ordering::Relaxed);
+                self.probing.store(true, Ordering::Relaxed);
+                return;
+            }
+        }
+        // Between probes the norm only falls: a window as fast as it
+        // shows the service can do that well.
+        if st.long == 0.0 || rtt < st.long {
+            st.long = rtt;
+        }
+        let busy = in_flight >= st.limit / 2.0;
+        let limit = match self.algorithm {
+            LimitAlgorithm::Gradient2(g) => {
+                let gradient = (g.tolerance * st.long / rtt).clamp(0.5, 1.0);
+                if gradient >= 1.0 && !busy {
+                    st.limit
+                } else {
+                    let target = st.limit * gradient + st.limit.sqrt();
+                    st.limit + g.smoothing * (target - st.limit)
+                }
+            }
+            LimitAlgorithm::Aimd(a) => {
+                if rtt > a.tolerance * st.long {
+                    st.limit * a.backoff
+                } else if busy {
+                    st.limit + 1.0
+                } else {
+                    st.limit
+                }
+            }
+        };
+        st.limit = limit.clamp(self.min, self.max);
+        self.limit.store(st.limit.round() as u32, Ordering::Relaxed);
+    }
+
+    /// The latency under which `q` of the answers came, from the
+    /// histogram (to a quarter octave).
+    fn percentile(&self, q: f64) -> Option<Duration> {
+        let counts: Vec<u64> = self
+            .histogram
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = ((total as f64) * q).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (b, c) in counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(Duration::from_nanos((bucket_upper(b) * 1e3) as u64));
+            }
+        }
+        None
+    }
+
+    fn stats(&self) -> LimitStats {
+        let answers: u64 = self
+            .histogram
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        LimitStats {
+            route: self.route.clone(),
+            limit: self.limit.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            admitted: self.admitted.load(Ordering::Relaxed),
+            shed: Priority::ALL.map(|p| (p, self.shed[p as usize].load(Ordering::Relaxed))),
+            answers,
+            latency_sum: Duration::from_micros(self.latency_sum_micros.load(Ordering::Relaxed)),
+            p50: self.percentile(0.5),
+            p90: self.percentile(0.9),
+            p99: self.percentile(0.99),
+            buckets: (0..BUCKETS)
+                .map(|b| {
+                    let upper = Duration::from_nanos((bucket_upper(b) * 1e3) as u64);
+                    (upper, self.histogram[b].load(Ordering::Relaxed))
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect(),
+        }
+    }
+}
+
+/// The counters of one adaptive limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimitStats {
+    /// The route it guards; `None` for the service's own limit.
+    pub route: Option<String>,
+    /// The limit now.
+    pub limit: u32,
+    /// Requests in the service now.
+    pub in_flight: u32,
+    /// Requests admitted.
+    pub admitted: u64,
+    /// Requests shed, by priority.
+    pub shed: [(Priority, u64); 5],
+    /// Answers measured.
+    pub answers: u64,
+    /// Their latencies added up.
+    pub latency_sum: Duration,
+    /// Median latency of all answers (to a quarter octave).
+    pub p50: Option<Duration>,
+    /// 90th percentile.
+    pub p90: Option<Duration>,
+    /// 99th percentile.
+    pub p99: Option<Duration>,
+    /// The latency histogram: each non-empty bucket's upper bound and
+    /// count.
+    pub buckets: Vec<(Duration, u64)>,
+}
+
+impl LimitStats {
+    /// Requests shed, all priorities.
+    pub fn shed_total(&self) -> u64 {
+        self.shed.iter().map(|(_, n)| n).sum()
+    }
+}
+
+/// The overload state of a guard.
+pub(crate) struct Shedder {
+    service: Arc<ConcurrencyLimit>,
+    routes: Vec<Arc<ConcurrencyLimit>>,
+    criticality: Option<CriticalityFn>,
+}
+
+/// A request's place in a limit; given back when its answer comes (with a
+/// latency sample) or when it is dropped unanswered.
+pub(crate) struct Permit {
+    limit: Arc<ConcurrencyLimit>,
+    started: tokio::time::Instant,
+    epoch: u32,
+    done: bool,
+}
+
+impl Permit {
+    /// The answer came: sample its latency and give the place back.
+    pub(crate) fn answered(mut self) -> Duration {
+        let latency = self.started.elapsed();
+        let in_flight = self.limit.in_flight.load(Ordering::Relaxed);
+        self.limit.answered(latency, in_flight, self.epoch);
+        self.limit.release();
+        self.done = true;
+        latency
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.done {
+            self.limit.release();
+        }
+    }
+}
+
+impl Shedder {
+    pub(crate) fn new(config: Overload) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Shedder {
+            service: Arc::new(ConcurrencyLimit::new(&config, None)),
+            routes: config
+                .routes
+                .iter()
+                .map(|r| Arc::new(ConcurrencyLimit::new(&config, Some(r.clone()))))
+                .collect(),
+            criticality: config.criticality,
+        })
+    }
+
+    /// Whether any limit is per route (the guard must then find routes).
+    pub(crate) fn needs_route(&self) -> bool {
+        !self.routes.is_empty()
+    }
+
+    /// A place for this request, or `Err(priority)` when it is shed.
+    /// `standing` is −1 for a suspicious client, 0 unknown, +1 clean.
+    pub(crate) fn acquire(
+        &self,
+        parts: &Parts,
+        route: &str,
+        standing: i8,
+    ) -> Result<Permit, Priority> {
+        let criticality = self
+            .criticality
+            .as_ref()
+            .map_or(Criticality::Default, |f| f(parts));
+        let priority = Priority::of(criticality, standing);
+        let limit = self
+            .routes
+            .iter()
+            .find(|l| l.route.as_deref() == Some(route))
+            .unwrap_or(&self.service);
+        if limit.try_acquire(priority) {
+            Ok(Permit {
+                limit: Arc::clone(limit),
+                started: tokio::time::Instant::now(),
+                epoch: limit.epoch.load(Ordering::Relaxed),
+                done: false,
+            })
+        } else {
+            Err(priority)
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Vec<LimitStats> {
+        std::iter::once(&self.service)
+            .chain(&self.routes)
+            .map(|l| l.stats())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limit(config: &Overload) -> ConcurrencyLimit {
+        ConcurrencyLimit::new(config, None)
+    }
+
+    #[test]
+    fn priorities_fill_their_share_of_the_limit() {
+        let l = limit(&Overload::default().limits(20, 4, 100));
+        let admitted = |p: Priority| (0..100).take_while(|_| l.try_acquire(p)).count();
+        assert_eq!(admitted(Priority::Lowest), 10);
+        assert_eq!(admitted(Priority::Low), 5);
+        assert_eq!(admitted(Priority::Normal), 5);
+        assert_eq!(admitted(Priority::High), 5);
+        assert_eq!(admitted(Priority::Highest), 5);
+        let s = l.stats();
+        assert_eq!(s.in_flight, 30);
+        assert_eq!(s.shed_total(), 5);
+    }
+
+    #[test]
+    fn priority_ranks_criticality_and_standing() {
+        use Criticality::*;
+        assert_eq!(Priority::of(Default, 0), Priority::Normal);
+        assert_eq!(Priority::of(Default, 1), Priority::High);
+        assert_eq!(Priority::of(Sheddable, -1), Priority::Lowest);
+        assert_eq!(Priority::of(Critical, 1), Priority::Highest);
+        assert_eq!(Priority::of(Critical, -1), Priority::Normal);
+    }
+
+    /// Drives a limit against a service that serves `capacity` requests
+    /// at once in `base` each and queues the rest: latency grows with the
+    /// excess in flight.
+    fn converge(config: Overload, capacity: f64, base: Duration, answers: usize) -> f64 {
+        let l = limit(&config);
+        // The service starts light: a few answers at no load.
+        for _ in 0..20 {
+            l.answered(base, 1, l.epoch.load(Ordering::Relaxed));
+        }
+        for _ in 0..answers {
+            let in_flight = l.limit.load(Ordering::Relaxed);
+            let load = f64::from(in_flight) / capacity;
+            let latency = base.mul_f64(load.max(1.0));
+            l.answered(latency, in_flight, l.epoch.load(Ordering::Relaxed));
+        }
+        f64::from(l.limit.load(Ordering::Relaxed))
+    }
+
+    #[test]
+    fn gradient2_settles_near_capacity_from_below() {
+        // From above (and probing) is tested against a queueing service in
+        // tests/overload.rs.
+        let ms = Duration::from_millis(10);
+        let up = converge(Overload::gradient2().limits(4, 1, 1000), 50.0, ms, 5_000);
+        assert!((45.0..=90.0).contains(&up), "{up}");
+    }
+
+    #[test]
+    fn aimd_settles_near_capacity() {
+        let ms = Duration::from_millis(10);
+        let l = converge(Overload::aimd().limits(4, 1, 1000), 50.0, ms, 20_000);
+        assert!((40.0..=110.0).contains(&l), "{l}");
+    }
+
+    #[test]
+    fn the_limit_falls_when_latency_rises_and_recovers() {
+        let l = limit(&Overload::gradient2().limits(100, 4, 1000));
+        let fast = Duration::from_millis(5);
+        for _ in 0..2_000 {
+            l.answered(fast, 100, l.epoch.load(Ordering::Relaxed));
+        }
+        let before = l.limit.load(Ordering::Relaxed);
+        for _ in 0..2_000 {
+            l.answered(fast * 10, 100, l.epoch.load(Ordering::Relaxed));
+        }
+        let slow = l.limit.load(Ordering::Relaxed);
+        assert!(slow < before / 2, "{before} -> {slow}");
+        // Demand fills whatever the limit allows again.
+        for _ in 0..2_000 {
+            l.answered(
+                fast,
+                l.limit.load(Ordering::Relaxed),
+                l.epoch.load(Ordering::Relaxed),
+            );
+        }
+        let after = l.limit.load(Ordering::Relaxed);
+        assert!(after > slow * 2, "{slow} -> {after}");
+    }
+
+    #[test]
+    fn histogram_percentiles_are_within_a_quarter_octave() {
+        let l = limit(&Overload::default());
+        for i in 1..=1000u64 {
+            l.answered(Duration::from_micros(i * 100), 1, 0);
+        }
+        let p50 = l.percentile(0.5).unwrap().as_micros() as f64;
+        let p99 = l.percentile(0.99).unwrap().as_micros() as f64;
+        assert!((50_000.0..=62_500.0).contains(&p50), "{p50}");
+        assert!((99_000.0..=124_000.0).contains(&p99), "{p99}");
+        for m in [0, 1, 2, 3, 7, 1_000, 1 << 40] {
+            assert!(bucket(m) < BUCKETS);
+            if m > 1 && m < 1 << 27 {
+                assert!(bucket_upper(bucket(m)) >= m as f64, "{m}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_limits_are_refused() {
+        assert!(Overload::default().limits(2, 4, 10).validate().is_err());
+        assert!(Overload::default().limits(4, 0, 10).validate().is_err());
+        let g = Gradient2 {
+            smoothing: 1.5,
+            ..Gradient2::default()
+        };
+        let e = Overload::default()
+            .algorithm(LimitAlgorithm::Gradient2(g))
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("smoothing"));
+    }
+}

@@ -1,0 +1,254 @@
+//! Overload protection against a slow service, on Tokio's paused clock:
+//! the service serves a fixed number of requests at once, each taking a
+//! fixed time, and queues the rest, as a CPU-bound handler does.
+#![cfg(feature = "tower")]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use floodguard::http::{Criticality, Guard, Overload, PeerAddr};
+use http::{Request, Response, StatusCode};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tower::{Layer, Service, ServiceExt};
+
+/// A service with `workers` places, each request taking `work.load()`
+/// microseconds once it has one.
+#[derive(Clone)]
+struct SlowService {
+    workers: Arc<Semaphore>,
+    work_micros: Arc<AtomicU64>,
+}
+
+impl SlowService {
+    fn new(workers: usize, work: Duration) -> Self {
+        SlowService {
+            workers: Arc::new(Semaphore::new(workers)),
+            work_micros: Arc::new(AtomicU64::new(work.as_micros() as u64)),
+        }
+    }
+
+    fn set_work(&self, work: Duration) {
+        self.work_micros
+            .store(work.as_micros() as u64, Ordering::Relaxed);
+    }
+}
+
+impl Service<Request<String>> for SlowService {
+    type Response = Response<String>;
+    type Error = Infallible;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Response<String>, Infallible>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Infallible>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Request<String>) -> Self::Future {
+        let me = self.clone();
+        Box::pin(async move {
+            let _place = me.workers.acquire().await.expect("open");
+            let work = Duration::from_micros(me.work_micros.load(Ordering::Relaxed));
+            tokio::time::sleep(work).await;
+            Ok(Response::new(String::new()))
+        })
+    }
+}
+
+fn request(path: &str, client: u32) -> Request<String> {
+    let mut req = Request::get(path).body(String::new()).unwrap();
+    let peer = SocketAddr::from((
+        [10, (client >> 16) as u8, (client >> 8) as u8, client as u8],
+        1,
+    ));
+    req.extensions_mut().insert(PeerAddr(peer));
+    req
+}
+
+fn guard(overload: Overload) -> Guard {
+    Guard::builder().overload(overload).build().unwrap()
+}
+
+/// What `clients` closed-loop clients saw over `run`: each sends a
+/// request, waits for the answer, and on a refusal waits `backoff`.
+#[derive(Default, Debug)]
+struct Seen {
+    ok: u64,
+    shed: u64,
+    /// Longest wait for an answer, and for a refusal.
+    slowest_ok: Duration,
+    slowest_shed: Duration,
+}
+
+async fn load(
+    guard: &Guard,
+    svc: &SlowService,
+    clients: u32,
+    path: &'static str,
+    run: Duration,
+) -> Seen {
+    let seen = Arc::new(parking_lot::Mutex::new(Seen::default()));
+    let end = Instant::now() + run;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let mut layered = guard.layer().layer(svc.clone());
+        let seen = Arc::clone(&seen);
+        tasks.push(tokio::spawn(async move {
+            while Instant::now() < end {
+                let began = Instant::now();
+                let res = layered
+                    .ready()
+                    .await
+                    .unwrap()
+                    .call(request(path, c))
+                    .await
+                    .unwrap();
+                let took = began.elapsed();
+                let ok = res.status() == StatusCode::OK;
+                {
+                    let mut s = seen.lock();
+                    if ok {
+                        s.ok += 1;
+                        s.slowest_ok = s.slowest_ok.max(took);
+                    } else {
+                        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+                        assert_eq!(res.headers()["retry-after"], "1");
+                        s.shed += 1;
+                        s.slowest_shed = s.slowest_shed.max(took);
+                    }
+                }
+                if !ok {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    Arc::try_unwrap(seen).ok().unwrap().into_inner()
+}
+
+fn service_limit(guard: &Guard) -> u32 {
+    guard.stats().overload[0].limit
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limit_converges_near_what_the_service_can_serve() {
+    // 20 workers, 10 ms each: 2,000 a second at 20 in flight.
+    let svc = SlowService::new(20, Duration::from_millis(10));
+    for overload in [Overload::gradient2(), Overload::aimd()] {
+        let g = guard(overload.limits(100, 2, 1_000));
+        let seen = load(&g, &svc, 200, "/", Duration::from_secs(20)).await;
+        let limit = service_limit(&g);
+        assert!((18..=60).contains(&limit), "limit {limit}, {seen:?}");
+        // Goodput: at least 90% of the service's capacity.
+        let capacity = 2_000.0 * 20.0;
+        assert!(seen.ok as f64 >= 0.9 * capacity, "{seen:?}");
+        // Refusals are immediate; answers wait at most a few service times.
+        assert_eq!(seen.slowest_shed, Duration::ZERO);
+        assert!(seen.slowest_ok <= Duration::from_millis(100), "{seen:?}");
+        let stats = &g.stats().overload[0];
+        assert_eq!(stats.in_flight, 0);
+        assert!(stats.p99.unwrap() <= Duration::from_millis(60), "{stats:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_limit_falls_when_the_service_slows_and_recovers() {
+    let svc = SlowService::new(20, Duration::from_millis(10));
+    let g = guard(Overload::gradient2().limits(100, 2, 1_000));
+    load(&g, &svc, 200, "/", Duration::from_secs(10)).await;
+    let normal = service_limit(&g);
+    // Half the workers gone: the same work queues twice as long, and the
+    // limit follows the capacity down.
+    let half = SlowService::new(10, Duration::from_millis(10));
+    let seen = load(&g, &half, 200, "/", Duration::from_secs(10)).await;
+    let halved = service_limit(&g);
+    assert!(halved * 3 < normal * 2, "{normal} -> {halved}");
+    assert!(seen.slowest_ok <= Duration::from_millis(100), "{seen:?}");
+    // Back to full strength: it recovers.
+    load(&g, &svc, 200, "/", Duration::from_secs(10)).await;
+    let recovered = service_limit(&g);
+    assert!(recovered * 3 > normal * 2, "{halved} -> {recovered}");
+    // Every request five times heavier (the same 20 workers): the norm is
+    // measured again, and the limit stays near the same concurrency
+    // instead of falling to its floor.
+    svc.set_work(Duration::from_millis(50));
+    let seen = load(&g, &svc, 200, "/", Duration::from_secs(20)).await;
+    let heavy = service_limit(&g);
+    assert!(heavy * 2 > normal, "{normal} -> {heavy}");
+    assert!(seen.ok as f64 >= 0.8 * 400.0 * 20.0, "{seen:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn critical_requests_pass_while_sheddable_ones_are_shed() {
+    let svc = SlowService::new(10, Duration::from_millis(10));
+    let g = guard(
+        Overload::gradient2()
+            .limits(20, 2, 1_000)
+            .criticality(|p| match p.uri.path() {
+                "/checkout" => Criticality::Critical,
+                _ => Criticality::Sheddable,
+            }),
+    );
+    let g2 = g.clone();
+    let svc2 = svc.clone();
+    let crowd =
+        tokio::spawn(
+            async move { load(&g2, &svc2, 300, "/search", Duration::from_secs(10)).await },
+        );
+    // A few shoppers checking out, one request at a time each.
+    let buyers = load(&g, &svc, 5, "/checkout", Duration::from_secs(10)).await;
+    let crowd = crowd.await.unwrap();
+    assert!(crowd.shed > crowd.ok, "{crowd:?}");
+    assert_eq!(buyers.shed, 0, "{buyers:?}");
+    assert!(buyers.ok > 100, "{buyers:?}");
+    let stats = &g.stats().overload[0];
+    let by = |name: &str| stats.shed.iter().find(|(p, _)| p.name() == name).unwrap().1;
+    assert!(by("low") > 0 && by("highest") == 0, "{stats:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_route_of_its_own_keeps_a_slow_route_from_starving_the_rest() {
+    let fast = SlowService::new(50, Duration::from_millis(1));
+    let g = guard(Overload::gradient2().limits(20, 2, 1_000).route("/search"));
+    let slow = SlowService::new(5, Duration::from_millis(50));
+    let (g1, s1) = (g.clone(), slow.clone());
+    let searches =
+        tokio::spawn(async move { load(&g1, &s1, 200, "/search", Duration::from_secs(5)).await });
+    let pages = load(&g, &fast, 20, "/", Duration::from_secs(5)).await;
+    let searches = searches.await.unwrap();
+    assert!(searches.shed > 0, "{searches:?}");
+    assert_eq!(pages.shed, 0, "{pages:?}");
+    let stats = g.stats().overload;
+    assert_eq!(stats[1].route.as_deref(), Some("/search"));
+    assert!(stats[1].shed_total() > 0 && stats[0].shed_total() == 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_request_gives_its_place_back() {
+    let svc = SlowService::new(1, Duration::from_secs(3600));
+    let g = guard(Overload::gradient2().limits(4, 4, 4));
+    let mut layered = g.layer().layer(svc.clone());
+    for c in 0..4 {
+        let fut = layered.ready().await.unwrap().call(request("/", c));
+        // Started, then abandoned (a client that hung up).
+        let _ = tokio::time::timeout(Duration::from_millis(1), fut).await;
+    }
+    assert_eq!(g.stats().overload[0].in_flight, 0);
+    let fut = layered.ready().await.unwrap().call(request("/", 9));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1), fut)
+            .await
+            .is_err(),
+        "admitted, waiting on the service"
+    );
+}
