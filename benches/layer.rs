@@ -14,7 +14,9 @@
 //! The `scoring` group is the whole layer serving a Chrome navigation (18
 //! headers) with the default rules, without and with client scoring (the
 //! `Scoring` defaults: fingerprint, anomalies, client and network scores,
-//! detection counting), from one client and from 4,096 rotating clients.
+//! detection counting) and overload protection (a place in the adaptive
+//! limit and a latency sample per request), from one client and from
+//! 4,096 rotating clients.
 //!
 //! `cargo bench --bench layer --all-features`
 
@@ -33,7 +35,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use floodguard::http::{
-    Fingerprint, Guard, HeadScanner, Rule, Scan, Scoring, anomalies, ua_family,
+    Fingerprint, Guard, HeadScanner, Overload, Rule, Scan, Scoring, anomalies, ua_family,
 };
 use tower::Service;
 use tower_governor::GovernorLayer;
@@ -223,6 +225,7 @@ fn scoring(c: &mut Criterion) {
             )
             .close_refused_connections(false)
     };
+    let overload = || Overload::default().limits(100, 4, 1_000);
     let mut contenders = [
         (
             "rules_only",
@@ -231,6 +234,21 @@ fn scoring(c: &mut Criterion) {
         (
             "rules_and_scoring",
             router().layer(rules().scoring(Scoring::new()).build().unwrap().layer()),
+        ),
+        (
+            "rules_and_overload",
+            router().layer(rules().overload(overload()).build().unwrap().layer()),
+        ),
+        (
+            "rules_scoring_and_overload",
+            router().layer(
+                rules()
+                    .scoring(Scoring::new())
+                    .overload(overload())
+                    .build()
+                    .unwrap()
+                    .layer(),
+            ),
         ),
     ];
     let peers: Vec<SocketAddr> = (0..4096u32)

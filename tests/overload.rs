@@ -252,3 +252,41 @@ async fn a_dropped_request_gives_its_place_back() {
         "admitted, waiting on the service"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn limits_and_latencies_are_in_the_prometheus_output() {
+    let svc = SlowService::new(4, Duration::from_millis(10));
+    let g = guard(Overload::gradient2().limits(4, 2, 100).route("/search"));
+    load(&g, &svc, 20, "/search", Duration::from_secs(1)).await;
+    let text = g.prometheus();
+    let stats = &g.stats().overload[1];
+    assert!(stats.answers > 0 && stats.shed_total() > 0, "{stats:?}");
+    for line in [
+        format!(
+            "floodguard_concurrency_limit{{route=\"/search\"}} {}\n",
+            stats.limit
+        ),
+        "floodguard_in_flight{route=\"/search\"} 0\n".to_owned(),
+        format!(
+            "floodguard_service_latency_seconds_count{{route=\"/search\"}} {}\n",
+            stats.answers
+        ),
+        format!(
+            "floodguard_service_latency_seconds_bucket{{route=\"/search\",le=\"+Inf\"}} {}\n",
+            stats.answers
+        ),
+        "# TYPE floodguard_service_latency_seconds histogram\n".to_owned(),
+        format!(
+            "floodguard_refused_total{{reason=\"overload\"}} {}\n",
+            stats.shed_total()
+        ),
+    ] {
+        assert!(text.contains(&line), "{line} missing from\n{text}");
+    }
+    let shed: u64 = text
+        .lines()
+        .filter(|l| l.starts_with("floodguard_shed_total{route=\"/search\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(shed, stats.shed_total());
+}

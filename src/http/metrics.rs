@@ -9,6 +9,7 @@ use std::fmt::Write as _;
 use super::detect::{DetectionSnapshot, Share};
 use super::gate::Gate;
 use super::guard::{Guard, GuardStats, ScoringStats};
+use super::overload::LimitStats;
 use super::scorer::Offender;
 use crate::Clock;
 
@@ -102,6 +103,7 @@ impl<C: Clock> Guard<C> {
             write_detection(&mut t, d, attack_for);
         }
         write_offenders(&mut t, &snap.offenders);
+        write_overload(&mut t, &snap.stats.overload);
     }
 }
 
@@ -171,14 +173,16 @@ fn write_guard(t: &mut Text<'_>, s: &GuardStats, bans: usize) {
         Kind::Counter,
         "Requests refused, by reason: rate_limit (a rule, 429), blocked (blocklisted or \
          banned, 403), score (the score reached the ban threshold), challenge (answered with \
-         a challenge page), no_peer_address (no peer address: a server setup error; such \
-         requests are served instead when the guard skips address rules for them).",
+         a challenge page), overload (shed at the concurrency limit, 503), no_peer_address \
+         (no peer address: a server setup error; such requests are served instead when the \
+         guard skips address rules for them).",
     );
     for (reason, n) in [
         ("rate_limit", s.refused_rate_limit),
         ("blocked", s.refused_blocked),
         ("score", s.refused_score),
         ("challenge", s.refused_challenge),
+        ("overload", s.refused_overload),
         ("no_peer_address", s.no_peer_address),
     ] {
         t.sample("floodguard_refused_total", &[("reason", reason)], n);
@@ -439,6 +443,81 @@ fn write_offenders(t: &mut Text<'_>, offenders: &[Offender]) {
 enum Kind {
     Counter,
     Gauge,
+    Histogram,
+}
+
+/// Overload protection: each adaptive limit (`route=""` for the
+/// service's own) with its latency histogram.
+fn write_overload(t: &mut Text<'_>, limits: &[LimitStats]) {
+    if limits.is_empty() {
+        return;
+    }
+    let route = |l: &LimitStats| l.route.clone().unwrap_or_default();
+    t.family(
+        "floodguard_concurrency_limit",
+        Kind::Gauge,
+        "The adaptive concurrency limit now, per limit (route=\"\": the service's own).",
+    );
+    for l in limits {
+        t.sample(
+            "floodguard_concurrency_limit",
+            &[("route", &route(l))],
+            l.limit,
+        );
+    }
+    t.family(
+        "floodguard_in_flight",
+        Kind::Gauge,
+        "Requests in the service now, per limit.",
+    );
+    for l in limits {
+        t.sample("floodguard_in_flight", &[("route", &route(l))], l.in_flight);
+    }
+    t.family(
+        "floodguard_shed_total",
+        Kind::Counter,
+        "Requests shed at the concurrency limit, by limit and priority.",
+    );
+    for l in limits {
+        for (p, n) in l.shed {
+            let labels = [("route", route(l)), ("priority", p.name().to_owned())];
+            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            t.sample("floodguard_shed_total", &labels, n);
+        }
+    }
+    t.family(
+        "floodguard_service_latency_seconds",
+        Kind::Histogram,
+        "Latency of the service's answers, per limit (buckets a quarter octave apart).",
+    );
+    for l in limits {
+        let r = route(l);
+        let mut seen = 0;
+        for (upper, n) in &l.buckets {
+            seen += n;
+            let le = format!("{}", upper.as_secs_f64());
+            t.sample(
+                "floodguard_service_latency_seconds_bucket",
+                &[("route", &r), ("le", &le)],
+                seen,
+            );
+        }
+        t.sample(
+            "floodguard_service_latency_seconds_bucket",
+            &[("route", &r), ("le", "+Inf")],
+            l.answers,
+        );
+        t.sample(
+            "floodguard_service_latency_seconds_sum",
+            &[("route", &r)],
+            l.latency_sum.as_secs_f64(),
+        );
+        t.sample(
+            "floodguard_service_latency_seconds_count",
+            &[("route", &r)],
+            l.answers,
+        );
+    }
 }
 
 /// A sample's value.
@@ -449,6 +528,12 @@ trait Value {
 impl Value for u64 {
     fn write(self, out: &mut String) {
         // Writing to a `String` cannot fail.
+        let _ = write!(out, "{self}");
+    }
+}
+
+impl Value for u32 {
+    fn write(self, out: &mut String) {
         let _ = write!(out, "{self}");
     }
 }
@@ -506,6 +591,7 @@ impl Text<'_> {
         self.out.push_str(match kind {
             Kind::Counter => " counter\n",
             Kind::Gauge => " gauge\n",
+            Kind::Histogram => " histogram\n",
         });
     }
 

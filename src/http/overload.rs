@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::request::Parts;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 
 use crate::ConfigError;
 
@@ -205,7 +205,11 @@ pub struct Overload {
     max: u32,
     criticality: Option<CriticalityFn>,
     routes: Vec<String>,
+    every_route: bool,
 }
+
+/// Most routes given a limit of their own by [`Overload::per_route`].
+pub const MAX_ROUTE_LIMITS: usize = 64;
 
 impl std::fmt::Debug for Overload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -214,6 +218,7 @@ impl std::fmt::Debug for Overload {
             .field("limits", &(self.initial, self.min, self.max))
             .field("criticality", &self.criticality.is_some())
             .field("routes", &self.routes)
+            .field("every_route", &self.every_route)
             .finish()
     }
 }
@@ -227,6 +232,7 @@ impl Default for Overload {
             max: 1_000,
             criticality: None,
             routes: Vec::new(),
+            every_route: false,
         }
     }
 }
@@ -270,6 +276,16 @@ impl Overload {
     /// service's allowance. Other requests share the service's limit.
     pub fn route(mut self, route: impl Into<String>) -> Self {
         self.routes.push(route.into());
+        self
+    }
+
+    /// Gives every route a limit of its own, made when the route is first
+    /// seen, up to [`MAX_ROUTE_LIMITS`] (later ones share the service's).
+    /// Routes are axum's route patterns, a bounded set; without axum they
+    /// are paths, so name the routes with [`route`](Self::route) instead.
+    /// A slow route then sheds its own requests and no others.
+    pub fn per_route(mut self) -> Self {
+        self.every_route = true;
         self
     }
 
@@ -641,9 +657,9 @@ impl LimitStats {
 
 /// The overload state of a guard.
 pub(crate) struct Shedder {
+    config: Overload,
     service: Arc<ConcurrencyLimit>,
-    routes: Vec<Arc<ConcurrencyLimit>>,
-    criticality: Option<CriticalityFn>,
+    routes: RwLock<Vec<Arc<ConcurrencyLimit>>>,
 }
 
 /// A request's place in a limit; given back when its answer comes (with a
@@ -678,20 +694,47 @@ impl Drop for Permit {
 impl Shedder {
     pub(crate) fn new(config: Overload) -> Result<Self, ConfigError> {
         config.validate()?;
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| Arc::new(ConcurrencyLimit::new(&config, Some(r.clone()))))
+            .collect();
         Ok(Shedder {
             service: Arc::new(ConcurrencyLimit::new(&config, None)),
-            routes: config
-                .routes
-                .iter()
-                .map(|r| Arc::new(ConcurrencyLimit::new(&config, Some(r.clone()))))
-                .collect(),
-            criticality: config.criticality,
+            routes: RwLock::new(routes),
+            config,
         })
     }
 
     /// Whether any limit is per route (the guard must then find routes).
     pub(crate) fn needs_route(&self) -> bool {
-        !self.routes.is_empty()
+        self.config.every_route || !self.config.routes.is_empty()
+    }
+
+    /// The limit `route` is counted in.
+    fn limit_for(&self, route: &str) -> Arc<ConcurrencyLimit> {
+        let found = |routes: &[Arc<ConcurrencyLimit>]| {
+            routes
+                .iter()
+                .find(|l| l.route.as_deref() == Some(route))
+                .cloned()
+        };
+        if let Some(l) = found(&self.routes.read()) {
+            return l;
+        }
+        if !self.config.every_route {
+            return Arc::clone(&self.service);
+        }
+        let mut routes = self.routes.write();
+        if let Some(l) = found(&routes) {
+            return l;
+        }
+        if routes.len() >= MAX_ROUTE_LIMITS {
+            return Arc::clone(&self.service);
+        }
+        let l = Arc::new(ConcurrencyLimit::new(&self.config, Some(route.to_owned())));
+        routes.push(Arc::clone(&l));
+        l
     }
 
     /// A place for this request, or `Err(priority)` when it is shed.
@@ -703,20 +746,17 @@ impl Shedder {
         standing: i8,
     ) -> Result<Permit, Priority> {
         let criticality = self
+            .config
             .criticality
             .as_ref()
             .map_or(Criticality::Default, |f| f(parts));
         let priority = Priority::of(criticality, standing);
-        let limit = self
-            .routes
-            .iter()
-            .find(|l| l.route.as_deref() == Some(route))
-            .unwrap_or(&self.service);
+        let limit = self.limit_for(route);
         if limit.try_acquire(priority) {
             Ok(Permit {
-                limit: Arc::clone(limit),
-                started: tokio::time::Instant::now(),
                 epoch: limit.epoch.load(Ordering::Relaxed),
+                limit,
+                started: tokio::time::Instant::now(),
                 done: false,
             })
         } else {
@@ -725,8 +765,9 @@ impl Shedder {
     }
 
     pub(crate) fn stats(&self) -> Vec<LimitStats> {
+        let routes = self.routes.read();
         std::iter::once(&self.service)
-            .chain(&self.routes)
+            .chain(routes.iter())
             .map(|l| l.stats())
             .collect()
     }

@@ -214,7 +214,11 @@ pub struct Ladder {
     pub ban_max: Duration,
     /// Relative jitter on ban durations: 0.1 (± 10%).
     pub ban_jitter: f32,
-    /// Good exchanges after which a client is known good: 3.
+    /// Good exchanges after which a client is known good: 3. Good
+    /// exchanges count only while the service is calm, so this reads:
+    /// served well several times before the attack began (one is not
+    /// enough: a bot's first request before the attack is detected is
+    /// served too).
     pub known_good_after: u8,
     /// Throttle only as an observation: counted and logged, not applied.
     pub shadow_throttle: bool,
