@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use floodguard::http::{Criticality, Guard, Overload, PeerAddr};
+use floodguard::http::{Criticality, Guard, Overload, PeerAddr, TokioClock};
 use http::{Request, Response, StatusCode};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
@@ -72,8 +72,13 @@ fn request(path: &str, client: u32) -> Request<String> {
     req
 }
 
-fn guard(overload: Overload) -> Guard {
-    Guard::builder().overload(overload).build().unwrap()
+/// A guard on Tokio's (paused) clock.
+fn guard(overload: Overload) -> Guard<TokioClock> {
+    Guard::builder()
+        .overload(overload)
+        .clock(TokioClock::new())
+        .build()
+        .unwrap()
 }
 
 /// What `clients` closed-loop clients saw over `run`: each sends a
@@ -88,7 +93,7 @@ struct Seen {
 }
 
 async fn load(
-    guard: &Guard,
+    guard: &Guard<TokioClock>,
     svc: &SlowService,
     clients: u32,
     path: &'static str,
@@ -136,7 +141,7 @@ async fn load(
     Arc::try_unwrap(seen).ok().unwrap().into_inner()
 }
 
-fn service_limit(guard: &Guard) -> u32 {
+fn service_limit(guard: &Guard<TokioClock>) -> u32 {
     guard.stats().overload[0].limit
 }
 
@@ -289,4 +294,76 @@ async fn limits_and_latencies_are_in_the_prometheus_output() {
         .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
         .sum();
     assert_eq!(shed, stats.shed_total());
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_scoring_heavy_users_are_shed_before_light_ones() {
+    use floodguard::http::Scoring;
+    let svc = SlowService::new(4, Duration::from_millis(10));
+    let g = Guard::builder()
+        .scoring(Scoring::default())
+        .overload(Overload::gradient2().limits(8, 2, 100))
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(10);
+    let mut tasks = Vec::new();
+    // Client 1 floods with 40 requests at a time; clients 100.. browse,
+    // one page a second each.
+    for (client, pause) in (0..40)
+        .map(|_| (1, Duration::ZERO))
+        .chain((100..140).map(|c| (c, Duration::from_millis(1_000))))
+    {
+        let mut layered = g.layer().layer(svc.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut shed) = (0u64, 0u64);
+            // The flood starts once the browsers are known; the browsers
+            // are spread over the second, as people are.
+            let start = if client == 1 {
+                Duration::from_secs(2)
+            } else {
+                Duration::from_millis(25 * u64::from(client - 100))
+            };
+            tokio::time::sleep(start).await;
+            while Instant::now() < end {
+                // Both look like the same browser: only volume tells them
+                // apart.
+                let mut req = request("/", client);
+                for (k, v) in [
+                    ("host", "shop.test"),
+                    (
+                        "user-agent",
+                        "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+                    ),
+                    ("accept", "text/html"),
+                    ("accept-language", "en"),
+                    ("accept-encoding", "gzip"),
+                    ("sec-fetch-mode", "navigate"),
+                ] {
+                    req.headers_mut().insert(k, v.parse().unwrap());
+                }
+                let res = layered.ready().await.unwrap().call(req).await.unwrap();
+                if res.status() == StatusCode::OK {
+                    ok += 1;
+                } else {
+                    shed += 1;
+                }
+                tokio::time::sleep(pause.max(Duration::from_millis(1))).await;
+            }
+            (client, ok, shed)
+        }));
+    }
+    let (mut heavy, mut light) = ((0, 0), (0, 0));
+    for t in tasks {
+        let (client, ok, shed) = t.await.unwrap();
+        let tally = if client == 1 { &mut heavy } else { &mut light };
+        tally.0 += ok;
+        tally.1 += shed;
+    }
+    assert!(heavy.1 > heavy.0, "heavy {heavy:?}");
+    assert!(
+        light.1 * 100 <= light.0,
+        "light {light:?}, heavy {heavy:?} {:?}",
+        g.stats()
+    );
 }

@@ -20,7 +20,9 @@ use super::overload::{LimitStats, Overload, Permit, Shedder};
 use super::peer::{peer_addr, route};
 use super::refusal::RefusalKind;
 use super::rules::{CompiledRule, Rule, RuleStats};
-use super::scorer::{Assessment, EventHook, Offender, ScoreCount, Scorer, Scoring, Watch};
+use super::scorer::{
+    Assessment, EventHook, HEAVY_VOLUME, LIGHT_VOLUME, Offender, ScoreCount, Scorer, Scoring, Watch,
+};
 use super::scoring::{Action, ScoreReport};
 use crate::ip::canonical;
 use crate::stats::Striped;
@@ -751,9 +753,13 @@ impl<C: Clock> Guard<C> {
         }
     }
 
-    /// A scored client's standing for overload admission: +1 for a clean
-    /// score (under 10: a known-good client, or a browser without
-    /// misbehaviour), −1 from the throttle threshold up, else 0.
+    /// A scored client's standing for overload admission, from −2 to +2:
+    /// one step down for a suspicious score (the throttle threshold or
+    /// more), one up for a clean one (under 10: a known-good client, or a
+    /// browser without misbehaviour); one down for a heavy user (several
+    /// requests a second, sustained), one up for a light one (about one a
+    /// second or less, as a person browses). When the service is full, the
+    /// many light, clean users go first.
     fn standing(&self, a: &Assessment) -> i8 {
         let throttle = self
             .shared
@@ -761,13 +767,24 @@ impl<C: Clock> Guard<C> {
             .as_ref()
             .map_or(f32::MAX, |sc| sc.ladder.throttle);
         let score = a.report.score();
-        if score < CLEAN_SCORE {
-            1
-        } else if score >= throttle {
+        let heavy = a.volume >= HEAVY_VOLUME;
+        // A heavy user's clean record (earned in its first moments, before
+        // its volume showed) does not lift it.
+        let by_score = if score >= throttle {
             -1
+        } else if score < CLEAN_SCORE && !heavy {
+            1
         } else {
             0
-        }
+        };
+        let by_volume = if heavy {
+            -1
+        } else if a.volume < LIGHT_VOLUME {
+            1
+        } else {
+            0
+        };
+        by_score + by_volume
     }
 
     /// Applies the ladder's action for a scored request: `Ok` with the

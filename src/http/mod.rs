@@ -59,7 +59,10 @@ pub use layer::{GuardLayer, GuardService, ResponseFuture};
 pub use metrics::PROMETHEUS_CONTENT_TYPE;
 #[cfg(feature = "axum")]
 pub use metrics::{metrics_handler, metrics_handler_with_gate};
-pub use overload::{Aimd, Criticality, Gradient2, LimitAlgorithm, LimitStats, Overload, Priority};
+pub use overload::{
+    Aimd, Criticality, Gradient2, LimitAlgorithm, LimitStats, MAX_ROUTE_LIMITS, Overload, Priority,
+    TokioClock,
+};
 pub use peer::PeerAddr;
 pub use refusal::RefusalKind;
 pub use rules::{Rule, RuleStats};

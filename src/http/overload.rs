@@ -20,6 +20,45 @@ use parking_lot::{Mutex, RwLock};
 
 use crate::ConfigError;
 
+/// A [`Clock`](crate::Clock) on Tokio's time: with Tokio's clock paused
+/// (`#[tokio::test(start_paused = true)]`), rules, scores and detection
+/// follow the same simulated time as the service's latencies, which
+/// overload protection always measures on Tokio's clock.
+///
+/// ```
+/// use floodguard::Clock;
+/// use floodguard::http::{Guard, TokioClock};
+/// let guard = Guard::builder().default_rules().clock(TokioClock::new()).build()?;
+/// # let _ = guard;
+/// # Ok::<(), floodguard::ConfigError>(())
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct TokioClock {
+    origin: tokio::time::Instant,
+}
+
+impl TokioClock {
+    /// A clock whose origin is now.
+    pub fn new() -> Self {
+        TokioClock {
+            origin: tokio::time::Instant::now(),
+        }
+    }
+}
+
+impl Default for TokioClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl crate::Clock for TokioClock {
+    fn now(&self) -> crate::Timestamp {
+        let d = self.origin.elapsed();
+        crate::Timestamp::from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
 /// How much a request matters to the service, as your closure says
 /// ([`Overload::criticality`]): checkout above search above a crawler's
 /// page.
@@ -34,8 +73,9 @@ pub enum Criticality {
     Critical,
 }
 
-/// The admission rank of a request: its [`Criticality`], one step up for
-/// a client that scores as clean, one down for a suspicious one.
+/// The admission rank of a request: its [`Criticality`], moved up to two
+/// steps by its client's standing (with scoring on: clean or suspicious
+/// score, light or heavy use).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Priority {
     /// Admitted while fewer than half the limit are in flight.
@@ -83,7 +123,7 @@ impl Priority {
     }
 
     /// The rank of a request of `criticality` from a client of `standing`
-    /// (−1 suspicious, 0 unknown, +1 clean).
+    /// (−2 to +2).
     pub(crate) fn of(criticality: Criticality, standing: i8) -> Priority {
         let base: i8 = match criticality {
             Criticality::Sheddable => 1,
@@ -355,8 +395,9 @@ const MIN_WINDOW: f64 = 10.0;
 /// probes.
 const FIRST_PROBE: u32 = 5;
 const PROBE_EVERY: u32 = 200;
-/// Windows slower than twice the norm in a row that call for a probe.
-const SLOW_STREAK: u32 = 10;
+/// Windows slower than `SLOW` × the norm in a row that call for a probe.
+const SLOW_STREAK: u32 = 20;
+const SLOW: f64 = 4.0;
 
 /// Where the limit stands, updated with each answer.
 struct LimitState {
@@ -378,7 +419,7 @@ struct LimitState {
     probing: bool,
     /// Requests shed when the last probe started.
     shed_at_probe: u64,
-    /// Consecutive windows slower than twice the norm.
+    /// Consecutive windows slower than `SLOW` × the norm.
     slow_streak: u32,
 }
 
@@ -516,7 +557,7 @@ impl ConcurrencyLimit {
         // Latency far above the norm window after window: the service may
         // have become slower for good (heavier requests), not queued.
         // Measure again rather than shrink to the floor.
-        st.slow_streak = if rtt > 2.0 * st.long {
+        st.slow_streak = if rtt > SLOW * st.long {
             st.slow_streak + 1
         } else {
             0
@@ -738,7 +779,7 @@ impl Shedder {
     }
 
     /// A place for this request, or `Err(priority)` when it is shed.
-    /// `standing` is −1 for a suspicious client, 0 unknown, +1 clean.
+    /// `standing` is the client's, from −2 (suspicious, heavy) to +2.
     pub(crate) fn acquire(
         &self,
         parts: &Parts,

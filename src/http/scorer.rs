@@ -162,6 +162,8 @@ pub(crate) struct Assessment {
     pub(crate) client: IpPrefix,
     client_key: u64,
     site_key: u64,
+    /// The client's recent request volume (see [`VOLUME_HALF_LIFE`]).
+    pub(crate) volume: f32,
     record: Option<ScoreRecord>,
     look: Look,
     pub(crate) fingerprint: Fingerprint,
@@ -174,6 +176,7 @@ pub(crate) struct Assessment {
 pub(crate) struct Watch {
     client_key: u64,
     site_key: u64,
+    volume: f32,
 }
 
 impl Assessment {
@@ -181,6 +184,7 @@ impl Assessment {
         Watch {
             client_key: self.client_key,
             site_key: self.site_key,
+            volume: self.volume,
         }
     }
 }
@@ -209,6 +213,8 @@ pub(crate) struct Scorer {
     pub(crate) ladder: Ladder,
     clients: ScoreTable,
     sites: ScoreTable,
+    /// Requests per client, decaying: how hard each one uses the service.
+    volume: ScoreTable,
     pub(crate) detector: Detector,
     pub(crate) challenge: Option<Arc<dyn Challenge>>,
     on_event: Option<EventHook>,
@@ -216,6 +222,20 @@ pub(crate) struct Scorer {
     offenders: Mutex<Vec<Offender>>,
     jitter: ahash::RandomState,
 }
+
+/// Half-life of the request volume a client is ranked by under overload:
+/// one point per request, so a steady `r` requests a second holds
+/// `r × 5 / ln 2 ≈ 7.2 r` points (capped at 100).
+pub(crate) const VOLUME_HALF_LIFE: Duration = Duration::from_secs(5);
+
+/// Volume from which a client ranks lower under overload: about four
+/// requests a second, sustained; several times what a person browsing
+/// sends, and a tenth of the default per-address limit.
+pub(crate) const HEAVY_VOLUME: f32 = 30.0;
+
+/// Volume under which a client ranks higher under overload: about 1.4
+/// requests a second, sustained, as a person browses.
+pub(crate) const LIGHT_VOLUME: f32 = 10.0;
 
 /// Tags of stored behaviour: what last added to it.
 const TAG_RATE: u8 = 1;
@@ -249,6 +269,7 @@ impl Scorer {
             ladder: config.ladder,
             clients: ScoreTable::new(config.capacity, config.half_life)?,
             sites: ScoreTable::new(sites, config.half_life)?,
+            volume: ScoreTable::new(config.capacity, VOLUME_HALF_LIFE)?,
             detector: Detector::new(config.detection, now)?,
             challenge: config.challenge,
             on_event,
@@ -278,6 +299,10 @@ impl Scorer {
         let client_key = self.clients.hash(&client);
         let site_key = self.sites.hash(&site(ip));
         let record = self.clients.get_hashed(client_key, now);
+        let volume = self
+            .volume
+            .update_hashed(client_key, now, ScoreChange::points(1.0))
+            .score;
         // The network's score holds its members' behaviour, this client's
         // included; the signal is about the others.
         let others = self
@@ -309,6 +334,7 @@ impl Scorer {
             client,
             client_key,
             site_key,
+            volume,
             record,
             look,
             fingerprint,
@@ -377,9 +403,11 @@ impl Scorer {
         self.detector.observe_latency(latency);
         let w = &self.weights;
         let (points, good, tag) = if status.is_success() || status.is_redirection() {
-            // Good standing is earned only while calm: an attacker cannot
-            // build it up during the attack.
-            (-w.success_credit, !self.detector.under_attack(), 0)
+            // Good standing is earned only while calm, and at a person's
+            // pace: an attacker cannot build it up during the attack, nor
+            // by hammering in the moments before it is detected.
+            let good = !self.detector.under_attack() && a.volume < LIGHT_VOLUME;
+            (-w.success_credit, good, 0)
         } else if status == StatusCode::NOT_FOUND {
             (w.not_found, false, TAG_NOT_FOUND)
         } else if status.is_client_error() || status.is_server_error() {
