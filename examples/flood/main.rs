@@ -361,10 +361,19 @@ fn check(results: &[RunResult], json: &str) -> Result<(), Box<dyn std::error::Er
         if r.attack_sent == 0 {
             return Err(format!("{label}: the attack sent nothing").into());
         }
-        if r.defence == Defence::None && r.attack_admitted_share < 0.5 {
+        // With no defence, every attack must hurt: most of it served, or
+        // shoppers' p99 at least 5× its no-attack value, or under 90% of
+        // them served (a botnet whose requests queue past their timeout
+        // is served little and hurts a lot).
+        let hurts =
+            r.attack_admitted_share >= 0.5 || r.p99_vs_baseline >= 5.0 || r.legit_success < 0.9;
+        if r.defence == Defence::None && !hurts {
             return Err(format!(
-                "{label}: with no defence only {:.0}% of the attack got through",
-                r.attack_admitted_share * 100.0
+                "{label}: with no defence the attack does no harm ({:.0}% got through, \
+                 p99 {:.1}× no-attack, {:.0}% of shoppers served)",
+                r.attack_admitted_share * 100.0,
+                r.p99_vs_baseline,
+                r.legit_success * 100.0
             )
             .into());
         }
