@@ -1,9 +1,11 @@
 //! # floodguard
 //!
-//! In-process flood and bot defence for Rust services. This release holds
-//! the core every later layer stands on: keyed rate limiters that answer
-//! "may key K make one more request now?" for millions of keys at once, with
-//! no lock held across a decision and in memory fixed at build time.
+//! In-process flood and bot defence for Rust services. The core every other
+//! part stands on: keyed rate limiters that answer "may key K make one more
+//! request now?" for millions of keys at once, with no lock held across a
+//! decision and in memory fixed at build time. On top of it (feature
+//! `tower`, module [`http`]): a Tower layer for axum and tonic, a connection
+//! gate, client scoring and attack detection, and overload protection.
 //!
 //! ```
 //! use std::net::IpAddr;
@@ -43,9 +45,11 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `serde` | `Serialize`/`Deserialize` for configuration types |
+//! | `tower` | [`http`]: the Tower layer, connection gate, fingerprints, client scoring, attack detection, overload protection, Prometheus output |
+//! | `axum` | `tower` + the gate as an axum listener, axum's connect info, a metrics handler |
+//! | `tonic` | `tower` + the gate's streams for tonic, tonic's connect info |
 //!
-//! The Tower layer, connection gate, scoring and the Redis store arrive as
-//! further optional features; the core needs none of them.
+//! The core needs none of them; a Redis store for fleets comes later.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

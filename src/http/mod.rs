@@ -17,14 +17,18 @@
 //! * [`Scoring`]: client scores from how requests look and how clients
 //!   behave, attack detection ([`Detection`], [`Event`]) and the
 //!   [`Ladder`] of actions: throttle, [`Challenge`], ban.
+//! * [`Overload`]: an adaptive concurrency limit around the service that
+//!   sheds the lowest [`Priority`] first ([`Criticality`] and the client's
+//!   standing).
 //! * Metrics: [`Guard::prometheus`] and [`Gate::prometheus`] write the
 //!   counters in the Prometheus text format; under feature `axum`,
 //!   `metrics_handler` serves them.
 //!
 //! Refusals are answered at once, without calling the service: 429 with
 //! `Retry-After`, `RateLimit` and `RateLimit-Policy` headers; 403 for
-//! blocked clients; for gRPC requests the matching gRPC status
-//! (`RESOURCE_EXHAUSTED`, `PERMISSION_DENIED`).
+//! blocked clients; 503 with `Retry-After` when overloaded; for gRPC
+//! requests the matching gRPC status (`RESOURCE_EXHAUSTED`,
+//! `PERMISSION_DENIED`, `UNAVAILABLE`).
 
 mod body;
 mod challenge;
