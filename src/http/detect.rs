@@ -40,10 +40,10 @@ pub(crate) const MAX_FLAGGED: usize = 16;
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Detection {
-    /// How often rates and shares are measured: 500 ms.
+    /// How often rates and shares are measured: 100 ms.
     pub tick: Duration,
-    /// Ticks measured before detection is armed: 2. Baselines learn from
-    /// them.
+    /// Ticks measured before detection is armed: 10 (1 s). Baselines
+    /// learn from them.
     pub warmup_ticks: u32,
     /// Half-life of the baselines: 30 s.
     pub baseline_half_life: Duration,
@@ -75,8 +75,8 @@ pub struct Detection {
 impl Default for Detection {
     fn default() -> Self {
         Detection {
-            tick: Duration::from_millis(250),
-            warmup_ticks: 4,
+            tick: Duration::from_millis(100),
+            warmup_ticks: 10,
             baseline_half_life: Duration::from_secs(30),
             rate_margin: 3.0,
             min_rate: 50.0,

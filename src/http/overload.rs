@@ -267,8 +267,8 @@ impl Default for Overload {
     fn default() -> Self {
         Overload {
             algorithm: LimitAlgorithm::default(),
-            initial: 20,
-            min: 4,
+            initial: 4,
+            min: 1,
             max: 1_000,
             criticality: None,
             routes: Vec::new(),
@@ -278,12 +278,12 @@ impl Default for Overload {
 }
 
 impl Overload {
-    /// Gradient2 with its defaults; limits start at 20, between 4 and 1,000.
+    /// Gradient2 with its defaults; limits start at 4, between 1 and 1,000.
     pub fn gradient2() -> Self {
         Self::default()
     }
 
-    /// AIMD with its defaults; limits start at 20, between 4 and 1,000.
+    /// AIMD with its defaults; limits start at 4, between 1 and 1,000.
     pub fn aimd() -> Self {
         Self::default().algorithm(LimitAlgorithm::Aimd(Aimd::default()))
     }

@@ -225,17 +225,18 @@ pub(crate) struct Scorer {
 
 /// Half-life of the request volume a client is ranked by under overload:
 /// one point per request, so a steady `r` requests a second holds
-/// `r × 5 / ln 2 ≈ 7.2 r` points (capped at 100).
-pub(crate) const VOLUME_HALF_LIFE: Duration = Duration::from_secs(5);
+/// `r × 2 / ln 2 ≈ 2.9 r` points (capped at 100), reached within a few
+/// seconds: a client that starts hammering shows within about a second.
+pub(crate) const VOLUME_HALF_LIFE: Duration = Duration::from_secs(2);
 
 /// Volume from which a client ranks lower under overload: about four
 /// requests a second, sustained; several times what a person browsing
-/// sends, and a tenth of the default per-address limit.
-pub(crate) const HEAVY_VOLUME: f32 = 30.0;
+/// sends, and a fifth of the default per-address limit.
+pub(crate) const HEAVY_VOLUME: f32 = 12.0;
 
 /// Volume under which a client ranks higher under overload: about 1.4
 /// requests a second, sustained, as a person browses.
-pub(crate) const LIGHT_VOLUME: f32 = 10.0;
+pub(crate) const LIGHT_VOLUME: f32 = 4.0;
 
 /// Tags of stored behaviour: what last added to it.
 const TAG_RATE: u8 = 1;
