@@ -68,15 +68,7 @@ fn tower_governor(per: Duration, burst: u32) -> Router {
 /// One request through `svc`, polled to completion on this thread (every
 /// service here answers without waiting). Returns the status.
 fn call(svc: &mut Router, peer: SocketAddr) -> u16 {
-    let mut req = http::Request::get("/hello").body(Body::empty()).unwrap();
-    req.extensions_mut().insert(ConnectInfo(peer));
-    let mut cx = Context::from_waker(Waker::noop());
-    let mut fut = pin!(Service::call(svc, req));
-    loop {
-        if let Poll::Ready(res) = fut.as_mut().poll(&mut cx) {
-            return res.unwrap().status().as_u16();
-        }
-    }
+    call_with(svc, peer, &http::HeaderMap::new())
 }
 
 fn layer(c: &mut Criterion) {
@@ -193,7 +185,8 @@ fn fingerprint(c: &mut Criterion) {
     g.finish();
 }
 
-/// One request with `headers` from `peer` through `svc`, as [`call`].
+/// One request with `headers` from `peer` through `svc`, polled to
+/// completion on this thread. Returns the status.
 fn call_with(svc: &mut Router, peer: SocketAddr, headers: &http::HeaderMap) -> u16 {
     let mut req = http::Request::get("/hello").body(Body::empty()).unwrap();
     *req.headers_mut() = headers.clone();

@@ -334,12 +334,10 @@ fn is_tchar(b: u8) -> bool {
     TCHAR[usize::from(b)]
 }
 
+/// A Chrome 124 navigation as it comes off the wire (17 headers): the
+/// fixture of the scanner's and the fingerprint's tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    const CHROME: &[u8] = b"GET /search?q=shoes HTTP/1.1\r\n\
+pub(crate) const CHROME_HEAD: &str = "GET /search?q=shoes HTTP/1.1\r\n\
 Host: shop.test\r\n\
 Connection: keep-alive\r\n\
 sec-ch-ua: \"Chromium\";v=\"124\", \"Google Chrome\";v=\"124\", \"Not-A.Brand\";v=\"99\"\r\n\
@@ -355,7 +353,15 @@ Sec-Fetch-Dest: document\r\n\
 Referer: https://shop.test/\r\n\
 Accept-Encoding: gzip, deflate, br, zstd\r\n\
 Accept-Language: en-US,en;q=0.9\r\n\
-Cookie: session=abc\r\n\r\n";
+Cookie: session=abc\r\n\
+Priority: u=0, i\r\n\r\n";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const CHROME: &[u8] = CHROME_HEAD.as_bytes();
 
     fn whole(head: &[u8]) -> Scan {
         HeadScanner::new().feed(head)
@@ -392,7 +398,7 @@ Cookie: session=abc\r\n\r\n";
     #[test]
     fn chrome_head_whole_and_split_at_every_byte() {
         let head = done(CHROME);
-        assert_eq!(head.header_count(), 16);
+        assert_eq!(head.header_count(), 17);
         assert!(!head.is_http10());
         assert_eq!(
             head.names_hash(),
@@ -413,6 +419,7 @@ Cookie: session=abc\r\n\r\n";
                 "Accept-Encoding",
                 "Accept-Language",
                 "Cookie",
+                "Priority",
             ])
         );
         for at in 0..=CHROME.len() {

@@ -4,25 +4,7 @@ use http::HeaderName;
 
 const CHROME_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
 
-/// A Chrome 124 navigation as it comes off the wire (17 headers).
-const CHROME: &str = "GET /search?q=shoes HTTP/1.1\r\n\
-Host: shop.test\r\n\
-Connection: keep-alive\r\n\
-sec-ch-ua: \"Chromium\";v=\"124\", \"Google Chrome\";v=\"124\", \"Not-A.Brand\";v=\"99\"\r\n\
-sec-ch-ua-mobile: ?0\r\n\
-sec-ch-ua-platform: \"Windows\"\r\n\
-Upgrade-Insecure-Requests: 1\r\n\
-User-Agent: Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36\r\n\
-Accept: text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,image/webp,*/*;q=0.8\r\n\
-Sec-Fetch-Site: same-origin\r\n\
-Sec-Fetch-Mode: navigate\r\n\
-Sec-Fetch-User: ?1\r\n\
-Sec-Fetch-Dest: document\r\n\
-Referer: https://shop.test/\r\n\
-Accept-Encoding: gzip, deflate, br, zstd\r\n\
-Accept-Language: en-US,en;q=0.9\r\n\
-Cookie: session=abc\r\n\
-Priority: u=0, i\r\n\r\n";
+use crate::http::wire::CHROME_HEAD as CHROME;
 
 const PYTHON_REQUESTS: &str = "GET /api/items HTTP/1.1\r\n\
 Host: shop.test\r\n\
