@@ -1,5 +1,6 @@
 //! Requests per second and p99 latency of bare axum, axum + floodguard
-//! (rules only, and rules with client scoring) and axum + tower_governor
+//! (rules only; with client scoring; with scoring and overload protection)
+//! and axum + tower_governor
 //! with the same per-IP quota, loaded by `wrk` on loopback, interleaved in
 //! one run.
 //!
@@ -29,7 +30,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use floodguard::http::{Guard, Rule, Scoring};
+use floodguard::http::{Guard, Overload, Rule, Scoring};
 use tower_governor::GovernorLayer;
 use tower_governor::governor::GovernorConfigBuilder;
 use tower_governor::key_extractor::PeerIpKeyExtractor;
@@ -40,6 +41,8 @@ enum Contender {
     Floodguard,
     /// floodguard with the default client scoring on top of the rule.
     FloodguardScoring,
+    /// ... and overload protection (per route) on top of that.
+    FloodguardOverload,
     TowerGovernor,
 }
 
@@ -51,10 +54,11 @@ enum Case {
     Refuse,
 }
 
-const CONTENDERS: [Contender; 4] = [
+const CONTENDERS: [Contender; 5] = [
     Contender::Bare,
     Contender::Floodguard,
     Contender::FloodguardScoring,
+    Contender::FloodguardOverload,
     Contender::TowerGovernor,
 ];
 const CASES: [Case; 2] = [Case::Admit, Case::Refuse];
@@ -89,7 +93,7 @@ fn app(contender: Contender, case: Case) -> Router {
     };
     match contender {
         Contender::Bare => router,
-        Contender::Floodguard | Contender::FloodguardScoring => {
+        Contender::Floodguard | Contender::FloodguardScoring | Contender::FloodguardOverload => {
             // Refused connections stay open, as tower_governor's do, so both
             // measure the cost of answering a refusal over keep-alive (by
             // default floodguard closes them and lets the gate turn the
@@ -97,13 +101,16 @@ fn app(contender: Contender, case: Case) -> Router {
             let mut builder = Guard::builder()
                 .rule(Rule::per_ip("per-ip").gcra(1, per).burst(burst))
                 .close_refused_connections(false);
-            if contender == Contender::FloodguardScoring {
+            if contender != Contender::Floodguard {
                 // Scoring bans a client that keeps pressing against a
                 // rule; here the refusals are the measurement, so bans
                 // are watched only.
                 let mut ladder = floodguard::http::Ladder::default();
                 ladder.shadow_ban = true;
                 builder = builder.scoring(Scoring::new().ladder(ladder));
+            }
+            if contender == Contender::FloodguardOverload {
+                builder = builder.overload(Overload::default().per_route());
             }
             router.layer(builder.build().expect("valid quota").layer())
         }
