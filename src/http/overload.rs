@@ -414,9 +414,6 @@ struct LimitState {
     peak_in_flight: u32,
     /// Windows until the next probe of the uncongested latency.
     until_probe: u32,
-    /// Probing: the limit is pinned at its floor until a window of
-    /// answers to requests admitted since is measured.
-    probing: bool,
     /// Requests shed when the last probe started.
     shed_at_probe: u64,
     /// Consecutive windows slower than `SLOW` × the norm.
@@ -435,7 +432,9 @@ pub(crate) struct ConcurrencyLimit {
     /// Bumped when a probe starts: only requests admitted since answer
     /// for it, as earlier ones may have queued.
     epoch: AtomicU32,
-    /// A probe is on.
+    /// A probe is on: the limit is pinned at its floor until a window of
+    /// answers to requests admitted since is measured. Written only under
+    /// the state lock; admission reads it without.
     probing: AtomicBool,
     in_flight: AtomicU32,
     admitted: AtomicU64,
@@ -458,7 +457,6 @@ impl ConcurrencyLimit {
                 answers: 0,
                 peak_in_flight: 0,
                 until_probe: FIRST_PROBE,
-                probing: false,
                 shed_at_probe: 0,
                 slow_streak: 0,
             }),
@@ -525,7 +523,8 @@ impl ConcurrencyLimit {
         // Below a microsecond the clock says nothing useful.
         let rtt = (latency.as_nanos() as f64).max(1_000.0);
         let mut st = self.state.lock();
-        if st.probing && epoch != self.epoch.load(Ordering::Relaxed) {
+        let probing = self.probing.load(Ordering::Relaxed);
+        if probing && epoch != self.epoch.load(Ordering::Relaxed) {
             // Admitted before the probe: it may have queued.
             return;
         }
@@ -535,7 +534,7 @@ impl ConcurrencyLimit {
         // The limit moves once per window: as many answers as the limit
         // (one generation of requests), at least `MIN_WINDOW`. Moving it on
         // every answer makes it swing with each one's noise.
-        let window = if st.probing {
+        let window = if probing {
             MIN_WINDOW
         } else {
             st.limit.max(MIN_WINDOW)
@@ -546,10 +545,9 @@ impl ConcurrencyLimit {
         let rtt = st.sum / f64::from(st.answers);
         let in_flight = f64::from(st.peak_in_flight);
         (st.sum, st.answers, st.peak_in_flight) = (0.0, 0, 0);
-        if st.probing {
+        if probing {
             // What the service takes with almost nothing queued: the norm.
             st.long = rtt;
-            st.probing = false;
             self.probing.store(false, Ordering::Relaxed);
             return;
         }
@@ -573,7 +571,6 @@ impl ConcurrencyLimit {
             let shed = self.shed_total();
             if shed > st.shed_at_probe {
                 st.shed_at_probe = shed;
-                st.probing = true;
                 self.epoch.fetch_add(1, Ordering::Relaxed);
                 self.probing.store(true, Ordering::Relaxed);
                 return;
