@@ -504,7 +504,7 @@ fn bad_rules_are_named_in_the_error() {
 
 #[tokio::test]
 async fn refused_http1_connections_are_closed_unless_configured() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     for close in [true, false] {
         let guard = Guard::builder()
             .rule(Rule::per_ip("per-ip").sliding_window(1, MINUTE))
@@ -514,17 +514,11 @@ async fn refused_http1_connections_are_closed_unless_configured() {
         let addr = serve(app(&guard)).await;
         let mut stream = common::connect_from("127.0.0.20", addr).await;
         let req = b"GET / HTTP/1.1\r\nHost: shop.test\r\n\r\n";
-        let mut got = Vec::new();
-        let mut buf = [0u8; 4096];
+        let mut text = String::new();
         for _ in 0..2 {
-            stream.write_all(req).await.unwrap();
-            let n = tokio::time::timeout(common::TIMEOUT, stream.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            got.extend_from_slice(&buf[..n]);
+            text.push_str(&common::exchange_raw(&mut stream, req).await.to_lowercase());
         }
-        let text = String::from_utf8_lossy(&got).to_lowercase();
+        let mut buf = [0u8; 1];
         assert!(text.contains("429 too many requests"), "{text}");
         assert_eq!(text.contains("connection: close"), close, "{text}");
         // Closed: the next read sees end of stream; kept: it would block.
@@ -538,7 +532,6 @@ async fn refused_http1_connections_are_closed_unless_configured() {
 #[tokio::test]
 async fn a_trusted_proxys_connection_is_kept_and_exempt_from_gate_caps() {
     use floodguard::http::AcceptVerdict;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let guard = Guard::builder()
         .rule(Rule::per_ip("per-ip").sliding_window(1, MINUTE))
         .client_ip(ClientIpConfig::new().trust("127.0.0.30".parse().unwrap()))
@@ -555,27 +548,17 @@ async fn a_trusted_proxys_connection_is_kept_and_exempt_from_gate_caps() {
     let addr = serve(app(&guard)).await;
     let mut stream = common::connect_from("127.0.0.30", addr).await;
     let req = b"GET / HTTP/1.1\r\nHost: shop.test\r\nX-Forwarded-For: 203.0.113.1\r\n\r\n";
-    let mut buf = [0u8; 4096];
     let mut text = String::new();
     for _ in 0..2 {
-        stream.write_all(req).await.unwrap();
-        let n = tokio::time::timeout(common::TIMEOUT, stream.read(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        text.push_str(&String::from_utf8_lossy(&buf[..n]).to_lowercase());
+        text.push_str(&common::exchange_raw(&mut stream, req).await.to_lowercase());
     }
     assert!(text.contains("429 too many requests"), "{text}");
     // The refusal was for one client behind the proxy: the proxy's
     // connection stays open for the others.
     assert!(!text.contains("connection: close"), "{text}");
     let other = b"GET / HTTP/1.1\r\nHost: shop.test\r\nX-Forwarded-For: 203.0.113.2\r\n\r\n";
-    stream.write_all(other).await.unwrap();
-    let n = tokio::time::timeout(common::TIMEOUT, stream.read(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let answer = common::exchange_raw(&mut stream, other).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 #[test]

@@ -90,3 +90,16 @@ pub async fn connect_from(from: &str, to: SocketAddr) -> tokio::net::TcpStream {
     socket.bind(SocketAddr::new(ip, 0)).unwrap();
     socket.connect(to).await.unwrap()
 }
+
+/// Writes `request` (raw bytes) on `stream` and returns what one read of the
+/// answer gave, as text.
+pub async fn exchange_raw(stream: &mut tokio::net::TcpStream, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream.write_all(request).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(TIMEOUT, stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
