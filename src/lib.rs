@@ -63,6 +63,8 @@ pub mod http;
 pub mod ip;
 mod limiter;
 mod prefix_map;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod score;
 mod stats;
 mod store;

@@ -1,0 +1,3 @@
+//! Limits shared by a fleet through Redis (feature `redis`).
+
+mod script;
