@@ -141,6 +141,13 @@ impl<K: Hash + ?Sized, C: Clock, S: Store> KeyedLimiter<K, C, S> {
             .apply(self.hash(key), now, &self.algorithm, Op::Peek(cost))
     }
 
+    /// Runs any [`Op`] on `key` (peeks and refunds for callers that build
+    /// their own composition).
+    #[cfg(feature = "redis")]
+    pub(crate) fn apply_op(&self, key: &K, now: Timestamp, op: Op) -> Decision {
+        self.store.apply(self.hash(key), now, &self.algorithm, op)
+    }
+
     /// A check of `key` (cost 1) to run together with others in
     /// [`check_all`](crate::check_all).
     pub fn pending(&self, key: &K) -> Pending<'_> {

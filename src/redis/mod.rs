@@ -1,3 +1,60 @@
 //! Limits shared by a fleet through Redis (feature `redis`).
+//!
+//! Several instances of a service behind a load balancer need one limit
+//! across all of them: with local counters, N instances admit N times the
+//! limit. A [`RedisStore`] is one Redis connection with a timeout, a circuit
+//! breaker and a failure policy; a [`SharedLimiter`] built on it runs the
+//! sliding-window counter or GCRA in Redis, in Lua scripts that read and
+//! update a key's state in one atomic step.
+//!
+//! # Modes
+//!
+//! * [`Mode::Strict`]: every check is one round trip to Redis. The fleet
+//!   admits exactly what one limiter would; each check waits for the
+//!   network (a fraction of a millisecond on a LAN).
+//! * [`Mode::NearCache`] (the default): checks are decided locally and never
+//!   wait; what was admitted is pushed every `sync_every` (10 ms), or sooner
+//!   once a key admitted `sync_after` units (16), in one pipelined round
+//!   trip per limiter. A key Redis reports over its limit is refused
+//!   locally until its retry-after, without a round trip.
+//!
+//! # Near-cache accuracy
+//!
+//! At each sync an instance gets its share of what the fleet has left for a
+//! key, `⌈remaining / I⌉` for `I` live instances (each instance renews
+//! itself in a registry in Redis every second). Between syncs the
+//! instances together spend at most `remaining + I − 1`, and nothing once
+//! Redis reports no room, so a key's count overshoots its limit by at most
+//! `I − 1` units. The exception is a key's first requests at an instance
+//! (or after the near-cache dropped it to make room): until its first sync
+//! that instance assumes the key has its whole allowance and may admit up to
+//! `⌈limit / I⌉`. The cost of the share is on the other side: a client whose
+//! requests all reach one instance may be refused for up to `sync_every`
+//! once it has spent that instance's share, although the fleet has room
+//! ([`SharedStats::budget_refusals`] counts these).
+//!
+//! # When Redis is gone
+//!
+//! Every call has a timeout ([`RedisStoreBuilder::timeout`]). After
+//! [`trip_after`](RedisStoreBuilder::trip_after) failures in a row the
+//! breaker opens: calls are no longer made and the [`OnFailure`] policy
+//! decides: fail open to a local limiter of the same quota, or fail closed.
+//! Every [`retry_every`](RedisStoreBuilder::retry_every) one call probes
+//! Redis; when it answers, shared limits apply again. Each transition is
+//! logged once, and counted in [`StoreStats`].
 
+mod breaker;
+mod limiter;
+mod near_cache;
 mod script;
+mod store;
+
+pub use breaker::BreakerState;
+pub use limiter::{
+    DEFAULT_LOCAL_CAPACITY, DEFAULT_SYNC_AFTER, DEFAULT_SYNC_EVERY, Mode, SharedBuilder,
+    SharedLimiter, SharedStats,
+};
+pub use store::{
+    DEFAULT_RETRY_EVERY, DEFAULT_TIMEOUT, DEFAULT_TRIP_AFTER, OnFailure, RedisStore,
+    RedisStoreBuilder, StoreError, StoreStats,
+};

@@ -1,0 +1,513 @@
+//! `SharedLimiter`: one limit for a whole fleet, counted in Redis.
+
+use super::near_cache::{NearCache, Nudge};
+use super::script::ScriptOp;
+use super::store::{OnFailure, RedisStore, StoreError, StoreInner, check_name};
+use crate::algo::{Algorithm, Gcra, Op, SlidingWindow};
+use crate::decision::Decision;
+use crate::{KeyedLimiter, Timestamp};
+use std::hash::Hash;
+use std::marker::PhantomData;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Default time between two near-cache syncs.
+pub const DEFAULT_SYNC_EVERY: Duration = Duration::from_millis(10);
+/// Default units a key may admit locally before a sync is hurried along.
+pub const DEFAULT_SYNC_AFTER: u64 = 16;
+/// Default number of keys a shared limiter keeps locally (near-cache and
+/// fallback limiter each).
+pub const DEFAULT_LOCAL_CAPACITY: usize = 100_000;
+/// Largest number of keys pushed in one round trip.
+const MAX_BATCH: usize = 1024;
+
+/// How a [`SharedLimiter`] talks to Redis.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Every check is one round trip running the algorithm in Redis: exact
+    /// across the fleet, at the cost of a network wait per check.
+    Strict,
+    /// Checks are decided locally from each key's share of what Redis last
+    /// reported; what was admitted is pushed every `sync_every` or once a
+    /// key has admitted `sync_after` units. No check waits for the network;
+    /// the fleet may overshoot a key's limit by the bound in the
+    /// [module docs](super#near-cache-accuracy).
+    NearCache {
+        /// Time between two syncs.
+        sync_every: Duration,
+        /// Units a key may admit before a sync is hurried along.
+        sync_after: u64,
+    },
+}
+
+impl Mode {
+    /// [`Mode::NearCache`] with the default sync interval and batch.
+    pub const fn near_cache() -> Self {
+        Mode::NearCache {
+            sync_every: DEFAULT_SYNC_EVERY,
+            sync_after: DEFAULT_SYNC_AFTER,
+        }
+    }
+}
+
+/// A rate limit shared by every instance that builds one with the same
+/// name on the same [`RedisStore`] namespace.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), floodguard::redis::StoreError> {
+/// use std::net::IpAddr;
+/// use std::time::Duration;
+/// use floodguard::redis::{Mode, RedisStore, SharedLimiter};
+///
+/// let store = RedisStore::builder("redis://127.0.0.1:6379/").namespace("shop").build()?;
+/// let limiter = SharedLimiter::<IpAddr>::builder("login")
+///     .sliding_window(10, Duration::from_secs(60))
+///     .mode(Mode::Strict)
+///     .build(&store)?;
+/// let ip: IpAddr = "192.0.2.7".parse().unwrap();
+/// if limiter.check(&ip).await.is_allowed() { /* serve */ }
+/// # Ok(()) }
+/// ```
+pub struct SharedLimiter<K: ?Sized> {
+    inner: Arc<Shared>,
+    _key: PhantomData<fn(&K)>,
+}
+
+impl<K: ?Sized> Clone for SharedLimiter<K> {
+    fn clone(&self) -> Self {
+        SharedLimiter {
+            inner: Arc::clone(&self.inner),
+            _key: PhantomData,
+        }
+    }
+}
+
+impl<K: ?Sized> std::fmt::Debug for SharedLimiter<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedLimiter")
+            .field("name", &self.inner.name)
+            .field("algorithm", &self.inner.algorithm)
+            .field("mode", &self.inner.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct Shared {
+    name: String,
+    store: Arc<StoreInner>,
+    algorithm: Algorithm,
+    mode: Mode,
+    /// `<namespace>:{<name>:`; the key's hash and `}` complete it, so one
+    /// key's state sits in one cluster slot.
+    prefix: String,
+    /// Decides while Redis is unreachable and the policy is to fail open,
+    /// and for keys a full near-cache cannot hold.
+    local: KeyedLimiter<u64>,
+    near: Option<NearCache>,
+    wake: Arc<Notify>,
+    checked: AtomicU64,
+    denied: AtomicU64,
+    fallback: AtomicU64,
+}
+
+/// Counters of a [`SharedLimiter`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedStats {
+    /// Checks decided (charges, not peeks or refunds).
+    pub checked: u64,
+    /// Checks refused.
+    pub denied: u64,
+    /// Checks decided by the failure policy (Redis unreachable) or by the
+    /// local fallback for keys a full near-cache could not hold.
+    pub fallback: u64,
+    /// Near-cache refusals because this instance's share of a key was
+    /// spent before the next sync (the fleet may still have had room).
+    pub budget_refusals: u64,
+    /// Near-cache checks of a new key while the cache was full of keys
+    /// with counts not yet pushed.
+    pub overflow: u64,
+    /// Near-cache sync rounds that reached Redis, and keys they pushed.
+    pub sync_rounds: u64,
+    /// Keys pushed by those rounds.
+    pub pushed_keys: u64,
+    /// Sync rounds that failed; their counts went with the next one.
+    pub failed_rounds: u64,
+    /// Keys held in the near-cache now.
+    pub cached_keys: usize,
+    /// Instances of the fleet the near-cache shares each key among.
+    pub instances: u64,
+}
+
+impl<K: Hash + ?Sized> SharedLimiter<K> {
+    /// Starts a builder. `name` identifies the limit across the fleet: every
+    /// instance that builds a limiter of this name on the same namespace
+    /// shares its counts, so give each limit its own name.
+    pub fn builder(name: impl Into<String>) -> SharedBuilder<K> {
+        SharedBuilder {
+            name: name.into(),
+            quota: None,
+            burst: None,
+            mode: Mode::near_cache(),
+            capacity: DEFAULT_LOCAL_CAPACITY,
+            _key: PhantomData,
+        }
+    }
+
+    /// Decides one request of cost 1 for `key`.
+    pub async fn check(&self, key: &K) -> Decision {
+        self.check_n(key, 1).await
+    }
+
+    /// Decides one request of cost `cost`. In [`Mode::Strict`] this waits
+    /// for Redis (never longer than the store's timeout); in
+    /// [`Mode::NearCache`] it does not wait at all.
+    pub async fn check_n(&self, key: &K, cost: u64) -> Decision {
+        let s = &*self.inner;
+        let hash = s.store.hash(key);
+        let d = match s.mode {
+            Mode::Strict => s.strict(hash, cost).await,
+            Mode::NearCache { .. } => s.near(hash, s.store.now(), Op::Check(cost)),
+        };
+        s.record(d.is_allowed());
+        d
+    }
+
+    /// Decides at once in [`Mode::NearCache`]; `None` in [`Mode::Strict`],
+    /// whose checks must wait for Redis.
+    pub fn check_now(&self, key: &K, cost: u64) -> Option<Decision> {
+        let s = &*self.inner;
+        if s.mode == Mode::Strict {
+            return None;
+        }
+        let d = s.near(s.store.hash(key), s.store.now(), Op::Check(cost));
+        s.record(d.is_allowed());
+        Some(d)
+    }
+
+    /// A check for `key` to run with [`check_all`](crate::check_all),
+    /// charged with other limiters' on all or none. Near-cache mode only
+    /// (`None` in strict mode).
+    pub fn pending_n(&self, key: &K, cost: u64) -> Option<crate::Pending<'_>> {
+        let s = &*self.inner;
+        (s.mode != Mode::Strict)
+            .then(|| crate::Pending::new(s as &dyn crate::compose::Charge, s.store.hash(key), cost))
+    }
+}
+
+impl<K: ?Sized> SharedLimiter<K> {
+    /// The limit's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The algorithm and quota.
+    pub fn algorithm(&self) -> &Algorithm {
+        &self.inner.algorithm
+    }
+
+    /// The mode.
+    pub fn mode(&self) -> Mode {
+        self.inner.mode
+    }
+
+    /// The store this limiter counts in.
+    pub fn store(&self) -> RedisStore {
+        RedisStore {
+            inner: Arc::clone(&self.inner.store),
+        }
+    }
+
+    /// The limiter's counters.
+    pub fn stats(&self) -> SharedStats {
+        let s = &*self.inner;
+        let mut stats = SharedStats {
+            checked: s.checked.load(Ordering::Relaxed),
+            denied: s.denied.load(Ordering::Relaxed),
+            fallback: s.fallback.load(Ordering::Relaxed),
+            instances: s.store.instances(),
+            ..SharedStats::default()
+        };
+        if let Some(n) = &s.near {
+            let c = &n.counters;
+            stats.budget_refusals = c.budget_refusals.load(Ordering::Relaxed);
+            stats.overflow = c.overflow.load(Ordering::Relaxed);
+            stats.sync_rounds = c.rounds.load(Ordering::Relaxed);
+            stats.pushed_keys = c.pushed_keys.load(Ordering::Relaxed);
+            stats.failed_rounds = c.failed_rounds.load(Ordering::Relaxed);
+            stats.cached_keys = n.len();
+        }
+        stats
+    }
+
+    /// Pushes what the near-cache holds now and waits for the answer
+    /// (at most the store's timeout). Useful before shutting down, so the
+    /// fleet sees this instance's last counts; a no-op in strict mode.
+    pub async fn flush(&self) {
+        self.inner.sync_round().await;
+    }
+}
+
+impl Shared {
+    fn limit(&self) -> u64 {
+        self.algorithm.limit()
+    }
+
+    fn record(&self, allowed: bool) {
+        self.checked.fetch_add(1, Ordering::Relaxed);
+        if !allowed {
+            self.denied.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn redis_key(&self, hash: u64) -> String {
+        format!("{}{hash:016x}}}", self.prefix)
+    }
+
+    async fn strict(&self, hash: u64, cost: u64) -> Decision {
+        let cmd = self.store.scripts.cmd(
+            &self.algorithm,
+            &self.redis_key(hash),
+            ScriptOp::Check(cost),
+            None,
+        );
+        match self.store.run(std::slice::from_ref(&cmd)).await {
+            Ok(replies) => match replies.first() {
+                Some(r) => r.decision(self.limit()),
+                None => self.fallback(hash, self.store.now(), Op::Check(cost)),
+            },
+            Err(_) => self.fallback(hash, self.store.now(), Op::Check(cost)),
+        }
+    }
+
+    /// A near-cache decision; the failure policy while Redis is away.
+    fn near(&self, hash: u64, now: Timestamp, op: Op) -> Decision {
+        let Some(near) = &self.near else {
+            return self.fallback(hash, now, op);
+        };
+        if !self.store.is_closed() {
+            return self.fallback(hash, now, op);
+        }
+        match near.apply(hash, now, op, self.store.instances()) {
+            Some((d, nudge)) => {
+                if nudge == Nudge::Now {
+                    self.wake.notify_one();
+                }
+                d
+            }
+            // A full cache of unpushed keys: this key is limited locally.
+            None => self.local_decision(hash, now, op),
+        }
+    }
+
+    fn fallback(&self, hash: u64, now: Timestamp, op: Op) -> Decision {
+        if matches!(op, Op::Check(_)) {
+            self.fallback.fetch_add(1, Ordering::Relaxed);
+        }
+        match self.store.on_failure {
+            OnFailure::Local => self.local_decision(hash, now, op),
+            OnFailure::Refuse => {
+                let retry = self.store.retry_in().max(Duration::from_millis(1));
+                Decision::deny(
+                    self.limit(),
+                    (0, 1),
+                    0,
+                    crate::clock::duration_nanos(retry),
+                )
+            }
+        }
+    }
+
+    fn local_decision(&self, hash: u64, now: Timestamp, op: Op) -> Decision {
+        match op {
+            Op::Check(cost) => self.local.check_n_at(&hash, cost, now),
+            _ => self.local.apply_op(&hash, now, op),
+        }
+    }
+
+    /// Pushes every dirty key's count and settles their budgets.
+    async fn sync_round(&self) {
+        let Some(near) = &self.near else { return };
+        let batch = near.take_dirty();
+        for chunk in batch.chunks(MAX_BATCH) {
+            let cmds: Vec<redis::Cmd> = chunk
+                .iter()
+                .map(|&(hash, units)| {
+                    self.store.scripts.cmd(
+                        &self.algorithm,
+                        &self.redis_key(hash),
+                        ScriptOp::Push(units),
+                        None,
+                    )
+                })
+                .collect();
+            match self.store.run(&cmds).await {
+                Ok(replies) if replies.len() == chunk.len() => {
+                    near.counters.rounds.fetch_add(1, Ordering::Relaxed);
+                    near.settle(chunk, &replies, self.store.now(), self.store.instances());
+                }
+                _ => near.restore(chunk),
+            }
+        }
+    }
+}
+
+impl crate::compose::Charge for Shared {
+    fn apply_hashed(&self, key: u64, now: Timestamp, op: Op) -> Decision {
+        self.near(key, now, op)
+    }
+
+    fn record(&self, allowed: bool) {
+        Shared::record(self, allowed);
+    }
+}
+
+/// Syncs a near-cache every `every`, or sooner when woken, until the
+/// limiter is dropped; refreshes the fleet's instance count on the way.
+async fn sync_loop(shared: Weak<Shared>, wake: Arc<Notify>, every: Duration) {
+    loop {
+        // Woken early or not, the round runs.
+        let _ = tokio::time::timeout(every, wake.notified()).await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.store.heartbeat_if_due().await;
+        shared.sync_round().await;
+    }
+}
+
+/// Builds a [`SharedLimiter`]; see [`SharedLimiter::builder`].
+#[must_use = "a builder does nothing until built"]
+pub struct SharedBuilder<K: ?Sized> {
+    name: String,
+    quota: Option<Quota>,
+    burst: Option<u64>,
+    mode: Mode,
+    capacity: usize,
+    _key: PhantomData<fn(&K)>,
+}
+
+impl<K: ?Sized> std::fmt::Debug for SharedBuilder<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedBuilder")
+            .field("name", &self.name)
+            .field("mode", &self.mode)
+            .finish_non_exhaustive()
+    }
+}
+
+enum Quota {
+    SlidingWindow(u64, Duration),
+    Gcra(u64, Duration),
+}
+
+impl<K: Hash + ?Sized> SharedBuilder<K> {
+    /// At most `limit` requests per `window` across the fleet, counted with
+    /// the sliding-window counter.
+    pub fn sliding_window(mut self, limit: u64, window: Duration) -> Self {
+        self.quota = Some(Quota::SlidingWindow(limit, window));
+        self
+    }
+
+    /// `rate` requests per `period` across the fleet with GCRA; the burst
+    /// defaults to `rate`.
+    pub fn gcra(mut self, rate: u64, period: Duration) -> Self {
+        self.quota = Some(Quota::Gcra(rate, period));
+        self
+    }
+
+    /// GCRA only: how many requests may come at once after idling.
+    pub fn burst(mut self, burst: u64) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// [`Mode::NearCache`] (the default) or [`Mode::Strict`].
+    pub fn mode(mut self, mode: Mode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Keys held locally, by the near-cache and by the fallback limiter
+    /// each (default [`DEFAULT_LOCAL_CAPACITY`]).
+    pub fn capacity(mut self, keys: usize) -> Self {
+        self.capacity = keys;
+        self
+    }
+
+    /// Checks every field and builds the limiter; in near-cache mode starts
+    /// its sync task on the current Tokio runtime.
+    pub fn build(self, store: &RedisStore) -> Result<SharedLimiter<K>, StoreError> {
+        check_name("name", &self.name)?;
+        let algorithm: Algorithm = match self.quota {
+            None => return Err(crate::ConfigError::MissingAlgorithm.into()),
+            Some(Quota::SlidingWindow(limit, window)) => {
+                if self.burst.is_some() {
+                    return Err(crate::ConfigError::BurstWithoutGcra.into());
+                }
+                SlidingWindow::new(limit, window)?.into()
+            }
+            Some(Quota::Gcra(rate, period)) => {
+                Gcra::new(rate, period, self.burst.unwrap_or(rate))?.into()
+            }
+        };
+        let near = match self.mode {
+            Mode::Strict => None,
+            Mode::NearCache {
+                sync_every,
+                sync_after,
+            } => {
+                if sync_every.is_zero() {
+                    return Err(crate::ConfigError::ZeroDuration {
+                        field: "sync_every",
+                    }
+                    .into());
+                }
+                if sync_after == 0 {
+                    return Err(crate::ConfigError::Zero {
+                        field: "sync_after",
+                    }
+                    .into());
+                }
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err(StoreError::NoRuntime);
+                }
+                Some(NearCache::new(
+                    algorithm.limit(),
+                    self.capacity,
+                    sync_after,
+                    sync_every,
+                ))
+            }
+        };
+        let local = KeyedLimiter::with_store(
+            algorithm,
+            crate::AtomicTable::with_capacity(self.capacity)?,
+            crate::CoarseClock::new(),
+        );
+        let wake = Arc::new(Notify::new());
+        let shared = Arc::new(Shared {
+            prefix: format!("{}:{{{}:", store.inner.namespace, self.name),
+            name: self.name,
+            store: Arc::clone(&store.inner),
+            algorithm,
+            mode: self.mode,
+            local,
+            near,
+            wake: Arc::clone(&wake),
+            checked: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            fallback: AtomicU64::new(0),
+        });
+        if let Mode::NearCache { sync_every, .. } = self.mode {
+            tokio::spawn(sync_loop(Arc::downgrade(&shared), wake, sync_every));
+        }
+        Ok(SharedLimiter {
+            inner: shared,
+            _key: PhantomData,
+        })
+    }
+}
