@@ -95,6 +95,13 @@ pub enum ConfigError {
         /// What is wrong with it.
         source: Box<ConfigError>,
     },
+    /// A rule could not be shared through Redis (see
+    /// `Rule::shared`, feature `redis`).
+    #[error("cannot share the rule through Redis: {reason}")]
+    SharedStore {
+        /// Why.
+        reason: String,
+    },
     /// Two rules of one guard share a name, so stats and responses could
     /// not tell them apart.
     #[error("two rules are named `{rule}`")]

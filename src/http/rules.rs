@@ -69,6 +69,8 @@ pub struct Rule {
     cost: u64,
     shadow: bool,
     scope: Scope,
+    #[cfg(feature = "redis")]
+    shared: Option<crate::redis::RedisStore>,
 }
 
 impl fmt::Debug for Rule {
@@ -115,6 +117,8 @@ impl Rule {
             cost: 1,
             shadow: false,
             scope: Scope::default(),
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 
@@ -239,6 +243,32 @@ impl Rule {
         &self.name
     }
 
+    /// Counts this rule across a fleet: every instance whose guard has a
+    /// rule of this name shared through the same store namespace counts in
+    /// one place in Redis. Checks never wait for Redis: the rule uses the
+    /// near-cache ([`Mode::NearCache`](crate::redis::Mode::NearCache)), with
+    /// the accuracy bound given in [`crate::redis`]; while Redis is
+    /// unreachable the store's [`OnFailure`](crate::redis::OnFailure)
+    /// policy decides. The guard must be built inside a Tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use floodguard::http::{Guard, Rule};
+    /// use floodguard::redis::RedisStore;
+    ///
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379/").namespace("shop").build()?;
+    /// let guard = Guard::builder()
+    ///     .rule(Rule::per_ip("per-ip").sliding_window(600, Duration::from_secs(60)).shared(&store))
+    ///     .build()?;
+    /// # let _ = guard; Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn shared(mut self, store: &crate::redis::RedisStore) -> Self {
+        self.shared = Some(store.clone());
+        self
+    }
+
     pub(crate) fn compile<C: Clock + Clone>(
         self,
         clock: &C,
@@ -281,6 +311,13 @@ impl Rule {
             builder = builder.burst(b);
         }
         let limiter = builder.build().map_err(in_rule)?;
+        #[cfg(feature = "redis")]
+        let shared = match &self.shared {
+            None => None,
+            Some(store) => Some(
+                share(&self.name, store, limiter.algorithm(), self.capacity).map_err(in_rule)?,
+            ),
+        };
         let quota = limiter.algorithm().limit();
         // The policy's window: the sliding window, or the time GCRA takes
         // to refill a whole burst.
@@ -300,6 +337,8 @@ impl Rule {
             cost: self.cost,
             shadow: self.shadow,
             limiter,
+            #[cfg(feature = "redis")]
+            shared,
             policy,
         })
     }
@@ -313,6 +352,9 @@ pub(crate) struct CompiledRule<C> {
     cost: u64,
     pub(crate) shadow: bool,
     limiter: KeyedLimiter<[u8], C>,
+    /// Counts in Redis instead of `limiter` when the rule is shared.
+    #[cfg(feature = "redis")]
+    shared: Option<crate::redis::SharedLimiter<[u8]>>,
     /// Pre-formatted `RateLimit-Policy` value.
     pub(crate) policy: HeaderValue,
 }
@@ -336,29 +378,57 @@ impl<C: Clock> CompiledRule<C> {
         if !self.scope.matches(parts, route) {
             return None;
         }
-        let l = &self.limiter;
         let c = self.cost.saturating_mul(cost_factor);
-        Some(match &self.key {
+        let charge = |key: &[u8]| self.charge(key, c);
+        match &self.key {
             KeySpec::Ip => {
                 let (buf, n) = ip_key(client?);
-                l.pending_n(&buf[..n], c)
+                charge(&buf[..n])
             }
             KeySpec::Prefix(lengths) => {
                 let p = IpPrefix::of(client?, *lengths);
                 let (mut buf, n) = ip_key(p.network());
                 buf[n] = p.len();
-                l.pending_n(&buf[..=n], c)
+                charge(&buf[..=n])
             }
-            KeySpec::Path => l.pending_n(route.as_bytes(), c),
-            KeySpec::Method => l.pending_n(parts.method.as_str().as_bytes(), c),
-            KeySpec::Header(Ok(h)) => l.pending_n(parts.headers.get(h)?.as_bytes(), c),
-            KeySpec::Header(Err(_)) => return None,
-            KeySpec::Global => l.pending_n(&[], c),
-            KeySpec::Custom(f) => l.pending_n(f(parts)?.as_bytes(), c),
-        })
+            KeySpec::Path => charge(route.as_bytes()),
+            KeySpec::Method => charge(parts.method.as_str().as_bytes()),
+            KeySpec::Header(Ok(h)) => charge(parts.headers.get(h)?.as_bytes()),
+            KeySpec::Header(Err(_)) => None,
+            KeySpec::Global => charge(&[]),
+            KeySpec::Custom(f) => charge(f(parts)?.as_bytes()),
+        }
+    }
+
+    /// The check of `key`, on the shared limiter if the rule has one.
+    #[inline]
+    fn charge(&self, key: &[u8], cost: u64) -> Option<Pending<'_>> {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            return shared.pending_n(key, cost);
+        }
+        Some(self.limiter.pending_n(key, cost))
     }
 
     pub(crate) fn stats(&self) -> RuleStats {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            let st = shared.stats();
+            let limiter = LimiterStats {
+                admitted: st.checked - st.denied,
+                denied: st.denied,
+                evictions: 0,
+                occupancy: st.cached_keys,
+                capacity: self.limiter.stats().capacity,
+            };
+            return RuleStats {
+                name: self.name.to_string(),
+                shadow: self.shadow,
+                shadow_refusals: if self.shadow { limiter.denied } else { 0 },
+                limiter,
+                shared: Some(st),
+            };
+        }
         let limiter = self.limiter.stats();
         RuleStats {
             name: self.name.to_string(),
@@ -367,6 +437,8 @@ impl<C: Clock> CompiledRule<C> {
             // what it denied is exactly what it would have refused.
             shadow_refusals: if self.shadow { limiter.denied } else { 0 },
             limiter,
+            #[cfg(feature = "redis")]
+            shared: None,
         }
     }
 }
@@ -402,4 +474,26 @@ pub struct RuleStats {
     pub limiter: LimiterStats,
     /// Requests a shadow rule would have refused (0 for enforced rules).
     pub shadow_refusals: u64,
+    /// The shared limiter's counters, for a rule counted in Redis.
+    #[cfg(feature = "redis")]
+    pub shared: Option<crate::redis::SharedStats>,
+}
+
+/// The near-cached shared limiter for rule `name`.
+#[cfg(feature = "redis")]
+fn share(
+    name: &str,
+    store: &crate::redis::RedisStore,
+    algorithm: &Algorithm,
+    capacity: Option<usize>,
+) -> Result<crate::redis::SharedLimiter<[u8]>, ConfigError> {
+    let builder = crate::redis::SharedLimiter::<[u8]>::builder(name)
+        .capacity(capacity.unwrap_or(crate::redis::DEFAULT_LOCAL_CAPACITY));
+    let builder = match *algorithm {
+        Algorithm::SlidingWindow(a) => builder.sliding_window(a.limit(), a.window()),
+        Algorithm::Gcra(a) => builder.gcra(a.rate(), a.period()).burst(a.burst()),
+    };
+    builder.build(store).map_err(|e| ConfigError::SharedStore {
+        reason: e.to_string(),
+    })
 }

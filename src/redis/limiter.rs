@@ -311,12 +311,7 @@ impl Shared {
             OnFailure::Local => self.local_decision(hash, now, op),
             OnFailure::Refuse => {
                 let retry = self.store.retry_in().max(Duration::from_millis(1));
-                Decision::deny(
-                    self.limit(),
-                    (0, 1),
-                    0,
-                    crate::clock::duration_nanos(retry),
-                )
+                Decision::deny(self.limit(), (0, 1), 0, crate::clock::duration_nanos(retry))
             }
         }
     }
@@ -356,8 +351,10 @@ impl Shared {
 }
 
 impl crate::compose::Charge for Shared {
-    fn apply_hashed(&self, key: u64, now: Timestamp, op: Op) -> Decision {
-        self.near(key, now, op)
+    fn apply_hashed(&self, key: u64, _: Timestamp, op: Op) -> Decision {
+        // The store's clock, not the caller's: budgets and blocks were set
+        // on it.
+        self.near(key, self.store.now(), op)
     }
 
     fn record(&self, allowed: bool) {

@@ -159,63 +159,87 @@ impl NearCache {
         instances: u64,
     ) -> Option<(Decision, Nudge)> {
         let now = now.as_nanos();
-        let mut shard = self.shard(key).lock();
-        if !shard.entries.contains_key(&key) {
-            if let Op::Peek(cost) | Op::Refund(cost) = op {
-                // Never creates an entry: decide on the assumed allowance.
-                let e = Entry {
-                    budget: self.fresh_budget(instances),
-                    ..Entry::default()
-                };
-                let d = if cost <= e.budget {
-                    self.allow(&e, now)
-                } else {
-                    self.deny(&e, now, duration_nanos(self.sync_every))
-                };
-                return Some((d, Nudge::None));
-            }
-            if shard.entries.len() >= self.shard_capacity && !shard.make_room() {
-                self.counters.overflow.fetch_add(1, Ordering::Relaxed);
-                return None;
-            }
-            shard.entries.insert(
-                key,
-                Entry {
-                    budget: self.fresh_budget(instances),
-                    ..Entry::default()
-                },
-            );
+        let mut guard = self.shard(key).lock();
+        let Shard { entries, dirty } = &mut *guard;
+        if let Some(e) = entries.get_mut(&key) {
+            return Some(self.decide(key, e, dirty, now, op));
         }
-        let e = shard.entries.get_mut(&key)?;
+        if let Op::Peek(cost) | Op::Refund(cost) = op {
+            // Never creates an entry: decide on the assumed allowance.
+            let e = Entry {
+                budget: self.fresh_budget(instances),
+                ..Entry::default()
+            };
+            let d = if cost <= e.budget {
+                self.allow(&e, now)
+            } else {
+                self.deny(&e, now, duration_nanos(self.sync_every))
+            };
+            return Some((d, Nudge::None));
+        }
+        if entries.len() >= self.shard_capacity && !guard.make_room() {
+            self.counters.overflow.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        guard.entries.insert(
+            key,
+            Entry {
+                budget: self.fresh_budget(instances),
+                ..Entry::default()
+            },
+        );
+        let Shard { entries, dirty } = &mut *guard;
+        let e = entries.get_mut(&key)?;
+        Some(self.decide(key, e, dirty, now, op))
+    }
+
+    /// Decides `op` on `key`'s entry `e`, adding it to `dirty` if it has
+    /// something to push or a budget to refresh.
+    fn decide(
+        &self,
+        key: u64,
+        e: &mut Entry,
+        dirty: &mut Vec<u64>,
+        now: u64,
+        op: Op,
+    ) -> (Decision, Nudge) {
+        let mut mark = |e: &mut Entry| {
+            if !e.dirty {
+                e.dirty = true;
+                dirty.push(key);
+            }
+        };
         e.last_seen = now;
         if e.blocked_until != 0 {
             if now < e.blocked_until {
-                let d = self.deny(e, now, e.blocked_until - now);
-                return Some((d, Nudge::None));
+                return (self.deny(e, now, e.blocked_until - now), Nudge::None);
             }
             // Redis's retry-after promised room for one unit by now; take it
             // and ask for the real figure.
             e.blocked_until = 0;
             e.budget = e.budget.max(1);
-            shard.mark(key);
+            mark(e);
         }
-        let e = shard.entries.get_mut(&key)?;
         match op {
             Op::Check(cost) if cost > self.limit => {
-                let d = Decision::never(self.limit, (e.budget, 1), e.reset_at.saturating_sub(now));
-                Some((d, Nudge::None))
+                let reset = e.reset_at.saturating_sub(now);
+                (
+                    Decision::never(self.limit, (e.budget, 1), reset),
+                    Nudge::None,
+                )
             }
             Op::Check(cost) if cost <= e.budget => {
                 e.budget -= cost;
-                e.pending = e.pending.saturating_add(i64::try_from(cost).unwrap_or(i64::MAX));
-                let d = self.allow(e, now);
+                e.pending = e
+                    .pending
+                    .saturating_add(i64::try_from(cost).unwrap_or(i64::MAX));
+                mark(e);
                 let nudge = if e.pending.unsigned_abs() >= self.sync_after {
                     Nudge::Now
                 } else {
                     Nudge::None
                 };
-                shard.mark(key);
-                Some((d, nudge))
+                (self.allow(e, now), nudge)
             }
             Op::Check(_) => {
                 // Out of this instance's share; the fleet may still have
@@ -223,24 +247,24 @@ impl NearCache {
                 self.counters
                     .budget_refusals
                     .fetch_add(1, Ordering::Relaxed);
-                let d = self.deny(e, now, duration_nanos(self.sync_every));
-                shard.mark(key);
-                Some((d, Nudge::Now))
+                mark(e);
+                (
+                    self.deny(e, now, duration_nanos(self.sync_every)),
+                    Nudge::Now,
+                )
             }
-            Op::Peek(cost) => {
-                let d = if cost <= e.budget {
-                    self.allow(e, now)
-                } else {
-                    self.deny(e, now, duration_nanos(self.sync_every))
-                };
-                Some((d, Nudge::None))
-            }
+            Op::Peek(cost) if cost <= e.budget => (self.allow(e, now), Nudge::None),
+            Op::Peek(_) => (
+                self.deny(e, now, duration_nanos(self.sync_every)),
+                Nudge::None,
+            ),
             Op::Refund(cost) => {
                 e.budget = e.budget.saturating_add(cost);
-                e.pending = e.pending.saturating_sub(i64::try_from(cost).unwrap_or(i64::MAX));
-                let d = self.allow(e, now);
-                shard.mark(key);
-                Some((d, Nudge::None))
+                e.pending = e
+                    .pending
+                    .saturating_sub(i64::try_from(cost).unwrap_or(i64::MAX));
+                mark(e);
+                (self.allow(e, now), Nudge::None)
             }
         }
     }
@@ -363,7 +387,12 @@ mod tests {
         assert!(d.is_denied());
         assert_eq!(d.retry_after(), Some(Duration::from_millis(401)));
         // After the retry-after one unit goes through, and a refresh is due.
-        assert!(nc.apply(1, at(502), Op::Check(1), 1).unwrap().0.is_allowed());
+        assert!(
+            nc.apply(1, at(502), Op::Check(1), 1)
+                .unwrap()
+                .0
+                .is_allowed()
+        );
         assert_eq!(nc.take_dirty(), vec![(1, 1)]);
     }
 

@@ -325,7 +325,10 @@ impl StoreInner {
             }
             Err(_) => {
                 self.timeouts.fetch_add(1, Ordering::Relaxed);
-                (Failure::Timeout, format!("no answer within {:?}", self.timeout))
+                (
+                    Failure::Timeout,
+                    format!("no answer within {:?}", self.timeout),
+                )
             }
         };
         if self.breaker.failure(self.now()) == Some(Transition::Opened) {

@@ -1,0 +1,97 @@
+//! The cost of a shared check: near-cache and strict mode against a local
+//! `KeyedLimiter` and governor, side by side in one run, with a real
+//! redis-server on loopback started by the bench itself.
+//!
+//! Run: `cargo bench --bench redis --features redis`. Compare within a
+//! group; quote ratios (the machine is shared and noisy).
+
+#[path = "../tests/common/redis_server.rs"]
+mod redis_server;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use floodguard::KeyedLimiter;
+use floodguard::redis::{Mode, RedisStore, SharedLimiter};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::hint::black_box;
+use std::net::{IpAddr, Ipv4Addr};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+/// About a billion a second: hot loops keep admitting.
+const RATE: u64 = 1_000_000_000;
+
+fn shared(store: &RedisStore, name: &str, mode: Mode) -> SharedLimiter<IpAddr> {
+    SharedLimiter::builder(name)
+        .gcra(RATE, Duration::from_secs(1))
+        .burst(RATE)
+        .mode(mode)
+        .build(store)
+        .unwrap()
+}
+
+fn addresses(n: u32) -> Vec<IpAddr> {
+    (0..n)
+        .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i.wrapping_mul(2_654_435_761) % (1 << 24))))
+        .collect()
+}
+
+fn bench(c: &mut Criterion) {
+    let server = redis_server::RedisServer::start();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let store = rt.block_on(async {
+        RedisStore::builder(server.url())
+            .namespace("bench")
+            .build()
+            .unwrap()
+    });
+    let near = rt.block_on(async { shared(&store, "near", Mode::near_cache()) });
+    let strict = rt.block_on(async { shared(&store, "strict", Mode::Strict) });
+    let local = KeyedLimiter::<IpAddr>::builder()
+        .gcra(RATE, Duration::from_secs(1))
+        .burst(RATE)
+        .build()
+        .unwrap();
+    let n = NonZeroU32::new(RATE as u32).unwrap();
+    let gov: DefaultKeyedRateLimiter<IpAddr> = RateLimiter::keyed(Quota::per_second(n).allow_burst(n));
+
+    let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    let mut g = c.benchmark_group("shared_hot_key");
+    g.bench_function("local", |b| b.iter(|| local.check(black_box(&ip))));
+    g.bench_function("governor", |b| b.iter(|| gov.check_key(black_box(&ip))));
+    g.bench_function("near_cache", |b| b.iter(|| near.check_now(black_box(&ip), 1)));
+    g.finish();
+
+    let keys = addresses(10_000);
+    let mut g = c.benchmark_group("shared_10k_keys");
+    let mut i = 0;
+    g.bench_function("local", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            local.check(black_box(&keys[i]))
+        })
+    });
+    g.bench_function("governor", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            gov.check_key(black_box(&keys[i]))
+        })
+    });
+    g.bench_function("near_cache", |b| {
+        b.iter(|| {
+            i = (i + 1) % keys.len();
+            near.check_now(black_box(&keys[i]), 1)
+        })
+    });
+    g.finish();
+
+    let mut g = c.benchmark_group("shared_round_trip");
+    g.bench_function("strict", |b| b.iter(|| rt.block_on(strict.check(black_box(&ip)))));
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
