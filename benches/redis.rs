@@ -31,7 +31,11 @@ fn shared(store: &RedisStore, name: &str, mode: Mode) -> SharedLimiter<IpAddr> {
 
 fn addresses(n: u32) -> Vec<IpAddr> {
     (0..n)
-        .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i.wrapping_mul(2_654_435_761) % (1 << 24))))
+        .map(|i| {
+            IpAddr::V4(Ipv4Addr::from(
+                0x0a00_0000 + i.wrapping_mul(2_654_435_761) % (1 << 24),
+            ))
+        })
         .collect()
 }
 
@@ -56,13 +60,16 @@ fn bench(c: &mut Criterion) {
         .build()
         .unwrap();
     let n = NonZeroU32::new(RATE as u32).unwrap();
-    let gov: DefaultKeyedRateLimiter<IpAddr> = RateLimiter::keyed(Quota::per_second(n).allow_burst(n));
+    let gov: DefaultKeyedRateLimiter<IpAddr> =
+        RateLimiter::keyed(Quota::per_second(n).allow_burst(n));
 
     let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
     let mut g = c.benchmark_group("shared_hot_key");
     g.bench_function("local", |b| b.iter(|| local.check(black_box(&ip))));
     g.bench_function("governor", |b| b.iter(|| gov.check_key(black_box(&ip))));
-    g.bench_function("near_cache", |b| b.iter(|| near.check_now(black_box(&ip), 1)));
+    g.bench_function("near_cache", |b| {
+        b.iter(|| near.check_now(black_box(&ip), 1))
+    });
     g.finish();
 
     let keys = addresses(10_000);
@@ -89,7 +96,9 @@ fn bench(c: &mut Criterion) {
     g.finish();
 
     let mut g = c.benchmark_group("shared_round_trip");
-    g.bench_function("strict", |b| b.iter(|| rt.block_on(strict.check(black_box(&ip)))));
+    g.bench_function("strict", |b| {
+        b.iter(|| rt.block_on(strict.check(black_box(&ip))))
+    });
     g.finish();
 }
 

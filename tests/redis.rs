@@ -10,9 +10,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use floodguard::http::{Guard, PeerAddr, Rule};
-use floodguard::redis::{
-    BreakerState, Mode, OnFailure, RedisStore, SharedLimiter, StoreError,
-};
+use floodguard::redis::{BreakerState, Mode, OnFailure, RedisStore, SharedLimiter, StoreError};
 use redis_server::RedisServer;
 
 fn store(server: &RedisServer, namespace: &str) -> RedisStore {
@@ -37,7 +35,10 @@ fn limiter(store: &RedisStore, name: &str, limit: u64, mode: Mode) -> SharedLimi
 async fn until_fleet_of(limiters: &[SharedLimiter<str>], n: u64) {
     let deadline = Instant::now() + Duration::from_secs(5);
     while limiters.iter().any(|l| l.stats().instances != n) {
-        assert!(Instant::now() < deadline, "registry never showed {n} instances");
+        assert!(
+            Instant::now() < deadline,
+            "registry never showed {n} instances"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -68,7 +69,11 @@ async fn three_strict_instances_admit_exactly_the_limit() {
     assert_eq!(total, 300, "strict mode is exact across instances");
     for l in &limiters {
         assert_eq!(l.stats().fallback, 0);
-        assert_eq!(l.check_now("x", 1), None, "strict checks must wait for Redis");
+        assert_eq!(
+            l.check_now("x", 1),
+            None,
+            "strict checks must wait for Redis"
+        );
     }
     // Another key has its own count.
     assert!(limiters[0].check("client-2").await.is_allowed());
@@ -134,7 +139,10 @@ async fn three_guards_sharing_a_rule_enforce_one_limit() {
         })
         .collect();
     let deadline = Instant::now() + Duration::from_secs(5);
-    while guards.iter().any(|g| g.stats().rules[0].shared.unwrap().instances != 3) {
+    while guards
+        .iter()
+        .any(|g| g.stats().rules[0].shared.unwrap().instances != 3)
+    {
         assert!(Instant::now() < deadline, "registry never showed 3 guards");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -197,7 +205,11 @@ async fn redis_killed_fails_open_within_the_timeout_and_recovers() {
     server.restart();
     let deadline = Instant::now() + Duration::from_secs(5);
     while !store.is_available() {
-        assert!(Instant::now() < deadline, "never recovered: {:?}", store.stats());
+        assert!(
+            Instant::now() < deadline,
+            "never recovered: {:?}",
+            store.stats()
+        );
         let _ = strict.check("a").await;
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -232,7 +244,10 @@ async fn redis_killed_fails_closed_when_told_to() {
         let d = strict.check("a").await;
         assert!(d.is_denied());
         let retry = d.retry_after().unwrap();
-        assert!(retry > Duration::ZERO && retry <= Duration::from_secs(2), "{retry:?}");
+        assert!(
+            retry > Duration::ZERO && retry <= Duration::from_secs(2),
+            "{retry:?}"
+        );
     }
 }
 
@@ -251,7 +266,10 @@ async fn a_script_flush_is_recovered_from() {
         .unwrap();
     assert!(strict.check("k").await.is_allowed());
     assert!(strict.check("k").await.is_allowed());
-    assert!(strict.check("k").await.is_denied(), "the count survived the flush");
+    assert!(
+        strict.check("k").await.is_denied(),
+        "the count survived the flush"
+    );
     assert_eq!(strict.stats().fallback, 0);
     assert_eq!(store.stats().errors, 0);
 }
@@ -262,7 +280,16 @@ async fn bad_configuration_is_named() {
         .namespace("a{b}")
         .build()
         .unwrap_err();
-    assert!(matches!(bad, StoreError::BadName { field: "namespace", .. }), "{bad}");
+    assert!(
+        matches!(
+            bad,
+            StoreError::BadName {
+                field: "namespace",
+                ..
+            }
+        ),
+        "{bad}"
+    );
     let bad = RedisStore::builder("not a url").build().unwrap_err();
     assert!(matches!(bad, StoreError::Url(_)), "{bad}");
     let bad = RedisStore::builder("redis://127.0.0.1:1/")
@@ -294,6 +321,8 @@ async fn bad_configuration_is_named() {
 
 #[test]
 fn building_outside_a_runtime_is_an_error() {
-    let err = RedisStore::builder("redis://127.0.0.1:1/").build().unwrap_err();
+    let err = RedisStore::builder("redis://127.0.0.1:1/")
+        .build()
+        .unwrap_err();
     assert!(matches!(err, StoreError::NoRuntime), "{err}");
 }
