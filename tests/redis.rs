@@ -107,9 +107,11 @@ async fn three_near_cached_instances_stay_within_the_documented_bound() {
     for t in tasks {
         total += t.await.unwrap();
     }
-    // Overshoot of at most I − 1 = 2; a share refused at the very end may
-    // leave a few units unused.
-    assert!(total <= limit + 2, "admitted {total} of {limit}");
+    // The documented bound: (I − 1) × sync_after over; a share refused at
+    // the very end may leave a few units unused.
+    let bound = limit + 2 * floodguard::redis::DEFAULT_SYNC_AFTER;
+    assert!(total <= bound, "admitted {total} of {limit}, bound {bound}");
+    eprintln!("near-cache: 3 instances admitted {total} for a limit of {limit}");
     assert!(total >= limit - 3, "admitted only {total} of {limit}");
     for l in &limiters {
         l.flush().await;
@@ -159,7 +161,9 @@ async fn three_guards_sharing_a_rule_enforce_one_limit() {
         admitted += u64::from(guards[i % 3].check(&request()).is_ok());
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    assert!((27..=32).contains(&admitted), "admitted {admitted} of 30");
+    // A limit of 30 shared by 3: shares of 10, at most 2 × 10 over.
+    assert!((27..=50).contains(&admitted), "admitted {admitted} of 30");
+    eprintln!("guards: 3 instances admitted {admitted} for a limit of 30");
     // Another client is untouched.
     let (mut parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
     parts

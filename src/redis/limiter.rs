@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 /// Default time between two near-cache syncs.
 pub const DEFAULT_SYNC_EVERY: Duration = Duration::from_millis(10);
-/// Default units a key may admit locally before a sync is hurried along.
+/// Default largest share of a key an instance spends between two syncs.
 pub const DEFAULT_SYNC_AFTER: u64 = 16;
 /// Default number of keys a shared limiter keeps locally (near-cache and
 /// fallback limiter each).
@@ -31,14 +31,16 @@ pub enum Mode {
     /// across the fleet, at the cost of a network wait per check.
     Strict,
     /// Checks are decided locally from each key's share of what Redis last
-    /// reported; what was admitted is pushed every `sync_every` or once a
-    /// key has admitted `sync_after` units. No check waits for the network;
-    /// the fleet may overshoot a key's limit by the bound in the
+    /// reported; what was admitted is pushed every `sync_every`, or at once
+    /// when a key's share is spent. No check waits for the network; the
+    /// fleet may overshoot a key's limit by the bound in the
     /// [module docs](super#near-cache-accuracy).
     NearCache {
         /// Time between two syncs.
         sync_every: Duration,
-        /// Units a key may admit before a sync is hurried along.
+        /// Largest share of a key an instance spends between two syncs; the
+        /// fleet overshoots a limit by at most `(instances − 1) ×
+        /// sync_after`.
         sync_after: u64,
     },
 }

@@ -1,20 +1,13 @@
 //! The near-cache: decide locally from what Redis said at the last sync,
 //! push what was admitted in batches.
 //!
-//! Each key holds a *budget*: this instance's share of what the fleet had
-//! left for the key at the last sync, `⌈remaining / instances⌉`. A check
-//! spends it without a round trip; what was spent is pushed to Redis every
-//! few milliseconds (or sooner once a key has spent `sync_after`), and the
-//! answer sets the next budget. A key that Redis reported over its limit is
-//! refused locally until its retry-after has passed.
-//!
-//! Why the share bounds the error: between two syncs the instances together
-//! spend at most the sum of their shares, `Σ⌈R/I⌉ ≤ R + I − 1`, and no share
-//! is handed out once Redis reports no room. So the fleet's count for a key
-//! overshoots the limit by at most `I − 1` units, except when a key first
-//! reaches an instance (or comes back after being dropped from a full
-//! cache): with no answer yet, that instance assumes a full allowance and
-//! may admit `⌈limit / I⌉` before its first sync tells it otherwise.
+//! Each key holds a *budget*: this instance's share of the room Redis
+//! reported for it at the last sync, `⌈room / instances⌉` capped at
+//! `sync_after`. A check spends it without a round trip; what was spent is
+//! pushed every `sync_every`, or at once when the budget runs out, and the
+//! answer sets the next budget. A key Redis reported over its limit is
+//! refused locally until its retry-after has passed. The accuracy bound
+//! this gives is in the [module docs](super#near-cache-accuracy).
 
 use crate::Timestamp;
 use crate::algo::Op;
@@ -130,9 +123,16 @@ impl NearCache {
         self.shards.iter().map(|s| s.lock().entries.len()).sum()
     }
 
+    /// This instance's share of `room`: a fair part of it, and never more
+    /// than `sync_after`, so that what other instances spend unseen between
+    /// two syncs stays small.
+    fn share(&self, room: u64, instances: u64) -> u64 {
+        room.div_ceil(instances.max(1)).min(self.sync_after)
+    }
+
     /// The allowance assumed for a key Redis has not told us about.
     fn fresh_budget(&self, instances: u64) -> u64 {
-        self.limit.div_ceil(instances.max(1))
+        self.share(self.limit, instances)
     }
 
     fn allow(&self, e: &Entry, now: u64) -> Decision {
@@ -302,7 +302,7 @@ impl NearCache {
                 continue;
             };
             e.in_flight = false;
-            let share = r.remaining.div_ceil(instances.max(1));
+            let share = self.share(r.remaining, instances);
             // What was admitted since the push came out of the old budget
             // but is not in Redis's figure yet.
             e.budget = share.saturating_sub(e.pending.max(0).unsigned_abs());

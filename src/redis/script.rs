@@ -52,7 +52,6 @@
 //! [`SlidingWindow::max_ahead`]: crate::algo::SlidingWindow::max_ahead
 // The limiter that drives these scripts comes in a later change; until then
 // only the tests use them.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use crate::algo::Algorithm;
 use crate::decision::Decision;
@@ -64,6 +63,7 @@ pub(crate) enum ScriptOp {
     /// Decide, and charge the cost if admitted (strict mode).
     Check(u64),
     /// Decide as `Check` would, charge nothing.
+    #[cfg(test)]
     Peek(u64),
     /// Charge this many units whatever the limit says (negative: give back,
     /// never below an empty state), then report as `Peek(1)` would. The
@@ -99,6 +99,7 @@ impl Reply {
 /// mattering, so that a clock read a little late (a failover to a replica
 /// whose clock lags) still finds the state. Keep in step with `MARGIN_MS`
 /// in both scripts.
+#[cfg(test)]
 const TTL_MARGIN_MS: u64 = 1000;
 
 /// Sliding window; see the module docs for the call layout. The decision
@@ -298,6 +299,7 @@ impl Scripts {
         cmd.arg(script.get_hash()).arg(1).arg(key);
         match op {
             ScriptOp::Check(n) => cmd.arg("check").arg(n),
+            #[cfg(test)]
             ScriptOp::Peek(n) => cmd.arg("peek").arg(n),
             ScriptOp::Push(n) => cmd.arg("push").arg(n),
         };
