@@ -98,3 +98,8 @@ pub use store::{
     DEFAULT_RETRY_EVERY, DEFAULT_TIMEOUT, DEFAULT_TRIP_AFTER, OnFailure, RedisStore,
     RedisStoreBuilder, StoreError, StoreStats,
 };
+
+/// The test server the integration tests use too.
+#[cfg(test)]
+#[path = "../../tests/common/redis_server.rs"]
+mod redis_server;
