@@ -561,6 +561,8 @@ impl Core {
         if sender == self.sender {
             return;
         }
+        // Counted first: whoever sees the change applied sees it counted.
+        bump(&self.counters.received);
         match change {
             Change::Ban { prefix, ttl_ms } => {
                 target.apply_ban(prefix, Duration::from_millis(ttl_ms), false);
@@ -575,7 +577,6 @@ impl Core {
                 tracing::debug!(class = %format_args!("{class:016x}"), ttl_ms, "floodguard: shared class flag received");
             }
         }
-        bump(&self.counters.received);
     }
 
     /// Loads the bans and classes in force into `target`.
