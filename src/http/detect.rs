@@ -360,6 +360,13 @@ pub(crate) struct Detector {
     flagged_classes: [AtomicU64; MAX_FLAGGED],
     flagged_sites: [AtomicU64; MAX_FLAGGED],
     flagged_count: AtomicUsize,
+    /// Classes flagged by other instances of a fleet (shared bans), each
+    /// until its time in `remote_until` (clock nanoseconds); 0 is an empty
+    /// place. Written by one task only; they never emit an event.
+    remote_classes: [AtomicU64; MAX_FLAGGED],
+    remote_until: [AtomicU64; MAX_FLAGGED],
+    /// The latest of `remote_until`: none is flagged from then on.
+    remote_latest: AtomicU64,
     hasher: ahash::RandomState,
 }
 
@@ -395,6 +402,9 @@ impl Detector {
             flagged_classes: Default::default(),
             flagged_sites: Default::default(),
             flagged_count: AtomicUsize::new(0),
+            remote_classes: Default::default(),
+            remote_until: Default::default(),
+            remote_latest: AtomicU64::new(0),
             hasher: ahash::RandomState::new(),
             config,
         })
@@ -452,6 +462,57 @@ impl Detector {
     pub(crate) fn class_flagged(&self, fp: &Fingerprint) -> bool {
         self.flagged_count.load(Ordering::Relaxed) != 0
             && contains(&self.flagged_classes, fp.class() | 1)
+    }
+
+    /// Whether class `fp` is flagged, in this attack or by another instance
+    /// of the fleet until a time after `now`.
+    #[inline]
+    pub(crate) fn class_flagged_at(&self, fp: &Fingerprint, now: Timestamp) -> bool {
+        self.class_flagged(fp)
+            || (now.as_nanos() < self.remote_latest.load(Ordering::Relaxed)
+                && self
+                    .remote_classes
+                    .iter()
+                    .zip(&self.remote_until)
+                    .any(|(c, u)| {
+                        c.load(Ordering::Acquire) == fp.class() | 1
+                            && now.as_nanos() < u.load(Ordering::Relaxed)
+                    }))
+    }
+
+    /// Flags `class` (a [`Fingerprint::class`]) until `until`, because
+    /// another instance of the fleet flagged it. Emits no event, so the flag
+    /// is not published again. Keeps an existing flag's later end; false when
+    /// all [`MAX_FLAGGED`] places hold unexpired flags. Called by one task
+    /// only (the shared-bans subscriber).
+    #[cfg(feature = "redis")]
+    pub(crate) fn flag_remote_class(&self, class: u64, until: Timestamp, now: Timestamp) -> bool {
+        let id = class | 1;
+        let (until, now) = (until.as_nanos(), now.as_nanos());
+        if until <= now {
+            return false;
+        }
+        let slots = self.remote_classes.iter().zip(&self.remote_until);
+        let place = slots.clone().find(|(c, _)| c.load(Ordering::Relaxed) == id);
+        let place = place.or_else(|| {
+            slots
+                .clone()
+                .find(|(c, u)| c.load(Ordering::Relaxed) == 0 || u.load(Ordering::Relaxed) <= now)
+        });
+        let Some((c, u)) = place else {
+            return false;
+        };
+        if c.load(Ordering::Relaxed) == id {
+            u.fetch_max(until, Ordering::Relaxed);
+        } else {
+            // Empty the place first, so no reader pairs the old class with
+            // the new end.
+            c.store(0, Ordering::Release);
+            u.store(until, Ordering::Relaxed);
+            c.store(id, Ordering::Release);
+        }
+        self.remote_latest.fetch_max(until, Ordering::Relaxed);
+        true
     }
 
     /// Whether `ip`'s /24 or /48 is flagged in the current attack.
@@ -780,6 +841,35 @@ mod tests {
             ),
             "{events:?}"
         );
+    }
+
+    #[cfg(feature = "redis")]
+    #[test]
+    fn remote_flags_hold_until_they_expire_and_stay_bounded() {
+        let d = Detector::new(Detection::default(), at(0)).unwrap();
+        let bots = fp("python-requests/2.32");
+        let shop = fp("Mozilla/5.0 AppleWebKit");
+        assert!(!d.class_flagged_at(&bots, at(0)));
+        assert!(d.flag_remote_class(bots.class(), at(5_000), at(0)));
+        assert!(d.class_flagged_at(&bots, at(4_999)));
+        assert!(!d.class_flagged_at(&shop, at(1_000)));
+        // Remote flags are not the local attack's: no event, no snapshot.
+        assert!(!d.class_flagged(&bots) && !d.under_attack());
+        assert!(d.snapshot().flagged_classes.is_empty());
+        // A later end extends the flag, an earlier one does not shorten it.
+        assert!(d.flag_remote_class(bots.class(), at(8_000), at(1_000)));
+        assert!(d.flag_remote_class(bots.class(), at(2_000), at(1_000)));
+        assert!(d.class_flagged_at(&bots, at(7_999)));
+        assert!(!d.class_flagged_at(&bots, at(8_000)));
+        // Bounded: every place taken by an unexpired flag refuses more.
+        for class in 1..MAX_FLAGGED as u64 {
+            assert!(d.flag_remote_class(class << 1, at(10_000), at(0)));
+        }
+        assert!(!d.flag_remote_class(shop.class(), at(10_000), at(0)));
+        // An expired place is reused.
+        assert!(d.flag_remote_class(shop.class(), at(20_000), at(9_000)));
+        assert!(d.class_flagged_at(&shop, at(9_500)));
+        assert!(!d.class_flagged_at(&bots, at(9_500)));
     }
 
     #[test]

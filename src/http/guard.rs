@@ -252,6 +252,9 @@ pub struct GuardStats {
     /// Each rule's counters: enforced rules, then shadow rules, each in
     /// the order they were added.
     pub rules: Vec<RuleStats>,
+    /// Shared bans' counters, when [`GuardBuilder::share_bans`] is on.
+    #[cfg(feature = "redis")]
+    pub shared_bans: Option<crate::redis::SharedBanStats>,
 }
 
 /// Counters of client scoring.
@@ -315,7 +318,76 @@ struct Shared<C> {
     no_peer_logged: AtomicU64,
     scorer: Option<Scorer>,
     shedder: Option<Shedder>,
+    /// Where bans and lifts go to be published to the fleet.
+    #[cfg(feature = "redis")]
+    shared_bans: Option<crate::redis::bans::BanSink>,
 }
+
+impl<C> Shared<C> {
+    /// Puts a ban in the list, replacing any ban of the same prefix (or,
+    /// with `extend_only`, keeping it if it ends later); false, counted,
+    /// when the list is full.
+    fn insert_ban(
+        &self,
+        prefix: IpPrefix,
+        duration: Duration,
+        now: Timestamp,
+        extend_only: bool,
+    ) -> bool {
+        let until = now.saturating_add(duration);
+        let mut bans = self.bans.write();
+        if bans.len() >= self.max_bans {
+            bans.retain(|_, until| *until > now);
+        }
+        if bans.len() >= self.max_bans && !bans.contains_prefix(&prefix) {
+            self.counters.add(GuardCount::BansDropped, 1);
+            tracing::warn!(%prefix, max = self.max_bans, "floodguard: ban not recorded, ban list full");
+            return false;
+        }
+        if let Some(old) = bans.insert(prefix, until) {
+            if extend_only && old > until {
+                bans.insert(prefix, old);
+            }
+        }
+        self.ban_count.store(bans.len(), Ordering::Release);
+        true
+    }
+
+    /// Removes the ban on exactly `prefix`; whether there was one.
+    fn remove_ban(&self, prefix: &IpPrefix) -> bool {
+        let mut bans = self.bans.write();
+        let lifted = bans.remove(prefix).is_some();
+        self.ban_count.store(bans.len(), Ordering::Release);
+        lifted
+    }
+}
+
+/// Shared bans apply what other instances publish through these, without
+/// publishing it again.
+#[cfg(feature = "redis")]
+impl<C: Clock + 'static> crate::redis::bans::BanTarget for Shared<C> {
+    fn apply_ban(&self, prefix: IpPrefix, remaining: Duration, extend_only: bool) -> bool {
+        self.insert_ban(prefix, remaining, self.clock.now(), extend_only)
+    }
+
+    fn apply_lift(&self, prefix: &IpPrefix) -> bool {
+        self.remove_ban(prefix)
+    }
+
+    fn apply_class(&self, class: u64, remaining: Duration) -> bool {
+        let now = self.clock.now();
+        self.scorer.as_ref().is_some_and(|sc| {
+            sc.detector
+                .flag_remote_class(class, now.saturating_add(remaining), now)
+        })
+    }
+}
+
+/// Turns a guard's state into what shared bans' subscriber holds: made
+/// where the clock is known to be `'static`.
+#[cfg(feature = "redis")]
+type ToBanTarget<C> =
+    fn(std::sync::Weak<Shared<C>>) -> std::sync::Weak<dyn crate::redis::bans::BanTarget>;
 
 /// The shared state behind [`GuardLayer`]: rules, trusted proxies, lists,
 /// bans and counters. Cheap to clone; every clone (and every service the
@@ -386,6 +458,8 @@ impl Guard {
             scoring: None,
             on_event: None,
             overload: None,
+            #[cfg(feature = "redis")]
+            share_bans: None,
         }
     }
 }
@@ -414,32 +488,28 @@ impl<C: Clock> Guard<C> {
         banned
     }
 
-    /// Puts a ban in the list (scoring's bans are reported as events).
+    /// Puts a ban in the list (scoring's bans are reported as events) and,
+    /// with shared bans, queues it for the fleet.
     fn record_ban(&self, prefix: IpPrefix, duration: Duration, now: Timestamp) -> bool {
-        let s = &*self.shared;
-        let until = now.saturating_add(duration);
-        let mut bans = s.bans.write();
-        if bans.len() >= s.max_bans {
-            bans.retain(|_, until| *until > now);
+        let recorded = self.shared.insert_ban(prefix, duration, now, false);
+        #[cfg(feature = "redis")]
+        if let (true, Some(sink)) = (recorded, &self.shared.shared_bans) {
+            sink.banned(prefix, duration);
         }
-        if bans.len() >= s.max_bans && !bans.contains_prefix(&prefix) {
-            s.counters.add(GuardCount::BansDropped, 1);
-            tracing::warn!(%prefix, max = s.max_bans, "floodguard: ban not recorded, ban list full");
-            return false;
-        }
-        bans.insert(prefix, until);
-        s.ban_count.store(bans.len(), Ordering::Release);
-        true
+        recorded
     }
 
     /// Lifts the ban on exactly `prefix`; returns whether there was one.
+    /// With [shared bans](GuardBuilder::share_bans), the lift is published
+    /// to the fleet either way.
     pub fn unban(&self, prefix: &IpPrefix) -> bool {
-        let s = &*self.shared;
-        let mut bans = s.bans.write();
-        let lifted = bans.remove(prefix).is_some();
-        s.ban_count.store(bans.len(), Ordering::Release);
+        let lifted = self.shared.remove_ban(prefix);
         if lifted {
             tracing::info!(%prefix, "floodguard: ban lifted");
+        }
+        #[cfg(feature = "redis")]
+        if let Some(sink) = &self.shared.shared_bans {
+            sink.lifted(*prefix);
         }
         lifted
     }
@@ -549,6 +619,8 @@ impl<C: Clock> Guard<C> {
                 .chain(&s.shadow)
                 .map(CompiledRule::stats)
                 .collect(),
+            #[cfg(feature = "redis")]
+            shared_bans: s.shared_bans.as_ref().map(|b| b.stats()),
         }
     }
 
@@ -954,6 +1026,10 @@ pub struct GuardBuilder<C = CoarseClock> {
     scoring: Option<Scoring>,
     on_event: Option<EventHook>,
     overload: Option<Overload>,
+    /// Shared bans: the store, and the conversion set by `share_bans` (lost
+    /// by `clock`, which changes the clock's type).
+    #[cfg(feature = "redis")]
+    share_bans: Option<(crate::redis::bans::Setup, Option<ToBanTarget<C>>)>,
 }
 
 impl<C: Clock + Clone> GuardBuilder<C> {
@@ -1105,6 +1181,8 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             scoring: self.scoring,
             on_event: self.on_event,
             overload: self.overload,
+            #[cfg(feature = "redis")]
+            share_bans: self.share_bans.map(|(setup, _)| (setup, None)),
         }
     }
 
@@ -1135,30 +1213,117 @@ impl<C: Clock + Clone> GuardBuilder<C> {
         let shedder = self.overload.map(Shedder::new).transpose()?;
         let needs_route = enforced.iter().chain(&shadow).any(CompiledRule::uses_route)
             || shedder.as_ref().is_some_and(Shedder::needs_route);
+        #[cfg(feature = "redis")]
+        let (on_event, sink, start) = match self.share_bans {
+            None => (self.on_event, None, None),
+            Some((setup, to_target)) => {
+                let misuse = |value: &str, range| ConfigError::OutOfRange {
+                    field: "share_bans",
+                    value: value.into(),
+                    range,
+                };
+                let Some(to_target) = to_target else {
+                    return Err(misuse(
+                        "called before `.clock(..)`",
+                        "the builder's order: call it after `.clock(..)`",
+                    ));
+                };
+                let Some((sink, starter)) = setup.open(self.max_bans) else {
+                    return Err(misuse(
+                        "called outside a Tokio runtime",
+                        "a Tokio runtime: build the guard inside one",
+                    ));
+                };
+                (
+                    Some(sink.event_hook(self.on_event)),
+                    Some(sink),
+                    Some((starter, to_target)),
+                )
+            }
+        };
+        #[cfg(not(feature = "redis"))]
+        let on_event = self.on_event;
         let scorer = match self.scoring {
-            Some(config) => Some(Scorer::new(config, self.on_event, self.clock.now())?),
+            Some(config) => Some(Scorer::new(config, on_event, self.clock.now())?),
             None => None,
         };
-        Ok(Guard {
-            shared: Arc::new(Shared {
-                needs_route,
-                clock: self.clock,
-                enforced,
-                shadow,
-                client_ip: self.client_ip,
-                safelist: self.safelist,
-                blocklist: self.blocklist,
-                bans: RwLock::new(PrefixMap::new()),
-                ban_count: AtomicUsize::new(0),
-                max_bans: self.max_bans,
-                missing_peer: self.missing_peer,
-                headers_on_success: self.headers_on_success,
-                close_refused: self.close_refused,
-                counters: Striped::default(),
-                no_peer_logged: AtomicU64::new(0),
-                scorer,
-                shedder,
-            }),
-        })
+        let shared = Arc::new(Shared {
+            needs_route,
+            clock: self.clock,
+            enforced,
+            shadow,
+            client_ip: self.client_ip,
+            safelist: self.safelist,
+            blocklist: self.blocklist,
+            bans: RwLock::new(PrefixMap::new()),
+            ban_count: AtomicUsize::new(0),
+            max_bans: self.max_bans,
+            missing_peer: self.missing_peer,
+            headers_on_success: self.headers_on_success,
+            close_refused: self.close_refused,
+            counters: Striped::default(),
+            no_peer_logged: AtomicU64::new(0),
+            scorer,
+            shedder,
+            #[cfg(feature = "redis")]
+            shared_bans: sink,
+        });
+        #[cfg(feature = "redis")]
+        if let Some((starter, to_target)) = start {
+            let class_ttl = shared
+                .scorer
+                .as_ref()
+                .map_or(crate::redis::bans::DEFAULT_CLASS_TTL, |sc| {
+                    sc.ladder.ban_base
+                });
+            starter.start(to_target(Arc::downgrade(&shared)), class_ttl);
+        }
+        Ok(Guard { shared })
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<C: Clock + Clone + 'static> GuardBuilder<C> {
+    /// Shares this guard's bans with every instance of the fleet through
+    /// `store` (features `tower` and `redis`): each ban it records (by
+    /// [`Guard::ban`] or by scoring) and each [`Guard::unban`] is published,
+    /// and every guard sharing bans on a store of the same namespace applies
+    /// it, within a round trip to Redis. Fingerprint classes that attack
+    /// detection flags are shared too, for the ladder's first ban length
+    /// (60 s without scoring), so the other instances score their requests
+    /// as surging.
+    ///
+    /// Nothing waits for Redis: changes are published by a background task,
+    /// and a second task listens on a pub/sub connection of its own. On each
+    /// connection it first loads the bans in force, so a guard started
+    /// later, or cut off from Redis for a while, catches up. While Redis is
+    /// unreachable each guard keeps its own bans and retries about every
+    /// second. Both tasks stop when the guard is dropped. The key and
+    /// message layout is in [`redis`](crate::redis#shared-bans); the
+    /// counters are in [`GuardStats::shared_bans`].
+    ///
+    /// Call it inside a Tokio runtime, after [`clock`](Self::clock) if you
+    /// use one: `build` refuses otherwise.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use floodguard::http::Guard;
+    /// use floodguard::redis::RedisStore;
+    ///
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379/").namespace("shop").build()?;
+    /// let guard = Guard::builder().default_rules().share_bans(&store).build()?;
+    /// // Refused by every instance of "shop" within a second or so.
+    /// guard.ban("198.51.100.7".parse()?, Duration::from_secs(600));
+    /// # Ok(()) }
+    /// ```
+    pub fn share_bans(mut self, store: &crate::redis::RedisStore) -> Self {
+        fn to_target<C: Clock + 'static>(
+            shared: std::sync::Weak<Shared<C>>,
+        ) -> std::sync::Weak<dyn crate::redis::bans::BanTarget> {
+            shared
+        }
+        self.share_bans = Some((crate::redis::bans::Setup::new(store), Some(to_target::<C>)));
+        self
     }
 }

@@ -54,6 +54,11 @@ impl<C: Clock> Guard<C> {
     /// they would mint new series every tick; [`Guard::snapshot`] has
     /// them.
     ///
+    /// With [shared bans](super::GuardBuilder::share_bans) on, also
+    /// `floodguard_shared_bans_total` (label `event`: `published`,
+    /// `received`, `loaded`, `dropped`, `errors`, `rejected`) and
+    /// `floodguard_shared_bans_subscribed` (0 or 1).
+    ///
     /// `reason="no_peer_address"` counts requests that carried no peer
     /// address; they are refused unless the guard was built with
     /// [`MissingPeer::SkipAddressRules`](super::MissingPeer::SkipAddressRules),
@@ -104,7 +109,40 @@ impl<C: Clock> Guard<C> {
         }
         write_offenders(&mut t, &snap.offenders);
         write_overload(&mut t, &snap.stats.overload);
+        #[cfg(feature = "redis")]
+        if let Some(s) = &snap.stats.shared_bans {
+            write_shared_bans(&mut t, s);
+        }
     }
+}
+
+/// Shared bans' counters, by event.
+#[cfg(feature = "redis")]
+fn write_shared_bans(t: &mut Text<'_>, s: &crate::redis::SharedBanStats) {
+    t.family(
+        "floodguard_shared_bans_total",
+        Kind::Counter,
+        "Shared bans, by event: published (bans, lifts and flagged classes this guard \
+         published), received (messages from other instances applied), loaded (bans and \
+         classes loaded from Redis on connecting), dropped (not published: queue full), \
+         errors (failed calls to Redis, lost connections), rejected (bad messages or entries \
+         from Redis, ignored).",
+    );
+    for (event, n) in [
+        ("published", s.published),
+        ("received", s.received),
+        ("loaded", s.loaded),
+        ("dropped", s.dropped),
+        ("errors", s.errors),
+        ("rejected", s.rejected),
+    ] {
+        t.sample("floodguard_shared_bans_total", &[("event", event)], n);
+    }
+    t.gauge(
+        "floodguard_shared_bans_subscribed",
+        "Whether the shared-bans subscriber is connected to Redis (0 or 1).",
+        u64::from(s.subscribed),
+    );
 }
 
 impl Gate {

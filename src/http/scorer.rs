@@ -318,7 +318,7 @@ impl Scorer {
                 UaFamily::Empty => w.empty_user_agent,
                 _ => 0.0,
             },
-            class_surge: if self.detector.class_flagged(&fingerprint) {
+            class_surge: if self.detector.class_flagged_at(&fingerprint, now) {
                 w.class_surge
             } else {
                 0.0

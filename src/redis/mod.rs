@@ -49,13 +49,53 @@
 //! Every [`retry_every`](RedisStoreBuilder::retry_every) one call probes
 //! Redis; when it answers, shared limits apply again. Each transition is
 //! logged once, and counted in [`StoreStats`].
+//!
+//! # Shared bans
+//!
+//! With feature `tower` too,
+//! [`GuardBuilder::share_bans`](crate::http::GuardBuilder::share_bans)
+//! publishes a guard's bans, lifts and flagged fingerprint classes so that
+//! every instance of the fleet applies them, usually within milliseconds.
+//! With `<ns>` the store's namespace, Redis holds:
+//!
+//! * `<ns>:{bans}`: a sorted set of the bans in force, each member a prefix
+//!   in its canonical text (`192.0.2.7/32`, `2001:db8::/64`) scored by when
+//!   it ends, in milliseconds on the Redis server's clock (so instances need
+//!   no synchronised clocks). Expired members are dropped on each write, the
+//!   set is capped at the publishing guard's `max_bans` (the ban ending
+//!   soonest makes room), and the key expires with its last member.
+//! * `<ns>:{classes}`: the same for flagged classes
+//!   ([`Fingerprint::class`](crate::http::Fingerprint::class) in 16
+//!   lowercase hex digits), at most 16.
+//! * Channels of the same names, with one message per change, its fields
+//!   separated by single spaces:
+//!
+//!   | message | meaning |
+//!   |---|---|
+//!   | `1 ban <sender> <prefix> <ms>` | `<prefix>` is banned for `<ms>` milliseconds from now |
+//!   | `1 lift <sender> <prefix>` | the ban on exactly `<prefix>` is lifted |
+//!   | `1 class <sender> <class> <ms>` | class `<class>` is flagged for `<ms>` milliseconds |
+//!
+//!   `1` is the format's version and `<sender>` the publishing guard's id
+//!   (16 lowercase hex digits); a guard ignores its own messages.
+//!
+//! One Lua script writes a change to its set and publishes it, atomically.
+//! A guard's subscriber subscribes first, then loads the sets, so no change
+//! made in between is missed. What comes from Redis is parsed strictly: a
+//! message or member that does not parse, a prefix shorter than an IPv4 /8
+//! or an IPv6 /16, or a time over a year is counted in
+//! [`SharedBanStats::rejected`] and ignored.
 
+#[cfg(feature = "tower")]
+pub(crate) mod bans;
 mod breaker;
 mod limiter;
 mod near_cache;
 mod script;
 mod store;
 
+#[cfg(feature = "tower")]
+pub use bans::SharedBanStats;
 pub use breaker::BreakerState;
 pub use limiter::{
     DEFAULT_LOCAL_CAPACITY, DEFAULT_SYNC_AFTER, DEFAULT_SYNC_EVERY, Mode, SharedBuilder,

@@ -1,0 +1,849 @@
+//! Shared bans (features `tower` and `redis`): a [`Guard`](crate::http::Guard)'s
+//! bans and flagged fingerprint classes, published through Redis so that
+//! every instance of a fleet refuses a banned client.
+//!
+//! The key and message layout is in the [module docs](super#shared-bans).
+//!
+//! # Tasks
+//!
+//! Recording a ban never waits for Redis: it puts the change in a bounded
+//! queue (and counts it as dropped when the queue is full). A publisher task
+//! sends the queue to Redis, through the store's breaker and timeout,
+//! retrying a change until it is published or has expired. A subscriber task
+//! holds its own pub/sub connection; on each (re)connection it subscribes,
+//! then loads the bans and classes in force from the sets (so an instance
+//! started late, or cut off for a while, catches up), then applies every
+//! message from another guard. While Redis is unreachable it retries every
+//! second at most. Both tasks end once the guard is dropped.
+//!
+//! Everything read from Redis is parsed strictly: a message or set member
+//! that does not parse, bans less than an IPv4 /8 or an IPv6 /16, or lasts
+//! more than a year and a day is counted in [`SharedBanStats::rejected`] and
+//! ignored.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use redis::Value;
+use tokio::sync::mpsc;
+
+use super::store::{Failure, RedisStore, StoreInner};
+use crate::http::Event;
+use crate::{IpPrefix, Timestamp};
+
+/// Changes waiting for the publisher; more are dropped (and counted).
+const QUEUE: usize = 4096;
+/// First wait before retrying Redis; doubles up to [`MAX_RETRY`].
+const MIN_RETRY: Duration = Duration::from_millis(250);
+/// Longest wait before retrying Redis.
+const MAX_RETRY: Duration = Duration::from_secs(1);
+/// Time to connect (and subscribe) before giving up on an attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Time to load the bans in force (up to `max_bans` of them).
+const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// A silent pub/sub connection is pinged this often, to notice one that is
+/// gone without a word (a network partition).
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// How long the subscriber waits for a message before checking that its
+/// guard still exists.
+const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// How long a flagged class stays flagged on the other instances without a
+/// scoring ladder to take the first ban's length from.
+pub(crate) const DEFAULT_CLASS_TTL: Duration = Duration::from_secs(60);
+/// Flags held at once: the detector's `MAX_FLAGGED`.
+const MAX_CLASSES: usize = 16;
+/// Longest ban or flag accepted from Redis: a year and a day.
+const MAX_TTL_MS: u64 = 366 * 24 * 3600 * 1000;
+/// Longest message accepted.
+const MAX_MESSAGE: usize = 128;
+/// Shortest prefixes shared: a message cannot ban an address family.
+const MIN_V4_LEN: u8 = 8;
+const MIN_V6_LEN: u8 = 16;
+/// The message format's version.
+const VERSION: &str = "1";
+
+/// Writes a ban or flag to the sorted set `KEYS[1]` (member `ARGV[1]`,
+/// ending `ARGV[2]` ms from now on the server's clock), drops expired ones,
+/// keeps at most `ARGV[3]` (the soonest to end go first), lets the key expire
+/// with its last member, and publishes `ARGV[5]` on channel `ARGV[4]`.
+const RECORD_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local key = KEYS[1]
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+if not redis.call('ZSCORE', key, ARGV[1]) then
+  local over = redis.call('ZCARD', key) - tonumber(ARGV[3]) + 1
+  if over > 0 then
+    redis.call('ZPOPMIN', key, over)
+  end
+end
+redis.call('ZADD', key, now + tonumber(ARGV[2]), ARGV[1])
+local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', key, last[2])
+return redis.call('PUBLISH', ARGV[4], ARGV[5])
+";
+
+/// Removes member `ARGV[1]` of `KEYS[1]` and publishes `ARGV[3]` on channel
+/// `ARGV[2]`.
+const LIFT_SCRIPT: &str = r"
+redis.call('ZREM', KEYS[1], ARGV[1])
+return redis.call('PUBLISH', ARGV[2], ARGV[3])
+";
+
+/// The `ARGV[1]` members of `KEYS[1]` that end last, each followed by the
+/// milliseconds it has left on the server's clock.
+const LOAD_SCRIPT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local r = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. now,
+  'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
+local out = {}
+for i = 1, #r, 2 do
+  out[#out + 1] = r[i]
+  out[#out + 1] = tonumber(r[i + 1]) - now
+end
+return out
+";
+
+/// Counters of a guard's shared bans, in
+/// [`GuardStats::shared_bans`](crate::http::GuardStats::shared_bans).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedBanStats {
+    /// Bans, lifts and flagged classes this guard published.
+    pub published: u64,
+    /// Messages from other instances applied.
+    pub received: u64,
+    /// Bans and flagged classes loaded from Redis on (re)connecting.
+    pub loaded: u64,
+    /// Changes not published because the publisher's queue (4096) was full.
+    pub dropped: u64,
+    /// Calls to Redis that failed (a publication is retried until it is
+    /// made or has expired; each failed try counts), and pub/sub
+    /// connections that failed or were lost.
+    pub errors: u64,
+    /// Messages and stored entries from Redis that did not parse or were
+    /// out of bounds, ignored.
+    pub rejected: u64,
+    /// Whether the subscriber is connected and listening now.
+    pub subscribed: bool,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    received: AtomicU64,
+    loaded: AtomicU64,
+    dropped: AtomicU64,
+    errors: AtomicU64,
+    rejected: AtomicU64,
+    subscribed: AtomicBool,
+}
+
+fn bump(c: &AtomicU64) -> u64 {
+    c.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// What the subscriber does to a guard: applies what other instances
+/// published, without publishing it again.
+pub(crate) trait BanTarget: Send + Sync {
+    /// Bans `prefix` for `remaining` (only lengthening an existing ban when
+    /// `extend_only`); false when the ban list is full.
+    fn apply_ban(&self, prefix: IpPrefix, remaining: Duration, extend_only: bool) -> bool;
+    /// Lifts the ban on exactly `prefix`.
+    fn apply_lift(&self, prefix: &IpPrefix) -> bool;
+    /// Flags fingerprint class `class` for `remaining`; false without
+    /// scoring or with every place taken.
+    fn apply_class(&self, class: u64, remaining: Duration) -> bool;
+}
+
+/// The type of [`GuardBuilder::on_event`](crate::http::GuardBuilder::on_event)'s hook.
+pub(crate) type Hook = Arc<dyn Fn(&Event) + Send + Sync>;
+
+/// A change for the publisher. `at` is when it was made, on the store's
+/// clock: a change published late has that much less time left.
+#[derive(Debug)]
+enum Outgoing {
+    Ban {
+        prefix: IpPrefix,
+        ttl: Duration,
+        at: Timestamp,
+    },
+    Lift {
+        prefix: IpPrefix,
+    },
+    Class {
+        class: u64,
+        at: Timestamp,
+    },
+}
+
+/// A change as carried by a message or a stored entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    Ban { prefix: IpPrefix, ttl_ms: u64 },
+    Lift { prefix: IpPrefix },
+    Class { class: u64, ttl_ms: u64 },
+}
+
+/// What one guard's tasks share with it.
+struct Core {
+    store: Arc<StoreInner>,
+    /// This guard's id in messages.
+    sender: u64,
+    /// `<ns>:{bans}`: the sorted set of bans and their channel.
+    bans_key: String,
+    /// `<ns>:{classes}`: the same for flagged classes.
+    classes_key: String,
+    max_bans: usize,
+    record: redis::Script,
+    lift: redis::Script,
+    load: redis::Script,
+    counters: Counters,
+}
+
+/// Guards made in this process: each gets its own sender id, so that two
+/// guards on one store still hear each other.
+static GUARDS: AtomicU64 = AtomicU64::new(0);
+
+/// The part of [`GuardBuilder::share_bans`](crate::http::GuardBuilder::share_bans)
+/// that does not depend on the guard's clock.
+#[derive(Clone)]
+pub(crate) struct Setup {
+    store: Arc<StoreInner>,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl std::fmt::Debug for Setup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup")
+            .field("namespace", &self.store.namespace)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Setup {
+    pub(crate) fn new(store: &RedisStore) -> Self {
+        Setup {
+            store: Arc::clone(&store.inner),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        }
+    }
+
+    /// The queue and the tasks' state for a guard holding at most
+    /// `max_bans`; `None` outside a Tokio runtime.
+    pub(crate) fn open(self, max_bans: usize) -> Option<(BanSink, Starter)> {
+        let runtime = self
+            .runtime
+            .or_else(|| tokio::runtime::Handle::try_current().ok())?;
+        let n = GUARDS.fetch_add(1, Ordering::Relaxed);
+        let ns = &self.store.namespace;
+        let core = Arc::new(Core {
+            sender: self.store.instance ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15),
+            bans_key: format!("{ns}:{{bans}}"),
+            classes_key: format!("{ns}:{{classes}}"),
+            store: self.store,
+            max_bans,
+            record: redis::Script::new(RECORD_SCRIPT),
+            lift: redis::Script::new(LIFT_SCRIPT),
+            load: redis::Script::new(LOAD_SCRIPT),
+            counters: Counters::default(),
+        });
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let sink = BanSink {
+            tx,
+            core: Arc::clone(&core),
+        };
+        Some((sink, Starter { core, rx, runtime }))
+    }
+}
+
+/// Starts a guard's tasks once the guard exists.
+pub(crate) struct Starter {
+    core: Arc<Core>,
+    rx: mpsc::Receiver<Outgoing>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Starter {
+    /// Spawns the publisher (flagged classes last `class_ttl` elsewhere) and
+    /// the subscriber, which applies changes to `target` while it lives.
+    pub(crate) fn start(self, target: Weak<dyn BanTarget>, class_ttl: Duration) {
+        let Starter { core, rx, runtime } = self;
+        runtime.spawn(publish_loop(Arc::clone(&core), rx, class_ttl));
+        runtime.spawn(subscribe_loop(core, target));
+    }
+}
+
+/// The guard's end of the queue to the publisher.
+pub(crate) struct BanSink {
+    tx: mpsc::Sender<Outgoing>,
+    core: Arc<Core>,
+}
+
+impl BanSink {
+    /// The guard recorded a ban of `prefix` for `ttl`.
+    pub(crate) fn banned(&self, prefix: IpPrefix, ttl: Duration) {
+        if !shareable(&prefix) {
+            tracing::warn!(%prefix, "floodguard: ban not shared, prefix too short to share");
+            return;
+        }
+        let at = self.core.store.now();
+        offer(&self.tx, &self.core, Outgoing::Ban { prefix, ttl, at });
+    }
+
+    /// The guard lifted the ban on `prefix` (or was asked to).
+    pub(crate) fn lifted(&self, prefix: IpPrefix) {
+        if shareable(&prefix) {
+            offer(&self.tx, &self.core, Outgoing::Lift { prefix });
+        }
+    }
+
+    /// Wraps the guard's event hook (if any) so that flagged classes are
+    /// published too.
+    pub(crate) fn event_hook(&self, user: Option<Hook>) -> Hook {
+        let (tx, core) = (self.tx.clone(), Arc::clone(&self.core));
+        Arc::new(move |e: &Event| {
+            if let Event::ClassFlagged(share) = e {
+                let at = core.store.now();
+                let class = share.key.class();
+                offer(&tx, &core, Outgoing::Class { class, at });
+            }
+            if let Some(hook) = &user {
+                hook(e);
+            }
+        })
+    }
+
+    /// The counters.
+    pub(crate) fn stats(&self) -> SharedBanStats {
+        let c = &self.core.counters;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        SharedBanStats {
+            published: n(&c.published),
+            received: n(&c.received),
+            loaded: n(&c.loaded),
+            dropped: n(&c.dropped),
+            errors: n(&c.errors),
+            rejected: n(&c.rejected),
+            subscribed: c.subscribed.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Queues `out` for the publisher without waiting; a full queue drops it.
+fn offer(tx: &mpsc::Sender<Outgoing>, core: &Core, out: Outgoing) {
+    if let Err(e) = tx.try_send(out) {
+        let n = bump(&core.counters.dropped);
+        if n.is_power_of_two() {
+            tracing::warn!(
+                dropped = n,
+                "floodguard: shared-ban queue full, change not published: {e}"
+            );
+        }
+    }
+}
+
+/// Whether a prefix is long enough to be shared.
+fn shareable(p: &IpPrefix) -> bool {
+    p.len() >= if p.is_ipv4() { MIN_V4_LEN } else { MIN_V6_LEN }
+}
+
+/// Milliseconds in `d`, rounded up.
+fn millis_ceil(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+fn encode(sender: u64, change: &Change) -> String {
+    match change {
+        Change::Ban { prefix, ttl_ms } => format!("{VERSION} ban {sender:016x} {prefix} {ttl_ms}"),
+        Change::Lift { prefix } => format!("{VERSION} lift {sender:016x} {prefix}"),
+        Change::Class { class, ttl_ms } => {
+            format!("{VERSION} class {sender:016x} {class:016x} {ttl_ms}")
+        }
+    }
+}
+
+/// Exactly 16 lowercase hex digits.
+fn parse_hex16(s: &str) -> Option<u64> {
+    let ok = s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    ok.then(|| u64::from_str_radix(s, 16).ok()).flatten()
+}
+
+/// A prefix in its canonical text, long enough to share.
+fn parse_prefix(s: &str) -> Option<IpPrefix> {
+    let p: IpPrefix = s.parse().ok()?;
+    (shareable(&p) && p.to_string() == s).then_some(p)
+}
+
+/// Decimal milliseconds, 1 to [`MAX_TTL_MS`].
+fn parse_ttl(s: &str) -> Option<u64> {
+    let ok = (1..=12).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_digit());
+    ok.then(|| s.parse().ok())
+        .flatten()
+        .filter(|ms| (1..=MAX_TTL_MS).contains(ms))
+}
+
+/// Parses a message: its sender and change.
+fn decode(payload: &[u8]) -> Option<(u64, Change)> {
+    if payload.len() > MAX_MESSAGE {
+        return None;
+    }
+    let text = std::str::from_utf8(payload).ok()?;
+    let mut fields = text.split(' ');
+    let mut next = || fields.next();
+    if next()? != VERSION {
+        return None;
+    }
+    let (kind, sender) = (next()?, parse_hex16(next()?)?);
+    let change = match kind {
+        "ban" => Change::Ban {
+            prefix: parse_prefix(next()?)?,
+            ttl_ms: parse_ttl(next()?)?,
+        },
+        "lift" => Change::Lift {
+            prefix: parse_prefix(next()?)?,
+        },
+        "class" => Change::Class {
+            class: parse_hex16(next()?)?,
+            ttl_ms: parse_ttl(next()?)?,
+        },
+        _ => return None,
+    };
+    next().is_none().then_some((sender, change))
+}
+
+/// Parses a `LOAD_SCRIPT` reply: members and the milliseconds each has
+/// left. Bad pairs come back as `None`.
+fn decode_entries(reply: &Value) -> Option<Vec<Option<(&str, u64)>>> {
+    let Value::Array(items) = reply else {
+        return None;
+    };
+    if items.len() % 2 != 0 {
+        return None;
+    }
+    let entries = items.chunks_exact(2).map(|pair| match pair {
+        [Value::BulkString(member), Value::Int(ms)] => {
+            let member = std::str::from_utf8(member).ok()?;
+            let ms = u64::try_from(*ms)
+                .ok()
+                .filter(|ms| (1..=MAX_TTL_MS).contains(ms))?;
+            (member.len() <= MAX_MESSAGE).then_some((member, ms))
+        }
+        _ => None,
+    });
+    Some(entries.collect())
+}
+
+async fn publish_loop(core: Arc<Core>, mut rx: mpsc::Receiver<Outgoing>, class_ttl: Duration) {
+    let mut failing = false;
+    while let Some(out) = rx.recv().await {
+        let mut delay = MIN_RETRY;
+        loop {
+            match core.publish(&out, class_ttl).await {
+                Ok(()) => {
+                    if failing {
+                        failing = false;
+                        tracing::info!(
+                            namespace = %core.store.namespace,
+                            "floodguard: shared bans are published again"
+                        );
+                    }
+                    break;
+                }
+                Err(failure) => {
+                    bump(&core.counters.errors);
+                    if !failing {
+                        failing = true;
+                        tracing::warn!(
+                            namespace = %core.store.namespace,
+                            ?failure,
+                            "floodguard: cannot publish shared bans, retrying"
+                        );
+                    }
+                    // The guard is gone: nobody waits for this change.
+                    if rx.is_closed() {
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_RETRY);
+                }
+            }
+        }
+    }
+}
+
+impl Core {
+    /// Writes and publishes one change; a ban or flag that has expired
+    /// meanwhile is dropped.
+    async fn publish(&self, out: &Outgoing, class_ttl: Duration) -> Result<(), Failure> {
+        let left = |ttl: Duration, at: Timestamp| {
+            let waited = self.store.now().saturating_duration_since(at);
+            ttl.checked_sub(waited)
+                .map(millis_ceil)
+                .filter(|&ms| ms > 0)
+        };
+        let (script, key, member, change) = match *out {
+            Outgoing::Ban { prefix, ttl, at } => {
+                let Some(ttl_ms) = left(ttl, at) else {
+                    return Ok(());
+                };
+                let ttl_ms = ttl_ms.min(MAX_TTL_MS);
+                let change = Change::Ban { prefix, ttl_ms };
+                (&self.record, &self.bans_key, prefix.to_string(), change)
+            }
+            Outgoing::Lift { prefix } => {
+                let change = Change::Lift { prefix };
+                (&self.lift, &self.bans_key, prefix.to_string(), change)
+            }
+            Outgoing::Class { class, at } => {
+                let Some(ttl_ms) = left(class_ttl, at) else {
+                    return Ok(());
+                };
+                let ttl_ms = ttl_ms.min(MAX_TTL_MS);
+                let change = Change::Class { class, ttl_ms };
+                (
+                    &self.record,
+                    &self.classes_key,
+                    format!("{class:016x}"),
+                    change,
+                )
+            }
+        };
+        let message = encode(self.sender, &change);
+        let mut call = script.key(key);
+        call.arg(&member);
+        match change {
+            Change::Ban { ttl_ms, .. } => {
+                call.arg(ttl_ms).arg(self.max_bans).arg(key).arg(&message);
+            }
+            Change::Class { ttl_ms, .. } => {
+                call.arg(ttl_ms).arg(MAX_CLASSES).arg(key).arg(&message);
+            }
+            Change::Lift { .. } => {
+                call.arg(key).arg(&message);
+            }
+        }
+        let mut con = self.store.connection();
+        self.store
+            .guarded(call.invoke_async::<i64>(&mut con))
+            .await?;
+        bump(&self.counters.published);
+        Ok(())
+    }
+
+    /// Counts and logs a message or entry that did not parse.
+    fn reject(&self, what: &str, raw: &[u8]) {
+        let n = bump(&self.counters.rejected);
+        let raw = String::from_utf8_lossy(&raw[..raw.len().min(MAX_MESSAGE)]);
+        if n.is_power_of_two() {
+            tracing::warn!(
+                rejected = n,
+                "floodguard: ignored a bad shared-ban {what}: {raw:?}"
+            );
+        } else {
+            tracing::debug!("floodguard: ignored a bad shared-ban {what}: {raw:?}");
+        }
+    }
+
+    /// Applies one message from the channel `channel`.
+    fn on_message(&self, target: &dyn BanTarget, channel: &str, payload: &[u8]) {
+        let on_bans = channel == self.bans_key;
+        let fits = |c: &Change| match c {
+            Change::Ban { .. } | Change::Lift { .. } => on_bans,
+            Change::Class { .. } => channel == self.classes_key,
+        };
+        let Some((sender, change)) = decode(payload).filter(|(_, c)| fits(c)) else {
+            self.reject("message", payload);
+            return;
+        };
+        if sender == self.sender {
+            return;
+        }
+        // Counted first: whoever sees the change applied sees it counted.
+        bump(&self.counters.received);
+        match change {
+            Change::Ban { prefix, ttl_ms } => {
+                target.apply_ban(prefix, Duration::from_millis(ttl_ms), false);
+                tracing::debug!(%prefix, ttl_ms, "floodguard: shared ban received");
+            }
+            Change::Lift { prefix } => {
+                target.apply_lift(&prefix);
+                tracing::debug!(%prefix, "floodguard: shared ban lifted");
+            }
+            Change::Class { class, ttl_ms } => {
+                target.apply_class(class, Duration::from_millis(ttl_ms));
+                tracing::debug!(class = %format_args!("{class:016x}"), ttl_ms, "floodguard: shared class flag received");
+            }
+        }
+    }
+
+    /// Loads the bans and classes in force into `target`.
+    async fn load(&self, target: &Weak<dyn BanTarget>) -> Result<(), String> {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_response_timeout(Some(LOAD_TIMEOUT));
+        let mut con = self
+            .store
+            .client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut call = self.load.key(&self.bans_key);
+        call.arg(self.max_bans);
+        let bans: Value = call
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut call = self.load.key(&self.classes_key);
+        call.arg(MAX_CLASSES);
+        let classes: Value = call
+            .invoke_async(&mut con)
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(target) = target.upgrade() else {
+            return Ok(());
+        };
+        let apply = |reply: &Value, apply_one: &dyn Fn(&str, u64) -> bool| {
+            let Some(entries) = decode_entries(reply) else {
+                self.reject("set", format!("{reply:?}").as_bytes());
+                return;
+            };
+            for entry in entries {
+                match entry {
+                    Some((member, ms)) if apply_one(member, ms) => {
+                        bump(&self.counters.loaded);
+                    }
+                    Some((member, _)) => self.reject("set member", member.as_bytes()),
+                    None => self.reject("set member", b"(not a member and a time)"),
+                }
+            }
+        };
+        apply(&bans, &|member, ms| {
+            parse_prefix(member).is_some_and(|prefix| {
+                target.apply_ban(prefix, Duration::from_millis(ms), true);
+                true
+            })
+        });
+        apply(&classes, &|member, ms| {
+            parse_hex16(member).is_some_and(|class| {
+                target.apply_class(class, Duration::from_millis(ms));
+                true
+            })
+        });
+        Ok(())
+    }
+}
+
+/// Why listening stopped.
+enum Ended {
+    /// The guard is gone.
+    GuardDropped,
+    /// The connection failed or went silent.
+    Lost(String),
+}
+
+async fn subscribe_loop(core: Arc<Core>, target: Weak<dyn BanTarget>) {
+    let mut delay = MIN_RETRY;
+    // Whether Redis was last reachable, so each change is logged once.
+    let mut up: Option<bool> = None;
+    let ns = core.store.namespace.clone();
+    loop {
+        if target.strong_count() == 0 {
+            return;
+        }
+        let error = match connect(&core, &target).await {
+            Ok(pubsub) => {
+                core.counters.subscribed.store(true, Ordering::Relaxed);
+                if up != Some(true) {
+                    tracing::info!(namespace = %ns, "floodguard: subscribed to shared bans");
+                }
+                up = Some(true);
+                delay = MIN_RETRY;
+                let ended = listen(&core, &target, pubsub).await;
+                core.counters.subscribed.store(false, Ordering::Relaxed);
+                match ended {
+                    Ended::GuardDropped => return,
+                    Ended::Lost(e) => e,
+                }
+            }
+            Err(e) => e,
+        };
+        bump(&core.counters.errors);
+        if up != Some(false) {
+            tracing::warn!(
+                namespace = %ns,
+                error = %error,
+                "floodguard: shared bans unreachable, retrying every second or so"
+            );
+        }
+        up = Some(false);
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(MAX_RETRY);
+    }
+}
+
+/// Subscribes to both channels, then loads what is in force: a change made
+/// in between arrives as a message, so none is missed.
+async fn connect(core: &Core, target: &Weak<dyn BanTarget>) -> Result<redis::aio::PubSub, String> {
+    let subscribe = async {
+        let mut pubsub = core.store.client.get_async_pubsub().await?;
+        pubsub
+            .subscribe(&[&core.bans_key, &core.classes_key])
+            .await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    let pubsub = tokio::time::timeout(CONNECT_TIMEOUT, subscribe)
+        .await
+        .map_err(|_| format!("no connection within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| e.to_string())?;
+    core.load(target).await?;
+    Ok(pubsub)
+}
+
+/// Applies messages until the connection ends or the guard is dropped.
+async fn listen(core: &Core, target: &Weak<dyn BanTarget>, pubsub: redis::aio::PubSub) -> Ended {
+    use futures_core::Stream;
+    use std::pin::Pin;
+    let (mut sink, mut stream) = pubsub.split();
+    let mut quiet = Duration::ZERO;
+    loop {
+        let next = std::future::poll_fn(|cx| Pin::new(&mut stream).poll_next(cx));
+        match tokio::time::timeout(IDLE_CHECK, next).await {
+            Ok(Some(msg)) => {
+                quiet = Duration::ZERO;
+                let Some(target) = target.upgrade() else {
+                    return Ended::GuardDropped;
+                };
+                core.on_message(&*target, msg.get_channel_name(), msg.get_payload_bytes());
+            }
+            Ok(None) => return Ended::Lost("connection closed".into()),
+            Err(_) => {
+                if target.strong_count() == 0 {
+                    return Ended::GuardDropped;
+                }
+                quiet += IDLE_CHECK;
+                if quiet >= PING_EVERY {
+                    quiet = Duration::ZERO;
+                    match tokio::time::timeout(CONNECT_TIMEOUT, sink.ping::<Value>()).await {
+                        Ok(Ok(_)) => {}
+                        Ok(Err(e)) => return Ended::Lost(e.to_string()),
+                        Err(_) => return Ended::Lost("no answer to a ping".into()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix(s: &str) -> IpPrefix {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn messages_round_trip() {
+        let sender = 0x0123_4567_89ab_cdef;
+        for change in [
+            Change::Ban {
+                prefix: prefix("192.0.2.7/32"),
+                ttl_ms: 60_000,
+            },
+            Change::Ban {
+                prefix: prefix("2001:db8:1:2::/64"),
+                ttl_ms: 1,
+            },
+            Change::Lift {
+                prefix: prefix("198.51.100.0/24"),
+            },
+            Change::Class {
+                class: u64::MAX,
+                ttl_ms: MAX_TTL_MS,
+            },
+        ] {
+            let text = encode(sender, &change);
+            assert!(text.len() <= MAX_MESSAGE, "{text}");
+            assert_eq!(decode(text.as_bytes()), Some((sender, change)), "{text}");
+        }
+        assert_eq!(
+            encode(
+                sender,
+                &Change::Lift {
+                    prefix: prefix("192.0.2.7")
+                }
+            ),
+            "1 lift 0123456789abcdef 192.0.2.7/32"
+        );
+    }
+
+    #[test]
+    fn bad_messages_are_refused() {
+        let s = "0123456789abcdef";
+        for bad in [
+            String::new(),
+            "1".into(),
+            format!("2 ban {s} 192.0.2.7/32 1000"),
+            format!("1 ban {s} 192.0.2.7/32"),
+            format!("1 ban {s} 192.0.2.7/32 1000 extra"),
+            format!("1 ban {s} 192.0.2.7/32  1000"),
+            format!("1 ban {s} 192.0.2.7/32 1000 "),
+            format!("1 ban {s} 192.0.2.7 1000"),
+            format!("1 ban {s} 192.0.2.7/24 1000"),
+            format!("1 ban {s} 0.0.0.0/0 1000"),
+            format!("1 ban {s} 10.0.0.0/7 1000"),
+            format!("1 ban {s} ::/0 1000"),
+            format!("1 ban {s} ::ffff:192.0.2.7/128 1000"),
+            format!("1 ban {s} 192.0.2.7/33 1000"),
+            format!("1 ban {s} 192.0.2.7/32 0"),
+            format!("1 ban {s} 192.0.2.7/32 -5"),
+            format!("1 ban {s} 192.0.2.7/32 +5"),
+            format!("1 ban {s} 192.0.2.7/32 1e3"),
+            format!("1 ban {s} 192.0.2.7/32 {}", MAX_TTL_MS + 1),
+            format!("1 ban {s} 192.0.2.7/32 99999999999999999999999"),
+            "1 ban 0123456789ABCDEF 192.0.2.7/32 1000".into(),
+            "1 ban 123456789abcdef 192.0.2.7/32 1000".into(),
+            "1 ban +123456789abcdef 192.0.2.7/32 1000".into(),
+            format!("1 unban {s} 192.0.2.7/32"),
+            format!("1 lift {s} 192.0.2.7/32 1000"),
+            format!("1 class {s} 12 1000"),
+            format!("1 class {s} {s}"),
+            format!("1 BAN {s} 192.0.2.7/32 1000"),
+            format!("1\tban {s} 192.0.2.7/32 1000"),
+            format!("1 ban {s} 192.0.2.7/32 1000{}", " ".repeat(MAX_MESSAGE)),
+        ] {
+            assert_eq!(decode(bad.as_bytes()), None, "{bad:?}");
+        }
+        assert_eq!(decode(&[0xff, 0xfe, b' ']), None);
+    }
+
+    #[test]
+    fn stored_entries_are_parsed_strictly() {
+        let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
+        let reply = Value::Array(vec![
+            bulk("192.0.2.7/32"),
+            Value::Int(1_500),
+            bulk("192.0.2.8/32"),
+            Value::Int(0),
+            Value::Int(5),
+            bulk("x"),
+            bulk("192.0.2.9/32"),
+            Value::Int(i64::MAX),
+        ]);
+        let entries = decode_entries(&reply).unwrap();
+        assert_eq!(entries, [Some(("192.0.2.7/32", 1_500)), None, None, None]);
+        assert!(decode_entries(&Value::Array(vec![bulk("a")])).is_none());
+        assert!(decode_entries(&Value::Int(3)).is_none());
+        assert_eq!(decode_entries(&Value::Array(vec![])), Some(vec![]));
+    }
+
+    #[test]
+    fn millis_round_up() {
+        assert_eq!(millis_ceil(Duration::from_nanos(1)), 1);
+        assert_eq!(millis_ceil(Duration::from_millis(7)), 7);
+        assert_eq!(millis_ceil(Duration::MAX), u64::MAX);
+    }
+}

@@ -1,0 +1,505 @@
+//! Shared bans end to end: guards on separate stores (separate instances of
+//! a fleet) sharing bans and flagged classes through a real redis-server
+//! that each test starts for itself.
+#![cfg(all(feature = "redis", feature = "tower"))]
+
+#[path = "common/redis_server.rs"]
+mod redis_server;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floodguard::http::{Event, Fingerprint, Guard, GuardDecision, PeerAddr, Scoring, Signal};
+use floodguard::redis::{RedisStore, SharedBanStats};
+use floodguard::{Clock, IpPrefix, ManualClock};
+use http::request::Parts;
+use parking_lot::Mutex;
+use redis_server::RedisServer;
+
+/// What the issue promises: every instance refuses a banned client within
+/// a second.
+const PROPAGATION: Duration = Duration::from_secs(1);
+/// Bound on waits that include reconnecting to a restarted Redis.
+const RECONNECT: Duration = Duration::from_secs(10);
+const BAN: Duration = Duration::from_secs(60);
+
+fn store(server: &RedisServer, namespace: &str) -> RedisStore {
+    RedisStore::builder(server.url())
+        .namespace(namespace)
+        // Generous for loaded CI machines; the default is 50 ms.
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap()
+}
+
+fn sharing_guard(store: &RedisStore) -> Guard {
+    Guard::builder().share_bans(store).build().unwrap()
+}
+
+fn shared(guard: &Guard<impl Clock>) -> SharedBanStats {
+    guard.stats().shared_bans.expect("shared bans are on")
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn prefix(s: &str) -> IpPrefix {
+    s.parse().unwrap()
+}
+
+/// Polls `done` every 2 ms until it holds; panics with `what` after
+/// `within`. Returns how long it took.
+async fn within(within: Duration, what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < within, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn subscribed(guards: &[&Guard]) {
+    for g in guards {
+        within(RECONNECT, "subscribed", || shared(g).subscribed).await;
+    }
+}
+
+/// A raw connection for looking at (and tampering with) what is in Redis.
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_reaches_the_other_instance_within_a_second_and_unban_lifts_it() {
+    let server = RedisServer::start();
+    let (a, b) = (
+        sharing_guard(&store(&server, "shop")),
+        sharing_guard(&store(&server, "shop")),
+    );
+    subscribed(&[&a, &b]).await;
+
+    // An address, then an IPv6 /64, banned on A: B refuses them.
+    for (client, net) in [
+        ("198.51.100.7", "198.51.100.7/32"),
+        ("2001:db8:7:7::99", "2001:db8:7:7::/64"),
+    ] {
+        assert!(!b.is_banned(ip(client)));
+        assert!(a.ban(prefix(net), BAN));
+        let took = within(PROPAGATION, "ban reaches B", || b.is_banned(ip(client))).await;
+        eprintln!("{net}: banned on B {took:?} after A banned it");
+        let (p, left) = b
+            .bans()
+            .into_iter()
+            .find(|(p, _)| *p == prefix(net))
+            .unwrap();
+        assert_eq!(p, prefix(net));
+        assert!(
+            left > BAN - Duration::from_secs(2) && left <= BAN,
+            "{left:?}"
+        );
+    }
+
+    // Lifted on A: B serves it again.
+    assert!(a.unban(&prefix("198.51.100.7/32")));
+    let took = within(PROPAGATION, "lift reaches B", || {
+        !b.is_banned(ip("198.51.100.7"))
+    })
+    .await;
+    eprintln!("lifted on B {took:?} after A lifted it");
+    assert!(b.is_banned(ip("2001:db8:7:7::1")));
+
+    // And the other way round.
+    assert!(b.ban(prefix("203.0.113.9/32"), BAN));
+    within(PROPAGATION, "ban reaches A", || {
+        a.is_banned(ip("203.0.113.9"))
+    })
+    .await;
+
+    // A counts a publication once Redis answers, maybe after B applied it.
+    within(PROPAGATION, "counted", || {
+        (shared(&a).published, shared(&b).published) == (3, 1)
+    })
+    .await;
+    let (sa, sb) = (shared(&a), shared(&b));
+    assert_eq!((sa.received, sb.received), (1, 3), "{sa:?} {sb:?}");
+    let text = b.prometheus();
+    assert!(
+        text.contains("floodguard_shared_bans_total{event=\"received\"} 3\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("floodguard_shared_bans_subscribed 1\n"),
+        "{text}"
+    );
+    // Nobody applies its own messages, nothing was dropped or malformed.
+    for s in [sa, sb] {
+        assert_eq!((s.dropped, s.rejected, s.errors), (0, 0, 0), "{s:?}");
+    }
+    // Another namespace is another fleet.
+    let other = sharing_guard(&store(&server, "other"));
+    subscribed(&[&other]).await;
+    a.ban(prefix("192.0.2.50/32"), BAN);
+    within(PROPAGATION, "ban reaches B", || {
+        b.is_banned(ip("192.0.2.50"))
+    })
+    .await;
+    assert!(!other.is_banned(ip("192.0.2.50")));
+    assert!(other.bans().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guard_built_later_starts_with_the_bans_in_force() {
+    let server = RedisServer::start();
+    let a = sharing_guard(&store(&server, "shop"));
+    a.ban(prefix("198.51.100.7/32"), BAN);
+    a.ban(prefix("2001:db8:1:2::/64"), BAN);
+    a.ban(prefix("198.51.100.8/32"), Duration::from_millis(200));
+    a.ban(prefix("198.51.100.9/32"), BAN);
+    a.unban(&prefix("198.51.100.9/32"));
+    within(RECONNECT, "published", || shared(&a).published == 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let c = sharing_guard(&store(&server, "shop"));
+    subscribed(&[&c]).await;
+    // In force as soon as it listens: loaded before it subscribed.
+    assert!(c.is_banned(ip("198.51.100.7")));
+    assert!(c.is_banned(ip("2001:db8:1:2::1")));
+    // Expired and lifted bans are not.
+    assert!(!c.is_banned(ip("198.51.100.8")));
+    assert!(!c.is_banned(ip("198.51.100.9")));
+    let mut bans = c.bans();
+    bans.sort();
+    assert_eq!(
+        bans.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+        [prefix("198.51.100.7/32"), prefix("2001:db8:1:2::/64")]
+    );
+    // With the time left on Redis's clock.
+    assert!(
+        bans.iter()
+            .all(|(_, left)| *left > BAN - Duration::from_secs(2))
+    );
+    let s = shared(&c);
+    assert_eq!((s.loaded, s.received, s.rejected), (2, 0, 0), "{s:?}");
+}
+
+/// A tool-like request from `from`, as `Guard::check` sees it.
+fn tool_request(from: IpAddr) -> Parts {
+    let (mut parts, ()) = http::Request::get("/")
+        .header("host", "shop.test")
+        .header("user-agent", "python-requests/2.32.3")
+        .header("accept", "*/*")
+        .header("accept-encoding", "gzip, deflate")
+        .body(())
+        .unwrap()
+        .into_parts();
+    parts
+        .extensions
+        .insert(PeerAddr(SocketAddr::new(from, 40_000)));
+    parts
+}
+
+fn browser_request(from: IpAddr) -> Parts {
+    let (mut parts, ()) = http::Request::get("/")
+        .header("host", "shop.test")
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+        )
+        .header("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+        .header("accept-language", "en-GB,en;q=0.9")
+        .header("accept-encoding", "gzip, deflate, br, zstd")
+        .body(())
+        .unwrap()
+        .into_parts();
+    parts
+        .extensions
+        .insert(PeerAddr(SocketAddr::new(from, 40_000)));
+    parts
+}
+
+fn class_surge(d: &GuardDecision) -> bool {
+    d.score()
+        .is_some_and(|r| r.signals().any(|(s, _)| s == Signal::ClassSurge))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flagged_class_reaches_the_other_guards_detector() {
+    let server = RedisServer::start();
+    // A sees the attack, on a manual clock so that it is quick to stage.
+    let clock = ManualClock::new();
+    let flagged = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&flagged);
+    let a = Guard::builder()
+        .scoring(Scoring::new())
+        .on_event(move |e| {
+            if let Event::ClassFlagged(s) = e {
+                seen.lock().push(s.key);
+            }
+        })
+        .clock(clock.clone())
+        .share_bans(&store(&server, "shop"))
+        .build()
+        .unwrap();
+    let b = Guard::builder()
+        .scoring(Scoring::new())
+        .share_bans(&store(&server, "shop"))
+        .build()
+        .unwrap();
+    subscribed(&[&b]).await;
+    within(RECONNECT, "A subscribed", || shared(&a).subscribed).await;
+    let bots_class = Fingerprint::of(&tool_request(ip("192.0.2.1")), None).class();
+
+    // Before: B scores the tool class without a surge.
+    let d = b.check(&tool_request(ip("192.0.2.1"))).unwrap();
+    assert!(!class_surge(&d), "{:?}", d.score());
+
+    // Calm browsing at 100 requests a second for 3 s, then tools from many
+    // addresses at 900 a second join.
+    let step = Duration::from_millis(10);
+    for i in 0..300u32 {
+        let _ = a.check(&browser_request(IpAddr::from([10, 0, 0, (i % 50) as u8])));
+        clock.advance(step);
+    }
+    let mut n = 0u32;
+    while flagged.lock().is_empty() && n < 100 {
+        let _ = a.check(&browser_request(IpAddr::from([10, 0, 0, (n % 50) as u8])));
+        for k in 0..9 {
+            let bot = 9 * n + k;
+            let _ = a.check(&tool_request(IpAddr::from([
+                10,
+                1,
+                (bot >> 8) as u8,
+                bot as u8,
+            ])));
+        }
+        clock.advance(step);
+        n += 1;
+    }
+    let flagged: Vec<Fingerprint> = flagged.lock().clone();
+    assert_eq!(
+        flagged.iter().map(Fingerprint::class).collect::<Vec<_>>(),
+        [bots_class],
+        "A flags the tools' class"
+    );
+
+    // B, which saw no attack, now scores that class as surging.
+    let mut probe = 0u8;
+    let took = within(PROPAGATION, "flag reaches B", || {
+        probe = probe.wrapping_add(1);
+        let d = b.check(&tool_request(IpAddr::from([192, 0, 2, probe])));
+        d.is_ok_and(|d| class_surge(&d))
+    })
+    .await;
+    eprintln!("class flagged on B {took:?} after A flagged it");
+    assert!(!b.under_attack());
+    let d = b.check(&browser_request(ip("192.0.2.200"))).unwrap();
+    assert!(!class_surge(&d), "only that class");
+    // It is in Redis for guards started later too.
+    let c = Guard::builder()
+        .scoring(Scoring::new())
+        .share_bans(&store(&server, "shop"))
+        .build()
+        .unwrap();
+    subscribed(&[&c]).await;
+    assert!(shared(&c).loaded >= 1);
+    let d = c.check(&tool_request(ip("192.0.2.250"))).unwrap();
+    assert!(class_surge(&d), "{:?}", d.score());
+    assert_eq!(shared(&b).rejected, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_and_back_loses_no_ban_and_sharing_resumes() {
+    let mut server = RedisServer::start();
+    let (a, b) = (
+        sharing_guard(&store(&server, "shop")),
+        sharing_guard(&store(&server, "shop")),
+    );
+    subscribed(&[&a, &b]).await;
+
+    server.kill();
+    within(RECONNECT, "B notices", || !shared(&b).subscribed).await;
+    // Banning while Redis is down neither blocks nor panics; the ban holds
+    // locally and waits in the queue.
+    let start = Instant::now();
+    assert!(a.ban(prefix("198.51.100.7/32"), BAN));
+    assert!(start.elapsed() < Duration::from_millis(50));
+    assert!(a.is_banned(ip("198.51.100.7")));
+    // Let both tasks fail and retry a few times: they must not spin.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (ea, eb) = (shared(&a).errors, shared(&b).errors);
+    assert!(ea >= 1 && eb >= 1, "{ea} {eb}");
+    assert!(
+        ea <= 16 && eb <= 16,
+        "retries about every second: {ea} {eb}"
+    );
+
+    server.restart();
+    subscribed(&[&a, &b]).await;
+    // The ban made during the outage was retried and reaches B.
+    within(RECONNECT, "queued ban reaches B", || {
+        b.is_banned(ip("198.51.100.7"))
+    })
+    .await;
+    // New bans propagate as before.
+    a.ban(prefix("198.51.100.8/32"), BAN);
+    let took = within(PROPAGATION, "ban after restart reaches B", || {
+        b.is_banned(ip("198.51.100.8"))
+    })
+    .await;
+    eprintln!("after the restart, banned on B {took:?} after A banned it");
+    b.unban(&prefix("198.51.100.7/32"));
+    within(PROPAGATION, "lift reaches A", || {
+        !a.is_banned(ip("198.51.100.7"))
+    })
+    .await;
+    assert_eq!(shared(&b).rejected, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_drops_and_counts_without_blocking() {
+    let mut server = RedisServer::start();
+    let a = sharing_guard(&store(&server, "shop"));
+    subscribed(&[&a]).await;
+    server.kill();
+    let start = Instant::now();
+    for i in 0..6_000u32 {
+        let [_, _, x, y] = i.to_be_bytes();
+        assert!(a.ban(IpPrefix::from(IpAddr::from([10, 9, x, y])), BAN));
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    let s = shared(&a);
+    // 4096 wait in the queue, one with the publisher; the rest are dropped.
+    assert!((1_900..=1_904).contains(&s.dropped), "{s:?}");
+    assert_eq!(a.stats().bans, 6_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_messages_and_entries_are_counted_and_ignored() {
+    let server = RedisServer::start();
+    let b = sharing_guard(&store(&server, "shop"));
+    subscribed(&[&b]).await;
+    let mut con = raw(&server).await;
+    let sender = "00000000000000aa";
+    for bad in [
+        "garbage".to_owned(),
+        format!("1 ban {sender} 0.0.0.0/0 60000"),
+        format!("1 ban {sender} 198.51.100.7 60000"),
+        format!("1 ban {sender} 198.51.100.7/32 -1"),
+        format!("1 class {sender} 0123456789abcdef 60000"), // wrong channel
+        "\u{0}\u{ff}".to_owned(),
+    ] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("shop:{bans}")
+            .arg(&bad)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    // A well-formed message from another instance is applied.
+    let good = format!("1 ban {sender} 198.51.100.9/32 60000");
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("shop:{bans}")
+        .arg(&good)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    within(PROPAGATION, "good message applied", || {
+        b.is_banned(ip("198.51.100.9"))
+    })
+    .await;
+    let s = shared(&b);
+    assert_eq!((s.rejected, s.received), (6, 1), "{s:?}");
+    assert_eq!(b.bans().len(), 1);
+
+    // Tampered entries in the set are ignored at load; good ones load.
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(&mut con).await.unwrap();
+    let soon = secs * 1_000 + micros / 1_000 + 60_000;
+    let far = soon + 400 * 24 * 3600 * 1000;
+    let _: i64 = redis::cmd("ZADD")
+        .arg("shop:{bans}")
+        .arg(soon)
+        .arg("not a prefix")
+        .arg(soon)
+        .arg("10.0.0.0/7")
+        .arg(soon)
+        .arg("192.0.2.76/24")
+        .arg(far)
+        .arg("192.0.2.77/32")
+        .arg(soon)
+        .arg("192.0.2.78/32")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let c = sharing_guard(&store(&server, "shop"));
+    subscribed(&[&c]).await;
+    let s = shared(&c);
+    // 192.0.2.77 lasts longer than a year and a day: out of bounds too.
+    assert_eq!((s.loaded, s.rejected), (1, 4), "{s:?}");
+    assert_eq!(
+        c.bans().into_iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        [prefix("192.0.2.78/32")]
+    );
+}
+
+/// Connections subscribed to the bans channel of namespace `shop`.
+async fn subscribers(con: &mut redis::aio::MultiplexedConnection) -> i64 {
+    let counts: Vec<(String, i64)> = redis::cmd("PUBSUB")
+        .arg("NUMSUB")
+        .arg("shop:{bans}")
+        .query_async(con)
+        .await
+        .unwrap();
+    counts[0].1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tasks_end_with_the_guard() {
+    let server = RedisServer::start();
+    let mut con = raw(&server).await;
+    let a = sharing_guard(&store(&server, "shop"));
+    subscribed(&[&a]).await;
+    assert_eq!(subscribers(&mut con).await, 1);
+    drop(a);
+    let start = Instant::now();
+    while subscribers(&mut con).await != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "subscriber still there"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[test]
+fn share_bans_needs_its_clock_first() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let _enter = rt.enter();
+    // Nothing listens there: the store connects lazily, and the guard is
+    // refused before any task starts.
+    let store = RedisStore::builder("redis://127.0.0.1:1/").build().unwrap();
+    let err = Guard::builder()
+        .share_bans(&store)
+        .clock(ManualClock::new())
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("share_bans"), "{err}");
+    assert!(
+        Guard::builder()
+            .clock(ManualClock::new())
+            .share_bans(&store)
+            .build()
+            .is_ok()
+    );
+}
