@@ -49,7 +49,9 @@
 //! | `axum` | `tower` + the gate as an axum listener, axum's connect info, a metrics handler |
 //! | `tonic` | `tower` + the gate's streams for tonic, tonic's connect info |
 //!
-//! The core needs none of them; a Redis store for fleets comes later.
+//! | `redis` | [`redis`]: limits shared by a fleet through Redis (strict or near-cached), with a failure policy; with `tower`, shared guard rules and shared bans |
+//!
+//! The core needs none of them.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

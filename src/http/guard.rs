@@ -1217,22 +1217,14 @@ impl<C: Clock + Clone> GuardBuilder<C> {
         let (on_event, sink, start) = match self.share_bans {
             None => (self.on_event, None, None),
             Some((setup, to_target)) => {
-                let misuse = |value: &str, range| ConfigError::OutOfRange {
-                    field: "share_bans",
-                    value: value.into(),
-                    range,
+                let misuse = |reason: &str| ConfigError::SharedStore {
+                    reason: format!("`share_bans` {reason}"),
                 };
                 let Some(to_target) = to_target else {
-                    return Err(misuse(
-                        "called before `.clock(..)`",
-                        "the builder's order: call it after `.clock(..)`",
-                    ));
+                    return Err(misuse("was called before `.clock(..)`: call it after"));
                 };
                 let Some((sink, starter)) = setup.open(self.max_bans) else {
-                    return Err(misuse(
-                        "called outside a Tokio runtime",
-                        "a Tokio runtime: build the guard inside one",
-                    ));
+                    return Err(misuse("needs the guard built inside a Tokio runtime"));
                 };
                 (
                     Some(sink.event_hook(self.on_event)),

@@ -142,6 +142,7 @@ pub struct RedisStore {
 }
 
 pub(crate) struct StoreInner {
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) client: redis::Client,
     con: ConnectionManager,
     pub(crate) namespace: String,
@@ -286,6 +287,7 @@ impl StoreInner {
     }
 
     /// A connection handle (cheap: the manager multiplexes one connection).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) fn connection(&self) -> ConnectionManager {
         self.con.clone()
     }
