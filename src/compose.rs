@@ -6,7 +6,9 @@ use crate::decision::Decision;
 
 /// What [`check_all`] needs from a limiter, whatever its key type.
 pub(crate) trait Charge: Sync {
-    fn apply_hashed(&self, key: u64, now: Timestamp, op: Op) -> Decision;
+    /// `aux` is a second hash of the key for limiters that need one (the
+    /// shared limiter's Redis key); others ignore it.
+    fn apply_hashed(&self, key: u64, aux: u64, now: Timestamp, op: Op) -> Decision;
     fn record(&self, allowed: bool);
 }
 
@@ -16,6 +18,7 @@ pub(crate) trait Charge: Sync {
 pub struct Pending<'a> {
     limiter: &'a dyn Charge,
     key: u64,
+    aux: u64,
     cost: u64,
 }
 
@@ -31,7 +34,7 @@ struct NoCharge;
 
 #[cfg(feature = "tower")]
 impl Charge for NoCharge {
-    fn apply_hashed(&self, _: u64, _: Timestamp, _: Op) -> Decision {
+    fn apply_hashed(&self, _: u64, _: u64, _: Timestamp, _: Op) -> Decision {
         Decision::allow(u64::MAX, u64::MAX, 1, 0)
     }
 
@@ -40,7 +43,23 @@ impl Charge for NoCharge {
 
 impl<'a> Pending<'a> {
     pub(crate) fn new(limiter: &'a dyn Charge, key: u64, cost: u64) -> Self {
-        Pending { limiter, key, cost }
+        Pending {
+            limiter,
+            key,
+            aux: 0,
+            cost,
+        }
+    }
+
+    /// A check that also carries a second hash of the key.
+    #[cfg(feature = "redis")]
+    pub(crate) fn with_aux(limiter: &'a dyn Charge, key: u64, aux: u64, cost: u64) -> Self {
+        Pending {
+            limiter,
+            key,
+            aux,
+            cost,
+        }
     }
 
     /// A placeholder to fill a fixed-size array before the real checks are
@@ -49,11 +68,12 @@ impl<'a> Pending<'a> {
     pub(crate) const PLACEHOLDER: Pending<'static> = Pending {
         limiter: &NoCharge,
         key: 0,
+        aux: 0,
         cost: 0,
     };
 
     fn run(&self, now: Timestamp, op: Op) -> Decision {
-        self.limiter.apply_hashed(self.key, now, op)
+        self.limiter.apply_hashed(self.key, self.aux, now, op)
     }
 
     /// Whether the check would admit now, charging and counting nothing.

@@ -197,7 +197,7 @@ impl<K: Hash + ?Sized, C: Clock, S: Store> KeyedLimiter<K, C, S> {
 }
 
 impl<K: Hash + ?Sized, C: Clock, S: Store> Charge for KeyedLimiter<K, C, S> {
-    fn apply_hashed(&self, key: u64, now: Timestamp, op: Op) -> Decision {
+    fn apply_hashed(&self, key: u64, _: u64, now: Timestamp, op: Op) -> Decision {
         self.store.apply(key, now, &self.algorithm, op)
     }
 

@@ -1,14 +1,15 @@
 //! `SharedLimiter`: one limit for a whole fleet, counted in Redis.
 
-use super::near_cache::{NearCache, Nudge};
+use super::near_cache::{MAX_SYNC_AFTER, NearCache, Nudge};
 use super::script::ScriptOp;
 use super::store::{OnFailure, RedisStore, StoreError, StoreInner, check_name};
 use crate::algo::{Algorithm, Gcra, Op, SlidingWindow};
 use crate::decision::Decision;
+use crate::stats::Striped;
 use crate::{KeyedLimiter, Timestamp};
 use std::hash::Hash;
 use std::marker::PhantomData;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -105,14 +106,29 @@ pub(crate) struct Shared {
     /// `<namespace>:{<name>:`; the key's hash and `}` complete it, so one
     /// key's state sits in one cluster slot.
     prefix: String,
-    /// Decides while Redis is unreachable and the policy is to fail open,
-    /// and for keys a full near-cache cannot hold.
+    /// Decides while Redis is unreachable and the policy is to fail open.
     local: KeyedLimiter<u64>,
+    /// Hashes keys for the local tables: fast, and keyed per process.
+    local_hasher: ahash::RandomState,
     near: Option<NearCache>,
     wake: Arc<Notify>,
-    checked: AtomicU64,
-    denied: AtomicU64,
-    fallback: AtomicU64,
+    /// Per-thread stripes: a shared atomic add would cost as much as the
+    /// near-cache check itself.
+    counters: Striped<3>,
+}
+
+/// Which counter of `Shared::counters`.
+#[derive(Clone, Copy)]
+enum Counter {
+    Checked = 0,
+    Denied = 1,
+    Fallback = 2,
+}
+
+impl From<Counter> for usize {
+    fn from(c: Counter) -> usize {
+        c as usize
+    }
 }
 
 /// Counters of a [`SharedLimiter`].
@@ -123,15 +139,15 @@ pub struct SharedStats {
     pub checked: u64,
     /// Checks refused.
     pub denied: u64,
-    /// Checks decided by the failure policy (Redis unreachable) or by the
-    /// local fallback for keys a full near-cache could not hold.
+    /// Checks decided by the failure policy (Redis unreachable).
     pub fallback: u64,
     /// Near-cache refusals because this instance's share of a key was
     /// spent before the next sync (the fleet may still have had room).
     pub budget_refusals: u64,
-    /// Near-cache checks of a new key while the cache was full of keys
-    /// with counts not yet pushed.
-    pub overflow: u64,
+    /// Keys the near-cache dropped to make room for new ones. Steady growth
+    /// means its capacity is too small for the traffic (and each dropped
+    /// key that comes back starts from a fresh share).
+    pub evictions: u64,
     /// Near-cache sync rounds that reached Redis, and keys they pushed.
     pub sync_rounds: u64,
     /// Keys pushed by those rounds.
@@ -169,10 +185,14 @@ impl<K: Hash + ?Sized> SharedLimiter<K> {
     /// [`Mode::NearCache`] it does not wait at all.
     pub async fn check_n(&self, key: &K, cost: u64) -> Decision {
         let s = &*self.inner;
-        let hash = s.store.hash(key);
         let d = match s.mode {
-            Mode::Strict => s.strict(hash, cost).await,
-            Mode::NearCache { .. } => s.near(hash, s.store.now(), Op::Check(cost)),
+            Mode::Strict => s.strict(s.store.hash(key), cost).await,
+            Mode::NearCache { .. } => s.near(
+                s.local_hasher.hash_one(key),
+                || s.store.hash(key),
+                s.store.now(),
+                Op::Check(cost),
+            ),
         };
         s.record(d.is_allowed());
         d
@@ -185,7 +205,12 @@ impl<K: Hash + ?Sized> SharedLimiter<K> {
         if s.mode == Mode::Strict {
             return None;
         }
-        let d = s.near(s.store.hash(key), s.store.now(), Op::Check(cost));
+        let d = s.near(
+            s.local_hasher.hash_one(key),
+            || s.store.hash(key),
+            s.store.now(),
+            Op::Check(cost),
+        );
         s.record(d.is_allowed());
         Some(d)
     }
@@ -195,8 +220,15 @@ impl<K: Hash + ?Sized> SharedLimiter<K> {
     /// (`None` in strict mode).
     pub fn pending_n(&self, key: &K, cost: u64) -> Option<crate::Pending<'_>> {
         let s = &*self.inner;
-        (s.mode != Mode::Strict)
-            .then(|| crate::Pending::new(s as &dyn crate::compose::Charge, s.store.hash(key), cost))
+        (s.mode != Mode::Strict).then(|| {
+            let local = s.local_hasher.hash_one(key);
+            crate::Pending::with_aux(
+                s as &dyn crate::compose::Charge,
+                local,
+                s.store.hash(key),
+                cost,
+            )
+        })
     }
 }
 
@@ -227,16 +259,16 @@ impl<K: ?Sized> SharedLimiter<K> {
     pub fn stats(&self) -> SharedStats {
         let s = &*self.inner;
         let mut stats = SharedStats {
-            checked: s.checked.load(Ordering::Relaxed),
-            denied: s.denied.load(Ordering::Relaxed),
-            fallback: s.fallback.load(Ordering::Relaxed),
+            checked: s.counters.sum(Counter::Checked),
+            denied: s.counters.sum(Counter::Denied),
+            fallback: s.counters.sum(Counter::Fallback),
             instances: s.store.instances(),
             ..SharedStats::default()
         };
         if let Some(n) = &s.near {
             let c = &n.counters;
-            stats.budget_refusals = c.budget_refusals.load(Ordering::Relaxed);
-            stats.overflow = c.overflow.load(Ordering::Relaxed);
+            stats.budget_refusals = c.budget_refusals.sum(0usize);
+            stats.evictions = n.evictions();
             stats.sync_rounds = c.rounds.load(Ordering::Relaxed);
             stats.pushed_keys = c.pushed_keys.load(Ordering::Relaxed);
             stats.failed_rounds = c.failed_rounds.load(Ordering::Relaxed);
@@ -259,9 +291,9 @@ impl Shared {
     }
 
     fn record(&self, allowed: bool) {
-        self.checked.fetch_add(1, Ordering::Relaxed);
+        self.counters.add(Counter::Checked, 1);
         if !allowed {
-            self.denied.fetch_add(1, Ordering::Relaxed);
+            self.counters.add(Counter::Denied, 1);
         }
     }
 
@@ -285,29 +317,30 @@ impl Shared {
         }
     }
 
-    /// A near-cache decision; the failure policy while Redis is away.
-    fn near(&self, hash: u64, now: Timestamp, op: Op) -> Decision {
-        let Some(near) = &self.near else {
-            return self.fallback(hash, now, op);
+    /// A near-cache decision for the key hashed `local` here (`redis_key`
+    /// gives its hash for Redis, computed only when needed); the failure
+    /// policy while Redis is away.
+    fn near(
+        &self,
+        local: u64,
+        redis_key: impl FnOnce() -> u64,
+        now: Timestamp,
+        op: Op,
+    ) -> Decision {
+        let near = match &self.near {
+            Some(near) if self.store.is_closed() => near,
+            _ => return self.fallback(local, now, op),
         };
-        if !self.store.is_closed() {
-            return self.fallback(hash, now, op);
+        let (d, nudge) = near.apply(local, redis_key, now, op, self.store.instances());
+        if nudge == Nudge::Now {
+            self.wake.notify_one();
         }
-        match near.apply(hash, now, op, self.store.instances()) {
-            Some((d, nudge)) => {
-                if nudge == Nudge::Now {
-                    self.wake.notify_one();
-                }
-                d
-            }
-            // A full cache of unpushed keys: this key is limited locally.
-            None => self.local_decision(hash, now, op),
-        }
+        d
     }
 
     fn fallback(&self, hash: u64, now: Timestamp, op: Op) -> Decision {
         if matches!(op, Op::Check(_)) {
-            self.fallback.fetch_add(1, Ordering::Relaxed);
+            self.counters.add(Counter::Fallback, 1);
         }
         match self.store.on_failure {
             OnFailure::Local => self.local_decision(hash, now, op),
@@ -328,11 +361,11 @@ impl Shared {
     /// Pushes every dirty key's count and settles their budgets.
     async fn sync_round(&self) {
         let Some(near) = &self.near else { return };
-        let batch = near.take_dirty();
+        let batch = near.take_listed(self.store.now());
         for chunk in batch.chunks(MAX_BATCH) {
             let cmds: Vec<redis::Cmd> = chunk
                 .iter()
-                .map(|&(hash, units)| {
+                .map(|&(_, hash, units)| {
                     self.store.scripts.cmd(
                         &self.algorithm,
                         &self.redis_key(hash),
@@ -346,17 +379,16 @@ impl Shared {
                     near.counters.rounds.fetch_add(1, Ordering::Relaxed);
                     near.settle(chunk, &replies, self.store.now(), self.store.instances());
                 }
-                _ => near.restore(chunk),
+                _ => near.restore(chunk, self.store.now()),
             }
         }
     }
 }
 
 impl crate::compose::Charge for Shared {
-    fn apply_hashed(&self, key: u64, _: Timestamp, op: Op) -> Decision {
-        // The store's clock, not the caller's: budgets and blocks were set
-        // on it.
-        self.near(key, self.store.now(), op)
+    fn apply_hashed(&self, key: u64, redis_key: u64, _: Timestamp, op: Op) -> Decision {
+        // The store's clock, not the caller's: blocks were set on it.
+        self.near(key, || redis_key, self.store.now(), op)
     }
 
     fn record(&self, allowed: bool) {
@@ -471,15 +503,32 @@ impl<K: Hash + ?Sized> SharedBuilder<K> {
                     }
                     .into());
                 }
+                if sync_after > MAX_SYNC_AFTER {
+                    return Err(crate::ConfigError::TooLarge {
+                        field: "sync_after",
+                        value: sync_after,
+                        max: MAX_SYNC_AFTER,
+                    }
+                    .into());
+                }
                 if tokio::runtime::Handle::try_current().is_err() {
                     return Err(StoreError::NoRuntime);
                 }
+                // What an admission reports as its reset: a full window, or
+                // the time GCRA takes to refill its burst.
+                let span = match algorithm {
+                    Algorithm::SlidingWindow(a) => a.window(),
+                    Algorithm::Gcra(a) => a
+                        .interval()
+                        .saturating_mul(u32::try_from(a.burst()).unwrap_or(u32::MAX)),
+                };
                 Some(NearCache::new(
                     algorithm.limit(),
+                    span,
                     self.capacity,
                     sync_after,
                     sync_every,
-                ))
+                )?)
             }
         };
         let local = KeyedLimiter::with_store(
@@ -495,11 +544,10 @@ impl<K: Hash + ?Sized> SharedBuilder<K> {
             algorithm,
             mode: self.mode,
             local,
+            local_hasher: ahash::RandomState::new(),
             near,
             wake: Arc::clone(&wake),
-            checked: AtomicU64::new(0),
-            denied: AtomicU64::new(0),
-            fallback: AtomicU64::new(0),
+            counters: Striped::default(),
         });
         if let Mode::NearCache { sync_every, .. } = self.mode {
             tokio::spawn(sync_loop(Arc::downgrade(&shared), wake, sync_every));

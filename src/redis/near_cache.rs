@@ -8,10 +8,16 @@
 //! answer sets the next budget. A key Redis reported over its limit is
 //! refused locally until its retry-after has passed. The accuracy bound
 //! this gives is in the [module docs](super#near-cache-accuracy).
+//!
+//! A key's local state is one word in the same lock-free [`AtomicTable`]
+//! the local limiters use, so a check costs about what a local check does.
+//! Only the rare parts take a lock: the list of keys to push (once per key
+//! per sync) and the retry-after of keys Redis refused.
 
-use crate::Timestamp;
 use crate::algo::Op;
 use crate::decision::Decision;
+use crate::table::Transition;
+use crate::{AtomicTable, Store, Timestamp};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,56 +25,211 @@ use std::time::Duration;
 
 use super::script::Reply;
 
-const SHARDS: usize = 32;
-/// Entries looked at to find one to drop when a shard is full.
-const EVICTION_SCAN: usize = 16;
+/// Largest `sync_after`: the budget has 16 bits.
+pub(crate) const MAX_SYNC_AFTER: u64 = u16::MAX as u64;
 
-/// One key's local view.
-#[derive(Clone, Copy, Debug, Default)]
+/// The word: `[budget: 16][pending + 2^23: 24][unused: 20][flags: 4]`.
+const DIRTY: u64 = 1;
+const IN_FLIGHT: u64 = 2;
+const BLOCKED: u64 = 4;
+const PENDING_SHIFT: u32 = 8;
+const PENDING_BIAS: i64 = 1 << 23;
+const PENDING_MAX: i64 = PENDING_BIAS - 1;
+const BUDGET_SHIFT: u32 = 48;
+
+/// One key's local view, unpacked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Entry {
     /// Units this instance may still admit before hearing from Redis.
     budget: u64,
     /// Admitted (minus given back) here and not pushed yet.
     pending: i64,
-    /// Pushed, answer not back yet: the entry must not be dropped.
-    in_flight: bool,
-    /// In its shard's dirty list.
+    /// Listed for the next push.
     dirty: bool,
-    /// Redis said the key is over its limit until then (ns; 0: not blocked).
-    blocked_until: u64,
-    /// When the key's state in Redis will have fully decayed (ns).
-    reset_at: u64,
-    last_seen: u64,
+    /// Pushed, answer not back yet.
+    in_flight: bool,
+    /// Redis said the key is over its limit; the side table says until when.
+    blocked: bool,
 }
 
-#[derive(Default)]
-struct Shard {
-    entries: HashMap<u64, Entry, ahash::RandomState>,
-    /// Keys with something to push or a budget to refresh.
-    dirty: Vec<u64>,
+impl Entry {
+    fn pack(self) -> u64 {
+        let pending = (self.pending.clamp(-PENDING_BIAS, PENDING_MAX) + PENDING_BIAS) as u64;
+        let flag = |on: bool, bit: u64| if on { bit } else { 0 };
+        (self.budget.min(MAX_SYNC_AFTER) << BUDGET_SHIFT)
+            | (pending << PENDING_SHIFT)
+            | flag(self.dirty, DIRTY)
+            | flag(self.in_flight, IN_FLIGHT)
+            | flag(self.blocked, BLOCKED)
+    }
+
+    fn unpack(word: u64) -> Self {
+        Entry {
+            budget: word >> BUDGET_SHIFT,
+            pending: ((word >> PENDING_SHIFT) & ((1 << 24) - 1)) as i64 - PENDING_BIAS,
+            dirty: word & DIRTY != 0,
+            in_flight: word & IN_FLIGHT != 0,
+            blocked: word & BLOCKED != 0,
+        }
+    }
+
+    fn add_pending(&mut self, units: i64) {
+        self.pending = self
+            .pending
+            .saturating_add(units)
+            .clamp(-PENDING_BIAS, PENDING_MAX);
+    }
 }
 
-impl Shard {
-    fn mark(&mut self, key: u64) {
-        if let Some(e) = self.entries.get_mut(&key) {
-            if !e.dirty {
+/// What a step did, for the caller to finish outside the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Verdict {
+    Allowed {
+        budget: u64,
+    },
+    /// Out of this instance's share.
+    Spent {
+        budget: u64,
+    },
+    /// Over the limit in Redis; look up until when.
+    Blocked {
+        budget: u64,
+    },
+    /// The cost exceeds the limit.
+    Never {
+        budget: u64,
+    },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Out {
+    verdict: Verdict,
+    /// The key just became dirty: list it for the next push.
+    listed: bool,
+}
+
+/// Decides one operation on a key's word.
+#[derive(Clone, Copy)]
+struct CheckStep {
+    op: Op,
+    limit: u64,
+    /// For a key without an entry: its assumed share of the whole limit
+    /// (worked out only then: it costs a division).
+    sync_after: u64,
+    instances: u64,
+}
+
+impl Transition for CheckStep {
+    type Output = Out;
+
+    #[inline(always)]
+    fn step(&self, state: Option<u64>, _: u64) -> (Out, Option<u64>) {
+        let mut e = state.map_or_else(
+            || Entry {
+                budget: share(self.limit, self.instances, self.sync_after),
+                ..Entry::default()
+            },
+            Entry::unpack,
+        );
+        let was_dirty = e.dirty;
+        let out = |verdict, e: &Entry| Out {
+            verdict,
+            listed: e.dirty && !was_dirty,
+        };
+        match self.op {
+            Op::Check(cost) | Op::Peek(cost) if e.blocked && cost > e.budget => {
+                (out(Verdict::Blocked { budget: e.budget }, &e), None)
+            }
+            Op::Check(cost) | Op::Peek(cost) if cost > self.limit => {
+                (out(Verdict::Never { budget: e.budget }, &e), None)
+            }
+            Op::Check(cost) if cost <= e.budget => {
+                e.budget -= cost;
+                e.add_pending(i64::try_from(cost).unwrap_or(i64::MAX));
                 e.dirty = true;
-                self.dirty.push(key);
+                (
+                    out(Verdict::Allowed { budget: e.budget }, &e),
+                    Some(e.pack()),
+                )
+            }
+            Op::Check(_) => {
+                // Listed so that the next push refreshes the budget; a key
+                // already listed is left alone (refusals write nothing).
+                let write = !e.dirty;
+                e.dirty = true;
+                let out = out(Verdict::Spent { budget: e.budget }, &e);
+                (out, write.then(|| e.pack()))
+            }
+            Op::Peek(cost) if cost <= e.budget => {
+                (out(Verdict::Allowed { budget: e.budget }, &e), None)
+            }
+            Op::Peek(_) => (out(Verdict::Spent { budget: e.budget }, &e), None),
+            Op::Refund(cost) => {
+                e.budget = e.budget.saturating_add(cost).min(MAX_SYNC_AFTER);
+                e.add_pending(-i64::try_from(cost).unwrap_or(i64::MAX));
+                e.dirty = true;
+                let v = Verdict::Allowed { budget: e.budget };
+                (out(v, &e), state.map(|_| e.pack()))
             }
         }
     }
 
-    /// Drops the least recently seen of a few entries with nothing to push;
-    /// false if none of them can go.
-    fn make_room(&mut self) -> bool {
-        let victim = self
-            .entries
-            .iter()
-            .filter(|(_, e)| !e.dirty && !e.in_flight && e.pending == 0)
-            .take(EVICTION_SCAN)
-            .min_by_key(|(_, e)| e.last_seen)
-            .map(|(k, _)| *k);
-        victim.is_some_and(|k| self.entries.remove(&k).is_some())
+    fn inserts(&self) -> bool {
+        matches!(self.op, Op::Check(_))
+    }
+
+    fn heat(&self, state: u64, _: u64) -> u64 {
+        heat(state)
+    }
+}
+
+/// This instance's share of `room`: a fair part of it, and never more than
+/// `sync_after`, so that what other instances spend unseen between two
+/// syncs stays small.
+fn share(room: u64, instances: u64, sync_after: u64) -> u64 {
+    room.div_ceil(instances.max(1)).min(sync_after)
+}
+
+/// Entries with counts to push are kept over all others; then blocked ones
+/// (they save round trips); a clean entry only saves a fresh budget.
+fn heat(state: u64) -> u64 {
+    let e = Entry::unpack(state);
+    if e.dirty || e.in_flight || e.pending != 0 {
+        u64::MAX / 2
+    } else if e.blocked {
+        u64::MAX / 4
+    } else {
+        1
+    }
+}
+
+/// Any other change to an existing entry.
+#[derive(Clone, Copy)]
+struct Update<F>(F);
+
+impl<F: Fn(Entry) -> (Entry, i64) + Copy> Transition for Update<F> {
+    /// `None` when the key has no entry; else whether it was just listed,
+    /// and what the update returned.
+    type Output = Option<(bool, i64)>;
+
+    fn step(&self, state: Option<u64>, _: u64) -> (Self::Output, Option<u64>) {
+        let Some(word) = state else {
+            return (None, None);
+        };
+        let before = Entry::unpack(word);
+        let (after, value) = (self.0)(before);
+        (
+            Some((after.dirty && !before.dirty, value)),
+            Some(after.pack()),
+        )
+    }
+
+    fn inserts(&self) -> bool {
+        false
+    }
+
+    fn heat(&self, state: u64, _: u64) -> u64 {
+        heat(state)
     }
 }
 
@@ -77,15 +238,14 @@ impl Shard {
 pub(crate) enum Nudge {
     /// Nothing urgent: the next periodic sync will do.
     None,
-    /// Sync now: a key spent `sync_after`, or ran out of budget.
+    /// Sync now: a key ran out of budget.
     Now,
 }
 
 /// Counters of a near-cache.
 #[derive(Default)]
 pub(crate) struct NearCounters {
-    pub(crate) budget_refusals: AtomicU64,
-    pub(crate) overflow: AtomicU64,
+    pub(crate) budget_refusals: crate::stats::Striped<1>,
     pub(crate) rounds: AtomicU64,
     pub(crate) pushed_keys: AtomicU64,
     pub(crate) failed_rounds: AtomicU64,
@@ -93,249 +253,212 @@ pub(crate) struct NearCounters {
 
 /// The local state of a near-cached limiter.
 pub(crate) struct NearCache {
-    shards: Box<[Mutex<Shard>]>,
-    shard_capacity: usize,
+    table: AtomicTable,
+    /// Keys to push: `(table key, Redis key hash)`.
+    listed: Mutex<Vec<(u64, u64)>>,
+    /// Until when (ns) Redis refuses each blocked key.
+    blocked_until: Mutex<HashMap<u64, u64, ahash::RandomState>>,
+    capacity: usize,
     limit: u64,
     sync_after: u64,
     sync_every: Duration,
+    /// What an admission reports as its reset time: one full window (or
+    /// GCRA's time to refill the burst), an upper bound.
+    span: u64,
     pub(crate) counters: NearCounters,
 }
 
 impl NearCache {
-    pub(crate) fn new(limit: u64, capacity: usize, sync_after: u64, sync_every: Duration) -> Self {
-        NearCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            shard_capacity: capacity.div_ceil(SHARDS).max(1),
+    pub(crate) fn new(
+        limit: u64,
+        span: Duration,
+        capacity: usize,
+        sync_after: u64,
+        sync_every: Duration,
+    ) -> Result<Self, crate::ConfigError> {
+        Ok(NearCache {
+            table: AtomicTable::with_capacity(capacity)?,
+            listed: Mutex::new(Vec::new()),
+            blocked_until: Mutex::new(HashMap::default()),
+            capacity,
             limit,
-            sync_after: sync_after.max(1),
+            sync_after: sync_after.clamp(1, MAX_SYNC_AFTER),
             sync_every,
+            span: crate::clock::duration_nanos(span),
             counters: NearCounters::default(),
-        }
-    }
-
-    fn shard(&self, key: u64) -> &Mutex<Shard> {
-        // The key is already a keyed hash; its top bits pick the shard.
-        &self.shards[(key >> 59) as usize % SHARDS]
+        })
     }
 
     /// Keys held now.
     pub(crate) fn len(&self) -> usize {
-        self.shards.iter().map(|s| s.lock().entries.len()).sum()
+        self.table.occupancy()
     }
 
-    /// This instance's share of `room`: a fair part of it, and never more
-    /// than `sync_after`, so that what other instances spend unseen between
-    /// two syncs stays small.
-    fn share(&self, room: u64, instances: u64) -> u64 {
-        room.div_ceil(instances.max(1)).min(self.sync_after)
+    /// Live keys dropped to make room.
+    pub(crate) fn evictions(&self) -> u64 {
+        self.table.evictions()
     }
 
-    /// The allowance assumed for a key Redis has not told us about.
-    fn fresh_budget(&self, instances: u64) -> u64 {
-        self.share(self.limit, instances)
+    fn list(&self, key: u64, redis_key: impl FnOnce() -> u64) {
+        self.listed.lock().push((key, redis_key()));
     }
 
-    fn allow(&self, e: &Entry, now: u64) -> Decision {
-        Decision::allow(self.limit, e.budget, 1, e.reset_at.saturating_sub(now))
-    }
-
-    fn deny(&self, e: &Entry, now: u64, retry: u64) -> Decision {
-        Decision::deny(
-            self.limit,
-            (e.budget, 1),
-            e.reset_at.saturating_sub(now),
-            retry,
-        )
-    }
-
-    /// Decides `op` for `key` locally. `None` when the key has no entry and
-    /// none can be made (the cache is full of keys with counts not yet
-    /// pushed): the caller decides with its local fallback instead.
+    /// Decides `op` for `key` locally. `redis_key` gives the key's hash for
+    /// Redis, computed only when the key is listed for a push.
     pub(crate) fn apply(
         &self,
         key: u64,
+        redis_key: impl FnOnce() -> u64,
         now: Timestamp,
         op: Op,
         instances: u64,
-    ) -> Option<(Decision, Nudge)> {
-        let now = now.as_nanos();
-        let mut guard = self.shard(key).lock();
-        let Shard { entries, dirty } = &mut *guard;
-        if let Some(e) = entries.get_mut(&key) {
-            return Some(self.decide(key, e, dirty, now, op));
-        }
-        if let Op::Peek(cost) | Op::Refund(cost) = op {
-            // Never creates an entry: decide on the assumed allowance.
-            let e = Entry {
-                budget: self.fresh_budget(instances),
-                ..Entry::default()
-            };
-            let d = if cost <= e.budget {
-                self.allow(&e, now)
-            } else {
-                self.deny(&e, now, duration_nanos(self.sync_every))
-            };
-            return Some((d, Nudge::None));
-        }
-        if entries.len() >= self.shard_capacity && !guard.make_room() {
-            self.counters.overflow.fetch_add(1, Ordering::Relaxed);
-            return None;
-        }
-        guard.entries.insert(
-            key,
-            Entry {
-                budget: self.fresh_budget(instances),
-                ..Entry::default()
-            },
-        );
-        let Shard { entries, dirty } = &mut *guard;
-        let e = entries.get_mut(&key)?;
-        Some(self.decide(key, e, dirty, now, op))
-    }
-
-    /// Decides `op` on `key`'s entry `e`, adding it to `dirty` if it has
-    /// something to push or a budget to refresh.
-    fn decide(
-        &self,
-        key: u64,
-        e: &mut Entry,
-        dirty: &mut Vec<u64>,
-        now: u64,
-        op: Op,
     ) -> (Decision, Nudge) {
-        let mut mark = |e: &mut Entry| {
-            if !e.dirty {
-                e.dirty = true;
-                dirty.push(key);
+        let now = now.as_nanos();
+        let step = CheckStep {
+            op,
+            limit: self.limit,
+            sync_after: self.sync_after,
+            instances,
+        };
+        let mut redis_key = Some(redis_key);
+        let mut list = |key| {
+            if let Some(f) = redis_key.take() {
+                self.list(key, f);
             }
         };
-        e.last_seen = now;
-        if e.blocked_until != 0 {
-            if now < e.blocked_until {
-                return (self.deny(e, now, e.blocked_until - now), Nudge::None);
+        let mut out = self.table.run(key, now, step);
+        if let Verdict::Blocked { budget } = out.verdict {
+            let until = self.blocked_until.lock().get(&key).copied().unwrap_or(0);
+            if now < until {
+                let d = Decision::deny(self.limit, (budget, 1), self.span, until - now);
+                return (d, Nudge::None);
             }
-            // Redis's retry-after promised room for one unit by now; take it
-            // and ask for the real figure.
-            e.blocked_until = 0;
-            e.budget = e.budget.max(1);
-            mark(e);
+            // Redis's retry-after promised room for one unit by now: take
+            // it, and ask for the real figure.
+            self.blocked_until.lock().remove(&key);
+            let unblock = Update(|mut e: Entry| {
+                if e.blocked {
+                    e.blocked = false;
+                    e.budget = e.budget.max(1);
+                    e.dirty = true;
+                }
+                (e, 0)
+            });
+            if let Some((true, _)) = self.table.run(key, now, unblock) {
+                list(key);
+            }
+            out = self.table.run(key, now, step);
         }
-        match op {
-            Op::Check(cost) if cost > self.limit => {
-                let reset = e.reset_at.saturating_sub(now);
-                (
-                    Decision::never(self.limit, (e.budget, 1), reset),
-                    Nudge::None,
-                )
+        if out.listed {
+            list(key);
+        }
+        match out.verdict {
+            Verdict::Allowed { budget } => {
+                let d = Decision::allow(self.limit, budget, 1, self.span);
+                let nudge = if budget == 0 { Nudge::Now } else { Nudge::None };
+                (d, nudge)
             }
-            Op::Check(cost) if cost <= e.budget => {
-                e.budget -= cost;
-                e.pending = e
-                    .pending
-                    .saturating_add(i64::try_from(cost).unwrap_or(i64::MAX));
-                mark(e);
-                let nudge = if e.pending.unsigned_abs() >= self.sync_after {
-                    Nudge::Now
-                } else {
-                    Nudge::None
-                };
-                (self.allow(e, now), nudge)
+            Verdict::Spent { budget } => {
+                if matches!(op, Op::Check(_)) {
+                    self.counters.budget_refusals.add(0usize, 1);
+                }
+                let retry = crate::clock::duration_nanos(self.sync_every);
+                let d = Decision::deny(self.limit, (budget, 1), self.span, retry);
+                // One nudge when the key runs dry, not one per refusal.
+                (d, if out.listed { Nudge::Now } else { Nudge::None })
             }
-            Op::Check(_) => {
-                // Out of this instance's share; the fleet may still have
-                // room, which the next sync (hurried along) will tell.
-                self.counters
-                    .budget_refusals
-                    .fetch_add(1, Ordering::Relaxed);
-                mark(e);
-                (
-                    self.deny(e, now, duration_nanos(self.sync_every)),
-                    Nudge::Now,
-                )
-            }
-            Op::Peek(cost) if cost <= e.budget => (self.allow(e, now), Nudge::None),
-            Op::Peek(_) => (
-                self.deny(e, now, duration_nanos(self.sync_every)),
+            Verdict::Never { budget } => (
+                Decision::never(self.limit, (budget, 1), self.span),
                 Nudge::None,
             ),
-            Op::Refund(cost) => {
-                e.budget = e.budget.saturating_add(cost);
-                e.pending = e
-                    .pending
-                    .saturating_sub(i64::try_from(cost).unwrap_or(i64::MAX));
-                mark(e);
-                (self.allow(e, now), Nudge::None)
+            Verdict::Blocked { budget } => {
+                // Blocked again by a sync that landed in between.
+                let d = Decision::deny(self.limit, (budget, 1), self.span, 1);
+                (d, Nudge::None)
             }
         }
     }
 
-    /// Takes what every dirty key has to push: `(key, units)`.
-    pub(crate) fn take_dirty(&self) -> Vec<(u64, i64)> {
-        let mut batch = Vec::new();
-        for shard in self.shards.iter() {
-            let mut s = shard.lock();
-            let dirty = std::mem::take(&mut s.dirty);
-            for key in dirty {
-                if let Some(e) = s.entries.get_mut(&key) {
-                    e.dirty = false;
-                    e.in_flight = true;
-                    batch.push((key, e.pending));
-                    e.pending = 0;
-                }
-            }
-        }
-        batch
+    /// Takes what every listed key has to push: `(table key, Redis key,
+    /// units)`.
+    pub(crate) fn take_listed(&self, now: Timestamp) -> Vec<(u64, u64, i64)> {
+        let listed = std::mem::take(&mut *self.listed.lock());
+        let take = Update(|mut e: Entry| {
+            let units = e.pending;
+            e.pending = 0;
+            e.dirty = false;
+            e.in_flight = true;
+            (e, units)
+        });
+        listed
+            .into_iter()
+            .filter_map(|(key, redis_key)| {
+                let (_, units) = self.table.run(key, now.as_nanos(), take)?;
+                Some((key, redis_key, units))
+            })
+            .collect()
     }
 
     /// Sets each pushed key's budget from Redis's answer.
     pub(crate) fn settle(
         &self,
-        batch: &[(u64, i64)],
+        batch: &[(u64, u64, i64)],
         replies: &[Reply],
         now: Timestamp,
         instances: u64,
     ) {
         let now = now.as_nanos();
-        for (&(key, _), r) in batch.iter().zip(replies) {
-            let mut shard = self.shard(key).lock();
-            let Some(e) = shard.entries.get_mut(&key) else {
-                continue;
-            };
-            e.in_flight = false;
-            let share = self.share(r.remaining, instances);
-            // What was admitted since the push came out of the old budget
-            // but is not in Redis's figure yet.
-            e.budget = share.saturating_sub(e.pending.max(0).unsigned_abs());
-            e.reset_at = now.saturating_add(r.reset_after_us.saturating_mul(1_000));
-            e.blocked_until = if r.allowed {
-                0
-            } else {
-                e.budget = 0;
+        for (&(key, _, _), r) in batch.iter().zip(replies) {
+            let share = share(r.remaining, instances, self.sync_after);
+            let blocked = !r.allowed;
+            let settle = Update(move |mut e: Entry| {
+                e.in_flight = false;
+                // What was admitted since the push came out of the old
+                // budget but is not in Redis's figure yet.
+                e.budget = share.saturating_sub(e.pending.max(0).unsigned_abs());
+                e.blocked = blocked;
+                if blocked {
+                    e.budget = 0;
+                }
+                (e, 0)
+            });
+            if self.table.run(key, now, settle).is_some() && blocked {
                 let retry = r.retry_after_us.unwrap_or(r.reset_after_us).max(1);
-                now.saturating_add(retry.saturating_mul(1_000))
-            };
+                self.block(key, now.saturating_add(retry.saturating_mul(1_000)), now);
+            }
         }
         self.counters
             .pushed_keys
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
     }
 
+    /// Records until when Redis refuses `key`, within the capacity.
+    fn block(&self, key: u64, until: u64, now: u64) {
+        let mut blocked = self.blocked_until.lock();
+        if blocked.len() >= self.capacity {
+            blocked.retain(|_, t| *t > now);
+        }
+        // Full of live blocks: the key's next check asks Redis again.
+        if blocked.len() < self.capacity {
+            blocked.insert(key, until);
+        }
+    }
+
     /// Puts back what a failed push carried, to go with the next one.
-    pub(crate) fn restore(&self, batch: &[(u64, i64)]) {
-        for &(key, units) in batch {
-            let mut shard = self.shard(key).lock();
-            if let Some(e) = shard.entries.get_mut(&key) {
+    pub(crate) fn restore(&self, batch: &[(u64, u64, i64)], now: Timestamp) {
+        for &(key, redis_key, units) in batch {
+            let restore = Update(move |mut e: Entry| {
                 e.in_flight = false;
-                e.pending = e.pending.saturating_add(units);
-                shard.mark(key);
+                e.add_pending(units);
+                e.dirty = true;
+                (e, 0)
+            });
+            if let Some((true, _)) = self.table.run(key, now.as_nanos(), restore) {
+                self.list(key, || redis_key);
             }
         }
         self.counters.failed_rounds.fetch_add(1, Ordering::Relaxed);
     }
-}
-
-fn duration_nanos(d: Duration) -> u64 {
-    crate::clock::duration_nanos(d)
 }
 
 #[cfg(test)]
@@ -355,86 +478,117 @@ mod tests {
         }
     }
 
+    fn cache(limit: u64, sync_after: u64) -> NearCache {
+        NearCache::new(
+            limit,
+            Duration::from_secs(60),
+            100,
+            sync_after,
+            Duration::from_millis(10),
+        )
+        .unwrap()
+    }
+
+    fn check(nc: &NearCache, key: u64, ms: u64, cost: u64, instances: u64) -> Decision {
+        nc.apply(key, || key + 1000, at(ms), Op::Check(cost), instances)
+            .0
+    }
+
+    #[test]
+    fn the_word_round_trips() {
+        for e in [
+            Entry::default(),
+            Entry {
+                budget: MAX_SYNC_AFTER,
+                pending: PENDING_MAX,
+                dirty: true,
+                in_flight: true,
+                blocked: true,
+            },
+            Entry {
+                budget: 7,
+                pending: -PENDING_BIAS,
+                dirty: false,
+                in_flight: true,
+                blocked: false,
+            },
+        ] {
+            assert_eq!(Entry::unpack(e.pack()), e);
+            assert_ne!(e.pack(), u64::MAX, "never the table's marker");
+        }
+    }
+
     #[test]
     fn a_fresh_key_gets_its_share_then_waits_for_a_sync() {
-        let nc = NearCache::new(10, 100, 4, Duration::from_millis(10));
+        let nc = cache(10, 4);
         // Three instances: a share of ⌈10/3⌉ = 4.
-        for i in 0..4 {
-            let (d, _) = nc.apply(7, at(0), Op::Check(1), 3).unwrap();
-            assert!(d.is_allowed(), "check {i}");
+        for i in 0..3 {
+            assert!(check(&nc, 7, 0, 1, 3).is_allowed(), "check {i}");
         }
-        let (d, nudge) = nc.apply(7, at(1), Op::Check(1), 3).unwrap();
-        assert!(d.is_denied());
+        // The last unit of the share hurries the sync along, once.
+        let (d, nudge) = nc.apply(7, || unreachable!(), at(0), Op::Check(1), 3);
+        assert!(d.is_allowed());
         assert_eq!(nudge, Nudge::Now);
+        let (d, nudge) = nc.apply(7, || unreachable!(), at(1), Op::Check(1), 3);
+        assert!(d.is_denied());
+        assert_eq!(nudge, Nudge::None);
         assert_eq!(d.retry_after(), Some(Duration::from_millis(10)));
-        assert_eq!(nc.counters.budget_refusals.load(Ordering::Relaxed), 1);
-        // The push carries the 4; Redis says 6 left overall: a share of 2.
-        let batch = nc.take_dirty();
-        assert_eq!(batch, vec![(7, 4)]);
-        assert!(nc.take_dirty().is_empty());
+        assert_eq!(nc.counters.budget_refusals.sum(0usize), 1);
+        // Listed once, with its Redis key; the push carries the 4.
+        let batch = nc.take_listed(at(1));
+        assert_eq!(batch, vec![(7, 1007, 4)]);
+        assert!(nc.take_listed(at(1)).is_empty());
+        // Redis says 6 left overall: a share of 2.
         nc.settle(&batch, &[reply(true, 6, 0)], at(2), 3);
-        assert!(nc.apply(7, at(3), Op::Check(2), 3).unwrap().0.is_allowed());
-        assert!(nc.apply(7, at(3), Op::Check(1), 3).unwrap().0.is_denied());
+        assert!(check(&nc, 7, 3, 2, 3).is_allowed());
+        assert!(check(&nc, 7, 3, 1, 3).is_denied());
     }
 
     #[test]
     fn a_key_over_its_limit_is_refused_locally_until_its_retry_after() {
-        let nc = NearCache::new(5, 100, 100, Duration::from_millis(10));
-        nc.apply(1, at(0), Op::Check(1), 1).unwrap();
-        let batch = nc.take_dirty();
+        let nc = cache(5, 100);
+        check(&nc, 1, 0, 1, 1);
+        let batch = nc.take_listed(at(0));
         nc.settle(&batch, &[reply(false, 0, 500)], at(1), 1);
-        let (d, _) = nc.apply(1, at(100), Op::Check(1), 1).unwrap();
+        let d = check(&nc, 1, 100, 1, 1);
         assert!(d.is_denied());
         assert_eq!(d.retry_after(), Some(Duration::from_millis(401)));
         // After the retry-after one unit goes through, and a refresh is due.
-        assert!(
-            nc.apply(1, at(502), Op::Check(1), 1)
-                .unwrap()
-                .0
-                .is_allowed()
-        );
-        assert_eq!(nc.take_dirty(), vec![(1, 1)]);
+        assert!(check(&nc, 1, 502, 1, 1).is_allowed());
+        assert_eq!(nc.take_listed(at(502)), vec![(1, 1001, 1)]);
     }
 
     #[test]
     fn units_admitted_during_a_push_come_out_of_the_next_budget() {
-        let nc = NearCache::new(100, 100, 1000, Duration::from_millis(10));
-        nc.apply(9, at(0), Op::Check(10), 1).unwrap();
-        let batch = nc.take_dirty();
+        let nc = cache(100, 1000);
+        check(&nc, 9, 0, 10, 1);
+        let batch = nc.take_listed(at(0));
         // While the push is out, 5 more are admitted here.
-        nc.apply(9, at(1), Op::Check(5), 1).unwrap();
+        check(&nc, 9, 1, 5, 1);
         nc.settle(&batch, &[reply(true, 90, 0)], at(2), 1);
-        let (d, _) = nc.apply(9, at(3), Op::Peek(1), 1).unwrap();
+        let (d, _) = nc.apply(9, || 0, at(3), Op::Peek(1), 1);
         assert_eq!(d.remaining(), 85);
     }
 
     #[test]
     fn a_failed_push_is_put_back_and_refunds_are_pushed_too() {
-        let nc = NearCache::new(100, 100, 1000, Duration::from_millis(10));
-        nc.apply(3, at(0), Op::Check(7), 1).unwrap();
-        let batch = nc.take_dirty();
-        nc.restore(&batch);
-        nc.apply(3, at(1), Op::Refund(2), 1).unwrap();
-        assert_eq!(nc.take_dirty(), vec![(3, 5)]);
+        let nc = cache(100, 1000);
+        check(&nc, 3, 0, 7, 1);
+        let batch = nc.take_listed(at(0));
+        nc.restore(&batch, at(0));
+        nc.apply(3, || 0, at(1), Op::Refund(2), 1);
+        assert_eq!(nc.take_listed(at(1)), vec![(3, 1003, 5)]);
     }
 
     #[test]
-    fn a_full_cache_drops_clean_keys_never_unpushed_counts() {
-        // One entry per shard.
-        let nc = NearCache::new(10, 1, 1000, Duration::from_millis(10));
-        let a = 5u64; // shard 0
-        let b = 6u64; // shard 0 too
-        assert!(nc.apply(a, at(0), Op::Check(1), 1).is_some());
-        // `a` has a count to push: `b` cannot take its place.
-        assert!(nc.apply(b, at(1), Op::Check(1), 1).is_none());
-        assert_eq!(nc.counters.overflow.load(Ordering::Relaxed), 1);
-        let batch = nc.take_dirty();
-        nc.settle(&batch, &[reply(true, 9, 0)], at(2), 1);
-        // Pushed and settled: now it may go.
-        assert!(nc.apply(b, at(3), Op::Check(1), 1).is_some());
-        assert_eq!(nc.len(), 1);
-        // Peeks and refunds of unknown keys never create entries.
-        assert!(nc.apply(77, at(4), Op::Peek(1), 1).unwrap().0.is_allowed());
-        assert_eq!(nc.len(), 1);
+    fn peeks_and_refunds_of_unknown_keys_create_nothing() {
+        let nc = cache(10, 100);
+        let (d, _) = nc.apply(77, || 0, at(4), Op::Peek(1), 1);
+        assert!(d.is_allowed());
+        nc.apply(78, || 0, at(4), Op::Refund(1), 1);
+        assert_eq!(nc.len(), 0);
+        assert!(nc.take_listed(at(4)).is_empty());
+        // A cost above the limit is never admitted.
+        assert!(check(&nc, 79, 5, 11, 1).exceeds_limit());
     }
 }
