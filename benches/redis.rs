@@ -64,11 +64,59 @@ fn bench(c: &mut Criterion) {
         RateLimiter::keyed(Quota::per_second(n).allow_burst(n));
 
     let ip = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+    // The largest share: a hot key syncs every 65,535 admissions, so the
+    // figure is the check's own cost; `near_cache_default` (shares of 16)
+    // includes the sync work a hot key causes on this 2-core machine.
+    let near_wide = rt.block_on(async {
+        shared(
+            &store,
+            "near-wide",
+            Mode::NearCache {
+                sync_every: floodguard::redis::DEFAULT_SYNC_EVERY,
+                sync_after: 65_535,
+            },
+        )
+    });
     let mut g = c.benchmark_group("shared_hot_key");
     g.bench_function("local", |b| b.iter(|| local.check(black_box(&ip))));
     g.bench_function("governor", |b| b.iter(|| gov.check_key(black_box(&ip))));
     g.bench_function("near_cache", |b| {
+        b.iter(|| near_wide.check_now(black_box(&ip), 1))
+    });
+    g.bench_function("near_cache_default", |b| {
         b.iter(|| near.check_now(black_box(&ip), 1))
+    });
+    g.finish();
+
+    // A key over its limit (one an hour): the attacker's path.
+    let hour = Duration::from_secs(3600);
+    let local_over = KeyedLimiter::<IpAddr>::builder()
+        .gcra(1, hour)
+        .build()
+        .unwrap();
+    let gov_over: DefaultKeyedRateLimiter<IpAddr> =
+        RateLimiter::keyed(Quota::per_hour(NonZeroU32::MIN));
+    let near_over = rt.block_on(async {
+        let l = SharedLimiter::builder("near-over")
+            .gcra(1, hour)
+            .build(&store)
+            .unwrap();
+        // Spend the allowance and let Redis say so.
+        l.check_now(&ip, 1);
+        l.check_now(&ip, 1);
+        l.flush().await;
+        assert!(l.check_now(&ip, 1).unwrap().is_denied());
+        l
+    });
+    local_over.check(&ip);
+    let _ = gov_over.check_key(&ip);
+    let mut g = c.benchmark_group("shared_over_limit");
+    g.bench_function("local", |b| b.iter(|| local_over.check(black_box(&ip))));
+    g.bench_function("governor", |b| {
+        b.iter(|| gov_over.check_key(black_box(&ip)))
+    });
+    g.bench_function("near_cache", |b| {
+        b.iter(|| near_over.check_now(black_box(&ip), 1))
     });
     g.finish();
 

@@ -9,6 +9,8 @@
 //!            | baseline (the loop alone)
 //! (fg_* use floodguard's default clock; fg_gcra_tsc the exact TSC clock;
 //! *_at pass a time already read)
+//! with `--features redis`: near_cache (a shared limiter's near-cache
+//! check, with a redis-server of its own behind it)
 //! ```
 
 use floodguard::{KeyedLimiter, MonotonicClock, Timestamp};
@@ -89,6 +91,8 @@ fn main() -> ExitCode {
                 admitted += u64::from(l.check_key(black_box(&ip)).is_ok());
             }
         }
+        #[cfg(feature = "redis")]
+        "near_cache" => admitted = near_cache(ip, n),
         other => {
             eprintln!("unknown contender {other:?}");
             return ExitCode::FAILURE;
@@ -96,4 +100,42 @@ fn main() -> ExitCode {
     }
     println!("{who}: {admitted} of {n} admitted");
     ExitCode::SUCCESS
+}
+
+#[cfg(feature = "redis")]
+#[path = "../tests/common/redis_server.rs"]
+mod redis_server;
+
+/// Hot-key near-cache checks with the same quota as `fg_gcra`. The largest
+/// share keeps syncs to one per 65,535 checks, so the count is the check's
+/// own (the sync's instructions, on the runtime's threads, are counted too
+/// and spread over those checks).
+#[cfg(feature = "redis")]
+fn near_cache(ip: IpAddr, n: u64) -> u64 {
+    use floodguard::redis::{Mode, RedisStore, SharedLimiter};
+    let server = redis_server::RedisServer::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let _enter = rt.enter();
+    let store = RedisStore::builder(server.url()).build().unwrap();
+    let mode = Mode::NearCache {
+        sync_every: Duration::from_secs(3600),
+        sync_after: 65_535,
+    };
+    let l = SharedLimiter::<IpAddr>::builder("instructions")
+        .gcra(100_000_000, Duration::from_secs(1))
+        .burst(100_000_000)
+        .mode(mode)
+        .build(&store)
+        .unwrap();
+    let mut admitted = 0;
+    for _ in 0..n {
+        admitted += u64::from(
+            l.check_now(black_box(&ip), 1)
+                .is_some_and(|d| d.is_allowed()),
+        );
+    }
+    admitted
 }

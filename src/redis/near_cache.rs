@@ -11,15 +11,13 @@
 //!
 //! A key's local state is one word in the same lock-free [`AtomicTable`]
 //! the local limiters use, so a check costs about what a local check does.
-//! Only the rare parts take a lock: the list of keys to push (once per key
-//! per sync) and the retry-after of keys Redis refused.
+//! Only the list of keys to push takes a lock, once per key per sync.
 
 use crate::algo::Op;
 use crate::decision::Decision;
 use crate::table::Transition;
 use crate::{AtomicTable, Store, Timestamp};
 use parking_lot::Mutex;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -28,7 +26,10 @@ use super::script::Reply;
 /// Largest `sync_after`: the budget has 16 bits.
 pub(crate) const MAX_SYNC_AFTER: u64 = u16::MAX as u64;
 
-/// The word: `[budget: 16][pending + 2^23: 24][unused: 20][flags: 4]`.
+/// The word: `[budget: 16][unused: 16][pending + 2^23: 24][unused: 5][flags: 3]`;
+/// while blocked, the top 32 bits hold until when instead of the budget
+/// (ms on the store's clock), so a key over its limit is refused without a
+/// lock or a second lookup.
 const DIRTY: u64 = 1;
 const IN_FLIGHT: u64 = 2;
 const BLOCKED: u64 = 4;
@@ -36,6 +37,8 @@ const PENDING_SHIFT: u32 = 8;
 const PENDING_BIAS: i64 = 1 << 23;
 const PENDING_MAX: i64 = PENDING_BIAS - 1;
 const BUDGET_SHIFT: u32 = 48;
+const UNTIL_SHIFT: u32 = 32;
+const NANOS_PER_MS: u64 = 1_000_000;
 
 /// One key's local view, unpacked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,28 +51,36 @@ struct Entry {
     dirty: bool,
     /// Pushed, answer not back yet.
     in_flight: bool,
-    /// Redis said the key is over its limit; the side table says until when.
+    /// Redis said the key is over its limit...
     blocked: bool,
+    /// ...until then (ms on the store's clock; the budget is 0 meanwhile).
+    until_ms: u64,
 }
 
 impl Entry {
     fn pack(self) -> u64 {
         let pending = (self.pending.clamp(-PENDING_BIAS, PENDING_MAX) + PENDING_BIAS) as u64;
         let flag = |on: bool, bit: u64| if on { bit } else { 0 };
-        (self.budget.min(MAX_SYNC_AFTER) << BUDGET_SHIFT)
-            | (pending << PENDING_SHIFT)
+        let top = if self.blocked {
+            self.until_ms.min(u64::from(u32::MAX)) << UNTIL_SHIFT
+        } else {
+            self.budget.min(MAX_SYNC_AFTER) << BUDGET_SHIFT
+        };
+        top | (pending << PENDING_SHIFT)
             | flag(self.dirty, DIRTY)
             | flag(self.in_flight, IN_FLIGHT)
             | flag(self.blocked, BLOCKED)
     }
 
     fn unpack(word: u64) -> Self {
+        let blocked = word & BLOCKED != 0;
         Entry {
-            budget: word >> BUDGET_SHIFT,
+            budget: if blocked { 0 } else { word >> BUDGET_SHIFT },
             pending: ((word >> PENDING_SHIFT) & ((1 << 24) - 1)) as i64 - PENDING_BIAS,
             dirty: word & DIRTY != 0,
             in_flight: word & IN_FLIGHT != 0,
-            blocked: word & BLOCKED != 0,
+            blocked,
+            until_ms: if blocked { word >> UNTIL_SHIFT } else { 0 },
         }
     }
 
@@ -91,9 +102,9 @@ enum Verdict {
     Spent {
         budget: u64,
     },
-    /// Over the limit in Redis; look up until when.
+    /// Over the limit in Redis for this many more ns.
     Blocked {
-        budget: u64,
+        wait: u64,
     },
     /// The cost exceeds the limit.
     Never {
@@ -123,7 +134,7 @@ impl Transition for CheckStep {
     type Output = Out;
 
     #[inline(always)]
-    fn step(&self, state: Option<u64>, _: u64) -> (Out, Option<u64>) {
+    fn step(&self, state: Option<u64>, now: u64) -> (Out, Option<u64>) {
         let mut e = state.map_or_else(
             || Entry {
                 budget: share(self.limit, self.instances, self.sync_after),
@@ -136,13 +147,25 @@ impl Transition for CheckStep {
             verdict,
             listed: e.dirty && !was_dirty,
         };
+        let mut changed = false;
+        if e.blocked {
+            let until = e.until_ms.saturating_mul(NANOS_PER_MS);
+            if now < until {
+                return (out(Verdict::Blocked { wait: until - now }, &e), None);
+            }
+            // Redis's retry-after promised room for one unit by now: take
+            // it, and ask for the real figure.
+            e.blocked = false;
+            e.until_ms = 0;
+            e.budget = 1;
+            e.dirty = true;
+            changed = true;
+        }
         match self.op {
-            Op::Check(cost) | Op::Peek(cost) if e.blocked && cost > e.budget => {
-                (out(Verdict::Blocked { budget: e.budget }, &e), None)
-            }
-            Op::Check(cost) | Op::Peek(cost) if cost > self.limit => {
-                (out(Verdict::Never { budget: e.budget }, &e), None)
-            }
+            Op::Check(cost) | Op::Peek(cost) if cost > self.limit => (
+                out(Verdict::Never { budget: e.budget }, &e),
+                changed.then(|| e.pack()),
+            ),
             Op::Check(cost) if cost <= e.budget => {
                 e.budget -= cost;
                 e.add_pending(i64::try_from(cost).unwrap_or(i64::MAX));
@@ -155,15 +178,19 @@ impl Transition for CheckStep {
             Op::Check(_) => {
                 // Listed so that the next push refreshes the budget; a key
                 // already listed is left alone (refusals write nothing).
-                let write = !e.dirty;
+                let write = changed || !e.dirty;
                 e.dirty = true;
                 let out = out(Verdict::Spent { budget: e.budget }, &e);
                 (out, write.then(|| e.pack()))
             }
-            Op::Peek(cost) if cost <= e.budget => {
-                (out(Verdict::Allowed { budget: e.budget }, &e), None)
-            }
-            Op::Peek(_) => (out(Verdict::Spent { budget: e.budget }, &e), None),
+            Op::Peek(cost) if cost <= e.budget => (
+                out(Verdict::Allowed { budget: e.budget }, &e),
+                changed.then(|| e.pack()),
+            ),
+            Op::Peek(_) => (
+                out(Verdict::Spent { budget: e.budget }, &e),
+                changed.then(|| e.pack()),
+            ),
             Op::Refund(cost) => {
                 e.budget = e.budget.saturating_add(cost).min(MAX_SYNC_AFTER);
                 e.add_pending(-i64::try_from(cost).unwrap_or(i64::MAX));
@@ -256,9 +283,6 @@ pub(crate) struct NearCache {
     table: AtomicTable,
     /// Keys to push: `(table key, Redis key hash)`.
     listed: Mutex<Vec<(u64, u64)>>,
-    /// Until when (ns) Redis refuses each blocked key.
-    blocked_until: Mutex<HashMap<u64, u64, ahash::RandomState>>,
-    capacity: usize,
     limit: u64,
     sync_after: u64,
     sync_every: Duration,
@@ -279,8 +303,6 @@ impl NearCache {
         Ok(NearCache {
             table: AtomicTable::with_capacity(capacity)?,
             listed: Mutex::new(Vec::new()),
-            blocked_until: Mutex::new(HashMap::default()),
-            capacity,
             limit,
             sync_after: sync_after.clamp(1, MAX_SYNC_AFTER),
             sync_every,
@@ -320,37 +342,9 @@ impl NearCache {
             sync_after: self.sync_after,
             instances,
         };
-        let mut redis_key = Some(redis_key);
-        let mut list = |key| {
-            if let Some(f) = redis_key.take() {
-                self.list(key, f);
-            }
-        };
-        let mut out = self.table.run(key, now, step);
-        if let Verdict::Blocked { budget } = out.verdict {
-            let until = self.blocked_until.lock().get(&key).copied().unwrap_or(0);
-            if now < until {
-                let d = Decision::deny(self.limit, (budget, 1), self.span, until - now);
-                return (d, Nudge::None);
-            }
-            // Redis's retry-after promised room for one unit by now: take
-            // it, and ask for the real figure.
-            self.blocked_until.lock().remove(&key);
-            let unblock = Update(|mut e: Entry| {
-                if e.blocked {
-                    e.blocked = false;
-                    e.budget = e.budget.max(1);
-                    e.dirty = true;
-                }
-                (e, 0)
-            });
-            if let Some((true, _)) = self.table.run(key, now, unblock) {
-                list(key);
-            }
-            out = self.table.run(key, now, step);
-        }
+        let out = self.table.run(key, now, step);
         if out.listed {
-            list(key);
+            self.list(key, redis_key);
         }
         match out.verdict {
             Verdict::Allowed { budget } => {
@@ -371,11 +365,10 @@ impl NearCache {
                 Decision::never(self.limit, (budget, 1), self.span),
                 Nudge::None,
             ),
-            Verdict::Blocked { budget } => {
-                // Blocked again by a sync that landed in between.
-                let d = Decision::deny(self.limit, (budget, 1), self.span, 1);
-                (d, Nudge::None)
-            }
+            Verdict::Blocked { wait } => (
+                Decision::deny(self.limit, (0, 1), self.span, wait),
+                Nudge::None,
+            ),
         }
     }
 
@@ -410,38 +403,25 @@ impl NearCache {
         let now = now.as_nanos();
         for (&(key, _, _), r) in batch.iter().zip(replies) {
             let share = share(r.remaining, instances, self.sync_after);
-            let blocked = !r.allowed;
+            let until_ms = (!r.allowed).then(|| {
+                let retry = r.retry_after_us.unwrap_or(r.reset_after_us).max(1);
+                now.saturating_add(retry.saturating_mul(1_000))
+                    .div_ceil(NANOS_PER_MS)
+            });
             let settle = Update(move |mut e: Entry| {
                 e.in_flight = false;
                 // What was admitted since the push came out of the old
                 // budget but is not in Redis's figure yet.
                 e.budget = share.saturating_sub(e.pending.max(0).unsigned_abs());
-                e.blocked = blocked;
-                if blocked {
-                    e.budget = 0;
-                }
+                e.blocked = until_ms.is_some();
+                e.until_ms = until_ms.unwrap_or(0);
                 (e, 0)
             });
-            if self.table.run(key, now, settle).is_some() && blocked {
-                let retry = r.retry_after_us.unwrap_or(r.reset_after_us).max(1);
-                self.block(key, now.saturating_add(retry.saturating_mul(1_000)), now);
-            }
+            self.table.run(key, now, settle);
         }
         self.counters
             .pushed_keys
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    }
-
-    /// Records until when Redis refuses `key`, within the capacity.
-    fn block(&self, key: u64, until: u64, now: u64) {
-        let mut blocked = self.blocked_until.lock();
-        if blocked.len() >= self.capacity {
-            blocked.retain(|_, t| *t > now);
-        }
-        // Full of live blocks: the key's next check asks Redis again.
-        if blocked.len() < self.capacity {
-            blocked.insert(key, until);
-        }
     }
 
     /// Puts back what a failed push carried, to go with the next one.
@@ -499,11 +479,29 @@ mod tests {
         for e in [
             Entry::default(),
             Entry {
+                budget: 0,
+                pending: 3,
+                dirty: false,
+                in_flight: false,
+                blocked: true,
+                until_ms: 123_456_789,
+            },
+            Entry {
                 budget: MAX_SYNC_AFTER,
                 pending: PENDING_MAX,
                 dirty: true,
                 in_flight: true,
+                blocked: false,
+                until_ms: 0,
+            },
+            // Blocked: the top half holds the time, the budget is 0.
+            Entry {
+                budget: 0,
+                pending: -1,
+                dirty: true,
+                in_flight: true,
                 blocked: true,
+                until_ms: u64::from(u32::MAX),
             },
             Entry {
                 budget: 7,
@@ -511,6 +509,7 @@ mod tests {
                 dirty: false,
                 in_flight: true,
                 blocked: false,
+                until_ms: 0,
             },
         ] {
             assert_eq!(Entry::unpack(e.pack()), e);
