@@ -164,6 +164,14 @@ async fn three_guards_sharing_a_rule_enforce_one_limit() {
     // A limit of 30 shared by 3: shares of 10, at most 2 × 10 over.
     assert!((27..=50).contains(&admitted), "admitted {admitted} of 30");
     eprintln!("guards: 3 instances admitted {admitted} for a limit of 30");
+    let stats = guards[0].stats().rules[0].shared.unwrap();
+    assert!(stats.redis_available && stats.pushed_keys > 0, "{stats:?}");
+    let text = guards[0].prometheus();
+    assert!(
+        text.contains("floodguard_shared_rule_instances{rule=\"per-ip\"} 3\n"),
+        "{text}"
+    );
+    assert!(text.contains("floodguard_shared_rule_redis_available{rule=\"per-ip\"} 1\n"));
     // Another client is untouched.
     let (mut parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
     parts

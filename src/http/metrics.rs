@@ -54,6 +54,13 @@ impl<C: Clock> Guard<C> {
     /// they would mint new series every tick; [`Guard::snapshot`] has
     /// them.
     ///
+    /// For rules [shared through Redis](super::Rule::shared), also
+    /// `floodguard_shared_rule_total` (labels `rule` and `event`:
+    /// `fallback` (decided by the failure policy), `budget_refusal` (this
+    /// instance's share spent before a sync), `pushed_key`, `failed_round`),
+    /// `floodguard_shared_rule_redis_available` (0 or 1) and
+    /// `floodguard_shared_rule_instances` (the fleet's size), by `rule`.
+    ///
     /// With [shared bans](super::GuardBuilder::share_bans) on, also
     /// `floodguard_shared_bans_total` (label `event`: `published`,
     /// `received`, `loaded`, `dropped`, `errors`, `rejected`) and
@@ -110,9 +117,69 @@ impl<C: Clock> Guard<C> {
         write_offenders(&mut t, &snap.offenders);
         write_overload(&mut t, &snap.stats.overload);
         #[cfg(feature = "redis")]
+        write_shared_rules(&mut t, &snap.stats);
+        #[cfg(feature = "redis")]
         if let Some(s) = &snap.stats.shared_bans {
             write_shared_bans(&mut t, s);
         }
+    }
+}
+
+/// The counters of rules shared through Redis, if any.
+#[cfg(feature = "redis")]
+fn write_shared_rules(t: &mut Text<'_>, s: &GuardStats) {
+    let shared: Vec<_> = s
+        .rules
+        .iter()
+        .filter_map(|r| Some((r.name.as_str(), r.shared?)))
+        .collect();
+    if shared.is_empty() {
+        return;
+    }
+    t.family(
+        "floodguard_shared_rule_total",
+        Kind::Counter,
+        "Rules shared through Redis, by event: fallback (decided by the failure policy, Redis \
+         unreachable), budget_refusal (refused because this instance's share was spent before \
+         a sync), pushed_key (keys pushed to Redis), failed_round (sync rounds that failed).",
+    );
+    for (rule, st) in &shared {
+        for (event, n) in [
+            ("fallback", st.fallback),
+            ("budget_refusal", st.budget_refusals),
+            ("pushed_key", st.pushed_keys),
+            ("failed_round", st.failed_rounds),
+        ] {
+            t.sample(
+                "floodguard_shared_rule_total",
+                &[("rule", rule), ("event", event)],
+                n,
+            );
+        }
+    }
+    t.family(
+        "floodguard_shared_rule_redis_available",
+        Kind::Gauge,
+        "Whether a shared rule's Redis is reachable (0 or 1).",
+    );
+    for (rule, st) in &shared {
+        t.sample(
+            "floodguard_shared_rule_redis_available",
+            &[("rule", rule)],
+            u64::from(st.redis_available),
+        );
+    }
+    t.family(
+        "floodguard_shared_rule_instances",
+        Kind::Gauge,
+        "Instances a shared rule's keys are divided among.",
+    );
+    for (rule, st) in &shared {
+        t.sample(
+            "floodguard_shared_rule_instances",
+            &[("rule", rule)],
+            st.instances,
+        );
     }
 }
 

@@ -417,7 +417,7 @@ impl<C: Clock> CompiledRule<C> {
             let limiter = LimiterStats {
                 admitted: st.checked - st.denied,
                 denied: st.denied,
-                evictions: 0,
+                evictions: st.evictions,
                 occupancy: st.cached_keys,
                 capacity: self.limiter.stats().capacity,
             };

@@ -158,6 +158,8 @@ pub struct SharedStats {
     pub cached_keys: usize,
     /// Instances of the fleet the near-cache shares each key among.
     pub instances: u64,
+    /// Whether Redis is reachable (the store's breaker is closed).
+    pub redis_available: bool,
 }
 
 impl<K: Hash + ?Sized> SharedLimiter<K> {
@@ -263,6 +265,7 @@ impl<K: ?Sized> SharedLimiter<K> {
             denied: s.counters.sum(Counter::Denied),
             fallback: s.counters.sum(Counter::Fallback),
             instances: s.store.instances(),
+            redis_available: s.store.is_closed(),
             ..SharedStats::default()
         };
         if let Some(n) = &s.near {
