@@ -525,9 +525,12 @@ impl Core {
                 call.arg(key).arg(&message);
             }
         }
-        let mut con = self.store.connection();
+        let call = &call;
         self.store
-            .guarded(call.invoke_async::<i64>(&mut con))
+            .guarded(|| {
+                let mut con = self.store.connection();
+                async move { call.invoke_async::<i64>(&mut con).await }
+            })
             .await?;
         bump(&self.counters.published);
         Ok(())

@@ -293,6 +293,7 @@ impl Shared {
         self.algorithm.limit()
     }
 
+    #[inline]
     fn record(&self, allowed: bool) {
         self.counters.add(Counter::Checked, 1);
         if !allowed {

@@ -36,6 +36,8 @@ const BLOCKED: u64 = 4;
 const PENDING_SHIFT: u32 = 8;
 const PENDING_BIAS: i64 = 1 << 23;
 const PENDING_MAX: i64 = PENDING_BIAS - 1;
+/// The pending field's mask (and largest value).
+const PENDING_FIELD: u64 = (1 << 24) - 1;
 const BUDGET_SHIFT: u32 = 48;
 const UNTIL_SHIFT: u32 = 32;
 const NANOS_PER_MS: u64 = 1_000_000;
@@ -76,7 +78,7 @@ impl Entry {
         let blocked = word & BLOCKED != 0;
         Entry {
             budget: if blocked { 0 } else { word >> BUDGET_SHIFT },
-            pending: ((word >> PENDING_SHIFT) & ((1 << 24) - 1)) as i64 - PENDING_BIAS,
+            pending: ((word >> PENDING_SHIFT) & PENDING_FIELD) as i64 - PENDING_BIAS,
             dirty: word & DIRTY != 0,
             in_flight: word & IN_FLIGHT != 0,
             blocked,
@@ -135,6 +137,21 @@ impl Transition for CheckStep {
 
     #[inline(always)]
     fn step(&self, state: Option<u64>, now: u64) -> (Out, Option<u64>) {
+        // The common case on the word itself: an admission within budget.
+        if let (Some(word), Op::Check(cost)) = (state, self.op) {
+            let budget = word >> BUDGET_SHIFT;
+            let pending = (word >> PENDING_SHIFT) & PENDING_FIELD;
+            if word & BLOCKED == 0 && cost <= budget && pending + cost <= PENDING_FIELD {
+                let new = (word - (cost << BUDGET_SHIFT) + (cost << PENDING_SHIFT)) | DIRTY;
+                let out = Out {
+                    verdict: Verdict::Allowed {
+                        budget: budget - cost,
+                    },
+                    listed: word & DIRTY == 0,
+                };
+                return (out, Some(new));
+            }
+        }
         let mut e = state.map_or_else(
             || Entry {
                 budget: share(self.limit, self.instances, self.sync_after),
@@ -327,6 +344,7 @@ impl NearCache {
 
     /// Decides `op` for `key` locally. `redis_key` gives the key's hash for
     /// Redis, computed only when the key is listed for a push.
+    #[inline]
     pub(crate) fn apply(
         &self,
         key: u64,
@@ -402,7 +420,10 @@ impl NearCache {
     ) {
         let now = now.as_nanos();
         for (&(key, _, _), r) in batch.iter().zip(replies) {
-            let share = share(r.remaining, instances, self.sync_after);
+            // A push answers as a peek of one unit does: `remaining` is the
+            // room left after that unit, which fits if `allowed`.
+            let room = r.remaining + u64::from(r.allowed);
+            let share = share(room, instances, self.sync_after);
             let until_ms = (!r.allowed).then(|| {
                 let retry = r.retry_after_us.unwrap_or(r.reset_after_us).max(1);
                 now.saturating_add(retry.saturating_mul(1_000))
@@ -537,8 +558,8 @@ mod tests {
         let batch = nc.take_listed(at(1));
         assert_eq!(batch, vec![(7, 1007, 4)]);
         assert!(nc.take_listed(at(1)).is_empty());
-        // Redis says 6 left overall: a share of 2.
-        nc.settle(&batch, &[reply(true, 6, 0)], at(2), 3);
+        // Redis says 6 left overall (5 after one more): a share of 2.
+        nc.settle(&batch, &[reply(true, 5, 0)], at(2), 3);
         assert!(check(&nc, 7, 3, 2, 3).is_allowed());
         assert!(check(&nc, 7, 3, 1, 3).is_denied());
     }
@@ -564,9 +585,20 @@ mod tests {
         let batch = nc.take_listed(at(0));
         // While the push is out, 5 more are admitted here.
         check(&nc, 9, 1, 5, 1);
-        nc.settle(&batch, &[reply(true, 90, 0)], at(2), 1);
+        nc.settle(&batch, &[reply(true, 89, 0)], at(2), 1);
         let (d, _) = nc.apply(9, || 0, at(3), Op::Peek(1), 1);
         assert_eq!(d.remaining(), 85);
+    }
+
+    #[test]
+    fn the_last_unit_a_push_reports_can_be_spent() {
+        let nc = cache(5, 100);
+        check(&nc, 4, 0, 4, 1);
+        let batch = nc.take_listed(at(0));
+        // One more fits (`allowed`), none after it (`remaining` 0).
+        nc.settle(&batch, &[reply(true, 0, 0)], at(1), 1);
+        assert!(check(&nc, 4, 2, 1, 1).is_allowed());
+        assert!(check(&nc, 4, 2, 1, 1).is_denied());
     }
 
     #[test]

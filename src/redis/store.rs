@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Default time a call to Redis may take before the failure policy decides.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(50);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(100);
 /// Default time an open breaker waits before probing Redis again.
 pub const DEFAULT_RETRY_EVERY: Duration = Duration::from_secs(1);
 /// Default number of failures in a row that open the breaker.
@@ -277,11 +277,15 @@ impl StoreInner {
         {
             return;
         }
-        let mut con = self.con.clone();
         let key = format!("{}:{{instances}}", self.namespace);
         let mut call = self.registry.key(key);
         call.arg(self.instance).arg(HEARTBEAT_TTL_MS);
-        if let Ok(n) = self.guarded(call.invoke_async::<u64>(&mut con)).await {
+        let call = &call;
+        let renew = || {
+            let mut con = self.con.clone();
+            async move { call.invoke_async::<u64>(&mut con).await }
+        };
+        if let Ok(n) = self.guarded(renew).await {
             self.instances.store(n.max(1), Ordering::Relaxed);
         }
     }
@@ -295,23 +299,39 @@ impl StoreInner {
     /// Runs `cmds` (script calls) in one round trip, through the breaker
     /// and within the timeout.
     pub(crate) async fn run(&self, cmds: &[redis::Cmd]) -> Result<Vec<Reply>, Failure> {
-        let mut con = self.con.clone();
-        self.guarded(async { self.scripts.run(&mut con, cmds).await })
-            .await
+        self.guarded(|| {
+            let mut con = self.con.clone();
+            async move { self.scripts.run(&mut con, cmds).await }
+        })
+        .await
     }
 
     /// Runs `call` through the breaker and within the timeout, counting and
     /// logging what happens.
-    pub(crate) async fn guarded<T>(
-        &self,
-        call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, Failure> {
-        if self.breaker.permission(self.now()) == Permission::Skip {
+    ///
+    /// A probe (the first call after the breaker's interval) that fails on
+    /// a dropped connection is tried once more at once: the connection
+    /// manager reconnects on such a failure, and without the second try a
+    /// Redis that is back would wait another interval to be used.
+    pub(crate) async fn guarded<T, F>(&self, mut call: impl FnMut() -> F) -> Result<T, Failure>
+    where
+        F: Future<Output = redis::RedisResult<T>>,
+    {
+        let permission = self.breaker.permission(self.now());
+        if permission == Permission::Skip {
             self.skipped.fetch_add(1, Ordering::Relaxed);
             return Err(Failure::Skipped);
         }
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let (failure, detail) = match tokio::time::timeout(self.timeout, call).await {
+        let attempt = async {
+            match call().await {
+                Err(e) if permission == Permission::Probe && e.is_connection_dropped() => {
+                    call().await
+                }
+                other => other,
+            }
+        };
+        let (failure, detail) = match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(value)) => {
                 if self.breaker.success() == Some(Transition::Closed) {
                     tracing::info!(
@@ -375,7 +395,7 @@ impl RedisStoreBuilder {
         self
     }
 
-    /// How long a call to Redis may take (default 50 ms). A check never
+    /// How long a call to Redis may take (default 100 ms). A check never
     /// waits longer: on a timeout the failure policy decides it.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
@@ -425,9 +445,11 @@ impl RedisStoreBuilder {
             return Err(StoreError::NoRuntime);
         }
         let client = redis::Client::open(self.url.as_str()).map_err(StoreError::Url)?;
+        // No response timeout of the manager's own: `guarded` times every
+        // call, and a second clock would turn one slow answer into errors.
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(self.timeout))
-            .set_response_timeout(Some(self.timeout))
+            .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(self.retry_every);
         let con = ConnectionManager::new_lazy_with_config(client.clone(), config)
