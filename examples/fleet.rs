@@ -767,11 +767,11 @@ mod latency {
         let n = NonZeroU32::new(RATE as u32).expect("rate");
         let gov: Arc<DefaultKeyedRateLimiter<IpAddr>> =
             Arc::new(RateLimiter::keyed(Quota::per_second(n).allow_burst(n)));
-        // A share far above anything spent: never refused, never hurried,
-        // so only the cache's own admission path is timed.
+        // The largest share: a sync every 65,535 admissions, so the cache's
+        // own admission path is what is timed.
         let admit = Mode::NearCache {
             sync_every: floodguard::redis::DEFAULT_SYNC_EVERY,
-            sync_after: 1 << 40,
+            sync_after: floodguard::redis::MAX_SYNC_AFTER,
         };
         let open = shared(store, "lat-near-open", admit);
         let names = ["near-cache", "near-cache, admit path", "local", "governor"];

@@ -101,6 +101,7 @@ pub use limiter::{
     DEFAULT_LOCAL_CAPACITY, DEFAULT_SYNC_AFTER, DEFAULT_SYNC_EVERY, Mode, SharedBuilder,
     SharedLimiter, SharedStats,
 };
+pub use near_cache::MAX_SYNC_AFTER;
 pub use store::{
     DEFAULT_RETRY_EVERY, DEFAULT_TIMEOUT, DEFAULT_TRIP_AFTER, OnFailure, RedisStore,
     RedisStoreBuilder, StoreError, StoreStats,

@@ -23,8 +23,9 @@ use std::time::Duration;
 
 use super::script::Reply;
 
-/// Largest `sync_after`: the budget has 16 bits.
-pub(crate) const MAX_SYNC_AFTER: u64 = u16::MAX as u64;
+/// Largest `sync_after` of [`Mode::NearCache`](super::Mode::NearCache): a
+/// key's share is kept in 16 bits.
+pub const MAX_SYNC_AFTER: u64 = u16::MAX as u64;
 
 /// The word: `[budget: 16][unused: 16][pending + 2^23: 24][unused: 5][flags: 3]`;
 /// while blocked, the top 32 bits hold until when instead of the budget
