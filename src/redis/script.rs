@@ -102,18 +102,22 @@ impl Reply {
 #[cfg(test)]
 const TTL_MARGIN_MS: u64 = 1000;
 
-/// Sliding window; see the module docs for the call layout. The decision
-/// mirrors `SlidingWindow::check`/`refuse` line by line, in µs.
-const SLIDING_WINDOW_LUA: &str = r#"
+/// The first lines of both scripts: the key, the TTL margin, and integer
+/// formatting (Lua would write large numbers in exponent notation).
+macro_rules! lua_head {
+    () => {
+        r#"
 local MARGIN_MS = 1000
 local function int(x) return string.format('%.0f', x) end
 local key = KEYS[1]
-local op, n, limit, w = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
-if (op ~= 'check' and op ~= 'peek' and op ~= 'push') or not n or not limit or not w
-    or limit < 1 or w < 1 or (n < 0 and op ~= 'push') then
-  return redis.error_reply('ERR floodguard: bad sliding window arguments')
-end
-local now
+"#
+    };
+}
+
+/// `now` in µs: the server's clock, or `ARGV[5]` when given (tests).
+macro_rules! lua_now {
+    () => {
+        r#"local now
 if ARGV[5] == nil or ARGV[5] == '' then
   -- Redis < 5 replicates the script itself unless told otherwise.
   if redis.replicate_commands then redis.replicate_commands() end
@@ -123,7 +127,22 @@ else
   now = tonumber(ARGV[5])
   if not now then return redis.error_reply('ERR floodguard: bad now_us') end
 end
+"#
+    };
+}
 
+/// Sliding window; see the module docs for the call layout. The decision
+/// mirrors `SlidingWindow::check`/`refuse` line by line, in µs.
+const SLIDING_WINDOW_LUA: &str = concat!(
+    lua_head!(),
+    r#"local op, n, limit, w = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+if (op ~= 'check' and op ~= 'peek' and op ~= 'push') or not n or not limit or not w
+    or limit < 1 or w < 1 or (n < 0 and op ~= 'push') then
+  return redis.error_reply('ERR floodguard: bad sliding window arguments')
+end
+"#,
+    lua_now!(),
+    r#"
 -- The view: the window `now` falls in, the offset into it, the counts that
 -- apply there, and `lead` (µs from `now` to the instant judged).
 local epoch = math.floor(now / w)
@@ -195,31 +214,22 @@ if op == 'check' and r[1] == 1 then
   save()
 end
 return r
-"#;
+"#
+);
 
 /// GCRA; see the module docs for the call layout. The decision mirrors
 /// `Gcra::check`/`refuse`, with durations in ns relative to `now` (small,
 /// hence exact) and the TAT stored as whole µs plus a ns remainder.
-const GCRA_LUA: &str = r#"
-local MARGIN_MS = 1000
-local function int(x) return string.format('%.0f', x) end
-local key = KEYS[1]
-local op, n, burst, t = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+const GCRA_LUA: &str = concat!(
+    lua_head!(),
+    r#"local op, n, burst, t = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if (op ~= 'check' and op ~= 'peek' and op ~= 'push') or not n or not burst or not t
     or burst < 1 or t < 1 or (n < 0 and op ~= 'push') then
   return redis.error_reply('ERR floodguard: bad GCRA arguments')
 end
-local now
-if ARGV[5] == nil or ARGV[5] == '' then
-  -- Redis < 5 replicates the script itself unless told otherwise.
-  if redis.replicate_commands then redis.replicate_commands() end
-  local c = redis.call('TIME')
-  now = tonumber(c[1]) * 1000000 + tonumber(c[2])
-else
-  now = tonumber(ARGV[5])
-  if not now then return redis.error_reply('ERR floodguard: bad now_us') end
-end
-
+"#,
+    lua_now!(),
+    r#"
 local tol = burst * t
 local s = redis.call('HMGET', key, 't', 'n')
 local tat = tonumber(s[1])
@@ -257,7 +267,8 @@ end
 local r = decide(n)
 if op == 'check' and r[1] == 1 then save(backlog + n * t) end
 return r
-"#;
+"#
+);
 
 /// The two scripts, loaded on first use and again after a `SCRIPT FLUSH`.
 pub(crate) struct Scripts {
