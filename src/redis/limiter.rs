@@ -204,9 +204,7 @@ impl<K: Hash + ?Sized> SharedLimiter<K> {
     /// whose checks must wait for Redis.
     pub fn check_now(&self, key: &K, cost: u64) -> Option<Decision> {
         let s = &*self.inner;
-        if s.mode == Mode::Strict {
-            return None;
-        }
+        s.near.as_ref()?;
         let d = s.near(
             s.local_hasher.hash_one(key),
             || s.store.hash(key),
