@@ -335,12 +335,16 @@ async fn run(
     } else {
         None
     };
+    let pid = child.id().to_string();
+    // The shop's CPU is counted from here: the calibration is not the run's.
+    let cpu_at_start = procfs::cpu_seconds(&pid);
     let rec = Recorder::new(baseline + attack);
     let attack_at = rec.start + baseline;
     let stop = attack_at + attack;
     let mut set = JoinSet::new();
     traffic::shoppers(&mut set, shop, &rec, stop);
     tokio::time::sleep_until(attack_at.into()).await;
+    let cpu_at_attack = (procfs::cpu_seconds(&pid), procfs::cpu_seconds("self"));
     traffic::attack(&mut set, attackers, scenario, shop, &rec, stop);
     // Every task stops at `stop`; a stuck exchange is cut off by its own
     // timeout, and the whole set by this bound.
@@ -350,7 +354,13 @@ async fn run(
     if drain.await.is_err() {
         set.abort_all();
     }
-    let server = server_usage(child.id());
+    let cpu_at_end = procfs::cpu_seconds(&pid);
+    let server = report::Usage {
+        peak_rss_mb: procfs::peak_rss_mib(&pid),
+        cpu_s: cpu_at_end - cpu_at_start,
+        attack_cpu_s: cpu_at_end - cpu_at_attack.0,
+        generator_attack_cpu_s: procfs::cpu_seconds("self") - cpu_at_attack.1,
+    };
     if let Some(before) = capacity {
         tokio::time::sleep(Duration::from_millis(300)).await;
         capacity = Some(before.max(calibrate().await));
@@ -424,12 +434,6 @@ fn spawn_shop(defence: Defence) -> Result<Shop, Box<dyn std::error::Error>> {
         ports,
         output,
     })
-}
-
-/// The shop's peak RSS (MB) and CPU time (s) so far.
-fn server_usage(pid: u32) -> (f64, f64) {
-    let pid = pid.to_string();
-    (procfs::peak_rss_mib(&pid), procfs::cpu_seconds(&pid))
 }
 
 /// `--check`: the harness checks itself (no performance thresholds).

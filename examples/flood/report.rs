@@ -28,6 +28,15 @@ pub struct Bucket {
     pub search_served: u64,
 }
 
+/// The shop's memory and CPU, and the load generator's CPU.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    pub peak_rss_mb: f64,
+    pub cpu_s: f64,
+    pub attack_cpu_s: f64,
+    pub generator_attack_cpu_s: f64,
+}
+
 /// Everything the shop printed besides its port.
 #[derive(Clone, Debug, Default)]
 pub struct ShopOutput {
@@ -223,7 +232,13 @@ pub struct RunResult {
     /// the rest of the run; `None` if it never did.
     pub time_to_block_ms: Option<u64>,
     pub server_peak_rss_mb: f64,
+    /// The shop's CPU time over the run (not its calibration).
     pub server_cpu_s: f64,
+    /// The shop's CPU time from the attack's start to the end of the run.
+    pub server_attack_cpu_s: f64,
+    /// The load generator's (shoppers' and attackers') over the same time:
+    /// it shares the cores with the shop.
+    pub generator_attack_cpu_s: f64,
     /// From attack start until the guard declared an attack; `None` if it
     /// did not.
     pub detected_after_ms: Option<u64>,
@@ -258,7 +273,7 @@ pub fn summarise(
     defence: Defence,
     rec: &Recorder,
     (attack_start, end): (Duration, Duration),
-    server: (f64, f64),
+    server: Usage,
     output: &ShopOutput,
     capacity: Option<f64>,
 ) -> RunResult {
@@ -387,8 +402,10 @@ pub fn summarise(
         attack_admitted,
         attack_admitted_share: ratio(attack_admitted, attack_sent),
         time_to_block_ms: time_to_block(&timeline[first.min(timeline.len())..]),
-        server_peak_rss_mb: server.0,
-        server_cpu_s: server.1,
+        server_peak_rss_mb: server.peak_rss_mb,
+        server_cpu_s: server.cpu_s,
+        server_attack_cpu_s: server.attack_cpu_s,
+        generator_attack_cpu_s: server.generator_attack_cpu_s,
         detected_after_ms,
         admitted_after_detection,
         false_alarms: started.iter().filter(|&&t| t < attack_unix_ms).count() as u64,
@@ -562,8 +579,8 @@ pub fn samples_csv(results: &[RunResult]) -> String {
 /// was served of it, and how fast shed requests were answered.
 pub fn search_table(results: &[RunResult]) -> String {
     let mut out = String::from(
-        "| defence | search capacity /s | served /s in attack | goodput | goodput after 1 s | shed answers | shed at server p50 µs | p99 µs | shed round trip p50 ms | p99 ms |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| defence | search capacity /s | served /s in attack | goodput | goodput after 1 s | shed answers | shed at server p50 µs | p99 µs | shed round trip p50 ms | p99 ms | CPU s in attack: shop | load generator |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results.iter().filter(|r| r.goodput.is_some()) {
         let g = r.goodput.expect("filtered");
@@ -587,7 +604,7 @@ pub fn search_table(results: &[RunResult]) -> String {
             },
         );
         out.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.0}% | {:.0}% | {count} | {} | {} | {} | {} |\n",
+            "| {} | {:.0} | {:.0} | {:.0}% | {:.0}% | {count} | {} | {} | {} | {} | {:.1} | {:.1} |\n",
             r.defence.name(),
             g.capacity_rps,
             g.served_rps,
@@ -597,6 +614,8 @@ pub fn search_table(results: &[RunResult]) -> String {
             server.1,
             client.0,
             client.1,
+            r.server_attack_cpu_s,
+            r.generator_attack_cpu_s,
         ));
     }
     out
