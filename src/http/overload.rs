@@ -76,6 +76,13 @@ pub enum Criticality {
 /// The admission rank of a request: its [`Criticality`], moved up to two
 /// steps by its client's standing (with scoring on: clean or suspicious
 /// score, light or heavy use).
+///
+/// A request is admitted while the requests in flight, as it counts them,
+/// are fewer than its priority's [share](Self::share) of the limit. It
+/// counts every request of its priority and above, and those of lower
+/// priorities only up to the share the highest of them may hold now: after
+/// the limit falls, the lower priorities' requests still in the service
+/// from before do not keep a higher priority out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Priority {
     /// Admitted while fewer than half the limit are in flight.
@@ -436,7 +443,11 @@ pub(crate) struct ConcurrencyLimit {
     /// answers to requests admitted since is measured. Written only under
     /// the state lock; admission reads it without.
     probing: AtomicBool,
+    /// Requests in the service, and of them each priority's. A place is
+    /// taken on the total first and given back on it last, so a reader of
+    /// both never sees a priority hold more than the total does.
     in_flight: AtomicU32,
+    in_flight_by: [AtomicU32; 5],
     admitted: AtomicU64,
     shed: [AtomicU64; 5],
     histogram: [AtomicU64; BUCKETS],
@@ -464,6 +475,7 @@ impl ConcurrencyLimit {
             epoch: AtomicU32::new(0),
             probing: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
+            in_flight_by: Default::default(),
             admitted: AtomicU64::new(0),
             shed: Default::default(),
             histogram: [const { AtomicU64::new(0) }; BUCKETS],
@@ -471,8 +483,8 @@ impl ConcurrencyLimit {
         }
     }
 
-    /// Takes a place for a request of `priority`, or refuses it at once.
-    fn try_acquire(&self, priority: Priority) -> bool {
+    /// How many requests of `priority` and above may be in flight.
+    fn cap(&self, priority: Priority) -> u32 {
         // A probe pins the limit at its floor for all but the high
         // priorities, which keep their share of the adapted limit.
         let probing = self.probing.load(Ordering::Relaxed) && priority < Priority::High;
@@ -483,10 +495,32 @@ impl ConcurrencyLimit {
         };
         // At least one place for every priority when nothing is in flight,
         // so a service whose limit fell to its floor still learns.
-        let cap = ((limit * priority.share()) as u32).max(1);
-        let mut n = self.in_flight.load(Ordering::Relaxed);
+        ((limit * priority.share()) as u32).max(1)
+    }
+
+    /// Takes a place for a request of `priority`, or refuses it at once.
+    ///
+    /// A request counts everything in flight of its priority and above,
+    /// and the lower priorities' requests only up to the share the highest
+    /// of them may hold now: when the limit falls, requests a lower
+    /// priority took under the old limit do not keep a higher one out
+    /// while they finish.
+    fn try_acquire(&self, priority: Priority) -> bool {
+        let cap = self.cap(priority);
+        let below = Priority::ALL[..priority as usize].last().copied();
+        let below_cap = below.map_or(0, |b| self.cap(b));
+        let mut n = self.in_flight.load(Ordering::Acquire);
         loop {
-            if n >= cap {
+            // Each priority's count is read after the total: one taken
+            // since is in neither, one given back since may still be in
+            // the total only, where it counts in full.
+            let lower: u32 = self.in_flight_by[..priority as usize]
+                .iter()
+                .map(|c| c.load(Ordering::Acquire))
+                .sum::<u32>()
+                .min(n);
+            let counted = n - lower + lower.min(below_cap);
+            if counted >= cap {
                 self.shed[priority as usize].fetch_add(1, Ordering::Relaxed);
                 return false;
             }
@@ -494,9 +528,10 @@ impl ConcurrencyLimit {
                 n,
                 n + 1,
                 Ordering::AcqRel,
-                Ordering::Relaxed,
+                Ordering::Acquire,
             ) {
                 Ok(_) => {
+                    self.in_flight_by[priority as usize].fetch_add(1, Ordering::AcqRel);
                     self.admitted.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
@@ -509,7 +544,8 @@ impl ConcurrencyLimit {
         self.shed.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 
-    fn release(&self) {
+    fn release(&self, priority: Priority) {
+        self.in_flight_by[priority as usize].fetch_sub(1, Ordering::AcqRel);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
@@ -639,6 +675,8 @@ impl ConcurrencyLimit {
             route: self.route.clone(),
             limit: self.limit.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            in_flight_by: Priority::ALL
+                .map(|p| (p, self.in_flight_by[p as usize].load(Ordering::Relaxed))),
             admitted: self.admitted.load(Ordering::Relaxed),
             shed: Priority::ALL.map(|p| (p, self.shed[p as usize].load(Ordering::Relaxed))),
             answers,
@@ -667,6 +705,8 @@ pub struct LimitStats {
     pub limit: u32,
     /// Requests in the service now.
     pub in_flight: u32,
+    /// Of them, each priority's.
+    pub in_flight_by: [(Priority, u32); 5],
     /// Requests admitted.
     pub admitted: u64,
     /// Requests shed, by priority.
@@ -704,6 +744,7 @@ pub(crate) struct Shedder {
 /// latency sample) or when it is dropped unanswered.
 pub(crate) struct Permit {
     limit: Arc<ConcurrencyLimit>,
+    priority: Priority,
     started: tokio::time::Instant,
     epoch: u32,
     done: bool,
@@ -715,7 +756,7 @@ impl Permit {
         let latency = self.started.elapsed();
         let in_flight = self.limit.in_flight.load(Ordering::Relaxed);
         self.limit.answered(latency, in_flight, self.epoch);
-        self.limit.release();
+        self.limit.release(self.priority);
         self.done = true;
         latency
     }
@@ -724,7 +765,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.limit.release();
+            self.limit.release(self.priority);
         }
     }
 }
@@ -793,6 +834,7 @@ impl Shedder {
         if limit.try_acquire(priority) {
             Ok(Permit {
                 epoch: limit.epoch.load(Ordering::Relaxed),
+                priority,
                 limit,
                 started: tokio::time::Instant::now(),
                 done: false,
@@ -831,6 +873,49 @@ mod tests {
         let s = l.stats();
         assert_eq!(s.in_flight, 30);
         assert_eq!(s.shed_total(), 5);
+    }
+
+    #[test]
+    fn lower_priorities_in_flight_do_not_block_higher_ones_after_the_limit_falls() {
+        let l = limit(&Overload::default().limits(20, 1, 100));
+        let admitted = |p: Priority| (0..100).take_while(|_| l.try_acquire(p)).count();
+        // Low fills its share of 20: 15 places.
+        assert_eq!(admitted(Priority::Low), 15);
+        // The limit falls to 8 while they are in the service. They count
+        // against higher priorities only up to what Low may hold now (6),
+        // so Normal (8) and High (10) still find room; Low finds none.
+        l.limit.store(8, Ordering::Relaxed);
+        assert_eq!(admitted(Priority::Low), 0);
+        assert_eq!(admitted(Priority::Lowest), 0);
+        assert_eq!(admitted(Priority::Normal), 2);
+        // Normal's two and Low's requests, counted up to Normal's share.
+        assert_eq!(admitted(Priority::High), 2);
+        assert_eq!(admitted(Priority::Highest), 2);
+        let s = l.stats();
+        assert_eq!(s.in_flight, 21);
+        let by = |p: Priority| s.in_flight_by.iter().find(|(q, _)| *q == p).unwrap().1;
+        assert_eq!(
+            (by(Priority::Low), by(Priority::Normal), by(Priority::High)),
+            (15, 2, 2)
+        );
+        // As Low's requests finish, nothing new of Low gets in until they
+        // are under its share again.
+        for _ in 0..9 {
+            l.release(Priority::Low);
+        }
+        assert_eq!(admitted(Priority::Low), 0);
+        l.release(Priority::Low);
+        // 5 Low, 2 Normal, 2 High, 2 Highest: 11 in flight, Low's share 6.
+        assert_eq!(admitted(Priority::Low), 0);
+        for _ in 0..5 {
+            l.release(Priority::Low);
+        }
+        // Higher priorities count in full against lower ones: 2 each of
+        // Normal, High and Highest fill Low's share of 6.
+        assert_eq!(l.stats().in_flight, 6);
+        assert_eq!(admitted(Priority::Low), 0);
+        l.release(Priority::Normal);
+        assert_eq!(admitted(Priority::Low), 1);
     }
 
     #[test]
