@@ -329,13 +329,8 @@ pub fn attack(
         Scenario::SearchOverload => {
             for k in 0..OVERLOAD_CLIENTS {
                 let rec = Arc::clone(rec);
-                set.spawn(overload_client(
-                    v4(30 + k % 20, k / 20, 2),
-                    shop,
-                    rec,
-                    stop,
-                    k,
-                ));
+                let from = v4(30 + k % 20, k / 20, 2);
+                set.spawn_on(overload_client(from, shop, rec, stop, k), rt);
             }
         }
     }
