@@ -758,8 +758,10 @@ impl<C: Clock> Guard<C> {
     /// more), one up for a clean one (under 10: a known-good client, or a
     /// browser without misbehaviour); one down for a heavy user (several
     /// requests a second, sustained), one up for a light one (about one a
-    /// second or less, as a person browses). When the service is full, the
-    /// many light, clean users go first.
+    /// second or less, as a person browses) that was seen before (a good
+    /// exchange while calm): a new client's volume has not had time to
+    /// show its pace, as a crowd arriving all at once shows. When the
+    /// service is full, the many light, clean users it knows go first.
     fn standing(&self, a: &Assessment) -> i8 {
         let throttle = self
             .shared
@@ -779,7 +781,7 @@ impl<C: Clock> Guard<C> {
         };
         let by_volume = if heavy {
             -1
-        } else if a.volume < LIGHT_VOLUME {
+        } else if a.volume < LIGHT_VOLUME && a.good() > 0 {
             1
         } else {
             0

@@ -75,7 +75,8 @@ pub enum Criticality {
 
 /// The admission rank of a request: its [`Criticality`], moved up to two
 /// steps by its client's standing (with scoring on: clean or suspicious
-/// score, light or heavy use).
+/// score, light or heavy use; light only for a client seen before, with a
+/// good exchange while the service was calm).
 ///
 /// A request is admitted while the requests in flight, as it counts them,
 /// are fewer than its priority's [share](Self::share) of the limit. It
