@@ -185,6 +185,12 @@ impl Assessment {
         self.record.map_or(0, |r| r.good)
     }
 
+    /// A client without a good exchange, while the service is under
+    /// attack or shedding.
+    pub(crate) fn newcomer_in_trouble(&self) -> bool {
+        self.look.under_attack && self.good() == 0
+    }
+
     pub(crate) fn watch(&self) -> Watch {
         Watch {
             client_key: self.client_key,
