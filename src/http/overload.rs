@@ -422,8 +422,10 @@ struct LimitState {
     peak_in_flight: u32,
     /// Windows until the next probe of the uncongested latency.
     until_probe: u32,
-    /// Requests shed when the last probe started.
+    /// Requests shed when the last probe started, and when the last
+    /// window closed.
     shed_at_probe: u64,
+    shed_at_window: u64,
     /// Consecutive windows slower than `SLOW` × the norm.
     slow_streak: u32,
 }
@@ -470,6 +472,7 @@ impl ConcurrencyLimit {
                 peak_in_flight: 0,
                 until_probe: FIRST_PROBE,
                 shed_at_probe: 0,
+                shed_at_window: 0,
                 slow_streak: 0,
             }),
             limit: AtomicU32::new(config.initial),
@@ -582,6 +585,9 @@ impl ConcurrencyLimit {
         let rtt = st.sum / f64::from(st.answers);
         let in_flight = f64::from(st.peak_in_flight);
         (st.sum, st.answers, st.peak_in_flight) = (0.0, 0, 0);
+        let shed = self.shed_total();
+        let shed_in_window = shed > st.shed_at_window;
+        st.shed_at_window = shed;
         if probing {
             // What the service takes with almost nothing queued: the norm.
             st.long = rtt;
@@ -605,7 +611,6 @@ impl ConcurrencyLimit {
             st.until_probe = PROBE_EVERY;
             // Only a limit that sheds needs to know the service's norm
             // exactly; probing costs a window of shed requests.
-            let shed = self.shed_total();
             if shed > st.shed_at_probe {
                 st.shed_at_probe = shed;
                 self.epoch.fetch_add(1, Ordering::Relaxed);
@@ -618,7 +623,11 @@ impl ConcurrencyLimit {
         if st.long == 0.0 || rtt < st.long {
             st.long = rtt;
         }
-        let busy = in_flight >= st.limit / 2.0;
+        // The limit is in use: half of it was, or it shed requests. Only
+        // the lowest priority's traffic fills no more than half of it
+        // (rounded down), and a limit that sheds that traffic while the
+        // answers stay fast is below what the service can take.
+        let busy = in_flight >= st.limit / 2.0 || shed_in_window;
         let limit = match self.algorithm {
             LimitAlgorithm::Gradient2(g) => {
                 let gradient = (g.tolerance * st.long / rtt).clamp(0.5, 1.0);
@@ -961,6 +970,30 @@ mod tests {
         let ms = Duration::from_millis(10);
         let l = converge(Overload::aimd().limits(4, 1, 1000), 50.0, ms, 20_000);
         assert!((40.0..=110.0).contains(&l), "{l}");
+    }
+
+    #[test]
+    fn a_limit_that_sheds_grows_while_answers_stay_fast_whoever_fills_it() {
+        // Only the lowest priority comes, more than its share: it fills
+        // half the limit (rounded down) and the rest is shed. Answers are
+        // as fast as ever, so the limit is not what the service can take:
+        // it must grow, whether half of it is an odd number or not.
+        for start in [5, 6, 7] {
+            let l = limit(&Overload::gradient2().limits(start, 1, 1000));
+            let fast = Duration::from_millis(1);
+            for _ in 0..20 {
+                l.answered(fast, 1, l.epoch.load(Ordering::Relaxed));
+            }
+            for _ in 0..500 {
+                // Fill the lowest priority's share; one more is shed.
+                while l.try_acquire(Priority::Lowest) {}
+                let in_flight = l.in_flight.load(Ordering::Relaxed);
+                l.answered(fast, in_flight, l.epoch.load(Ordering::Relaxed));
+                l.release(Priority::Lowest);
+            }
+            let grown = l.limit.load(Ordering::Relaxed);
+            assert!(grown >= 2 * start, "{start} -> {grown}");
+        }
     }
 
     #[test]
