@@ -81,7 +81,8 @@ pub enum Criticality {
 /// A request is admitted while the requests in flight, as it counts them,
 /// are fewer than its priority's [share](Self::share) of the limit. It
 /// counts every request of its priority and above, and those of lower
-/// priorities only up to the share the highest of them may hold now: after
+/// priorities only as far as each may hold now (the lowest's up to its
+/// share, the two lowest's together up to the second's, and so on): after
 /// the limit falls, the lower priorities' requests still in the service
 /// from before do not keep a higher priority out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,7 +109,9 @@ impl Priority {
         Priority::Highest,
     ];
 
-    /// The share of the limit requests of this priority may fill.
+    /// The share of the limit requests of this priority may fill (rounded
+    /// down; at small limits each priority still has a place more than the
+    /// one below it, and every priority at least one).
     pub fn share(self) -> f64 {
         match self {
             Priority::Lowest => 0.5,
@@ -487,43 +490,59 @@ impl ConcurrencyLimit {
         }
     }
 
-    /// How many requests of `priority` and above may be in flight.
-    fn cap(&self, priority: Priority) -> u32 {
+    /// How many requests of each priority and below may be in flight.
+    fn caps(&self) -> [u32; 5] {
+        let limit = f64::from(self.limit.load(Ordering::Relaxed));
         // A probe pins the limit at its floor for all but the high
         // priorities, which keep their share of the adapted limit.
-        let probing = self.probing.load(Ordering::Relaxed) && priority < Priority::High;
-        let limit = if probing {
-            self.min
-        } else {
-            f64::from(self.limit.load(Ordering::Relaxed))
-        };
-        // At least one place for every priority when nothing is in flight,
-        // so a service whose limit fell to its floor still learns.
-        ((limit * priority.share()) as u32).max(1)
+        let probing = self.probing.load(Ordering::Relaxed);
+        let mut caps = Priority::ALL.map(|p| {
+            let limit = if probing && p < Priority::High {
+                self.min
+            } else {
+                limit
+            };
+            (limit * p.share()) as u32
+        });
+        // Small limits would round priorities together (at 3: 1, 2, 3, 3,
+        // 4): each priority above Normal has a place more than the one
+        // below it, each below Normal a place less than the one above, and
+        // every priority at least one, so that a service whose limit fell
+        // to its floor still learns.
+        let normal = Priority::Normal as usize;
+        for i in normal + 1..caps.len() {
+            caps[i] = caps[i].max(caps[i - 1] + 1);
+        }
+        for i in (0..normal).rev() {
+            caps[i] = caps[i].min(caps[i + 1].saturating_sub(1));
+        }
+        caps.map(|c| c.max(1))
     }
 
     /// Takes a place for a request of `priority`, or refuses it at once.
     ///
     /// A request counts everything in flight of its priority and above,
-    /// and the lower priorities' requests only up to the share the highest
-    /// of them may hold now: when the limit falls, requests a lower
+    /// and the lower priorities' requests only as far as each may hold
+    /// now: the lowest's up to its share, the two lowest's together up to
+    /// the second's, and so on. When the limit falls, requests a lower
     /// priority took under the old limit do not keep a higher one out
     /// while they finish.
     fn try_acquire(&self, priority: Priority) -> bool {
-        let cap = self.cap(priority);
-        let below = Priority::ALL[..priority as usize].last().copied();
-        let below_cap = below.map_or(0, |b| self.cap(b));
+        let caps = self.caps();
+        let cap = caps[priority as usize];
         let mut n = self.in_flight.load(Ordering::Acquire);
         loop {
             // Each priority's count is read after the total: one taken
             // since is in neither, one given back since may still be in
             // the total only, where it counts in full.
-            let lower: u32 = self.in_flight_by[..priority as usize]
-                .iter()
-                .map(|c| c.load(Ordering::Acquire))
-                .sum::<u32>()
-                .min(n);
-            let counted = n - lower + lower.min(below_cap);
+            let (mut lower, mut counted_lower) = (0u32, 0u32);
+            for (c, q_cap) in self.in_flight_by[..priority as usize].iter().zip(caps) {
+                let c = c.load(Ordering::Acquire);
+                lower += c;
+                counted_lower = (counted_lower + c).min(q_cap);
+            }
+            let lower = lower.min(n);
+            let counted = n - lower + counted_lower.min(lower);
             if counted >= cap {
                 self.shed[priority as usize].fetch_add(1, Ordering::Relaxed);
                 return false;
@@ -926,6 +945,39 @@ mod tests {
         assert_eq!(admitted(Priority::Low), 0);
         l.release(Priority::Normal);
         assert_eq!(admitted(Priority::Low), 1);
+    }
+
+    #[test]
+    fn each_lower_priority_counts_only_up_to_its_own_share() {
+        let l = limit(&Overload::default().limits(16, 1, 100));
+        let admitted = |p: Priority| (0..100).take_while(|_| l.try_acquire(p)).count();
+        // Caps at 16: 8, 12, 16, 20, 24. Low fills its 12.
+        assert_eq!(admitted(Priority::Low), 12);
+        // The limit falls to 8 (caps 4, 6, 8, 10, 12). For High, Low's
+        // twelve count as the six Low may hold now, not as the eight
+        // Normal may: four places for High, not two.
+        l.limit.store(8, Ordering::Relaxed);
+        assert_eq!(admitted(Priority::High), 4);
+        // Normal counts them as six too: two places, now taken by High's
+        // four (which count in full against Normal).
+        assert_eq!(admitted(Priority::Normal), 0);
+        assert_eq!(admitted(Priority::Highest), 2);
+    }
+
+    #[test]
+    fn small_limits_keep_the_priorities_apart() {
+        let caps = |limit: u32| {
+            let l = limit_of(limit);
+            l.caps()
+        };
+        fn limit_of(n: u32) -> ConcurrencyLimit {
+            limit(&Overload::default().limits(n, 1, 100))
+        }
+        assert_eq!(caps(20), [10, 15, 20, 25, 30]);
+        assert_eq!(caps(4), [2, 3, 4, 5, 6]);
+        assert_eq!(caps(3), [1, 2, 3, 4, 5]);
+        assert_eq!(caps(2), [1, 1, 2, 3, 4]);
+        assert_eq!(caps(1), [1, 1, 1, 2, 3]);
     }
 
     #[test]
