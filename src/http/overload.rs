@@ -146,20 +146,29 @@ impl Priority {
     }
 }
 
-/// Netflix's Gradient2: the limit follows the ratio of a long-term latency
-/// average to the latest latency.
+/// Netflix's Gradient2: the limit follows the ratio of the service's
+/// uncongested latency (the norm) to its latest latency.
 ///
 /// The limit moves once per window of answers (as many as the limit, at
-/// least ten): `gradient = clamp(tolerance × long / recent, 0.5, 1)`,
+/// least ten): `gradient = clamp(tolerance × norm / recent, 0.5, 1)`,
 /// `target = limit × gradient + √limit` (room to probe upwards), and the
 /// limit moves `smoothing` of the way to `target`. `recent` is the
-/// window's mean latency; `long` is an exponential average over
-/// `long_window` answers that learns only from windows in which less than
-/// three quarters of the limit were in use (so,
-/// unlike the original, a sustained overload cannot drift it up until the
-/// queueing looks normal), and is pulled down when it is above twice the
-/// recent latency, so a service that got faster is trusted again. The
-/// limit does not grow while less than half of it is in use.
+/// window's mean latency. The norm is measured by probes, as Envoy's
+/// adaptive concurrency does: the limit is held at its floor (for the
+/// priorities below [`Priority::High`]) until a window of requests
+/// admitted since has been answered, and their mean latency is the norm.
+/// Probes come after the first five windows, then every 200 windows while
+/// the limit sheds, and after 20 windows in a row slower than four times
+/// the norm (the service may have become slower for good); between probes
+/// the norm only falls, to any faster window's mean. So, unlike the
+/// original's long-term average, a sustained overload cannot drift the
+/// norm up until the queueing looks normal. The limit does not grow while
+/// less than half of it is in use and it sheds nothing.
+///
+/// Where the limit settles, answers take about
+/// `tolerance / (1 − 1/√limit)` times the norm (2.25× at a limit of 9):
+/// the `√limit` term keeps a short queue, which keeps the service busy
+/// between one request's end and the next one's arrival.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Gradient2 {
@@ -168,7 +177,9 @@ pub struct Gradient2 {
     pub tolerance: f64,
     /// How far the limit moves towards its target per answer: 0.2.
     pub smoothing: f64,
-    /// Answers the long-term average spans: 600.
+    /// Not used since the norm is measured by probes (see above); kept,
+    /// and still checked to be nonzero, for configurations that set it:
+    /// 600.
     pub long_window: u32,
 }
 
@@ -184,8 +195,9 @@ impl Default for Gradient2 {
 
 /// Additive increase, multiplicative decrease, once per window of answers
 /// as in [`Gradient2`]: while the window's mean latency stays within
-/// `tolerance` × the long-term average, the limit grows by one if at least
-/// half of it was in use; beyond, it is multiplied by `backoff`.
+/// `tolerance` × the norm (measured by probes, as for [`Gradient2`]), the
+/// limit grows by one if at least half of it was in use or it shed
+/// requests; beyond, it is multiplied by `backoff`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Aimd {
@@ -193,7 +205,8 @@ pub struct Aimd {
     pub backoff: f64,
     /// How much slower than usual counts as slow: 2.
     pub tolerance: f64,
-    /// Answers the long-term average spans: 600.
+    /// Not used since the norm is measured by probes; kept, and still
+    /// checked to be nonzero, for configurations that set it: 600.
     pub long_window: u32,
 }
 
@@ -413,10 +426,8 @@ const SLOW: f64 = 4.0;
 /// Where the limit stands, updated with each answer.
 struct LimitState {
     limit: f64,
-    /// Long-term average latency, ns; 0 before the first window. It learns
-    /// only from windows in which the limit was not nearly full, so
-    /// queueing under overload never becomes the norm it is measured
-    /// against.
+    /// The norm: the service's uncongested latency, ns, as the last probe
+    /// measured it or any faster window since; 0 before the first window.
     long: f64,
     /// The window being gathered: latencies added up (ns), answers, and
     /// the most requests in flight at an answer.
