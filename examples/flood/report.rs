@@ -830,13 +830,26 @@ impl Panel<'_> {
     ) -> Result<(), Box<dyn std::error::Error>> {
         use plotters::prelude::*;
         let per_s = 1e3 / BUCKET.as_millis() as f64;
+        // A centred mean over five buckets (half a second): a bucket holds
+        // a few dozen searches.
+        let smoothed = |r: &RunResult| -> Vec<(f64, f64)> {
+            let t = &r.timeline;
+            (0..t.len())
+                .map(|i| {
+                    let w = &t[i.saturating_sub(2)..(i + 3).min(t.len())];
+                    let served: u64 = w.iter().map(|b| b.search_served).sum();
+                    (
+                        t[i].t_ms as f64 / 1e3,
+                        served as f64 * per_s / w.len() as f64,
+                    )
+                })
+                .collect()
+        };
         let y_max = runs
             .iter()
             .flat_map(|r| {
                 let cap = r.goodput.map_or(0.0, |g| g.capacity_rps);
-                r.timeline
-                    .iter()
-                    .map(move |b| (b.search_served as f64 * per_s).max(cap))
+                smoothed(r).into_iter().map(move |(_, y)| y.max(cap))
             })
             .fold(10.0, f64::max)
             * 1.1;
@@ -857,18 +870,7 @@ impl Panel<'_> {
         self.attack_line(&mut chart, y_max)?;
         for (i, r) in runs.iter().enumerate() {
             let colour = self.colours[i % self.colours.len()];
-            // A centred mean over five buckets (half a second): a bucket
-            // holds a few dozen searches.
-            let t = &r.timeline;
-            let points = (0..t.len()).map(|i| {
-                let w = &t[i.saturating_sub(2)..(i + 3).min(t.len())];
-                let served: u64 = w.iter().map(|b| b.search_served).sum();
-                (
-                    t[i].t_ms as f64 / 1e3,
-                    served as f64 * per_s / w.len() as f64,
-                )
-            });
-            chart.draw_series(LineSeries::new(points, colour.stroke_width(2)))?;
+            chart.draw_series(LineSeries::new(smoothed(r), colour.stroke_width(2)))?;
             if let Some(g) = r.goodput {
                 chart.draw_series(DashedLineSeries::new(
                     vec![(0.0, g.capacity_rps), (self.end_s, g.capacity_rps)],
