@@ -479,3 +479,38 @@ async fn shoppers_seen_before_a_crowd_of_look_alikes_are_not_shed() {
         "shoppers {shoppers:?}, crowd {crowd:?}, {stats:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_crowd_arriving_while_calm_does_not_take_the_places_of_clients_seen_before() {
+    use floodguard::http::Scoring;
+    let svc = SlowService::new(100, Duration::from_millis(1));
+    // A fixed limit of 4: the priorities may fill 2, 3, 4, 5 and 6 places.
+    let g = Guard::builder()
+        .scoring(Scoring::default())
+        .overload(Overload::default().limits(4, 4, 4))
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let mut layered = g.layer().layer(svc.clone());
+    let mut call = |client: u32| layered.call(browser("/", client));
+    // A shopper is served once while all is calm.
+    assert_eq!(call(1).await.unwrap().status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Then the service slows down and new clients arrive, still calm:
+    // they look like clean browsers at a person's pace, but nothing is
+    // known of them, so they fill Normal's four places, not High's five.
+    svc.set_work(Duration::from_secs(3600));
+    let crowd: Vec<_> = (100..110).map(|c| tokio::spawn(call(c))).collect();
+    tokio::task::yield_now().await;
+    let stats = &g.stats().overload[0];
+    assert_eq!(stats.in_flight, 4, "{stats:?}");
+    // The shopper seen before still finds a place.
+    let shopper = tokio::spawn(call(1));
+    tokio::task::yield_now().await;
+    let stats = &g.stats().overload[0];
+    assert_eq!(stats.in_flight, 5, "{stats:?}");
+    assert!(!shopper.is_finished(), "the shopper was shed: {stats:?}");
+    for t in crowd.into_iter().chain([shopper]) {
+        t.abort();
+    }
+}
