@@ -367,3 +367,150 @@ async fn with_scoring_heavy_users_are_shed_before_light_ones() {
         g.stats()
     );
 }
+
+/// A browser's headers: shoppers and the crowd look the same.
+fn browser(path: &str, client: u32) -> Request<String> {
+    let mut req = request(path, client);
+    for (k, v) in [
+        ("host", "shop.test"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+        ),
+        ("accept", "text/html"),
+        ("accept-language", "en"),
+        ("accept-encoding", "gzip"),
+        ("sec-fetch-mode", "navigate"),
+    ] {
+        req.headers_mut().insert(k, v.parse().unwrap());
+    }
+    req
+}
+
+/// A small deterministic random source (SplitMix64).
+struct Rng(u64);
+
+impl Rng {
+    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        Duration::from_millis(lo + (z ^ (z >> 31)) % (hi - lo))
+    }
+}
+
+/// What one side of `crowd_of_new_clients_at_five_times_capacity` saw.
+#[derive(Default, Debug)]
+struct Side {
+    ok: u64,
+    shed: u64,
+}
+
+#[tokio::test(start_paused = true)]
+async fn shoppers_seen_before_a_crowd_of_look_alikes_are_not_shed() {
+    use floodguard::http::Scoring;
+    // One worker, 1 ms a request: 1,000 a second.
+    let svc = SlowService::new(1, Duration::from_millis(1));
+    let g = Guard::builder()
+        .scoring(Scoring::default())
+        .overload(Overload::default())
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    const SHOPPERS: u32 = 200;
+    let start = Instant::now();
+    let attack_at = start + Duration::from_secs(2);
+    let end = attack_at + Duration::from_secs(3);
+    let shoppers = Arc::new(parking_lot::Mutex::new(Side::default()));
+    let crowd = Arc::new(parking_lot::Mutex::new(Side::default()));
+    let mut tasks = Vec::new();
+    // 200 shoppers browse from the start, a page every 0.3 to 1.5 s (one
+    // to three pages before the crowd comes: seen, few known good); 500
+    // new clients with the same browser arrive at 2 s, each a page every
+    // 50 to 150 ms: five times what the service can serve.
+    for c in 0..SHOPPERS + 500 {
+        let shopper = c < SHOPPERS;
+        let mut layered = g.layer().layer(svc.clone());
+        let side = Arc::clone(if shopper { &shoppers } else { &crowd });
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(u64::from(c) + 1);
+            let (from, think) = if shopper {
+                (start + rng.millis(0, 500), (300, 1_500))
+            } else {
+                (attack_at + rng.millis(0, 200), (50, 150))
+            };
+            tokio::time::sleep_until(from).await;
+            while Instant::now() < end {
+                let res = layered
+                    .ready()
+                    .await
+                    .unwrap()
+                    .call(browser("/", 1_000 + c))
+                    .await
+                    .unwrap();
+                if Instant::now() >= attack_at {
+                    let mut s = side.lock();
+                    if res.status() == StatusCode::OK {
+                        s.ok += 1;
+                    } else {
+                        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+                        s.shed += 1;
+                    }
+                }
+                tokio::time::sleep(rng.millis(think.0, think.1)).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let (shoppers, crowd) = (shoppers.lock(), crowd.lock());
+    let stats = &g.stats().overload[0];
+    // Every shopper's page is served, from the crowd's first moments on.
+    assert_eq!(
+        shoppers.shed, 0,
+        "shoppers {shoppers:?}, crowd {crowd:?}, {stats:?}"
+    );
+    assert!(shoppers.ok > 600, "{shoppers:?}");
+    // The service stays busy: at least 90% of its 3,000 in the attack.
+    assert!(
+        shoppers.ok + crowd.ok >= 2_700,
+        "shoppers {shoppers:?}, crowd {crowd:?}, {stats:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_crowd_arriving_while_calm_does_not_take_the_places_of_clients_seen_before() {
+    use floodguard::http::Scoring;
+    let svc = SlowService::new(100, Duration::from_millis(1));
+    // A fixed limit of 4: the priorities may fill 2, 3, 4, 5 and 6 places.
+    let g = Guard::builder()
+        .scoring(Scoring::default())
+        .overload(Overload::default().limits(4, 4, 4))
+        .clock(TokioClock::new())
+        .build()
+        .unwrap();
+    let mut layered = g.layer().layer(svc.clone());
+    let mut call = |client: u32| layered.call(browser("/", client));
+    // A shopper is served once while all is calm.
+    assert_eq!(call(1).await.unwrap().status(), StatusCode::OK);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Then the service slows down and new clients arrive, still calm:
+    // they look like clean browsers at a person's pace, but nothing is
+    // known of them, so they fill Normal's four places, not High's five.
+    svc.set_work(Duration::from_secs(3600));
+    let crowd: Vec<_> = (100..110).map(|c| tokio::spawn(call(c))).collect();
+    tokio::task::yield_now().await;
+    let stats = &g.stats().overload[0];
+    assert_eq!(stats.in_flight, 4, "{stats:?}");
+    // The shopper seen before still finds a place.
+    let shopper = tokio::spawn(call(1));
+    tokio::task::yield_now().await;
+    let stats = &g.stats().overload[0];
+    assert_eq!(stats.in_flight, 5, "{stats:?}");
+    assert!(!shopper.is_finished(), "the shopper was shed: {stats:?}");
+    for t in crowd.into_iter().chain([shopper]) {
+        t.abort();
+    }
+}

@@ -17,7 +17,35 @@
 //! Options: `--scenario a,b` and `--defence x,y` select a subset (names as
 //! in the table); `--duration F` scales every phase by F; `--json PATH`
 //! writes all figures and timelines; `--svg PATH` draws legitimate success
-//! and p99 over time.
+//! and p99 over time (and, for the search overload, the search route's
+//! limit and what it served); `--samples PATH` writes every shopper request
+//! as CSV (route, start, latency, outcome).
+//!
+//! The search overload has figures of its own:
+//!
+//! * *search goodput*: searches answered with a 2xx per second during the
+//!   attack (the attack's, which look like shoppers', and the shoppers'),
+//!   over the search route's capacity. The capacity is measured in the same
+//!   run: the shop process also serves the bare shop (no defence) on a
+//!   second port, and 16 keep-alive connections search back to back there
+//!   for 1 s before the shoppers start and again after the attack, with
+//!   nothing else running; the higher of the two rates is the capacity (this
+//!   VM's other work can only lower a measurement). During the attack the
+//!   load generator shares the two cores, so 100% is not quite reachable.
+//! * *known-good shoppers*: those with three or more good exchanges before
+//!   the attack started (the guard's `Ladder::known_good_after`); their
+//!   success and p99 during the attack, the p99 against the same run's
+//!   no-attack p99 of all shoppers. The search overload's baseline is at
+//!   least 1.5 s whatever `--duration` says, so that there are some.
+//! * the shop prints its overload limits every 100 ms
+//!   (`LIMIT <unix ms> <route> <limit> <in flight> <shed> <admitted>`), and
+//!   times its 503 answers (from its outermost layer's call to the
+//!   response): `limit_trace` and `shed_latency.server` in the JSON, with
+//!   the round trips of shed requests as the load generator saw them.
+//!
+//! Shoppers' failed requests are broken down by route and outcome (a status
+//! such as 503, 429 or 403, or timeout, connect, broken) in a table of
+//! their own and `failures` in the JSON.
 
 mod http1;
 #[path = "../procfs/mod.rs"]
@@ -101,6 +129,24 @@ impl Defence {
 /// Phases of one run at `--duration 1`.
 const BASELINE: Duration = Duration::from_millis(1_500);
 const ATTACK: Duration = Duration::from_millis(3_000);
+/// The search route's capacity calibration before and after a
+/// search-overload run.
+const CALIBRATION: Duration = Duration::from_millis(1_000);
+/// The search overload's shortest baseline, whatever the scale: shoppers
+/// need time to become known good (three good exchanges at their pace)
+/// before it starts.
+const KNOWN_GOOD_BASELINE: Duration = Duration::from_millis(1_500);
+
+/// A run's baseline and attack phases at `scale`.
+fn phases(scenario: Scenario, scale: f64) -> (Duration, Duration) {
+    let baseline = BASELINE.mul_f64(scale);
+    let baseline = if scenario == Scenario::SearchOverload {
+        baseline.max(KNOWN_GOOD_BASELINE)
+    } else {
+        baseline
+    };
+    (baseline, ATTACK.mul_f64(scale))
+}
 /// File descriptors the shop may hold, as a modest deployment would set.
 const SHOP_FD_LIMIT: u32 = 8192;
 
@@ -110,6 +156,7 @@ struct Options {
     scale: f64,
     json: Option<String>,
     svg: Option<String>,
+    samples: Option<String>,
     check: bool,
 }
 
@@ -140,6 +187,7 @@ fn options() -> Result<Options, String> {
         scale: 1.0,
         json: None,
         svg: None,
+        samples: None,
         check: false,
     };
     let mut args = std::env::args().skip(1);
@@ -158,6 +206,7 @@ fn options() -> Result<Options, String> {
             }
             "--json" => o.json = Some(value()?),
             "--svg" => o.svg = Some(value()?),
+            "--samples" => o.samples = Some(value()?),
             "--check" => o.check = true,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -188,13 +237,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("flood: {e}");
             }
             eprintln!(
-                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--check]"
+                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--check]"
             );
             std::process::exit(2);
         }
     };
-    let baseline = BASELINE.mul_f64(o.scale);
-    let attack = ATTACK.mul_f64(o.scale);
+    let (baseline, attack) = (BASELINE.mul_f64(o.scale), ATTACK.mul_f64(o.scale));
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     eprintln!(
         "flood: {} scenarios × {} defences, {:.1} s baseline + {:.1} s attack each, {cores} cores",
@@ -217,7 +265,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut results = Vec::new();
     for &scenario in &o.scenarios {
         for &defence in &o.defences {
-            let run = run(scenario, defence, baseline, attack, attackers.handle());
+            let run = run(scenario, defence, o.scale, attackers.handle());
             let r = shoppers.block_on(run)?;
             eprintln!(
                 "  {:<16} {:<17} legit {:>6.2}% ok, p99 {:>7.1} ms ({:.1}× no-attack), attack admitted {:>5.1}%",
@@ -232,13 +280,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     println!("\n{}", report::table(&results));
+    if results.iter().any(|r| r.goodput.is_some()) {
+        println!("{}", report::search_table(&results));
+    }
+    if results.iter().any(|r| !r.failures.is_empty()) {
+        println!("{}", report::failure_table(&results));
+    }
     let json = serde_json::to_string_pretty(&results)?;
     if let Some(path) = &o.json {
         std::fs::write(path, &json)?;
         eprintln!("wrote {path}");
     }
+    if let Some(path) = &o.samples {
+        std::fs::write(path, report::samples_csv(&results))?;
+        eprintln!("wrote {path}");
+    }
     if let Some(path) = &o.svg {
-        report::svg(&results, path, baseline)?;
+        report::svg(&results, path)?;
         eprintln!("wrote {path}");
     }
     if o.check {
@@ -252,18 +310,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn run(
     scenario: Scenario,
     defence: Defence,
-    baseline: Duration,
-    attack: Duration,
+    scale: f64,
     attackers: &tokio::runtime::Handle,
 ) -> Result<RunResult, Box<dyn std::error::Error>> {
-    let (mut child, port, events) = spawn_shop(defence)?;
+    let (baseline, attack) = phases(scenario, scale);
+    let Shop {
+        mut child,
+        ports: (port, calibration_port),
+        output,
+    } = spawn_shop(defence)?;
     let shop = SocketAddr::from(([127, 0, 0, 1], port));
+    // The search route's capacity, for the search overload's goodput:
+    // measured on the same shop process without its defence, with nothing
+    // else running, before the run and again after it; the higher of the
+    // two counts (this VM's other work can only lower a measurement).
+    let search = scenario == Scenario::SearchOverload;
+    let calibration = SocketAddr::from(([127, 0, 0, 1], calibration_port));
+    let calibrate = || traffic::calibrate(calibration, CALIBRATION.mul_f64(scale));
+    let mut capacity = if search {
+        let rps = calibrate().await;
+        // Let the sockets settle.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        Some(rps)
+    } else {
+        None
+    };
+    let pid = child.id().to_string();
+    // The shop's CPU is counted from here: the calibration is not the run's.
+    let cpu_at_start = procfs::cpu_seconds(&pid);
     let rec = Recorder::new(baseline + attack);
     let attack_at = rec.start + baseline;
     let stop = attack_at + attack;
     let mut set = JoinSet::new();
     traffic::shoppers(&mut set, shop, &rec, stop);
     tokio::time::sleep_until(attack_at.into()).await;
+    let cpu_at_attack = (procfs::cpu_seconds(&pid), procfs::cpu_seconds("self"));
     traffic::attack(&mut set, attackers, scenario, shop, &rec, stop);
     // Every task stops at `stop`; a stuck exchange is cut off by its own
     // timeout, and the whole set by this bound.
@@ -273,7 +354,17 @@ async fn run(
     if drain.await.is_err() {
         set.abort_all();
     }
-    let server = server_usage(child.id());
+    let cpu_at_end = procfs::cpu_seconds(&pid);
+    let server = report::Usage {
+        peak_rss_mb: procfs::peak_rss_mib(&pid),
+        cpu_s: cpu_at_end - cpu_at_start,
+        attack_cpu_s: cpu_at_end - cpu_at_attack.0,
+        generator_attack_cpu_s: procfs::cpu_seconds("self") - cpu_at_attack.1,
+    };
+    if let Some(before) = capacity {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        capacity = Some(before.max(calibrate().await));
+    }
     drop(child.stdin.take());
     let deadline = Instant::now() + Duration::from_secs(2);
     while child.try_wait()?.is_none() && Instant::now() < deadline {
@@ -281,25 +372,34 @@ async fn run(
     }
     let _ = child.kill();
     let _ = child.wait();
-    let events = events.join().unwrap_or_default();
+    let output = output.join().unwrap_or_default();
     Ok(report::summarise(
         scenario,
         defence,
         &rec,
-        baseline,
-        baseline + attack,
+        (baseline, baseline + attack),
         server,
-        &events,
+        &output,
+        capacity,
     ))
 }
 
-/// What the shop reports as it runs: the events of its guard.
-type EventReader = std::thread::JoinHandle<Vec<report::ShopEvent>>;
+/// What the shop reports as it runs: its guard's events and limits.
+type OutputReader = std::thread::JoinHandle<report::ShopOutput>;
+
+/// A shop process: its ports (the shop's and the bare calibration one's)
+/// and the thread that collects its output.
+struct Shop {
+    child: Child,
+    ports: (u16, u16),
+    output: OutputReader,
+}
 
 /// Starts this program as the shop behind `defence`, with a file
-/// descriptor limit a modest deployment would have, reads its port, and
-/// collects the events it prints until it exits.
-fn spawn_shop(defence: Defence) -> Result<(Child, u16, EventReader), Box<dyn std::error::Error>> {
+/// descriptor limit a modest deployment would have, reads its ports (the
+/// shop's and the calibration one's), and collects what it prints until
+/// it exits.
+fn spawn_shop(defence: Defence) -> Result<Shop, Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new("sh")
         .arg("-c")
@@ -316,25 +416,24 @@ fn spawn_shop(defence: Defence) -> Result<(Child, u16, EventReader), Box<dyn std
     let mut stdout = BufReader::new(stdout);
     let mut line = String::new();
     stdout.read_line(&mut line)?;
-    let port = line
+    let ports = line
         .trim()
         .strip_prefix("PORT ")
-        .and_then(|p| p.parse().ok())
+        .and_then(|p| p.split_once(' '))
+        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
         .ok_or_else(|| format!("shop did not start: {line:?}"))?;
-    let events = std::thread::spawn(move || {
-        stdout
-            .lines()
-            .map_while(Result::ok)
-            .filter_map(|l| report::ShopEvent::parse(&l))
-            .collect()
+    let output = std::thread::spawn(move || {
+        let mut out = report::ShopOutput::default();
+        for l in stdout.lines().map_while(Result::ok) {
+            out.add(&l);
+        }
+        out
     });
-    Ok((child, port, events))
-}
-
-/// The shop's peak RSS (MB) and CPU time (s) so far.
-fn server_usage(pid: u32) -> (f64, f64) {
-    let pid = pid.to_string();
-    (procfs::peak_rss_mib(&pid), procfs::cpu_seconds(&pid))
+    Ok(Shop {
+        child,
+        ports,
+        output,
+    })
 }
 
 /// `--check`: the harness checks itself (no performance thresholds).
@@ -382,6 +481,56 @@ fn check(results: &[RunResult], json: &str) -> Result<(), Box<dyn std::error::Er
         }
         if r.legit_banned > 0 {
             return Err(format!("{label}: {} shoppers banned", r.legit_banned).into());
+        }
+        let failed: u64 = r.failures.iter().map(|f| f.count).sum();
+        if failed != r.legit_requests - r.legit_ok {
+            return Err(format!("{label}: failures by reason do not add up").into());
+        }
+        if r.scenario == Scenario::SearchOverload {
+            check_search_overload(r).map_err(|e| format!("{label}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// The search overload's own figures are there and make sense.
+fn check_search_overload(r: &RunResult) -> Result<(), String> {
+    let g = r.goodput.ok_or("no goodput")?;
+    // Served searches over the route's capacity: more than none, and not
+    // far above what the route can serve (some slack for a calibration
+    // this VM's other work slowed).
+    if !(g.capacity_rps > 0.0 && g.ratio > 0.0 && g.ratio <= 2.0) {
+        return Err(format!("goodput {g:?} not in (0, 2]"));
+    }
+    let k = r.known_good.ok_or("no known-good figures")?;
+    if k.shoppers == 0 || k.requests == 0 || k.ok > k.requests || k.p99_ms.is_nan() {
+        return Err(format!("known-good figures {k:?}"));
+    }
+    let shed = r.shed_latency.ok_or("no shed latencies")?;
+    if matches!(r.defence, Defence::Floodguard | Defence::FloodguardTuned) {
+        // The shop reports its limits every 100 ms while it runs, the
+        // search route's among them, and times what it sheds.
+        let search: Vec<_> = r
+            .limit_trace
+            .iter()
+            .filter(|l| l.route == "/search")
+            .collect();
+        let run_ms = r.timeline.len() as u64 * traffic::BUCKET.as_millis() as u64;
+        if search.len() * 200 < run_ms as usize || search.iter().any(|l| l.limit == 0) {
+            return Err(format!(
+                "limit trace of /search has {} reports",
+                search.len()
+            ));
+        }
+        let server = shed
+            .server
+            .ok_or("the shop did not report its shed timing")?;
+        let shed_by_limits = search.last().map_or(0, |l| l.shed_total);
+        if server.count > 0 && !(server.p50_us > 0.0 && server.p50_us <= server.p99_us) {
+            return Err(format!("shed timing {server:?}"));
+        }
+        if shed_by_limits > 0 && server.count == 0 {
+            return Err("the limit shed searches but the shop timed no 503".into());
         }
     }
     Ok(())

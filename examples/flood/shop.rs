@@ -155,14 +155,126 @@ fn report_event(e: &Event) {
         Event::ClientBanned { client, .. } => ("client-banned", client.to_string()),
         _ => ("other", "-".into()),
     };
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    println!("EVENT {ms} {kind} {client} {e}");
+    println!("EVENT {} {kind} {client} {e}", unix_ms());
 }
 
-/// Serves the shop behind `defence` on 127.0.0.1, prints `PORT <n>`, and
-/// stops when standard input closes (the harness ends the run).
+/// How often the shop reports its overload limits.
+const LIMIT_EVERY: Duration = Duration::from_millis(100);
+
+/// Tells the harness where each overload limit stands, on standard output:
+/// `LIMIT <unix ms> <route or -> <limit> <in_flight> <shed_total> <admitted>`
+/// for every limit (`-` is the service's own), every `LIMIT_EVERY`.
+async fn report_limits(guard: Guard) {
+    let mut tick = tokio::time::interval(LIMIT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let ms = unix_ms();
+        let mut out = String::new();
+        for l in guard.stats().overload {
+            out.push_str(&format!(
+                "LIMIT {ms} {} {} {} {} {}\n",
+                l.route.as_deref().unwrap_or("-"),
+                l.limit,
+                l.in_flight,
+                l.shed_total(),
+                l.admitted
+            ));
+        }
+        print!("{out}");
+    }
+}
+
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// How long the shop took over each request it answered 503 (shed by
+/// overload protection), from the outermost layer's call to the response:
+/// the guard's whole decision and the refusal, without hyper's reading of
+/// the request head and writing of the answer.
+#[derive(Clone, Default)]
+struct ShedTimes(Arc<parking_lot::Mutex<Vec<u64>>>);
+
+impl ShedTimes {
+    /// Wraps `app` so that its 503 answers are timed.
+    fn around(&self, app: Router) -> Router {
+        let times = self.clone();
+        app.layer(tower::layer::layer_fn(move |inner| Timed {
+            inner,
+            times: times.clone(),
+        }))
+    }
+
+    /// `SHED <count> <p50 ns> <p90 ns> <p99 ns> <max ns>`, for the harness.
+    fn summary(&self) -> String {
+        let mut v = self.0.lock().clone();
+        v.sort_unstable();
+        let q = |q: f64| {
+            if v.is_empty() {
+                0
+            } else {
+                v[((v.len() - 1) as f64 * q).round() as usize]
+            }
+        };
+        format!(
+            "SHED {} {} {} {} {}",
+            v.len(),
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            v.last().copied().unwrap_or(0)
+        )
+    }
+}
+
+#[derive(Clone)]
+struct Timed<S> {
+    inner: S,
+    times: ShedTimes,
+}
+
+impl<S, B> tower::Service<axum::http::Request<B>> for Timed<S>
+where
+    S: tower::Service<axum::http::Request<B>, Response = axum::response::Response>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = axum::response::Response;
+    type Error = S::Error;
+    type Future = std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<Self::Response, S::Error>> + Send>,
+    >;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let began = std::time::Instant::now();
+        let fut = self.inner.call(req);
+        let times = self.times.clone();
+        Box::pin(async move {
+            let res = fut.await?;
+            if res.status() == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+                let ns = began.elapsed().as_nanos() as u64;
+                times.0.lock().push(ns);
+            }
+            Ok(res)
+        })
+    }
+}
+
+/// Serves the shop behind `defence` on 127.0.0.1, and the bare shop (no
+/// defence, for the harness's capacity calibration) on a second port;
+/// prints `PORT <shop> <calibration>`, and stops when standard input
+/// closes (the harness ends the run), printing a `SHED` summary
+/// (`ShedTimes::summary`).
 pub fn serve(defence: Defence) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -177,8 +289,19 @@ pub fn serve(defence: Defence) -> Result<(), Box<dyn std::error::Error>> {
         let socket = tokio::net::TcpSocket::new_v4()?;
         socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let listener = socket.listen(4096)?;
-        println!("PORT {}", listener.local_addr()?.port());
+        let calibration =
+            tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        println!(
+            "PORT {} {}",
+            listener.local_addr()?.port(),
+            calibration.local_addr()?.port()
+        );
+        tokio::spawn(async move {
+            let _ = serve_plain(calibration, shop()).await;
+        });
         let app = shop();
+        let shed_times = ShedTimes::default();
+        let timer = shed_times.clone();
         let server = async move {
             match defence {
                 Defence::None => serve_plain(listener, app).await,
@@ -198,7 +321,8 @@ pub fn serve(defence: Defence) -> Result<(), Box<dyn std::error::Error>> {
                         tuned_guard()
                     };
                     let gate = guard.gate().build()?;
-                    let app = app.layer(guard.layer());
+                    tokio::spawn(report_limits(guard.clone()));
+                    let app = timer.around(app.layer(guard.layer()));
                     // The gate's connect info carries each connection's
                     // wire fingerprint (header order and casing).
                     let make = app.into_make_service_with_connect_info::<GateConnectInfo>();
@@ -207,10 +331,12 @@ pub fn serve(defence: Defence) -> Result<(), Box<dyn std::error::Error>> {
                 }
             }
         };
-        tokio::select! {
+        let r = tokio::select! {
             r = server => r,
             () = stdin_closed() => Ok(()),
-        }
+        };
+        println!("{}", shed_times.summary());
+        r
     })
 }
 

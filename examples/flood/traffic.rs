@@ -30,12 +30,44 @@ const SLOW_ADDRESSES: u32 = 30;
 const SLOW_PER_ADDRESS: u32 = 300;
 const OVERLOAD_CLIENTS: u32 = 500;
 
-/// One legitimate request: when it started (since the run began), how
-/// long it took, whether it got a 2xx.
+/// Connections of the capacity calibration (`calibrate`).
+const CALIBRATION_CONNECTIONS: u32 = 16;
+
+/// How a legitimate request ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Outcome {
+    /// An answer with this status.
+    Status(u16),
+    /// No answer within `LEGIT_TIMEOUT` (or no connection within
+    /// `CONNECT_TIMEOUT`).
+    Timeout,
+    /// The connection could not be made.
+    ConnectFailed,
+    /// The connection broke (reset, closed) before an answer.
+    Broken,
+}
+
+impl Outcome {
+    /// A short name for tables: the status, or what went wrong.
+    pub fn name(self) -> String {
+        match self {
+            Outcome::Status(s) => s.to_string(),
+            Outcome::Timeout => "timeout".into(),
+            Outcome::ConnectFailed => "connect".into(),
+            Outcome::Broken => "broken".into(),
+        }
+    }
+}
+
+/// One legitimate request: which shopper sent it to which route, when it
+/// started (since the run began), how long it took, how it ended.
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
+    pub shopper: u32,
+    pub route: &'static str,
     pub at: Duration,
     pub latency: Duration,
+    pub outcome: Outcome,
     pub ok: bool,
 }
 
@@ -49,6 +81,12 @@ pub struct Recorder {
     /// connections, a connection-second held open).
     pub attack_sent: Vec<AtomicU64>,
     pub attack_admitted: Vec<AtomicU64>,
+    /// Per bucket: searches answered with a 2xx (attack and shoppers), by
+    /// when the answer came.
+    pub search_served: Vec<AtomicU64>,
+    /// Round trips (ms) of attack requests answered 503 (shed), as the
+    /// client on loopback saw them.
+    pub shed_round_trips: Mutex<Vec<f64>>,
 }
 
 impl Recorder {
@@ -62,6 +100,8 @@ impl Recorder {
             legit: Mutex::new(Vec::with_capacity(4096)),
             attack_sent: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
             attack_admitted: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+            search_served: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
+            shed_round_trips: Mutex::new(Vec::with_capacity(16_384)),
         })
     }
 
@@ -76,6 +116,12 @@ impl Recorder {
         if admitted {
             self.attack_admitted[b].fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// A search was answered with a 2xx just now.
+    fn search_served(&self) {
+        let b = self.bucket(Instant::now());
+        self.search_served[b].fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -143,14 +189,23 @@ fn browser_request(path: &str, method: &str, session: u32) -> Vec<u8> {
     r.into_bytes()
 }
 
-/// A page view of a shopper: mostly products, some searches.
-fn shopper_path(rng: &mut Rng) -> (String, &'static str) {
+/// A page view of a shopper: mostly products, some searches. Returns the
+/// path, the method and the route (the shop's route pattern).
+fn shopper_path(rng: &mut Rng) -> (String, &'static str, &'static str) {
     match rng.below(100) {
-        0..25 => ("/".into(), "GET"),
-        25..65 => (format!("/product/{}", rng.below(2_000)), "GET"),
-        65..80 => (format!("/search?q=shoes+{}", rng.below(50)), "GET"),
-        80..95 => ("/static/app.css".into(), "GET"),
-        _ => ("/login".into(), "POST"),
+        0..25 => ("/".into(), "GET", "/"),
+        25..65 => (
+            format!("/product/{}", rng.below(2_000)),
+            "GET",
+            "/product/{id}",
+        ),
+        65..80 => (
+            format!("/search?q=shoes+{}", rng.below(50)),
+            "GET",
+            "/search",
+        ),
+        80..95 => ("/static/app.css".into(), "GET", "/static/app.css"),
+        _ => ("/login".into(), "POST", "/login"),
     }
 }
 
@@ -165,16 +220,20 @@ pub fn shoppers(set: &mut JoinSet<()>, shop: SocketAddr, rec: &Arc<Recorder>, st
             nap(rng.millis(0, 500), stop).await;
             let mut conn: Option<Conn> = None;
             while Instant::now() < stop {
-                let (path, method) = shopper_path(&mut rng);
+                let (path, method, route) = shopper_path(&mut rng);
                 let request = browser_request(&path, method, i);
                 let began = Instant::now();
-                let ok = match legit_exchange(&mut conn, from, shop, &request).await {
-                    Ok(status) => (200..300).contains(&status),
-                    Err(_) => false,
-                };
+                let outcome = legit_exchange(&mut conn, from, shop, &request).await;
+                let ok = matches!(outcome, Outcome::Status(200..300));
+                if ok && route == "/search" {
+                    rec.search_served();
+                }
                 rec.legit.lock().push(Sample {
+                    shopper: i,
+                    route,
                     at: began.duration_since(rec.start),
                     latency: began.elapsed(),
+                    outcome,
                     ok,
                 });
                 // A quarter of page views end a visit: the next one comes
@@ -194,9 +253,17 @@ async fn legit_exchange(
     from: IpAddr,
     shop: SocketAddr,
     request: &[u8],
-) -> std::io::Result<u16> {
+) -> Outcome {
+    let failed = |e: std::io::Error, connecting: bool| match e.kind() {
+        std::io::ErrorKind::TimedOut => Outcome::Timeout,
+        _ if connecting => Outcome::ConnectFailed,
+        _ => Outcome::Broken,
+    };
     if conn.is_none() {
-        *conn = Some(http1::connect(from, shop, CONNECT_TIMEOUT).await?);
+        match http1::connect(from, shop, CONNECT_TIMEOUT).await {
+            Ok(c) => *conn = Some(c),
+            Err(e) => return failed(e, true),
+        }
     }
     let c = conn.as_mut().expect("just connected");
     match c.exchange(request, LEGIT_TIMEOUT).await {
@@ -204,11 +271,11 @@ async fn legit_exchange(
             if reply.closing {
                 *conn = None;
             }
-            Ok(reply.status)
+            Outcome::Status(reply.status)
         }
         Err(e) => {
             *conn = None;
-            Err(e)
+            failed(e, false)
         }
     }
 }
@@ -262,13 +329,8 @@ pub fn attack(
         Scenario::SearchOverload => {
             for k in 0..OVERLOAD_CLIENTS {
                 let rec = Arc::clone(rec);
-                set.spawn(overload_client(
-                    v4(30 + k % 20, k / 20, 2),
-                    shop,
-                    rec,
-                    stop,
-                    k,
-                ));
+                let from = v4(30 + k % 20, k / 20, 2);
+                set.spawn_on(overload_client(from, shop, rec, stop, k), rt);
             }
         }
     }
@@ -319,6 +381,19 @@ async fn attack_exchange(
     shop: SocketAddr,
     request: &[u8],
 ) -> Option<bool> {
+    attack_exchange_status(conn, from, shop, request)
+        .await
+        .map(|s| s.is_some_and(|s| (200..300).contains(&s)))
+}
+
+/// One attack exchange: `Some(Some(status))` for an answer, `Some(None)`
+/// for a broken exchange, `None` when it could not even connect.
+async fn attack_exchange_status(
+    conn: &mut Option<Conn>,
+    from: IpAddr,
+    shop: SocketAddr,
+    request: &[u8],
+) -> Option<Option<u16>> {
     if conn.is_none() {
         *conn = Some(http1::connect(from, shop, CONNECT_TIMEOUT).await.ok()?);
     }
@@ -328,11 +403,11 @@ async fn attack_exchange(
             if reply.closing {
                 *conn = None;
             }
-            Some((200..300).contains(&reply.status))
+            Some(Some(reply.status))
         }
         Err(_) => {
             *conn = None;
-            Some(false)
+            Some(None)
         }
     }
 }
@@ -425,8 +500,50 @@ async fn overload_client(
             "GET",
             100_000 + k,
         );
-        let admitted = attack_exchange(&mut conn, from, shop, &request).await;
-        rec.attack(admitted == Some(true));
+        let began = Instant::now();
+        let status = attack_exchange_status(&mut conn, from, shop, &request).await;
+        let admitted = matches!(status, Some(Some(200..300)));
+        if admitted {
+            rec.search_served();
+        } else if status == Some(Some(503)) {
+            let ms = began.elapsed().as_secs_f64() * 1e3;
+            rec.shed_round_trips.lock().push(ms);
+        }
+        rec.attack(admitted);
         nap(rng.millis(50, 150), stop).await;
     }
+}
+
+/// The search route's capacity, measured before a run on the shop's
+/// undefended calibration port (same process, same runtime and blocking
+/// pool, no guard): `CALIBRATION_CONNECTIONS` keep-alive connections
+/// search back to back for `run`; searches answered per second. Nothing
+/// else runs meanwhile, so this is what the route can serve on this
+/// machine at most.
+pub async fn calibrate(shop: SocketAddr, run: Duration) -> f64 {
+    let stop = Instant::now() + run;
+    let mut set = JoinSet::new();
+    for c in 0..CALIBRATION_CONNECTIONS {
+        set.spawn(async move {
+            let from = v4(40, c, 1);
+            let mut rng = Rng::new(0xca1 + u64::from(c));
+            let mut conn: Option<Conn> = None;
+            let mut served = 0u64;
+            while Instant::now() < stop {
+                let path = format!("/search?q=calibrate+{}", rng.below(100));
+                let request = browser_request(&path, "GET", 200_000 + c);
+                if attack_exchange(&mut conn, from, shop, &request).await == Some(true)
+                    && Instant::now() <= stop
+                {
+                    served += 1;
+                }
+            }
+            served
+        });
+    }
+    let mut served = 0;
+    while let Some(n) = set.join_next().await {
+        served += n.unwrap_or(0);
+    }
+    served as f64 / run.as_secs_f64()
 }

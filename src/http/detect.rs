@@ -416,6 +416,24 @@ impl Detector {
         self.under_attack.load(Ordering::Relaxed) != 0
     }
 
+    /// Whether overload protection has shed more than 1% of this tick's
+    /// requests so far: what will declare an attack when the tick closes
+    /// (once the detector is armed), seen before it does.
+    #[inline]
+    pub(crate) fn shedding(&self) -> bool {
+        let shed = self.shed.load(Ordering::Relaxed);
+        shed > 0 && shed as f64 >= 0.01 * self.requests.load(Ordering::Relaxed) as f64
+    }
+
+    /// Neither under attack nor shedding: the service is at ease. Good
+    /// standing is earned only then, and new clients are suspect
+    /// otherwise; the first moments of an overload, before the tick that
+    /// declares the attack closes, are not calm.
+    #[inline]
+    pub(crate) fn calm(&self) -> bool {
+        !self.under_attack() && !self.shedding()
+    }
+
     /// Counts one request of class `fp` from `ip`; returns the events of a
     /// tick if this request closed one.
     pub(crate) fn observe(
@@ -751,6 +769,36 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn shedding_ends_calm_at_once_and_declares_the_attack_at_the_tick() {
+        let d = Detector::new(Detection::default(), at(0)).unwrap();
+        let shop = (fp("Mozilla/5.0 AppleWebKit"), ip("192.0.2.1"), 1);
+        drive(&d, 0, 2_000, &[shop]);
+        assert!(d.calm());
+        // Mid-tick, overload protection starts shedding: not calm from the
+        // first shed request, though the attack is declared only when the
+        // tick closes.
+        d.observe(at(2_005), Some(&shop.0), Some(shop.1));
+        d.count_shed();
+        assert!(d.shedding() && !d.calm() && !d.under_attack());
+        let events = drive(&d, 2_010, 2_200, &[shop]);
+        assert!(d.under_attack(), "{events:?}");
+        assert!(events.iter().any(|e| matches!(
+            e,
+            Event::AttackStarted {
+                cause: AttackCause::Overload,
+                ..
+            }
+        )));
+        // Shedding under 1% of a tick's requests is not an overload.
+        let d = Detector::new(Detection::default(), at(0)).unwrap();
+        for _ in 0..200 {
+            d.observe(at(5), Some(&shop.0), Some(shop.1));
+        }
+        d.count_shed();
+        assert!(!d.shedding() && d.calm());
     }
 
     #[test]

@@ -825,13 +825,25 @@ impl<C: Clock> Guard<C> {
         }
     }
 
-    /// A scored client's standing for overload admission, from −2 to +2:
-    /// one step down for a suspicious score (the throttle threshold or
-    /// more), one up for a clean one (under 10: a known-good client, or a
-    /// browser without misbehaviour); one down for a heavy user (several
-    /// requests a second, sustained), one up for a light one (about one a
-    /// second or less, as a person browses). When the service is full, the
-    /// many light, clean users go first.
+    /// A scored client's standing for overload admission, from −2 to +2.
+    ///
+    /// By its record: one step down for a suspicious score (the throttle
+    /// threshold or more), and for a newcomer while the service is in
+    /// trouble (under attack or shedding, and no good exchange from
+    /// before: the attack's most likely member, as scoring's no-history
+    /// points say); one up for a clean score (under 10: a known-good
+    /// client, or a browser without misbehaviour while calm) of a client
+    /// seen before (a good exchange while calm).
+    ///
+    /// By its pace: one down for a heavy user (several requests a second,
+    /// sustained), one up for a light one (about two a second or less, as
+    /// a person browses) seen before.
+    ///
+    /// Neither the score nor the volume of a client's first requests says
+    /// much: every new browser scores clean and looks light, as a crowd
+    /// arriving all at once shows. When the service is full, the light,
+    /// clean users it knows go first, and a crowd of newcomers last but for
+    /// the heavy and the suspicious.
     fn standing(&self, a: &Assessment) -> i8 {
         let throttle = self
             .shared
@@ -840,18 +852,19 @@ impl<C: Clock> Guard<C> {
             .map_or(f32::MAX, |sc| sc.ladder.throttle);
         let score = a.report.score();
         let heavy = a.volume >= HEAVY_VOLUME;
+        let seen = a.good() > 0;
         // A heavy user's clean record (earned in its first moments, before
         // its volume showed) does not lift it.
-        let by_score = if score >= throttle {
+        let by_score = if score >= throttle || a.newcomer_in_trouble() {
             -1
-        } else if score < CLEAN_SCORE && !heavy {
+        } else if score < CLEAN_SCORE && seen && !heavy {
             1
         } else {
             0
         };
         let by_volume = if heavy {
             -1
-        } else if a.volume < LIGHT_VOLUME {
+        } else if a.volume < LIGHT_VOLUME && seen {
             1
         } else {
             0

@@ -75,7 +75,16 @@ pub enum Criticality {
 
 /// The admission rank of a request: its [`Criticality`], moved up to two
 /// steps by its client's standing (with scoring on: clean or suspicious
-/// score, light or heavy use).
+/// score, light or heavy use; light only for a client seen before, with a
+/// good exchange while the service was calm).
+///
+/// A request is admitted while the requests in flight, as it counts them,
+/// are fewer than its priority's [share](Self::share) of the limit. It
+/// counts every request of its priority and above, and those of lower
+/// priorities only as far as each may hold now (the lowest's up to its
+/// share, the two lowest's together up to the second's, and so on): after
+/// the limit falls, the lower priorities' requests still in the service
+/// from before do not keep a higher priority out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Priority {
     /// Admitted while fewer than half the limit are in flight.
@@ -100,7 +109,9 @@ impl Priority {
         Priority::Highest,
     ];
 
-    /// The share of the limit requests of this priority may fill.
+    /// The share of the limit requests of this priority may fill (rounded
+    /// down; at small limits each priority still has a place more than the
+    /// one below it, and every priority at least one).
     pub fn share(self) -> f64 {
         match self {
             Priority::Lowest => 0.5,
@@ -135,20 +146,29 @@ impl Priority {
     }
 }
 
-/// Netflix's Gradient2: the limit follows the ratio of a long-term latency
-/// average to the latest latency.
+/// Netflix's Gradient2: the limit follows the ratio of the service's
+/// uncongested latency (the norm) to its latest latency.
 ///
 /// The limit moves once per window of answers (as many as the limit, at
-/// least ten): `gradient = clamp(tolerance × long / recent, 0.5, 1)`,
+/// least ten): `gradient = clamp(tolerance × norm / recent, 0.5, 1)`,
 /// `target = limit × gradient + √limit` (room to probe upwards), and the
 /// limit moves `smoothing` of the way to `target`. `recent` is the
-/// window's mean latency; `long` is an exponential average over
-/// `long_window` answers that learns only from windows in which less than
-/// three quarters of the limit were in use (so,
-/// unlike the original, a sustained overload cannot drift it up until the
-/// queueing looks normal), and is pulled down when it is above twice the
-/// recent latency, so a service that got faster is trusted again. The
-/// limit does not grow while less than half of it is in use.
+/// window's mean latency. The norm is measured by probes, as Envoy's
+/// adaptive concurrency does: the limit is held at its floor (for the
+/// priorities below [`Priority::High`]) until a window of requests
+/// admitted since has been answered, and their mean latency is the norm.
+/// Probes come after the first five windows, then every 200 windows while
+/// the limit sheds, and after 20 windows in a row slower than four times
+/// the norm (the service may have become slower for good); between probes
+/// the norm only falls, to any faster window's mean. So, unlike the
+/// original's long-term average, a sustained overload cannot drift the
+/// norm up until the queueing looks normal. The limit does not grow while
+/// less than half of it is in use and it sheds nothing.
+///
+/// Where the limit settles, answers take about
+/// `tolerance / (1 − 1/√limit)` times the norm (2.25× at a limit of 9):
+/// the `√limit` term keeps a short queue, which keeps the service busy
+/// between one request's end and the next one's arrival.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Gradient2 {
@@ -157,7 +177,9 @@ pub struct Gradient2 {
     pub tolerance: f64,
     /// How far the limit moves towards its target per answer: 0.2.
     pub smoothing: f64,
-    /// Answers the long-term average spans: 600.
+    /// Not used since the norm is measured by probes (see above); kept,
+    /// and still checked to be nonzero, for configurations that set it:
+    /// 600.
     pub long_window: u32,
 }
 
@@ -173,8 +195,9 @@ impl Default for Gradient2 {
 
 /// Additive increase, multiplicative decrease, once per window of answers
 /// as in [`Gradient2`]: while the window's mean latency stays within
-/// `tolerance` × the long-term average, the limit grows by one if at least
-/// half of it was in use; beyond, it is multiplied by `backoff`.
+/// `tolerance` × the norm (measured by probes, as for [`Gradient2`]), the
+/// limit grows by one if at least half of it was in use or it shed
+/// requests; beyond, it is multiplied by `backoff`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub struct Aimd {
@@ -182,7 +205,8 @@ pub struct Aimd {
     pub backoff: f64,
     /// How much slower than usual counts as slow: 2.
     pub tolerance: f64,
-    /// Answers the long-term average spans: 600.
+    /// Not used since the norm is measured by probes; kept, and still
+    /// checked to be nonzero, for configurations that set it: 600.
     pub long_window: u32,
 }
 
@@ -402,10 +426,8 @@ const SLOW: f64 = 4.0;
 /// Where the limit stands, updated with each answer.
 struct LimitState {
     limit: f64,
-    /// Long-term average latency, ns; 0 before the first window. It learns
-    /// only from windows in which the limit was not nearly full, so
-    /// queueing under overload never becomes the norm it is measured
-    /// against.
+    /// The norm: the service's uncongested latency, ns, as the last probe
+    /// measured it or any faster window since; 0 before the first window.
     long: f64,
     /// The window being gathered: latencies added up (ns), answers, and
     /// the most requests in flight at an answer.
@@ -414,8 +436,10 @@ struct LimitState {
     peak_in_flight: u32,
     /// Windows until the next probe of the uncongested latency.
     until_probe: u32,
-    /// Requests shed when the last probe started.
+    /// Requests shed when the last probe started, and when the last
+    /// window closed.
     shed_at_probe: u64,
+    shed_at_window: u64,
     /// Consecutive windows slower than `SLOW` × the norm.
     slow_streak: u32,
 }
@@ -436,7 +460,11 @@ pub(crate) struct ConcurrencyLimit {
     /// answers to requests admitted since is measured. Written only under
     /// the state lock; admission reads it without.
     probing: AtomicBool,
+    /// Requests in the service, and of them each priority's. A place is
+    /// taken on the total first and given back on it last, so a reader of
+    /// both never sees a priority hold more than the total does.
     in_flight: AtomicU32,
+    in_flight_by: [AtomicU32; 5],
     admitted: AtomicU64,
     shed: [AtomicU64; 5],
     histogram: [AtomicU64; BUCKETS],
@@ -458,12 +486,14 @@ impl ConcurrencyLimit {
                 peak_in_flight: 0,
                 until_probe: FIRST_PROBE,
                 shed_at_probe: 0,
+                shed_at_window: 0,
                 slow_streak: 0,
             }),
             limit: AtomicU32::new(config.initial),
             epoch: AtomicU32::new(0),
             probing: AtomicBool::new(false),
             in_flight: AtomicU32::new(0),
+            in_flight_by: Default::default(),
             admitted: AtomicU64::new(0),
             shed: Default::default(),
             histogram: [const { AtomicU64::new(0) }; BUCKETS],
@@ -471,22 +501,60 @@ impl ConcurrencyLimit {
         }
     }
 
-    /// Takes a place for a request of `priority`, or refuses it at once.
-    fn try_acquire(&self, priority: Priority) -> bool {
+    /// How many requests of each priority and below may be in flight.
+    fn caps(&self) -> [u32; 5] {
+        let limit = f64::from(self.limit.load(Ordering::Relaxed));
         // A probe pins the limit at its floor for all but the high
         // priorities, which keep their share of the adapted limit.
-        let probing = self.probing.load(Ordering::Relaxed) && priority < Priority::High;
-        let limit = if probing {
-            self.min
-        } else {
-            f64::from(self.limit.load(Ordering::Relaxed))
-        };
-        // At least one place for every priority when nothing is in flight,
-        // so a service whose limit fell to its floor still learns.
-        let cap = ((limit * priority.share()) as u32).max(1);
-        let mut n = self.in_flight.load(Ordering::Relaxed);
+        let probing = self.probing.load(Ordering::Relaxed);
+        let mut caps = Priority::ALL.map(|p| {
+            let limit = if probing && p < Priority::High {
+                self.min
+            } else {
+                limit
+            };
+            (limit * p.share()) as u32
+        });
+        // Small limits would round priorities together (at 3: 1, 2, 3, 3,
+        // 4): each priority above Normal has a place more than the one
+        // below it, each below Normal a place less than the one above, and
+        // every priority at least one, so that a service whose limit fell
+        // to its floor still learns.
+        let normal = Priority::Normal as usize;
+        for i in normal + 1..caps.len() {
+            caps[i] = caps[i].max(caps[i - 1] + 1);
+        }
+        for i in (0..normal).rev() {
+            caps[i] = caps[i].min(caps[i + 1].saturating_sub(1));
+        }
+        caps.map(|c| c.max(1))
+    }
+
+    /// Takes a place for a request of `priority`, or refuses it at once.
+    ///
+    /// A request counts everything in flight of its priority and above,
+    /// and the lower priorities' requests only as far as each may hold
+    /// now: the lowest's up to its share, the two lowest's together up to
+    /// the second's, and so on. When the limit falls, requests a lower
+    /// priority took under the old limit do not keep a higher one out
+    /// while they finish.
+    fn try_acquire(&self, priority: Priority) -> bool {
+        let caps = self.caps();
+        let cap = caps[priority as usize];
+        let mut n = self.in_flight.load(Ordering::Acquire);
         loop {
-            if n >= cap {
+            // Each priority's count is read after the total: one taken
+            // since is in neither, one given back since may still be in
+            // the total only, where it counts in full.
+            let (mut lower, mut counted_lower) = (0u32, 0u32);
+            for (c, q_cap) in self.in_flight_by[..priority as usize].iter().zip(caps) {
+                let c = c.load(Ordering::Acquire);
+                lower += c;
+                counted_lower = (counted_lower + c).min(q_cap);
+            }
+            let lower = lower.min(n);
+            let counted = n - lower + counted_lower.min(lower);
+            if counted >= cap {
                 self.shed[priority as usize].fetch_add(1, Ordering::Relaxed);
                 return false;
             }
@@ -494,9 +562,10 @@ impl ConcurrencyLimit {
                 n,
                 n + 1,
                 Ordering::AcqRel,
-                Ordering::Relaxed,
+                Ordering::Acquire,
             ) {
                 Ok(_) => {
+                    self.in_flight_by[priority as usize].fetch_add(1, Ordering::AcqRel);
                     self.admitted.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
@@ -509,7 +578,8 @@ impl ConcurrencyLimit {
         self.shed.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 
-    fn release(&self) {
+    fn release(&self, priority: Priority) {
+        self.in_flight_by[priority as usize].fetch_sub(1, Ordering::AcqRel);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 
@@ -545,6 +615,9 @@ impl ConcurrencyLimit {
         let rtt = st.sum / f64::from(st.answers);
         let in_flight = f64::from(st.peak_in_flight);
         (st.sum, st.answers, st.peak_in_flight) = (0.0, 0, 0);
+        let shed = self.shed_total();
+        let shed_in_window = shed > st.shed_at_window;
+        st.shed_at_window = shed;
         if probing {
             // What the service takes with almost nothing queued: the norm.
             st.long = rtt;
@@ -568,7 +641,6 @@ impl ConcurrencyLimit {
             st.until_probe = PROBE_EVERY;
             // Only a limit that sheds needs to know the service's norm
             // exactly; probing costs a window of shed requests.
-            let shed = self.shed_total();
             if shed > st.shed_at_probe {
                 st.shed_at_probe = shed;
                 self.epoch.fetch_add(1, Ordering::Relaxed);
@@ -581,7 +653,11 @@ impl ConcurrencyLimit {
         if st.long == 0.0 || rtt < st.long {
             st.long = rtt;
         }
-        let busy = in_flight >= st.limit / 2.0;
+        // The limit is in use: half of it was, or it shed requests. Only
+        // the lowest priority's traffic fills no more than half of it
+        // (rounded down), and a limit that sheds that traffic while the
+        // answers stay fast is below what the service can take.
+        let busy = in_flight >= st.limit / 2.0 || shed_in_window;
         let limit = match self.algorithm {
             LimitAlgorithm::Gradient2(g) => {
                 let gradient = (g.tolerance * st.long / rtt).clamp(0.5, 1.0);
@@ -639,6 +715,8 @@ impl ConcurrencyLimit {
             route: self.route.clone(),
             limit: self.limit.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
+            in_flight_by: Priority::ALL
+                .map(|p| (p, self.in_flight_by[p as usize].load(Ordering::Relaxed))),
             admitted: self.admitted.load(Ordering::Relaxed),
             shed: Priority::ALL.map(|p| (p, self.shed[p as usize].load(Ordering::Relaxed))),
             answers,
@@ -667,6 +745,8 @@ pub struct LimitStats {
     pub limit: u32,
     /// Requests in the service now.
     pub in_flight: u32,
+    /// Of them, each priority's.
+    pub in_flight_by: [(Priority, u32); 5],
     /// Requests admitted.
     pub admitted: u64,
     /// Requests shed, by priority.
@@ -704,6 +784,7 @@ pub(crate) struct Shedder {
 /// latency sample) or when it is dropped unanswered.
 pub(crate) struct Permit {
     limit: Arc<ConcurrencyLimit>,
+    priority: Priority,
     started: tokio::time::Instant,
     epoch: u32,
     done: bool,
@@ -715,7 +796,7 @@ impl Permit {
         let latency = self.started.elapsed();
         let in_flight = self.limit.in_flight.load(Ordering::Relaxed);
         self.limit.answered(latency, in_flight, self.epoch);
-        self.limit.release();
+        self.limit.release(self.priority);
         self.done = true;
         latency
     }
@@ -724,7 +805,7 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
-            self.limit.release();
+            self.limit.release(self.priority);
         }
     }
 }
@@ -793,6 +874,7 @@ impl Shedder {
         if limit.try_acquire(priority) {
             Ok(Permit {
                 epoch: limit.epoch.load(Ordering::Relaxed),
+                priority,
                 limit,
                 started: tokio::time::Instant::now(),
                 done: false,
@@ -831,6 +913,82 @@ mod tests {
         let s = l.stats();
         assert_eq!(s.in_flight, 30);
         assert_eq!(s.shed_total(), 5);
+    }
+
+    #[test]
+    fn lower_priorities_in_flight_do_not_block_higher_ones_after_the_limit_falls() {
+        let l = limit(&Overload::default().limits(20, 1, 100));
+        let admitted = |p: Priority| (0..100).take_while(|_| l.try_acquire(p)).count();
+        // Low fills its share of 20: 15 places.
+        assert_eq!(admitted(Priority::Low), 15);
+        // The limit falls to 8 while they are in the service. They count
+        // against higher priorities only up to what Low may hold now (6),
+        // so Normal (8) and High (10) still find room; Low finds none.
+        l.limit.store(8, Ordering::Relaxed);
+        assert_eq!(admitted(Priority::Low), 0);
+        assert_eq!(admitted(Priority::Lowest), 0);
+        assert_eq!(admitted(Priority::Normal), 2);
+        // Normal's two and Low's requests, counted up to Normal's share.
+        assert_eq!(admitted(Priority::High), 2);
+        assert_eq!(admitted(Priority::Highest), 2);
+        let s = l.stats();
+        assert_eq!(s.in_flight, 21);
+        let by = |p: Priority| s.in_flight_by.iter().find(|(q, _)| *q == p).unwrap().1;
+        assert_eq!(
+            (by(Priority::Low), by(Priority::Normal), by(Priority::High)),
+            (15, 2, 2)
+        );
+        // As Low's requests finish, nothing new of Low gets in until they
+        // are under its share again.
+        for _ in 0..9 {
+            l.release(Priority::Low);
+        }
+        assert_eq!(admitted(Priority::Low), 0);
+        l.release(Priority::Low);
+        // 5 Low, 2 Normal, 2 High, 2 Highest: 11 in flight, Low's share 6.
+        assert_eq!(admitted(Priority::Low), 0);
+        for _ in 0..5 {
+            l.release(Priority::Low);
+        }
+        // Higher priorities count in full against lower ones: 2 each of
+        // Normal, High and Highest fill Low's share of 6.
+        assert_eq!(l.stats().in_flight, 6);
+        assert_eq!(admitted(Priority::Low), 0);
+        l.release(Priority::Normal);
+        assert_eq!(admitted(Priority::Low), 1);
+    }
+
+    #[test]
+    fn each_lower_priority_counts_only_up_to_its_own_share() {
+        let l = limit(&Overload::default().limits(16, 1, 100));
+        let admitted = |p: Priority| (0..100).take_while(|_| l.try_acquire(p)).count();
+        // Caps at 16: 8, 12, 16, 20, 24. Low fills its 12.
+        assert_eq!(admitted(Priority::Low), 12);
+        // The limit falls to 8 (caps 4, 6, 8, 10, 12). For High, Low's
+        // twelve count as the six Low may hold now, not as the eight
+        // Normal may: four places for High, not two.
+        l.limit.store(8, Ordering::Relaxed);
+        assert_eq!(admitted(Priority::High), 4);
+        // Normal counts them as six too: two places, now taken by High's
+        // four (which count in full against Normal).
+        assert_eq!(admitted(Priority::Normal), 0);
+        assert_eq!(admitted(Priority::Highest), 2);
+    }
+
+    #[test]
+    fn small_limits_keep_the_priorities_apart() {
+        let caps = |limit: u32| {
+            let l = limit_of(limit);
+            l.caps()
+        };
+        fn limit_of(n: u32) -> ConcurrencyLimit {
+            limit(&Overload::default().limits(n, 1, 100))
+        }
+        assert_eq!(caps(20), [10, 15, 20, 25, 30]);
+        assert_eq!(caps(4), [2, 3, 4, 5, 6]);
+        assert_eq!(caps(3), [1, 2, 3, 4, 5]);
+        assert_eq!(caps(2), [1, 1, 2, 3, 4]);
+        assert_eq!(caps(1), [1, 1, 1, 2, 3]);
     }
 
     #[test]
@@ -875,6 +1033,30 @@ mod tests {
         let ms = Duration::from_millis(10);
         let l = converge(Overload::aimd().limits(4, 1, 1000), 50.0, ms, 20_000);
         assert!((40.0..=110.0).contains(&l), "{l}");
+    }
+
+    #[test]
+    fn a_limit_that_sheds_grows_while_answers_stay_fast_whoever_fills_it() {
+        // Only the lowest priority comes, more than its share: it fills
+        // half the limit (rounded down) and the rest is shed. Answers are
+        // as fast as ever, so the limit is not what the service can take:
+        // it must grow, whether half of it is an odd number or not.
+        for start in [5, 6, 7] {
+            let l = limit(&Overload::gradient2().limits(start, 1, 1000));
+            let fast = Duration::from_millis(1);
+            for _ in 0..20 {
+                l.answered(fast, 1, l.epoch.load(Ordering::Relaxed));
+            }
+            for _ in 0..500 {
+                // Fill the lowest priority's share; one more is shed.
+                while l.try_acquire(Priority::Lowest) {}
+                let in_flight = l.in_flight.load(Ordering::Relaxed);
+                l.answered(fast, in_flight, l.epoch.load(Ordering::Relaxed));
+                l.release(Priority::Lowest);
+            }
+            let grown = l.limit.load(Ordering::Relaxed);
+            assert!(grown >= 2 * start, "{start} -> {grown}");
+        }
     }
 
     #[test]

@@ -180,6 +180,17 @@ pub(crate) struct Watch {
 }
 
 impl Assessment {
+    /// Good exchanges the client has had (earned only while calm).
+    pub(crate) fn good(&self) -> u8 {
+        self.record.map_or(0, |r| r.good)
+    }
+
+    /// A client without a good exchange, while the service is under
+    /// attack or shedding.
+    pub(crate) fn newcomer_in_trouble(&self) -> bool {
+        self.look.under_attack && self.good() == 0
+    }
+
     pub(crate) fn watch(&self) -> Watch {
         Watch {
             client_key: self.client_key,
@@ -287,10 +298,12 @@ impl Scorer {
         let events = self.detector.observe(now, Some(&fingerprint), Some(ip));
         self.emit_all(events);
         let w = &self.weights;
-        let under_attack = self.detector.under_attack();
-        if under_attack {
+        if self.detector.under_attack() {
             self.counters.add(ScoreCount::UnderAttackRequests, 1);
         }
+        // Shedding counts as an attack for new clients' scores from the
+        // first shed request, before the tick that declares it closes.
+        let under_attack = !self.detector.calm();
         let family = fingerprint.ua_family();
         // A missing user agent is the automated-client signal's; it is not
         // counted twice.
@@ -404,10 +417,11 @@ impl Scorer {
         self.detector.observe_latency(latency);
         let w = &self.weights;
         let (points, good, tag) = if status.is_success() || status.is_redirection() {
-            // Good standing is earned only while calm, and at a person's
-            // pace: an attacker cannot build it up during the attack, nor
-            // by hammering in the moments before it is detected.
-            let good = !self.detector.under_attack() && a.volume < LIGHT_VOLUME;
+            // Good standing is earned only while calm (not under attack,
+            // not shedding), and at a person's pace: an attacker cannot
+            // build it up during the attack, nor by hammering or crowding
+            // in the moments before it is detected.
+            let good = self.detector.calm() && a.volume < LIGHT_VOLUME;
             (-w.success_credit, good, 0)
         } else if status == StatusCode::NOT_FOUND {
             (w.not_found, false, TAG_NOT_FOUND)

@@ -136,9 +136,11 @@ pub struct Weights {
     pub hot_prefix: f32,
     /// Not known good yet, while the service is calm: 5.
     pub no_history: f32,
-    /// Not known good yet, during an attack: 15. New clients are the
-    /// attack's most likely members (a bot may have had a page or two
-    /// served before the attack was detected); known ones are preferred.
+    /// Not known good yet, during an attack (or while overload protection
+    /// sheds, from the first shed request, before the detector declares
+    /// the attack): 15. New clients are the attack's most likely members
+    /// (a bot may have had a page or two served before the attack was
+    /// detected); known ones are preferred.
     pub no_history_under_attack: f32,
     /// At least [`Ladder::known_good_after`] good exchanges: −20.
     pub known_good: f32,
@@ -215,7 +217,8 @@ pub struct Ladder {
     /// Relative jitter on ban durations: 0.1 (± 10%).
     pub ban_jitter: f32,
     /// Good exchanges after which a client is known good: 3. Good
-    /// exchanges count only while the service is calm, so this reads:
+    /// exchanges count only while the service is calm (not under attack,
+    /// and overload protection not shedding), so this reads:
     /// served well several times before the attack began (one is not
     /// enough: a bot's first request before the attack is detected is
     /// served too).
