@@ -333,7 +333,8 @@ impl Shared {
             Some(near) if self.store.is_closed() => near,
             _ => return self.fallback(local, now, op),
         };
-        let (d, nudge) = near.apply(local, redis_key, now, op, self.store.instances());
+        let instances = self.store.instances_cell();
+        let (d, nudge) = near.apply(local, redis_key, now, op, instances);
         if nudge == Nudge::Now {
             self.wake.notify_one();
         }

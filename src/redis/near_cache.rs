@@ -124,16 +124,16 @@ struct Out {
 
 /// Decides one operation on a key's word.
 #[derive(Clone, Copy)]
-struct CheckStep {
+struct CheckStep<'a> {
     op: Op,
     limit: u64,
     /// For a key without an entry: its assumed share of the whole limit
-    /// (worked out only then: it costs a division).
+    /// (worked out only then: it costs a division and a load).
     sync_after: u64,
-    instances: u64,
+    instances: &'a AtomicU64,
 }
 
-impl Transition for CheckStep {
+impl Transition for CheckStep<'_> {
     type Output = Out;
 
     #[inline(always)]
@@ -155,7 +155,11 @@ impl Transition for CheckStep {
         }
         let mut e = state.map_or_else(
             || Entry {
-                budget: share(self.limit, self.instances, self.sync_after),
+                budget: share(
+                    self.limit,
+                    self.instances.load(Ordering::Relaxed),
+                    self.sync_after,
+                ),
                 ..Entry::default()
             },
             Entry::unpack,
@@ -345,14 +349,14 @@ impl NearCache {
 
     /// Decides `op` for `key` locally. `redis_key` gives the key's hash for
     /// Redis, computed only when the key is listed for a push.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn apply(
         &self,
         key: u64,
         redis_key: impl FnOnce() -> u64,
         now: Timestamp,
         op: Op,
-        instances: u64,
+        instances: &AtomicU64,
     ) -> (Decision, Nudge) {
         let now = now.as_nanos();
         let step = CheckStep {
@@ -365,12 +369,22 @@ impl NearCache {
         if out.listed {
             self.list(key, redis_key);
         }
+        if let Verdict::Allowed { budget } = out.verdict {
+            let d = Decision::allow(self.limit, budget, 1, self.span);
+            return (d, if budget == 0 { Nudge::Now } else { Nudge::None });
+        }
+        self.refusal(out, op)
+    }
+
+    /// A refusal's decision: out of line, admissions are the hot path.
+    #[cold]
+    #[inline(never)]
+    fn refusal(&self, out: Out, op: Op) -> (Decision, Nudge) {
         match out.verdict {
-            Verdict::Allowed { budget } => {
-                let d = Decision::allow(self.limit, budget, 1, self.span);
-                let nudge = if budget == 0 { Nudge::Now } else { Nudge::None };
-                (d, nudge)
-            }
+            Verdict::Allowed { budget } => (
+                Decision::allow(self.limit, budget, 1, self.span),
+                Nudge::None,
+            ),
             Verdict::Spent { budget } => {
                 if matches!(op, Op::Check(_)) {
                     self.counters.budget_refusals.add(0usize, 1);
@@ -492,8 +506,14 @@ mod tests {
     }
 
     fn check(nc: &NearCache, key: u64, ms: u64, cost: u64, instances: u64) -> Decision {
-        nc.apply(key, || key + 1000, at(ms), Op::Check(cost), instances)
-            .0
+        nc.apply(
+            key,
+            || key + 1000,
+            at(ms),
+            Op::Check(cost),
+            &AtomicU64::new(instances),
+        )
+        .0
     }
 
     #[test]
@@ -547,10 +567,22 @@ mod tests {
             assert!(check(&nc, 7, 0, 1, 3).is_allowed(), "check {i}");
         }
         // The last unit of the share hurries the sync along, once.
-        let (d, nudge) = nc.apply(7, || unreachable!(), at(0), Op::Check(1), 3);
+        let (d, nudge) = nc.apply(
+            7,
+            || unreachable!(),
+            at(0),
+            Op::Check(1),
+            &AtomicU64::new(3),
+        );
         assert!(d.is_allowed());
         assert_eq!(nudge, Nudge::Now);
-        let (d, nudge) = nc.apply(7, || unreachable!(), at(1), Op::Check(1), 3);
+        let (d, nudge) = nc.apply(
+            7,
+            || unreachable!(),
+            at(1),
+            Op::Check(1),
+            &AtomicU64::new(3),
+        );
         assert!(d.is_denied());
         assert_eq!(nudge, Nudge::None);
         assert_eq!(d.retry_after(), Some(Duration::from_millis(10)));
@@ -587,7 +619,7 @@ mod tests {
         // While the push is out, 5 more are admitted here.
         check(&nc, 9, 1, 5, 1);
         nc.settle(&batch, &[reply(true, 89, 0)], at(2), 1);
-        let (d, _) = nc.apply(9, || 0, at(3), Op::Peek(1), 1);
+        let (d, _) = nc.apply(9, || 0, at(3), Op::Peek(1), &AtomicU64::new(1));
         assert_eq!(d.remaining(), 85);
     }
 
@@ -608,16 +640,16 @@ mod tests {
         check(&nc, 3, 0, 7, 1);
         let batch = nc.take_listed(at(0));
         nc.restore(&batch, at(0));
-        nc.apply(3, || 0, at(1), Op::Refund(2), 1);
+        nc.apply(3, || 0, at(1), Op::Refund(2), &AtomicU64::new(1));
         assert_eq!(nc.take_listed(at(1)), vec![(3, 1003, 5)]);
     }
 
     #[test]
     fn peeks_and_refunds_of_unknown_keys_create_nothing() {
         let nc = cache(10, 100);
-        let (d, _) = nc.apply(77, || 0, at(4), Op::Peek(1), 1);
+        let (d, _) = nc.apply(77, || 0, at(4), Op::Peek(1), &AtomicU64::new(1));
         assert!(d.is_allowed());
-        nc.apply(78, || 0, at(4), Op::Refund(1), 1);
+        nc.apply(78, || 0, at(4), Op::Refund(1), &AtomicU64::new(1));
         assert_eq!(nc.len(), 0);
         assert!(nc.take_listed(at(4)).is_empty());
         // A cost above the limit is never admitted.

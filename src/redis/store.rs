@@ -261,6 +261,12 @@ impl StoreInner {
         self.instances.load(Ordering::Relaxed).max(1)
     }
 
+    /// The same, for a reader that loads it only when it needs it (never
+    /// 0: the registry's answer is stored at least 1).
+    pub(crate) fn instances_cell(&self) -> &AtomicU64 {
+        &self.instances
+    }
+
     /// Renews this instance in the fleet's registry and rereads the fleet's
     /// size, at most once per [`HEARTBEAT_EVERY`] whatever the number of
     /// limiters calling.
