@@ -187,15 +187,11 @@ impl<K: Hash + ?Sized> SharedLimiter<K> {
     /// [`Mode::NearCache`] it does not wait at all.
     pub async fn check_n(&self, key: &K, cost: u64) -> Decision {
         let s = &*self.inner;
-        let d = match s.mode {
-            Mode::Strict => s.strict(s.store.hash(key), cost).await,
-            Mode::NearCache { .. } => s.near(
-                s.local_hasher.hash_one(key),
-                || s.store.hash(key),
-                s.store.now(),
-                Op::Check(cost),
-            ),
-        };
+        if s.mode != Mode::Strict {
+            // Near-cache: decided at once, nothing to wait for.
+            return self.near_check(key, cost);
+        }
+        let d = s.strict(s.store.hash(key), cost).await;
         s.record(d.is_allowed());
         d
     }
@@ -203,8 +199,13 @@ impl<K: Hash + ?Sized> SharedLimiter<K> {
     /// Decides at once in [`Mode::NearCache`]; `None` in [`Mode::Strict`],
     /// whose checks must wait for Redis.
     pub fn check_now(&self, key: &K, cost: u64) -> Option<Decision> {
+        self.inner.near.as_ref()?;
+        Some(self.near_check(key, cost))
+    }
+
+    /// A near-cache check, counted.
+    fn near_check(&self, key: &K, cost: u64) -> Decision {
         let s = &*self.inner;
-        s.near.as_ref()?;
         let d = s.near(
             s.local_hasher.hash_one(key),
             || s.store.hash(key),
@@ -212,7 +213,7 @@ impl<K: Hash + ?Sized> SharedLimiter<K> {
             Op::Check(cost),
         );
         s.record(d.is_allowed());
-        Some(d)
+        d
     }
 
     /// A check for `key` to run with [`check_all`](crate::check_all),
