@@ -236,9 +236,33 @@ fn check_resolution(algorithm: &Algorithm, resolution: Duration) -> Result<(), C
     })
 }
 
-enum Spec {
+/// A quota as a builder records it, before its fields are checked.
+#[derive(Clone, Copy)]
+pub(crate) enum Spec {
     SlidingWindow(u64, Duration),
     Gcra(u64, Duration),
+}
+
+impl Spec {
+    /// The algorithm for `spec` (none chosen: an error) with an optional
+    /// GCRA burst (the rate if unset; refused for a sliding window).
+    pub(crate) fn algorithm(
+        spec: Option<Spec>,
+        burst: Option<u64>,
+    ) -> Result<Algorithm, ConfigError> {
+        Ok(match spec {
+            None => return Err(ConfigError::MissingAlgorithm),
+            Some(Spec::SlidingWindow(limit, window)) => {
+                if burst.is_some() {
+                    return Err(ConfigError::BurstWithoutGcra);
+                }
+                SlidingWindow::new(limit, window)?.into()
+            }
+            Some(Spec::Gcra(rate, period)) => {
+                Gcra::new(rate, period, burst.unwrap_or(rate))?.into()
+            }
+        })
+    }
 }
 
 /// Builds a [`KeyedLimiter`]; see [`KeyedLimiter::builder`].
@@ -306,18 +330,7 @@ impl<K: Hash + ?Sized, C: Clock> Builder<K, C> {
 
     /// Checks every field and builds the limiter.
     pub fn build(self) -> Result<KeyedLimiter<K, C>, ConfigError> {
-        let algorithm: Algorithm = match self.spec {
-            None => return Err(ConfigError::MissingAlgorithm),
-            Some(Spec::SlidingWindow(limit, window)) => {
-                if self.burst.is_some() {
-                    return Err(ConfigError::BurstWithoutGcra);
-                }
-                SlidingWindow::new(limit, window)?.into()
-            }
-            Some(Spec::Gcra(rate, period)) => {
-                Gcra::new(rate, period, self.burst.unwrap_or(rate))?.into()
-            }
-        };
+        let algorithm = Spec::algorithm(self.spec, self.burst)?;
         check_resolution(&algorithm, self.clock.resolution())?;
         let store = AtomicTable::with_capacity(self.capacity)?;
         Ok(KeyedLimiter::with_store(algorithm, store, self.clock))

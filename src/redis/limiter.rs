@@ -3,8 +3,9 @@
 use super::near_cache::{MAX_SYNC_AFTER, NearCache, Nudge};
 use super::script::ScriptOp;
 use super::store::{OnFailure, RedisStore, StoreError, StoreInner, check_name};
-use crate::algo::{Algorithm, Gcra, Op, SlidingWindow};
+use crate::algo::{Algorithm, Op};
 use crate::decision::Decision;
+use crate::limiter::Spec;
 use crate::stats::Striped;
 use crate::{KeyedLimiter, Timestamp};
 use std::hash::Hash;
@@ -418,7 +419,7 @@ async fn sync_loop(shared: Weak<Shared>, wake: Arc<Notify>, every: Duration) {
 #[must_use = "a builder does nothing until built"]
 pub struct SharedBuilder<K: ?Sized> {
     name: String,
-    quota: Option<Quota>,
+    quota: Option<Spec>,
     burst: Option<u64>,
     mode: Mode,
     capacity: usize,
@@ -434,23 +435,18 @@ impl<K: ?Sized> std::fmt::Debug for SharedBuilder<K> {
     }
 }
 
-enum Quota {
-    SlidingWindow(u64, Duration),
-    Gcra(u64, Duration),
-}
-
 impl<K: Hash + ?Sized> SharedBuilder<K> {
     /// At most `limit` requests per `window` across the fleet, counted with
     /// the sliding-window counter.
     pub fn sliding_window(mut self, limit: u64, window: Duration) -> Self {
-        self.quota = Some(Quota::SlidingWindow(limit, window));
+        self.quota = Some(Spec::SlidingWindow(limit, window));
         self
     }
 
     /// `rate` requests per `period` across the fleet with GCRA; the burst
     /// defaults to `rate`.
     pub fn gcra(mut self, rate: u64, period: Duration) -> Self {
-        self.quota = Some(Quota::Gcra(rate, period));
+        self.quota = Some(Spec::Gcra(rate, period));
         self
     }
 
@@ -477,18 +473,7 @@ impl<K: Hash + ?Sized> SharedBuilder<K> {
     /// its sync task on the current Tokio runtime.
     pub fn build(self, store: &RedisStore) -> Result<SharedLimiter<K>, StoreError> {
         check_name("name", &self.name)?;
-        let algorithm: Algorithm = match self.quota {
-            None => return Err(crate::ConfigError::MissingAlgorithm.into()),
-            Some(Quota::SlidingWindow(limit, window)) => {
-                if self.burst.is_some() {
-                    return Err(crate::ConfigError::BurstWithoutGcra.into());
-                }
-                SlidingWindow::new(limit, window)?.into()
-            }
-            Some(Quota::Gcra(rate, period)) => {
-                Gcra::new(rate, period, self.burst.unwrap_or(rate))?.into()
-            }
-        };
+        let algorithm = Spec::algorithm(self.quota, self.burst)?;
         let near = match self.mode {
             Mode::Strict => None,
             Mode::NearCache {
