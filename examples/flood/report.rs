@@ -672,7 +672,11 @@ pub fn svg(results: &[RunResult], path: &str) -> Result<(), Box<dyn std::error::
         .fold(1.0, f64::max);
     for (row, scenario) in scenarios.iter().enumerate() {
         let runs: Vec<&RunResult> = results.iter().filter(|r| r.scenario == *scenario).collect();
-        let start_s = runs[0].attack_start_ms as f64 / 1e3;
+        let panel = Panel {
+            end_s,
+            start_s: runs[0].attack_start_ms as f64 / 1e3,
+            colours: &colours,
+        };
         let max_p99 = runs
             .iter()
             .flat_map(|r| r.timeline.iter().filter_map(|b| b.legit_p99_ms))
@@ -681,24 +685,8 @@ pub fn svg(results: &[RunResult], path: &str) -> Result<(), Box<dyn std::error::
             .into_iter()
             .enumerate()
         {
-            let area = &rows[row * 2 + col];
-            let mut chart = ChartBuilder::on(area)
-                .caption(format!("{}: {label}", scenario.name()), ("sans-serif", 14))
-                .margin(6)
-                .x_label_area_size(24)
-                .y_label_area_size(44)
-                .build_cartesian_2d(0f64..end_s, 0f64..y_max)?;
-            chart
-                .configure_mesh()
-                .x_desc("s")
-                .light_line_style(WHITE.mix(0.0))
-                .draw()?;
-            chart.draw_series(DashedLineSeries::new(
-                vec![(start_s, 0.0), (start_s, y_max)],
-                4,
-                4,
-                BLACK.mix(0.5).stroke_width(1),
-            ))?;
+            let caption = format!("{}: {label}", scenario.name());
+            let mut chart = panel.chart(&rows[row * 2 + col], &caption, y_max)?;
             for (i, r) in runs.iter().enumerate() {
                 let colour = colours[i % colours.len()];
                 let points = r.timeline.iter().filter(|b| b.legit_total > 0).map(|b| {
@@ -746,7 +734,8 @@ pub fn svg(results: &[RunResult], path: &str) -> Result<(), Box<dyn std::error::
     Ok(())
 }
 
-/// What the search overload's extra panels share.
+/// What every panel of the chart shares: the time axis, the attack's start
+/// and the defences' colours.
 struct Panel<'a> {
     end_s: f64,
     start_s: f64,
@@ -755,6 +744,15 @@ struct Panel<'a> {
 
 type Area<'a> =
     plotters::drawing::DrawingArea<plotters::prelude::SVGBackend<'a>, plotters::coord::Shift>;
+
+type Chart<'a, 'b> = plotters::prelude::ChartContext<
+    'a,
+    plotters::prelude::SVGBackend<'b>,
+    plotters::prelude::Cartesian2d<
+        plotters::coord::types::RangedCoordf64,
+        plotters::coord::types::RangedCoordf64,
+    >,
+>;
 
 impl Panel<'_> {
     /// The search route's concurrency limit (solid) and requests in flight
@@ -777,21 +775,11 @@ impl Panel<'_> {
             .flat_map(|r| search(r).into_iter().map(|(_, l, f)| l.max(f)))
             .fold(4, u32::max) as f64
             * 1.15;
-        let mut chart = ChartBuilder::on(area)
-            .caption(
-                "search-overload: /search limit (thick) and in flight (thin)",
-                ("sans-serif", 14),
-            )
-            .margin(6)
-            .x_label_area_size(24)
-            .y_label_area_size(44)
-            .build_cartesian_2d(0f64..self.end_s, 0f64..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc("s")
-            .light_line_style(WHITE.mix(0.0))
-            .draw()?;
-        self.attack_line(&mut chart, y_max)?;
+        let mut chart = self.chart(
+            area,
+            "search-overload: /search limit (thick) and in flight (thin)",
+            y_max,
+        )?;
         for (i, r) in runs.iter().enumerate() {
             let colour = self.colours[i % self.colours.len()];
             let trace = search(r);
@@ -853,21 +841,11 @@ impl Panel<'_> {
             })
             .fold(10.0, f64::max)
             * 1.1;
-        let mut chart = ChartBuilder::on(area)
-            .caption(
-                "search-overload: searches served /s, 0.5 s mean (dashed: capacity)",
-                ("sans-serif", 14),
-            )
-            .margin(6)
-            .x_label_area_size(24)
-            .y_label_area_size(44)
-            .build_cartesian_2d(0f64..self.end_s, 0f64..y_max)?;
-        chart
-            .configure_mesh()
-            .x_desc("s")
-            .light_line_style(WHITE.mix(0.0))
-            .draw()?;
-        self.attack_line(&mut chart, y_max)?;
+        let mut chart = self.chart(
+            area,
+            "search-overload: searches served /s, 0.5 s mean (dashed: capacity)",
+            y_max,
+        )?;
         for (i, r) in runs.iter().enumerate() {
             let colour = self.colours[i % self.colours.len()];
             chart.draw_series(LineSeries::new(smoothed(r), colour.stroke_width(2)))?;
@@ -883,28 +861,32 @@ impl Panel<'_> {
         Ok(())
     }
 
-    fn attack_line<DB: plotters::prelude::DrawingBackend>(
+    /// A chart on `area` from 0 to `y_max` over the run's time, with its
+    /// mesh and the attack's start as a dashed line: what every panel has.
+    fn chart<'a, 'b>(
         &self,
-        chart: &mut plotters::prelude::ChartContext<
-            '_,
-            DB,
-            plotters::prelude::Cartesian2d<
-                plotters::coord::types::RangedCoordf64,
-                plotters::coord::types::RangedCoordf64,
-            >,
-        >,
+        area: &'a Area<'b>,
+        caption: &str,
         y_max: f64,
-    ) -> Result<(), Box<dyn std::error::Error>>
-    where
-        DB::ErrorType: 'static,
-    {
+    ) -> Result<Chart<'a, 'b>, Box<dyn std::error::Error>> {
         use plotters::prelude::*;
+        let mut chart = ChartBuilder::on(area)
+            .caption(caption, ("sans-serif", 14))
+            .margin(6)
+            .x_label_area_size(24)
+            .y_label_area_size(44)
+            .build_cartesian_2d(0f64..self.end_s, 0f64..y_max)?;
+        chart
+            .configure_mesh()
+            .x_desc("s")
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
         chart.draw_series(DashedLineSeries::new(
             vec![(self.start_s, 0.0), (self.start_s, y_max)],
             4,
             4,
             BLACK.mix(0.5).stroke_width(1),
         ))?;
-        Ok(())
+        Ok(chart)
     }
 }
