@@ -328,20 +328,7 @@ async fn with_scoring_heavy_users_are_shed_before_light_ones() {
             while Instant::now() < end {
                 // Both look like the same browser: only volume tells them
                 // apart.
-                let mut req = request("/", client);
-                for (k, v) in [
-                    ("host", "shop.test"),
-                    (
-                        "user-agent",
-                        "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
-                    ),
-                    ("accept", "text/html"),
-                    ("accept-language", "en"),
-                    ("accept-encoding", "gzip"),
-                    ("sec-fetch-mode", "navigate"),
-                ] {
-                    req.headers_mut().insert(k, v.parse().unwrap());
-                }
+                let req = browser("/", client);
                 let res = layered.ready().await.unwrap().call(req).await.unwrap();
                 if res.status() == StatusCode::OK {
                     ok += 1;
