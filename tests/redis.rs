@@ -166,6 +166,9 @@ async fn three_guards_sharing_a_rule_enforce_one_limit() {
     eprintln!("guards: 3 instances admitted {admitted} for a limit of 30");
     let stats = guards[0].stats().rules[0].shared.unwrap();
     assert!(stats.redis_available && stats.pushed_keys > 0, "{stats:?}");
+    // The rule's capacity is its near-cache's.
+    assert!(stats.capacity >= floodguard::DEFAULT_CAPACITY, "{stats:?}");
+    assert_eq!(guards[0].stats().rules[0].limiter.capacity, stats.capacity);
     let text = guards[0].prometheus();
     assert!(
         text.contains("floodguard_shared_rule_instances{rule=\"per-ip\"} 3\n"),

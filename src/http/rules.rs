@@ -299,8 +299,15 @@ impl Rule {
             KeySpec::Global => 1,
             _ => crate::DEFAULT_CAPACITY,
         };
+        let capacity = self.capacity.unwrap_or(default_capacity);
+        #[cfg(feature = "redis")]
+        let shared = self.shared.is_some();
+        #[cfg(not(feature = "redis"))]
+        let shared = false;
+        // A shared rule counts in its near-cache; its own limiter only
+        // carries the quota, so it gets the smallest table.
         let mut builder = KeyedLimiter::<[u8]>::builder()
-            .capacity(self.capacity.unwrap_or(default_capacity))
+            .capacity(if shared { 1 } else { capacity })
             .clock(clock.clone());
         builder = match self.quota {
             None => return Err(in_rule(ConfigError::MissingAlgorithm)),
@@ -314,9 +321,9 @@ impl Rule {
         #[cfg(feature = "redis")]
         let shared = match &self.shared {
             None => None,
-            Some(store) => Some(
-                share(&self.name, store, limiter.algorithm(), self.capacity).map_err(in_rule)?,
-            ),
+            Some(store) => {
+                Some(share(&self.name, store, limiter.algorithm(), capacity).map_err(in_rule)?)
+            }
         };
         let quota = limiter.algorithm().limit();
         // The policy's window: the sliding window, or the time GCRA takes
@@ -419,7 +426,7 @@ impl<C: Clock> CompiledRule<C> {
                 denied: st.denied,
                 evictions: st.evictions,
                 occupancy: st.cached_keys,
-                capacity: self.limiter.stats().capacity,
+                capacity: st.capacity,
             };
             return RuleStats {
                 name: self.name.to_string(),
@@ -485,10 +492,9 @@ fn share(
     name: &str,
     store: &crate::redis::RedisStore,
     algorithm: &Algorithm,
-    capacity: Option<usize>,
+    capacity: usize,
 ) -> Result<crate::redis::SharedLimiter<[u8]>, ConfigError> {
-    let builder = crate::redis::SharedLimiter::<[u8]>::builder(name)
-        .capacity(capacity.unwrap_or(crate::redis::DEFAULT_LOCAL_CAPACITY));
+    let builder = crate::redis::SharedLimiter::<[u8]>::builder(name).capacity(capacity);
     let builder = match *algorithm {
         Algorithm::SlidingWindow(a) => builder.sliding_window(a.limit(), a.window()),
         Algorithm::Gcra(a) => builder.gcra(a.rate(), a.period()).burst(a.burst()),

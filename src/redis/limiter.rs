@@ -157,6 +157,8 @@ pub struct SharedStats {
     pub failed_rounds: u64,
     /// Keys held in the near-cache now.
     pub cached_keys: usize,
+    /// Keys the near-cache can hold.
+    pub capacity: usize,
     /// Instances of the fleet the near-cache shares each key among.
     pub instances: u64,
     /// Whether Redis is reachable (the store's breaker is closed).
@@ -276,6 +278,7 @@ impl<K: ?Sized> SharedLimiter<K> {
             stats.pushed_keys = c.pushed_keys.load(Ordering::Relaxed);
             stats.failed_rounds = c.failed_rounds.load(Ordering::Relaxed);
             stats.cached_keys = n.len();
+            stats.capacity = n.capacity();
         }
         stats
     }

@@ -338,6 +338,11 @@ impl NearCache {
         self.table.occupancy()
     }
 
+    /// Keys it can hold.
+    pub(crate) fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
+
     /// Live keys dropped to make room.
     pub(crate) fn evictions(&self) -> u64 {
         self.table.evictions()
