@@ -65,6 +65,7 @@ impl Breaker {
         }
     }
 
+    #[inline]
     pub(crate) fn state(&self) -> BreakerState {
         match self.state.load(Ordering::Acquire) {
             CLOSED => BreakerState::Closed,

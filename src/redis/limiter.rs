@@ -1,6 +1,6 @@
 //! `SharedLimiter`: one limit for a whole fleet, counted in Redis.
 
-use super::near_cache::{MAX_SYNC_AFTER, NearCache, Nudge};
+use super::near_cache::{MAX_SYNC_AFTER, NearCache};
 use super::script::ScriptOp;
 use super::store::{OnFailure, RedisStore, StoreError, StoreInner, check_name};
 use crate::algo::{Algorithm, Op};
@@ -190,9 +190,9 @@ impl<K: Hash + ?Sized> SharedLimiter<K> {
     /// [`Mode::NearCache`] it does not wait at all.
     pub async fn check_n(&self, key: &K, cost: u64) -> Decision {
         let s = &*self.inner;
-        if s.mode != Mode::Strict {
+        if let Some(near) = &s.near {
             // Near-cache: decided at once, nothing to wait for.
-            return self.near_check(key, cost);
+            return self.near_check(near, key, cost);
         }
         let d = s.strict(s.store.hash(key), cost).await;
         s.record(d.is_allowed());
@@ -201,15 +201,18 @@ impl<K: Hash + ?Sized> SharedLimiter<K> {
 
     /// Decides at once in [`Mode::NearCache`]; `None` in [`Mode::Strict`],
     /// whose checks must wait for Redis.
+    #[inline]
     pub fn check_now(&self, key: &K, cost: u64) -> Option<Decision> {
-        self.inner.near.as_ref()?;
-        Some(self.near_check(key, cost))
+        let near = self.inner.near.as_ref()?;
+        Some(self.near_check(near, key, cost))
     }
 
     /// A near-cache check, counted.
-    fn near_check(&self, key: &K, cost: u64) -> Decision {
+    #[inline]
+    fn near_check(&self, near: &NearCache, key: &K, cost: u64) -> Decision {
         let s = &*self.inner;
         let d = s.near(
+            near,
             s.local_hasher.hash_one(key),
             || s.store.hash(key),
             s.store.now(),
@@ -327,25 +330,27 @@ impl Shared {
     /// A near-cache decision for the key hashed `local` here (`redis_key`
     /// gives its hash for Redis, computed only when needed); the failure
     /// policy while Redis is away.
+    #[inline]
     fn near(
         &self,
+        near: &NearCache,
         local: u64,
         redis_key: impl FnOnce() -> u64,
         now: Timestamp,
         op: Op,
     ) -> Decision {
-        let near = match &self.near {
-            Some(near) if self.store.is_closed() => near,
-            _ => return self.fallback(local, now, op),
-        };
-        let instances = self.store.instances_cell();
-        let (d, nudge) = near.apply(local, redis_key, now, op, instances);
-        if nudge == Nudge::Now {
-            self.wake.notify_one();
+        if !self.store.is_closed() {
+            return self.fallback(local, now, op);
         }
-        d
+        let instances = self.store.instances_cell();
+        near.apply(local, redis_key, now, op, instances, || {
+            self.wake.notify_one()
+        })
     }
 
+    /// Out of line: only taken while Redis is away.
+    #[cold]
+    #[inline(never)]
     fn fallback(&self, hash: u64, now: Timestamp, op: Op) -> Decision {
         if matches!(op, Op::Check(_)) {
             self.counters.add(Counter::Fallback, 1);
@@ -396,7 +401,12 @@ impl Shared {
 impl crate::compose::Charge for Shared {
     fn apply_hashed(&self, key: u64, redis_key: u64, _: Timestamp, op: Op) -> Decision {
         // The store's clock, not the caller's: blocks were set on it.
-        self.near(key, || redis_key, self.store.now(), op)
+        let now = self.store.now();
+        match &self.near {
+            Some(near) => self.near(near, key, || redis_key, now, op),
+            // Not built in strict mode (`pending_n` gives none there).
+            None => self.fallback(key, now, op),
+        }
     }
 
     fn record(&self, allowed: bool) {

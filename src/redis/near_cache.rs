@@ -95,23 +95,26 @@ impl Entry {
     }
 }
 
-/// What a step did, for the caller to finish outside the table.
+/// What a step did, for the caller to finish outside the table. Budgets
+/// fit in 16 bits and times in 32, so an [`Out`] fits in two registers:
+/// it comes back from the table's out-of-line path without a trip
+/// through memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verdict {
     Allowed {
-        budget: u64,
+        budget: u32,
     },
     /// Out of this instance's share.
     Spent {
-        budget: u64,
+        budget: u32,
     },
-    /// Over the limit in Redis for this many more ns.
+    /// Over the limit in Redis until then (ms on the store's clock).
     Blocked {
-        wait: u64,
+        until_ms: u32,
     },
     /// The cost exceeds the limit.
     Never {
-        budget: u64,
+        budget: u32,
     },
 }
 
@@ -146,7 +149,7 @@ impl Transition for CheckStep<'_> {
                 let new = (word - (cost << BUDGET_SHIFT) + (cost << PENDING_SHIFT)) | DIRTY;
                 let out = Out {
                     verdict: Verdict::Allowed {
-                        budget: budget - cost,
+                        budget: (budget - cost) as u32,
                     },
                     listed: word & DIRTY == 0,
                 };
@@ -173,7 +176,8 @@ impl Transition for CheckStep<'_> {
         if e.blocked {
             let until = e.until_ms.saturating_mul(NANOS_PER_MS);
             if now < until {
-                return (out(Verdict::Blocked { wait: until - now }, &e), None);
+                let until_ms = e.until_ms as u32;
+                return (out(Verdict::Blocked { until_ms }, &e), None);
             }
             // Redis's retry-after promised room for one unit by now: take
             // it, and ask for the real figure.
@@ -185,7 +189,12 @@ impl Transition for CheckStep<'_> {
         }
         match self.op {
             Op::Check(cost) | Op::Peek(cost) if cost > self.limit => (
-                out(Verdict::Never { budget: e.budget }, &e),
+                out(
+                    Verdict::Never {
+                        budget: e.budget as u32,
+                    },
+                    &e,
+                ),
                 changed.then(|| e.pack()),
             ),
             Op::Check(cost) if cost <= e.budget => {
@@ -193,7 +202,12 @@ impl Transition for CheckStep<'_> {
                 e.add_pending(i64::try_from(cost).unwrap_or(i64::MAX));
                 e.dirty = true;
                 (
-                    out(Verdict::Allowed { budget: e.budget }, &e),
+                    out(
+                        Verdict::Allowed {
+                            budget: e.budget as u32,
+                        },
+                        &e,
+                    ),
                     Some(e.pack()),
                 )
             }
@@ -202,22 +216,39 @@ impl Transition for CheckStep<'_> {
                 // already listed is left alone (refusals write nothing).
                 let write = changed || !e.dirty;
                 e.dirty = true;
-                let out = out(Verdict::Spent { budget: e.budget }, &e);
+                let out = out(
+                    Verdict::Spent {
+                        budget: e.budget as u32,
+                    },
+                    &e,
+                );
                 (out, write.then(|| e.pack()))
             }
             Op::Peek(cost) if cost <= e.budget => (
-                out(Verdict::Allowed { budget: e.budget }, &e),
+                out(
+                    Verdict::Allowed {
+                        budget: e.budget as u32,
+                    },
+                    &e,
+                ),
                 changed.then(|| e.pack()),
             ),
             Op::Peek(_) => (
-                out(Verdict::Spent { budget: e.budget }, &e),
+                out(
+                    Verdict::Spent {
+                        budget: e.budget as u32,
+                    },
+                    &e,
+                ),
                 changed.then(|| e.pack()),
             ),
             Op::Refund(cost) => {
                 e.budget = e.budget.saturating_add(cost).min(MAX_SYNC_AFTER);
                 e.add_pending(-i64::try_from(cost).unwrap_or(i64::MAX));
                 e.dirty = true;
-                let v = Verdict::Allowed { budget: e.budget };
+                let v = Verdict::Allowed {
+                    budget: e.budget as u32,
+                };
                 (out(v, &e), state.map(|_| e.pack()))
             }
         }
@@ -282,15 +313,6 @@ impl<F: Fn(Entry) -> (Entry, i64) + Copy> Transition for Update<F> {
     }
 }
 
-/// What a check asks the sync loop to do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Nudge {
-    /// Nothing urgent: the next periodic sync will do.
-    None,
-    /// Sync now: a key ran out of budget.
-    Now,
-}
-
 /// Counters of a near-cache.
 #[derive(Default)]
 pub(crate) struct NearCounters {
@@ -353,7 +375,9 @@ impl NearCache {
     }
 
     /// Decides `op` for `key` locally. `redis_key` gives the key's hash for
-    /// Redis, computed only when the key is listed for a push.
+    /// Redis, computed only when the key is listed for a push; `nudge` asks
+    /// for a sync now (a key ran out of budget). A callback, not a returned
+    /// flag: a `(Decision, flag)` pair was copied twice on every check.
     #[inline(always)]
     pub(crate) fn apply(
         &self,
@@ -362,7 +386,8 @@ impl NearCache {
         now: Timestamp,
         op: Op,
         instances: &AtomicU64,
-    ) -> (Decision, Nudge) {
+        nudge: impl FnOnce(),
+    ) -> Decision {
         let now = now.as_nanos();
         let step = CheckStep {
             op,
@@ -375,38 +400,45 @@ impl NearCache {
             self.list(key, redis_key);
         }
         if let Verdict::Allowed { budget } = out.verdict {
-            let d = Decision::allow(self.limit, budget, 1, self.span);
-            return (d, if budget == 0 { Nudge::Now } else { Nudge::None });
+            if budget == 0 {
+                nudge();
+            }
+            return Decision::allow(self.limit, u64::from(budget), 1, self.span);
         }
-        self.refusal(out, op)
+        let (d, hurry) = self.refusal(out, op, now);
+        if hurry {
+            nudge();
+        }
+        d
     }
 
-    /// A refusal's decision: out of line, admissions are the hot path.
+    /// A refusal's decision, and whether to sync now: out of line,
+    /// admissions are the hot path.
     #[cold]
     #[inline(never)]
-    fn refusal(&self, out: Out, op: Op) -> (Decision, Nudge) {
+    fn refusal(&self, out: Out, op: Op, now: u64) -> (Decision, bool) {
         match out.verdict {
             Verdict::Allowed { budget } => (
-                Decision::allow(self.limit, budget, 1, self.span),
-                Nudge::None,
+                Decision::allow(self.limit, u64::from(budget), 1, self.span),
+                false,
             ),
             Verdict::Spent { budget } => {
                 if matches!(op, Op::Check(_)) {
                     self.counters.budget_refusals.add(0usize, 1);
                 }
                 let retry = crate::clock::duration_nanos(self.sync_every);
-                let d = Decision::deny(self.limit, (budget, 1), self.span, retry);
+                let d = Decision::deny(self.limit, (u64::from(budget), 1), self.span, retry);
                 // One nudge when the key runs dry, not one per refusal.
-                (d, if out.listed { Nudge::Now } else { Nudge::None })
+                (d, out.listed)
             }
             Verdict::Never { budget } => (
-                Decision::never(self.limit, (budget, 1), self.span),
-                Nudge::None,
+                Decision::never(self.limit, (u64::from(budget), 1), self.span),
+                false,
             ),
-            Verdict::Blocked { wait } => (
-                Decision::deny(self.limit, (0, 1), self.span, wait),
-                Nudge::None,
-            ),
+            Verdict::Blocked { until_ms } => {
+                let wait = u64::from(until_ms) * NANOS_PER_MS - now;
+                (Decision::deny(self.limit, (0, 1), self.span, wait), false)
+            }
         }
     }
 
@@ -517,8 +549,8 @@ mod tests {
             at(ms),
             Op::Check(cost),
             &AtomicU64::new(instances),
+            || {},
         )
-        .0
     }
 
     #[test]
@@ -572,24 +604,27 @@ mod tests {
             assert!(check(&nc, 7, 0, 1, 3).is_allowed(), "check {i}");
         }
         // The last unit of the share hurries the sync along, once.
-        let (d, nudge) = nc.apply(
+        let nudges = std::cell::Cell::new(0);
+        let d = nc.apply(
             7,
             || unreachable!(),
             at(0),
             Op::Check(1),
             &AtomicU64::new(3),
+            || nudges.set(nudges.get() + 1),
         );
         assert!(d.is_allowed());
-        assert_eq!(nudge, Nudge::Now);
-        let (d, nudge) = nc.apply(
+        assert_eq!(nudges.get(), 1);
+        let d = nc.apply(
             7,
             || unreachable!(),
             at(1),
             Op::Check(1),
             &AtomicU64::new(3),
+            || nudges.set(nudges.get() + 1),
         );
         assert!(d.is_denied());
-        assert_eq!(nudge, Nudge::None);
+        assert_eq!(nudges.get(), 1);
         assert_eq!(d.retry_after(), Some(Duration::from_millis(10)));
         assert_eq!(nc.counters.budget_refusals.sum(0usize), 1);
         // Listed once, with its Redis key; the push carries the 4.
@@ -624,7 +659,7 @@ mod tests {
         // While the push is out, 5 more are admitted here.
         check(&nc, 9, 1, 5, 1);
         nc.settle(&batch, &[reply(true, 89, 0)], at(2), 1);
-        let (d, _) = nc.apply(9, || 0, at(3), Op::Peek(1), &AtomicU64::new(1));
+        let d = nc.apply(9, || 0, at(3), Op::Peek(1), &AtomicU64::new(1), || {});
         assert_eq!(d.remaining(), 85);
     }
 
@@ -645,16 +680,16 @@ mod tests {
         check(&nc, 3, 0, 7, 1);
         let batch = nc.take_listed(at(0));
         nc.restore(&batch, at(0));
-        nc.apply(3, || 0, at(1), Op::Refund(2), &AtomicU64::new(1));
+        nc.apply(3, || 0, at(1), Op::Refund(2), &AtomicU64::new(1), || {});
         assert_eq!(nc.take_listed(at(1)), vec![(3, 1003, 5)]);
     }
 
     #[test]
     fn peeks_and_refunds_of_unknown_keys_create_nothing() {
         let nc = cache(10, 100);
-        let (d, _) = nc.apply(77, || 0, at(4), Op::Peek(1), &AtomicU64::new(1));
+        let d = nc.apply(77, || 0, at(4), Op::Peek(1), &AtomicU64::new(1), || {});
         assert!(d.is_allowed());
-        nc.apply(78, || 0, at(4), Op::Refund(1), &AtomicU64::new(1));
+        nc.apply(78, || 0, at(4), Op::Refund(1), &AtomicU64::new(1), || {});
         assert_eq!(nc.len(), 0);
         assert!(nc.take_listed(at(4)).is_empty());
         // A cost above the limit is never admitted.

@@ -236,6 +236,7 @@ impl RedisStore {
 }
 
 impl StoreInner {
+    #[inline]
     pub(crate) fn now(&self) -> Timestamp {
         self.clock.now()
     }
@@ -247,6 +248,7 @@ impl StoreInner {
 
     /// Whether calls go to Redis now (near-cache checks read this and never
     /// wait for Redis themselves).
+    #[inline]
     pub(crate) fn is_closed(&self) -> bool {
         self.breaker.state() == BreakerState::Closed
     }
@@ -263,6 +265,7 @@ impl StoreInner {
 
     /// The same, for a reader that loads it only when it needs it (never
     /// 0: the registry's answer is stored at least 1).
+    #[inline]
     pub(crate) fn instances_cell(&self) -> &AtomicU64 {
         &self.instances
     }
