@@ -4,12 +4,12 @@
 
 mod common;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use common::{get as fetch, serve, serve_without_peer};
-use floodguard::http::{ClientIpConfig, Guard, GuardDecision, MissingPeer, Rule};
+use floodguard::http::{ClientIpConfig, Guard, GuardDecision, MissingPeer, Rule, Tarpit};
 use floodguard::{Clock, ManualClock};
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -582,4 +582,54 @@ fn a_full_ban_list_still_renews_a_ban_it_holds() {
     assert!(!guard.ban("10.0.1.0/24".parse().unwrap(), MINUTE));
     let s = guard.stats();
     assert_eq!((s.bans, s.bans_dropped), (2, 1));
+}
+
+#[tokio::test]
+async fn a_blocked_clients_refusal_is_held_by_the_tarpit_up_to_its_cap() {
+    let hold = Duration::from_secs(1);
+    let guard = Guard::builder()
+        .rule(Rule::per_ip("per-ip").sliding_window(1, MINUTE))
+        .client_ip(ClientIpConfig::new().trust("127.0.9.9/32".parse().unwrap()))
+        .tarpit(Tarpit::new(hold, 1))
+        .build()
+        .unwrap();
+    let addr = serve(app(&guard)).await;
+    const BANNED: &[(&str, &str)] = &[("x-forwarded-for", "2001:db8::66")];
+    const CUSTOMER: &[(&str, &str)] = &[("x-forwarded-for", "192.0.2.8")];
+    assert!(guard.ban("2001:db8::/64".parse().unwrap(), MINUTE));
+    // Two refusals at once through the proxy: one place, so one is held
+    // and the other goes out at once.
+    let timed = |headers: &'static [(&str, &str)]| async move {
+        let started = Instant::now();
+        let r = fetch("127.0.9.9", addr, "/", headers).await;
+        (r.status, started.elapsed())
+    };
+    let (a, b) = tokio::join!(timed(BANNED), timed(BANNED));
+    let (mut waits, statuses) = ([a.1, b.1], [a.0, b.0]);
+    waits.sort();
+    assert_eq!(statuses, [403, 403]);
+    assert!(waits[0] < hold, "one answered at once: {waits:?}");
+    assert!(waits[1] >= hold, "one held: {waits:?}");
+    let t = guard.stats().tarpit;
+    assert_eq!((t.held, t.full, t.holding), (1, 1, 0));
+    // A rate-limit refusal is never held: that client may be a customer.
+    assert_eq!(timed(CUSTOMER).await.0, 200);
+    let (status, waited) = timed(CUSTOMER).await;
+    assert_eq!(status, 429);
+    assert!(waited < hold, "{waited:?}");
+    assert_eq!(guard.stats().tarpit.held, 1);
+}
+
+#[tokio::test]
+async fn tarpit_off_answers_blocked_clients_at_once() {
+    let guard = Guard::builder()
+        .blocklist("127.0.2.0/24".parse().unwrap())
+        .tarpit(Tarpit::off())
+        .build()
+        .unwrap();
+    let addr = serve(app(&guard)).await;
+    let started = Instant::now();
+    assert_eq!(fetch("127.0.2.1", addr, "/", &[]).await.status, 403);
+    assert!(started.elapsed() < Tarpit::default().hold());
+    assert_eq!(guard.stats().tarpit, Default::default());
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use floodguard::http::{
     Action, Challenge, ChallengePage, ClientIpConfig, Event, Guard, GuardDecision, Ladder,
-    PeerAddr, Scoring, Signal, Weights,
+    PeerAddr, Scoring, Signal, Tarpit, Weights,
 };
 use floodguard::{Clock, ManualClock};
 use http::request::Parts;
@@ -109,6 +109,9 @@ impl World {
             .default_rules()
             .scoring(scoring)
             .client_ip(ClientIpConfig::new().trust(IpAddr::from(PROXY).into()))
+            // Time here is the manual clock's; held refusals would wait in
+            // real time (the tarpit has tests of its own).
+            .tarpit(Tarpit::off())
             .on_event(move |e| {
                 sink.lock()
                     .push((Duration::from_nanos(c.now().as_nanos()), e.clone()))

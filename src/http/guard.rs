@@ -24,6 +24,7 @@ use super::scorer::{
     Assessment, EventHook, HEAVY_VOLUME, LIGHT_VOLUME, Offender, ScoreCount, Scorer, Scoring, Watch,
 };
 use super::scoring::{Action, ScoreReport};
+use super::tarpit::{Held, Tarpit, TarpitState, TarpitStats};
 use crate::ip::canonical;
 use crate::stats::Striped;
 use crate::{
@@ -252,6 +253,8 @@ pub struct GuardStats {
     /// Each rule's counters: enforced rules, then shadow rules, each in
     /// the order they were added.
     pub rules: Vec<RuleStats>,
+    /// Refusals held by the [`Tarpit`].
+    pub tarpit: TarpitStats,
     /// Shared bans' counters, when [`GuardBuilder::share_bans`] is on.
     #[cfg(feature = "redis")]
     pub shared_bans: Option<crate::redis::SharedBanStats>,
@@ -313,6 +316,7 @@ struct Shared<C> {
     missing_peer: MissingPeer,
     headers_on_success: bool,
     close_refused: bool,
+    tarpit: TarpitState,
     counters: Striped<GUARD_COUNTS>,
     /// When the missing-peer error was last logged, in clock nanoseconds + 1.
     no_peer_logged: AtomicU64,
@@ -455,6 +459,7 @@ impl Guard {
             missing_peer: MissingPeer::default(),
             headers_on_success: false,
             close_refused: true,
+            tarpit: Tarpit::default(),
             scoring: None,
             on_event: None,
             overload: None,
@@ -619,9 +624,15 @@ impl<C: Clock> Guard<C> {
                 .chain(&s.shadow)
                 .map(CompiledRule::stats)
                 .collect(),
+            tarpit: s.tarpit.stats(),
             #[cfg(feature = "redis")]
             shared_bans: s.shared_bans.as_ref().map(|b| b.stats()),
         }
+    }
+
+    /// A place to hold a blocked client's refusal, and for how long.
+    pub(crate) fn hold_refusal(&self) -> Option<(Duration, Held)> {
+        self.shared.tarpit.hold()
     }
 
     /// Counters, attack state, worst offenders and bans, at once.
@@ -1036,6 +1047,7 @@ pub struct GuardBuilder<C = CoarseClock> {
     missing_peer: MissingPeer,
     headers_on_success: bool,
     close_refused: bool,
+    tarpit: Tarpit,
     scoring: Option<Scoring>,
     on_event: Option<EventHook>,
     overload: Option<Overload>,
@@ -1178,6 +1190,18 @@ impl<C: Clock + Clone> GuardBuilder<C> {
         self
     }
 
+    /// How long refusals of blocked clients are held before they are sent,
+    /// and how many at most at once: [`Tarpit::default`] (one second, 1,024)
+    /// unless set; [`Tarpit::off`] sends them at once. A flood tool waits for
+    /// each answer, so a held refusal slows each of its connections to one
+    /// request per hold, where no connection can be closed (a trusted
+    /// proxy's, HTTP/2). Holding needs Tokio's timer, as axum and tonic
+    /// servers have.
+    pub fn tarpit(mut self, tarpit: Tarpit) -> Self {
+        self.tarpit = tarpit;
+        self
+    }
+
     /// Uses another clock, such as a [`ManualClock`](crate::ManualClock) in
     /// tests.
     pub fn clock<C2: Clock + Clone>(self, clock: C2) -> GuardBuilder<C2> {
@@ -1191,6 +1215,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             missing_peer: self.missing_peer,
             headers_on_success: self.headers_on_success,
             close_refused: self.close_refused,
+            tarpit: self.tarpit,
             scoring: self.scoring,
             on_event: self.on_event,
             overload: self.overload,
@@ -1266,6 +1291,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             missing_peer: self.missing_peer,
             headers_on_success: self.headers_on_success,
             close_refused: self.close_refused,
+            tarpit: TarpitState::new(self.tarpit),
             counters: Striped::default(),
             no_peer_logged: AtomicU64::new(0),
             scorer,

@@ -11,8 +11,9 @@ use tower_service::Service;
 use super::body::RefusalBody;
 use super::guard::{Guard, Inspection, RateInfo};
 use super::overload::Permit;
-use super::refusal::{add_rate_headers, challenge_page, grpc_content_type, respond};
+use super::refusal::{RefusalKind, add_rate_headers, challenge_page, grpc_content_type, respond};
 use super::scorer::Watch;
+use super::tarpit::Held;
 use crate::{Clock, CoarseClock, Timestamp};
 
 /// A Tower layer that puts a [`Guard`] in front of a service; made by
@@ -145,9 +146,19 @@ where
                     let h = res.headers_mut();
                     add_rate_headers(h, &r.rule, &r.policy, &r.decision, grpc.is_some());
                 }
-                ResponseFuture {
-                    state: State::Ready { res: Some(res) },
-                }
+                let held = match kind {
+                    RefusalKind::Blocked => self.guard.hold_refusal(),
+                    _ => None,
+                };
+                let state = match held {
+                    Some((hold, place)) => State::Held {
+                        sleep: Box::pin(tokio::time::sleep(hold)),
+                        res: Some(res),
+                        _place: place,
+                    },
+                    None => State::Ready { res: Some(res) },
+                };
+                ResponseFuture { state }
             }
         }
     }
@@ -180,6 +191,14 @@ pin_project_lite::pin_project! {
             permit: Option<Permit>,
         },
         Ready { res: Option<Response<B>> },
+        // A blocked client's refusal, sent when the tarpit's hold is over.
+        // Boxed: the timer is large, and every other request's future
+        // would carry its size.
+        Held {
+            sleep: Pin<Box<tokio::time::Sleep>>,
+            res: Option<Response<B>>,
+            _place: Held,
+        },
     }
 }
 
@@ -216,6 +235,13 @@ where
                 Some(res) => Poll::Ready(Ok(res)),
                 None => panic!("ResponseFuture polled after completion"),
             },
+            StateProj::Held { sleep, res, .. } => {
+                ready!(sleep.as_mut().poll(cx));
+                match res.take() {
+                    Some(res) => Poll::Ready(Ok(res)),
+                    None => panic!("ResponseFuture polled after completion"),
+                }
+            }
         }
     }
 }

@@ -30,6 +30,7 @@ impl<C: Clock> Guard<C> {
     /// | `floodguard_refused_total` | `reason`: `rate_limit`, `blocked`, `score`, `challenge`, `no_peer_address` |
     /// | `floodguard_safelisted_total`, `_malformed_forwarding_total` | |
     /// | `floodguard_bans` (gauge), `_bans_dropped_total` | |
+    /// | `floodguard_tarpit_held_total`, `_tarpit_full_total`, `_tarpit_holding` (gauge) | |
     /// | `floodguard_rule_admitted_total`, `_rule_denied_total`, `_rule_keys`, `_rule_key_capacity`, `_rule_evictions_total` | `rule`, `shadow` |
     ///
     /// With [scoring](super::GuardBuilder::scoring) on, also:
@@ -308,6 +309,21 @@ fn write_guard(t: &mut Text<'_>, s: &GuardStats, bans: usize) {
         "floodguard_bans_dropped_total",
         "Bans not recorded because the ban list was full.",
         s.bans_dropped,
+    );
+    t.counter(
+        "floodguard_tarpit_held_total",
+        "Refusals of blocked clients held by the tarpit before being sent.",
+        s.tarpit.held,
+    );
+    t.counter(
+        "floodguard_tarpit_full_total",
+        "Refusals of blocked clients sent at once because the tarpit was full.",
+        s.tarpit.full,
+    );
+    t.gauge(
+        "floodguard_tarpit_holding",
+        "Refusals held by the tarpit now.",
+        s.tarpit.holding,
     );
 }
 
@@ -1043,6 +1059,10 @@ mod tests {
         assert!(s.refused_rate_limit > 0 && s.refused_blocked + s.refused_score > 0);
         assert_eq!(v("floodguard_bans", &[]), guard.bans().len() as f64);
         assert!(!guard.bans().is_empty());
+        let t = s.tarpit;
+        assert_eq!(v("floodguard_tarpit_held_total", &[]), t.held as f64);
+        assert_eq!(v("floodguard_tarpit_full_total", &[]), t.full as f64);
+        assert_eq!(v("floodguard_tarpit_holding", &[]), t.holding as f64);
         for r in &s.rules {
             let shadow = if r.shadow { "true" } else { "false" };
             let l = [("rule", r.name.as_str()), ("shadow", shadow)];

@@ -28,7 +28,9 @@
 //! `Retry-After`, `RateLimit` and `RateLimit-Policy` headers; 403 for
 //! blocked clients; 503 with `Retry-After` when overloaded; for gRPC
 //! requests the matching gRPC status (`RESOURCE_EXHAUSTED`,
-//! `PERMISSION_DENIED`, `UNAVAILABLE`).
+//! `PERMISSION_DENIED`, `UNAVAILABLE`). A blocked client's refusal is
+//! held for a while first (the [`Tarpit`]), so that a flood tool waiting
+//! on its answers slows down.
 
 mod body;
 mod challenge;
@@ -45,6 +47,7 @@ mod refusal;
 mod rules;
 mod scorer;
 mod scoring;
+mod tarpit;
 pub mod wire;
 
 pub use body::RefusalBody;
@@ -72,4 +75,5 @@ pub use refusal::RefusalKind;
 pub use rules::{Rule, RuleStats};
 pub use scorer::{Offender, Scoring};
 pub use scoring::{Action, Ladder, ScoreReport, Signal, Weights};
+pub use tarpit::{Tarpit, TarpitStats};
 pub use wire::{HeadScanner, Scan, WireHead};
