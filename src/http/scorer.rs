@@ -11,7 +11,7 @@ use parking_lot::Mutex;
 
 use super::challenge::Challenge;
 use super::detect::{Detection, Detector, Event, site};
-use super::fingerprint::{Anomaly, Fingerprint, UaFamily, anomalies};
+use super::fingerprint::{Anomaly, Fingerprint, UaFamily, fingerprint_and_anomalies};
 use super::peer::wire_head;
 use super::scoring::{Action, Ladder, ScoreReport, Signal, Weights};
 use crate::ip::PrefixLengths;
@@ -294,7 +294,7 @@ impl Scorer {
     /// Scores a request from `ip` and picks the ladder's action.
     pub(crate) fn assess(&self, parts: &Parts, ip: IpAddr, now: Timestamp) -> Assessment {
         let wire = wire_head(&parts.extensions);
-        let fingerprint = Fingerprint::of(parts, wire.as_ref());
+        let (fingerprint, found) = fingerprint_and_anomalies(parts, wire.as_ref());
         let events = self.detector.observe(now, Some(&fingerprint), Some(ip));
         self.emit_all(events);
         let w = &self.weights;
@@ -307,7 +307,6 @@ impl Scorer {
         let family = fingerprint.ua_family();
         // A missing user agent is the automated-client signal's; it is not
         // counted twice.
-        let found = anomalies(parts, family);
         let n = (found.len() - usize::from(found.contains(Anomaly::EmptyUserAgent))) as f32;
         let client = subscriber(ip);
         let client_key = self.clients.hash(&client);
