@@ -17,7 +17,7 @@ use super::fingerprint::Fingerprint;
 use super::gate::{AcceptVerdict, Gate, GateBuilder};
 use super::layer::GuardLayer;
 use super::overload::{LimitStats, Overload, Permit, Shedder};
-use super::peer::{peer_addr, route};
+use super::peer::{peer, route};
 use super::refusal::RefusalKind;
 use super::rules::{CompiledRule, Rule, RuleStats};
 use super::scorer::{
@@ -684,9 +684,10 @@ impl<C: Clock> Guard<C> {
         let s = &*self.shared;
         s.counters.add(GuardCount::Requests, 1);
         let now = s.clock.now();
-        let client = match peer_addr(&parts.extensions) {
+        let peer = peer(&parts.extensions);
+        let client = match peer {
             Some(peer) => {
-                let c = s.client_ip.resolve(peer.ip(), &parts.headers);
+                let c = s.client_ip.resolve(peer.addr.ip(), &parts.headers);
                 if c.malformed {
                     s.counters.add(GuardCount::Malformed, 1);
                 }
@@ -732,7 +733,8 @@ impl<C: Clock> Guard<C> {
         let mut cost_factor = 1;
         let assessment = match (&s.scorer, client) {
             (Some(sc), Some(c)) => {
-                let a = sc.assess(parts, c.ip, now);
+                let wire = peer.and_then(|p| p.wire_head(&parts.extensions));
+                let a = sc.assess_with_wire(parts, c.ip, wire, now);
                 match self.climb_ladder(sc, &a, parts, c.ip, now) {
                     Ok(factor) => cost_factor = factor,
                     Err(None) => return Inspection::refuse(RefusalKind::Blocked, close),
