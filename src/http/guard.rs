@@ -161,12 +161,14 @@ pub(crate) struct RateInfo {
 pub(crate) enum Inspection {
     /// Serve; `headers` when rate-limit headers go on successful responses;
     /// `watch` when scoring watches the answer; `permit` the request's place
-    /// in an overload limit.
+    /// in an overload limit; `at` the time the request was decided at, on
+    /// the guard's clock.
     Pass {
         decision: GuardDecision,
         headers: Option<RateInfo>,
         watch: Option<Watch>,
         permit: Option<Permit>,
+        at: Timestamp,
     },
     /// Answer with a refusal (or a challenge `page`); `close` the
     /// connection after it (HTTP/1).
@@ -720,6 +722,7 @@ impl<C: Clock> Guard<C> {
                     headers: None,
                     watch: None,
                     permit: None,
+                    at: now,
                 };
             }
             if s.blocklist.contains(c.ip) || self.banned_at(c.ip, now) {
@@ -824,6 +827,7 @@ impl<C: Clock> Guard<C> {
             headers: binding.filter(|_| s.headers_on_success).map(rate_info),
             watch: assessment.as_ref().map(Assessment::watch),
             permit,
+            at: now,
         }
     }
 
