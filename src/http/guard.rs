@@ -158,6 +158,10 @@ pub(crate) struct RateInfo {
 }
 
 /// The outcome of [`Guard::inspect`].
+// Made and taken apart once per request: boxing the larger variant would
+// cost an allocation for every admitted request instead of a few bytes
+// moved.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Inspection {
     /// Serve; `headers` when rate-limit headers go on successful responses;
     /// `watch` when scoring watches the answer; `permit` the request's place
