@@ -441,21 +441,33 @@ impl Fingerprint {
     ///
     /// [`GateConnectInfo`]: super::GateConnectInfo
     pub fn of(parts: &Parts, wire: Option<&WireHead>) -> Fingerprint {
-        let h = &parts.headers;
+        let facts = HeaderFacts::of(&parts.headers, wire.is_none());
+        Self::from_facts(parts, wire, &facts, ua_profile(facts.user_agent()).family)
+    }
+
+    /// The fingerprint from what a pass over the headers found (with the
+    /// order-free names hash when `wire` is `None`) and the user agent's
+    /// family.
+    fn from_facts(
+        parts: &Parts,
+        wire: Option<&WireHead>,
+        facts: &HeaderFacts<'_>,
+        family: UaFamily,
+    ) -> Fingerprint {
         let (names_hash, header_count) = match wire {
             Some(w) => (fold(w.names_hash()), w.header_count().into()),
-            None => (fold(order_free_hash(h)), h.len()),
+            None => (fold(facts.names_sum), facts.count),
         };
         Fingerprint {
             names_hash,
             method: MethodCode::of(&parts.method),
             version: parts.version,
             header_count: u8::try_from(header_count).unwrap_or(u8::MAX),
-            language: h.get(ACCEPT_LANGUAGE).and_then(language),
-            cookie: h.contains_key(COOKIE),
-            referer: h.contains_key(REFERER),
+            language: facts.accept_language.and_then(language),
+            cookie: facts.cookie,
+            referer: facts.referer,
             wire: wire.is_some(),
-            family: ua_family(h.get(USER_AGENT).map_or(b"", HeaderValue::as_bytes)),
+            family,
         }
     }
 
@@ -559,17 +571,126 @@ impl fmt::Display for Fingerprint {
     }
 }
 
+/// The order-free names hash alone, as [`HeaderFacts::of`] sums it in
+/// its pass.
+#[cfg(test)]
+fn order_free_hash(headers: &HeaderMap) -> u64 {
+    headers.iter().fold(0u64, |sum, (name, _)| {
+        sum.wrapping_add(name_hash(name.as_str().as_bytes()))
+    })
+}
+
 /// 64 bits to 32, keeping both halves' information.
 fn fold(h: u64) -> u32 {
     (h ^ h >> 32) as u32
 }
 
-/// The sum of each header's name hash: addition does not care about
-/// order. Names in a `HeaderMap` are lowercase already.
-fn order_free_hash(headers: &HeaderMap) -> u64 {
-    headers.iter().fold(0u64, |sum, (name, _)| {
-        sum.wrapping_add(name_hash(name.as_str().as_bytes()))
-    })
+/// What a fingerprint and the anomaly checks read from a request's
+/// headers, found in one pass over them rather than a map lookup each.
+/// Values are each name's first, as `HeaderMap::get` gives them.
+#[derive(Default)]
+struct HeaderFacts<'a> {
+    /// The order-free names hash: the sum of each header's name hash
+    /// (addition does not care about order; names in a `HeaderMap` are
+    /// lowercase already). 0 when not asked for.
+    names_sum: u64,
+    /// Header values, as `HeaderMap::len` counts them.
+    count: usize,
+    user_agent: Option<&'a HeaderValue>,
+    accept_language: Option<&'a HeaderValue>,
+    host: bool,
+    accept: bool,
+    cookie: bool,
+    referer: bool,
+    /// Any `Sec-Fetch-*` header.
+    sec_fetch: bool,
+    /// Any `Accept-Encoding` value offers a compressed coding.
+    compression: bool,
+}
+
+impl<'a> HeaderFacts<'a> {
+    /// One pass over `h`; with `names_hash`, the order-free names hash too.
+    fn of(h: &'a HeaderMap, names_hash: bool) -> Self {
+        let mut f = HeaderFacts {
+            count: h.len(),
+            ..HeaderFacts::default()
+        };
+        for (name, value) in h {
+            if names_hash {
+                f.names_sum = f
+                    .names_sum
+                    .wrapping_add(name_hash(name.as_str().as_bytes()));
+            }
+            if *name == USER_AGENT {
+                f.user_agent.get_or_insert(value);
+            } else if *name == ACCEPT_LANGUAGE {
+                f.accept_language.get_or_insert(value);
+            } else if *name == ACCEPT_ENCODING {
+                f.compression = f.compression || offers_compression(value.as_bytes());
+            } else if *name == HOST {
+                f.host = true;
+            } else if *name == ACCEPT {
+                f.accept = true;
+            } else if *name == COOKIE {
+                f.cookie = true;
+            } else if *name == REFERER {
+                f.referer = true;
+            } else if !f.sec_fetch {
+                f.sec_fetch = name.as_str().starts_with("sec-fetch-");
+            }
+        }
+        f
+    }
+
+    /// The `User-Agent` value's bytes, empty without one.
+    fn user_agent(&self) -> &'a [u8] {
+        self.user_agent.map_or(b"", HeaderValue::as_bytes)
+    }
+
+    /// The anomalies of `parts`, whose headers these are, for a user agent
+    /// of `family` (`sends_sec_fetch` is asked only of a browser's `GET`).
+    fn anomalies(
+        &self,
+        parts: &Parts,
+        family: UaFamily,
+        sends_sec_fetch: impl FnOnce() -> bool,
+    ) -> Anomalies {
+        let http1 = matches!(
+            parts.version,
+            Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
+        );
+        let mut found = Anomalies::default();
+        found.insert_if(Anomaly::Http10, parts.version == Version::HTTP_10);
+        found.insert_if(Anomaly::MissingHost, http1 && !self.host);
+        found.insert_if(Anomaly::EmptyUserAgent, is_blank(self.user_agent));
+        found.insert_if(Anomaly::NoAccept, !self.accept);
+        if family == UaFamily::Browser {
+            found.insert_if(
+                Anomaly::BrowserWithoutAcceptLanguage,
+                is_blank(self.accept_language),
+            );
+            found.insert_if(Anomaly::BrowserWithoutCompression, !self.compression);
+            found.insert_if(
+                Anomaly::BrowserWithoutSecFetch,
+                parts.method == Method::GET && !self.sec_fetch && sends_sec_fetch(),
+            );
+        }
+        found
+    }
+}
+
+/// A request's fingerprint and anomalies, with one pass over its headers
+/// and one look at its user agent: what [`Fingerprint::of`] and
+/// [`anomalies`] with the fingerprint's family give.
+pub(crate) fn fingerprint_and_anomalies(
+    parts: &Parts,
+    wire: Option<&WireHead>,
+) -> (Fingerprint, Anomalies) {
+    let facts = HeaderFacts::of(&parts.headers, wire.is_none());
+    let profile = ua_profile(facts.user_agent());
+    let fp = Fingerprint::from_facts(parts, wire, &facts, profile.family);
+    let found = facts.anomalies(parts, profile.family, || profile.sends_sec_fetch);
+    (fp, found)
 }
 
 /// One name's hash, eight bytes at a time (little-endian, so the same on
@@ -723,38 +844,10 @@ impl fmt::Debug for Anomalies {
 /// A real browser request has none; a script posing as a browser often has
 /// several.
 pub fn anomalies(parts: &Parts, family: UaFamily) -> Anomalies {
-    let h = &parts.headers;
-    let http1 = matches!(
-        parts.version,
-        Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
-    );
-    let mut found = Anomalies::default();
-    found.insert_if(Anomaly::Http10, parts.version == Version::HTTP_10);
-    found.insert_if(Anomaly::MissingHost, http1 && !h.contains_key(HOST));
-    found.insert_if(Anomaly::EmptyUserAgent, is_blank(h.get(USER_AGENT)));
-    found.insert_if(Anomaly::NoAccept, !h.contains_key(ACCEPT));
-    if family == UaFamily::Browser {
-        browser_anomalies(parts, &mut found);
-    }
-    found
-}
-
-fn browser_anomalies(parts: &Parts, found: &mut Anomalies) {
-    let h = &parts.headers;
-    found.insert_if(
-        Anomaly::BrowserWithoutAcceptLanguage,
-        is_blank(h.get(ACCEPT_LANGUAGE)),
-    );
-    let compressed = h
-        .get_all(ACCEPT_ENCODING)
-        .iter()
-        .any(|v| offers_compression(v.as_bytes()));
-    found.insert_if(Anomaly::BrowserWithoutCompression, !compressed);
-    let ua = h.get(USER_AGENT).map_or(&b""[..], HeaderValue::as_bytes);
-    found.insert_if(
-        Anomaly::BrowserWithoutSecFetch,
-        parts.method == Method::GET && ua_profile(ua).sends_sec_fetch && !has_sec_fetch(h),
-    );
+    let facts = HeaderFacts::of(&parts.headers, false);
+    facts.anomalies(parts, family, || {
+        ua_profile(facts.user_agent()).sends_sec_fetch
+    })
 }
 
 fn is_blank(value: Option<&HeaderValue>) -> bool {
@@ -810,10 +903,6 @@ fn major_version(s: &[u8]) -> u32 {
         .fold(0u32, |n, &d| {
             n.saturating_mul(10).saturating_add(u32::from(d - b'0'))
         })
-}
-
-fn has_sec_fetch(h: &HeaderMap) -> bool {
-    h.keys().any(|k| k.as_str().starts_with("sec-fetch-"))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use super::fingerprint::Fingerprint;
 use super::gate::{AcceptVerdict, Gate, GateBuilder};
 use super::layer::GuardLayer;
 use super::overload::{LimitStats, Overload, Permit, Shedder};
-use super::peer::{peer_addr, route};
+use super::peer::{peer, route};
 use super::refusal::RefusalKind;
 use super::rules::{CompiledRule, Rule, RuleStats};
 use super::scorer::{
@@ -159,15 +159,21 @@ pub(crate) struct RateInfo {
 }
 
 /// The outcome of [`Guard::inspect`].
+// Made and taken apart once per request: boxing the larger variant would
+// cost an allocation for every admitted request instead of a few bytes
+// moved.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Inspection {
     /// Serve; `headers` when rate-limit headers go on successful responses;
     /// `watch` when scoring watches the answer; `permit` the request's place
-    /// in an overload limit.
+    /// in an overload limit; `at` the time the request was decided at, on
+    /// the guard's clock.
     Pass {
         decision: GuardDecision,
         headers: Option<RateInfo>,
         watch: Option<Watch>,
         permit: Option<Permit>,
+        at: Timestamp,
     },
     /// Answer with a refusal (or a challenge `page`); `close` the
     /// connection after it (HTTP/1).
@@ -695,9 +701,10 @@ impl<C: Clock> Guard<C> {
         let s = &*self.shared;
         s.counters.add(GuardCount::Requests, 1);
         let now = s.clock.now();
-        let client = match peer_addr(&parts.extensions) {
+        let peer = peer(&parts.extensions);
+        let client = match peer {
             Some(peer) => {
-                let c = s.client_ip.resolve(peer.ip(), &parts.headers);
+                let c = s.client_ip.resolve(peer.addr.ip(), &parts.headers);
                 if c.malformed {
                     s.counters.add(GuardCount::Malformed, 1);
                 }
@@ -730,6 +737,7 @@ impl<C: Clock> Guard<C> {
                     headers: None,
                     watch: None,
                     permit: None,
+                    at: now,
                 };
             }
             if s.blocklist.contains(c.ip) || self.banned_at(c.ip, now) {
@@ -743,7 +751,8 @@ impl<C: Clock> Guard<C> {
         let mut cost_factor = 1;
         let assessment = match (&s.scorer, client) {
             (Some(sc), Some(c)) => {
-                let a = sc.assess(parts, c.ip, now);
+                let wire = peer.and_then(|p| p.wire_head(&parts.extensions));
+                let a = sc.assess_with_wire(parts, c.ip, wire, now);
                 match self.climb_ladder(sc, &a, parts, c.ip, now) {
                     Ok(factor) => cost_factor = factor,
                     Err(None) => return Inspection::refuse(RefusalKind::Blocked, close),
@@ -833,6 +842,7 @@ impl<C: Clock> Guard<C> {
             headers: binding.filter(|_| s.headers_on_success).map(rate_info),
             watch: assessment.as_ref().map(Assessment::watch),
             permit,
+            at: now,
         }
     }
 

@@ -108,12 +108,15 @@ where
                 headers,
                 watch,
                 permit,
+                at,
             } => {
                 parts.extensions.insert(decision);
+                // The answer's latency counts from the time the request was
+                // decided at: no second clock read.
                 let watch = watch.map(|watch| Watched {
                     guard: self.guard.clone(),
                     watch,
-                    started: self.guard.now(),
+                    started: at,
                 });
                 let fut = self.inner.call(Request::from_parts(parts, body));
                 ResponseFuture {

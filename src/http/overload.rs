@@ -11,12 +11,12 @@
 //! so sheddable and suspicious requests go first and known-good clients'
 //! critical requests last.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::request::Parts;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 
 use crate::ConfigError;
 
@@ -777,7 +777,12 @@ impl LimitStats {
 pub(crate) struct Shedder {
     config: Overload,
     service: Arc<ConcurrencyLimit>,
-    routes: RwLock<Vec<Arc<ConcurrencyLimit>>>,
+    /// The routes' limits, filled in order (the configured routes', then,
+    /// with `every_route`, each new route's up to [`MAX_ROUTE_LIMITS`] in
+    /// all): a request finds its route's limit without taking a lock.
+    routes: Box<[OnceLock<Arc<ConcurrencyLimit>>]>,
+    /// Held while a route's limit is added.
+    adding: Mutex<()>,
 }
 
 /// A request's place in a limit; given back when its answer comes (with a
@@ -813,16 +818,27 @@ impl Drop for Permit {
 impl Shedder {
     pub(crate) fn new(config: Overload) -> Result<Self, ConfigError> {
         config.validate()?;
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| Arc::new(ConcurrencyLimit::new(&config, Some(r.clone()))))
-            .collect();
+        let places = if config.every_route {
+            config.routes.len().max(MAX_ROUTE_LIMITS)
+        } else {
+            config.routes.len()
+        };
+        let routes: Box<[OnceLock<Arc<ConcurrencyLimit>>]> =
+            (0..places).map(|_| OnceLock::new()).collect();
+        for (place, r) in routes.iter().zip(&config.routes) {
+            let _ = place.set(Arc::new(ConcurrencyLimit::new(&config, Some(r.clone()))));
+        }
         Ok(Shedder {
             service: Arc::new(ConcurrencyLimit::new(&config, None)),
-            routes: RwLock::new(routes),
+            routes,
+            adding: Mutex::new(()),
             config,
         })
+    }
+
+    /// The routes' limits made so far, in order.
+    fn route_limits(&self) -> impl Iterator<Item = &Arc<ConcurrencyLimit>> {
+        self.routes.iter().map_while(OnceLock::get)
     }
 
     /// Whether any limit is per route (the guard must then find routes).
@@ -832,27 +848,26 @@ impl Shedder {
 
     /// The limit `route` is counted in.
     fn limit_for(&self, route: &str) -> Arc<ConcurrencyLimit> {
-        let found = |routes: &[Arc<ConcurrencyLimit>]| {
-            routes
-                .iter()
+        let found = || {
+            self.route_limits()
                 .find(|l| l.route.as_deref() == Some(route))
                 .cloned()
         };
-        if let Some(l) = found(&self.routes.read()) {
+        if let Some(l) = found() {
             return l;
         }
         if !self.config.every_route {
             return Arc::clone(&self.service);
         }
-        let mut routes = self.routes.write();
-        if let Some(l) = found(&routes) {
+        let _adding = self.adding.lock();
+        if let Some(l) = found() {
             return l;
         }
-        if routes.len() >= MAX_ROUTE_LIMITS {
+        let Some(place) = self.routes.iter().find(|p| p.get().is_none()) else {
             return Arc::clone(&self.service);
-        }
+        };
         let l = Arc::new(ConcurrencyLimit::new(&self.config, Some(route.to_owned())));
-        routes.push(Arc::clone(&l));
+        let _ = place.set(Arc::clone(&l));
         l
     }
 
@@ -885,9 +900,8 @@ impl Shedder {
     }
 
     pub(crate) fn stats(&self) -> Vec<LimitStats> {
-        let routes = self.routes.read();
         std::iter::once(&self.service)
-            .chain(routes.iter())
+            .chain(self.route_limits())
             .map(|l| l.stats())
             .collect()
     }

@@ -21,28 +21,75 @@ use super::wire::WireHead;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct PeerAddr(pub SocketAddr);
 
-/// The peer address from whichever extension the server set.
-pub(crate) fn peer_addr(ext: &Extensions) -> Option<SocketAddr> {
+/// A request's TCP peer address (from whichever extension the server
+/// set), and what finding it showed about where the connection's wire head
+/// is.
+#[derive(Clone, Copy)]
+pub(crate) struct Peer<'a> {
+    pub(crate) addr: SocketAddr,
+    wire: WireAt<'a>,
+}
+
+#[derive(Clone, Copy)]
+enum WireAt<'a> {
+    /// In this gate connection info, the first that [`wire_head`] looks at.
+    Info(&'a GateConnectInfo),
+    /// Nowhere: the lookup passed every extension that could hold it.
+    Nowhere,
+    /// Not looked for (the address came before the gate's extensions).
+    Unknown,
+}
+
+impl Peer<'_> {
+    /// [`wire_head`] of the same extensions, without looking again at
+    /// what finding the peer already looked at.
+    pub(crate) fn wire_head(&self, ext: &Extensions) -> Option<WireHead> {
+        match self.wire {
+            WireAt::Info(info) => info.wire_head(),
+            WireAt::Nowhere => None,
+            WireAt::Unknown => wire_head(ext),
+        }
+    }
+}
+
+/// The peer address from whichever extension the server set, with where
+/// the wire head is.
+pub(crate) fn peer(ext: &Extensions) -> Option<Peer<'_>> {
     if let Some(PeerAddr(a)) = ext.get::<PeerAddr>() {
-        return Some(*a);
+        return Some(Peer {
+            addr: *a,
+            wire: WireAt::Unknown,
+        });
     }
     if let Some(info) = ext.get::<GateConnectInfo>() {
-        return Some(info.peer_addr());
+        return Some(Peer {
+            addr: info.peer_addr(),
+            wire: WireAt::Info(info),
+        });
     }
     #[cfg(feature = "axum")]
     if let Some(axum::extract::ConnectInfo(info)) =
         ext.get::<axum::extract::ConnectInfo<GateConnectInfo>>()
     {
-        return Some(info.peer_addr());
+        return Some(Peer {
+            addr: info.peer_addr(),
+            wire: WireAt::Info(info),
+        });
     }
     #[cfg(feature = "axum")]
     if let Some(axum::extract::ConnectInfo(a)) = ext.get::<axum::extract::ConnectInfo<SocketAddr>>()
     {
-        return Some(*a);
+        return Some(Peer {
+            addr: *a,
+            wire: WireAt::Nowhere,
+        });
     }
     #[cfg(feature = "tonic")]
     if let Some(info) = ext.get::<tonic::transport::server::TcpConnectInfo>() {
-        return info.remote_addr();
+        return info.remote_addr().map(|addr| Peer {
+            addr,
+            wire: WireAt::Nowhere,
+        });
     }
     None
 }

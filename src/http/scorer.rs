@@ -11,9 +11,9 @@ use parking_lot::Mutex;
 
 use super::challenge::Challenge;
 use super::detect::{Detection, Detector, Event, site};
-use super::fingerprint::{Anomaly, Fingerprint, UaFamily, anomalies};
-use super::peer::wire_head;
+use super::fingerprint::{Anomaly, Fingerprint, UaFamily, fingerprint_and_anomalies};
 use super::scoring::{Action, Ladder, ScoreReport, Signal, Weights};
+use super::wire::WireHead;
 use crate::ip::PrefixLengths;
 use crate::stats::Striped;
 use crate::{ConfigError, IpPrefix, ScoreChange, ScoreRecord, ScoreTable, Timestamp};
@@ -292,9 +292,22 @@ impl Scorer {
     }
 
     /// Scores a request from `ip` and picks the ladder's action.
+    #[cfg(test)]
     pub(crate) fn assess(&self, parts: &Parts, ip: IpAddr, now: Timestamp) -> Assessment {
-        let wire = wire_head(&parts.extensions);
-        let fingerprint = Fingerprint::of(parts, wire.as_ref());
+        let wire = super::peer::wire_head(&parts.extensions);
+        self.assess_with_wire(parts, ip, wire, now)
+    }
+
+    /// [`assess`](Self::assess) with the connection's wire head, which the
+    /// guard found along with the peer address.
+    pub(crate) fn assess_with_wire(
+        &self,
+        parts: &Parts,
+        ip: IpAddr,
+        wire: Option<WireHead>,
+        now: Timestamp,
+    ) -> Assessment {
+        let (fingerprint, found) = fingerprint_and_anomalies(parts, wire.as_ref());
         let events = self.detector.observe(now, Some(&fingerprint), Some(ip));
         self.emit_all(events);
         let w = &self.weights;
@@ -307,7 +320,6 @@ impl Scorer {
         let family = fingerprint.ua_family();
         // A missing user agent is the automated-client signal's; it is not
         // counted twice.
-        let found = anomalies(parts, family);
         let n = (found.len() - usize::from(found.contains(Anomaly::EmptyUserAgent))) as f32;
         let client = subscriber(ip);
         let client_key = self.clients.hash(&client);

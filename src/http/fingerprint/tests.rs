@@ -420,3 +420,46 @@ fn cached_profiles_match_fresh_ones() {
     }
     assert_eq!(UaProfile::decode(0), None);
 }
+
+#[test]
+fn one_pass_matches_fingerprint_and_anomalies() {
+    let firefox = "Mozilla/5.0 (X11; Linux x86_64; rv:125.0) Gecko/20100101 Firefox/125.0";
+    let mut cases: Vec<(Parts, Option<WireHead>)> = [CHROME, PYTHON_REQUESTS, MIMIC]
+        .into_iter()
+        .map(request)
+        .collect();
+    let by_hand: [&[(&str, &str)]; 5] = [
+        &[],
+        &[("user-agent", " "), ("accept-language", "*")],
+        &[
+            ("user-agent", firefox),
+            ("accept-encoding", "identity"),
+            ("accept-encoding", "br;q=0"),
+            ("accept-language", ""),
+            ("accept-language", "fr"),
+        ],
+        &[
+            ("user-agent", firefox),
+            ("user-agent", "curl/8.5.0"),
+            ("accept-encoding", "identity"),
+            ("accept-encoding", "zstd"),
+            ("sec-fetch-dest", "document"),
+            ("cookie", "a=1"),
+        ],
+        &[("user-agent", CHROME_UA), ("host", "a"), ("referer", "/")],
+    ];
+    for headers in by_hand {
+        for version in [Version::HTTP_10, Version::HTTP_11, Version::HTTP_2] {
+            for method in [Method::GET, Method::POST] {
+                cases.push((parts(version, method.clone(), headers), None));
+            }
+        }
+    }
+    for (p, wire) in &cases {
+        for wire in [wire.as_ref(), None] {
+            let fp = Fingerprint::of(p, wire);
+            let want = (fp, anomalies(p, fp.ua_family()));
+            assert_eq!(fingerprint_and_anomalies(p, wire), want, "{:?}", p.headers);
+        }
+    }
+}
