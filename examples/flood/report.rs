@@ -517,7 +517,7 @@ fn quantile(sorted: &[f64], q: f64) -> f64 {
 /// The table printed at the end of a run.
 pub fn table(results: &[RunResult]) -> String {
     let mut out = String::from(
-        "| scenario | defence | legit ok | legit p50 ms | legit p99 ms | p99 vs no attack | p99 after 1 s vs no attack | known-good ok (n) | known-good p99 vs no attack | search goodput | attack admitted | blocked after | detected after | admitted after detection | bans (legit) | server RSS MB | server CPU s |\n\
+        "| scenario | defence | legit ok | legit p50 ms | legit p99 ms | p99 vs no attack | p99 after 1 s vs no attack | known-good ok (n) | known-good p99 vs no attack | search goodput | attack admitted (of sent) | blocked after | detected after | admitted after detection | bans (legit) | server RSS MB | server CPU s |\n\
          |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
@@ -531,7 +531,7 @@ pub fn table(results: &[RunResult]) -> String {
             .goodput
             .map_or("-".into(), |g| format!("{:.0}%", g.ratio * 100.0));
         out.push_str(&format!(
-            "| {} | {} | {:.2}% | {:.1} | {:.1} | {:.1}× | {:.1}× | {known_ok} | {known_p99} | {goodput} | {:.1}% | {} | {} | {} | {} ({}) | {:.0} | {:.1} |\n",
+            "| {} | {} | {:.2}% | {:.1} | {:.1} | {:.1}× | {:.1}× | {known_ok} | {known_p99} | {goodput} | {:.1}% ({} of {}) | {} | {} | {} | {} ({}) | {:.0} | {:.1} |\n",
             r.scenario.name(),
             r.defence.name(),
             r.legit_success * 100.0,
@@ -540,6 +540,8 @@ pub fn table(results: &[RunResult]) -> String {
             r.p99_vs_baseline,
             r.settled_vs_baseline,
             r.attack_admitted_share * 100.0,
+            r.attack_admitted,
+            r.attack_sent,
             r.time_to_block_ms
                 .map_or("never".into(), |t| format!("{:.1} s", t as f64 / 1e3)),
             r.detected_after_ms
