@@ -97,6 +97,20 @@ impl Decision {
         Self::deny(limit, room, reset_after, NEVER)
     }
 
+    /// Every field, for tests that compare decisions bit for bit:
+    /// `(allowed, limit, room, unit, reset_after, retry_after)`.
+    #[cfg(test)]
+    pub(crate) fn parts(&self) -> (bool, u64, u64, u64, u64, u64) {
+        (
+            self.is_allowed(),
+            self.limit,
+            self.room,
+            self.unit,
+            self.reset_after,
+            self.retry_after,
+        )
+    }
+
     /// Whether the request was admitted (and charged).
     #[inline]
     pub fn is_allowed(&self) -> bool {
