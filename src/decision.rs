@@ -10,7 +10,6 @@ use std::time::Duration;
 /// retry at once.
 #[derive(Clone, Copy)]
 pub struct Decision {
-    allowed: bool,
     limit: u64,
     /// `remaining = room / unit`, divided only when asked: most callers only
     /// look at `is_allowed`, and the division was a tenth of a check.
@@ -18,13 +17,15 @@ pub struct Decision {
     /// Never 0.
     unit: u64,
     reset_after: u64,
+    /// 0 iff admitted: a denial always asks for a positive wait. (A
+    /// separate flag cost a byte store and a padded copy on every check.)
     retry_after: u64,
 }
 
 impl Decision {
     fn key(&self) -> (bool, u64, u64, u64, u64) {
         (
-            self.allowed,
+            self.is_allowed(),
             self.limit,
             self.remaining(),
             self.reset_after,
@@ -50,7 +51,7 @@ impl std::hash::Hash for Decision {
 impl std::fmt::Debug for Decision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Decision")
-            .field("allowed", &self.allowed)
+            .field("allowed", &self.is_allowed())
             .field("limit", &self.limit)
             .field("remaining", &self.remaining())
             .field("reset_after", &self.reset_after())
@@ -68,7 +69,6 @@ impl Decision {
     #[inline(always)]
     pub(crate) fn allow(limit: u64, room: u64, unit: u64, reset_after: u64) -> Self {
         Decision {
-            allowed: true,
             limit,
             room,
             unit,
@@ -84,7 +84,6 @@ impl Decision {
         retry_after: u64,
     ) -> Self {
         Decision {
-            allowed: false,
             limit,
             room,
             unit,
@@ -98,16 +97,30 @@ impl Decision {
         Self::deny(limit, room, reset_after, NEVER)
     }
 
+    /// Every field, for tests that compare decisions bit for bit:
+    /// `(allowed, limit, room, unit, reset_after, retry_after)`.
+    #[cfg(test)]
+    pub(crate) fn parts(&self) -> (bool, u64, u64, u64, u64, u64) {
+        (
+            self.is_allowed(),
+            self.limit,
+            self.room,
+            self.unit,
+            self.reset_after,
+            self.retry_after,
+        )
+    }
+
     /// Whether the request was admitted (and charged).
     #[inline]
     pub fn is_allowed(&self) -> bool {
-        self.allowed
+        self.retry_after == 0
     }
 
     /// Whether the request was refused (and not charged).
     #[inline]
     pub fn is_denied(&self) -> bool {
-        !self.allowed
+        !self.is_allowed()
     }
 
     /// The limit in force: requests per window, or the GCRA burst.
@@ -131,27 +144,24 @@ impl Decision {
     /// admitted if nothing else arrived for this key; `None` when admitted.
     /// [`Duration::MAX`] if the cost exceeds the limit and it never will be.
     pub fn retry_after(&self) -> Option<Duration> {
-        match (self.allowed, self.retry_after) {
-            (true, _) => None,
-            (false, NEVER) => Some(Duration::MAX),
-            (false, ns) => Some(Duration::from_nanos(ns)),
+        match self.retry_after {
+            0 => None,
+            NEVER => Some(Duration::MAX),
+            ns => Some(Duration::from_nanos(ns)),
         }
     }
 
     /// [`Decision::retry_after`] in whole seconds rounded up: at least 1 for
     /// a denial, 0 when admitted. Suitable for a `Retry-After` header.
     pub fn retry_after_secs(&self) -> u64 {
-        if self.allowed {
-            0
-        } else {
-            self.retry_after.div_ceil(1_000_000_000).max(1)
-        }
+        // 0 when admitted; a positive wait rounds up to at least 1.
+        self.retry_after.div_ceil(1_000_000_000)
     }
 
     /// Whether this request's cost exceeds the limit, so it can never be
     /// admitted whatever the wait.
     pub fn exceeds_limit(&self) -> bool {
-        !self.allowed && self.retry_after == NEVER
+        self.retry_after == NEVER
     }
 }
 

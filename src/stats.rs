@@ -11,8 +11,11 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 /// Threads that get a stripe of their own; later ones share the last one.
 const OWNED: usize = 31;
-/// A power of two, so indexing needs no bounds check.
 const STRIPES: usize = OWNED + 1;
+/// Counters per stripe: 128 bytes, the padding `CachePadded` uses on x86-64
+/// and aarch64, so no two threads' stripes share a line (or a prefetched
+/// pair of lines).
+const WORDS: usize = 16;
 
 /// Which counter of a [`Striped`] set.
 #[derive(Clone, Copy, Debug)]
@@ -42,16 +45,17 @@ impl From<Count> for usize {
 /// write cost as much as the rate-limit decision itself. Indices are given
 /// back when threads exit; threads beyond [`OWNED`] at once share one
 /// stripe and use `fetch_add`.
+///
+/// Stripe `i` is words `i·WORDS .. i·WORDS + N` of one aligned array.
 pub(crate) struct Striped<const N: usize = COUNTS> {
-    stripes: Box<[CachePadded<[AtomicU64; N]>; STRIPES]>,
+    words: Box<CachePadded<[AtomicU64; STRIPES * WORDS]>>,
 }
 
 impl<const N: usize> Default for Striped<N> {
     fn default() -> Self {
+        const { assert!(N <= WORDS, "a stripe holds at most WORDS counters") };
         Striped {
-            stripes: Box::new(std::array::from_fn(|_| {
-                CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))
-            })),
+            words: Box::new(CachePadded::new(std::array::from_fn(|_| AtomicU64::new(0)))),
         }
     }
 }
@@ -81,8 +85,10 @@ impl Drop for Slot {
 }
 
 thread_local! {
-    /// This thread's stripe; `usize::MAX` until first use. A plain `Cell`
-    /// with a const initialiser is the cheapest thread-local to read.
+    /// This thread's stripe as the offset of its first word (`i·WORDS`),
+    /// which a bump adds without a multiply; `usize::MAX` until first use.
+    /// A plain `Cell` with a const initialiser is the cheapest thread-local
+    /// to read.
     static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
     /// Owns the index and gives it back when the thread exits.
     static OWNER: Cell<Option<Slot>> = const { Cell::new(None) };
@@ -96,15 +102,15 @@ fn assign_stripe() -> usize {
     if OWNER.try_with(|o| o.set(Some(slot))).is_err() {
         return OWNED;
     }
-    let _ = STRIPE.try_with(|s| s.set(i));
+    let _ = STRIPE.try_with(|s| s.set(i * WORDS));
     i
 }
 
-#[inline]
+/// This thread's stripe index, assigning one on first use.
 fn stripe() -> usize {
     match STRIPE.try_with(Cell::get) {
         Ok(usize::MAX) => assign_stripe(),
-        Ok(i) => i,
+        Ok(offset) => offset / WORDS,
         Err(_) => OWNED,
     }
 }
@@ -112,8 +118,24 @@ fn stripe() -> usize {
 impl<const N: usize> Striped<N> {
     #[inline]
     pub(crate) fn add(&self, which: impl Into<usize>, n: u64) {
+        let which = which.into();
+        debug_assert!(which < N);
+        // One test covers both other cases: a thread without a stripe yet
+        // (`usize::MAX`) and one on the shared stripe (`OWNED`).
+        let offset = STRIPE.try_with(Cell::get).unwrap_or(usize::MAX);
+        if offset >= OWNED * WORDS {
+            return self.add_shared(which, n);
+        }
+        let c = &self.words[offset + which];
+        c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
+    /// [`add`](Self::add) for a thread without an owned stripe (yet).
+    #[cold]
+    #[inline(never)]
+    fn add_shared(&self, which: usize, n: u64) {
         let i = stripe();
-        let c = &self.stripes[i & (STRIPES - 1)][which.into()];
+        let c = &self.words[i * WORDS + which];
         if i < OWNED {
             c.store(c.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
         } else {
@@ -123,9 +145,8 @@ impl<const N: usize> Striped<N> {
 
     pub(crate) fn sum(&self, which: impl Into<usize>) -> u64 {
         let which = which.into();
-        self.stripes
-            .iter()
-            .map(|s| s[which].load(Ordering::Relaxed))
+        (0..STRIPES)
+            .map(|i| self.words[i * WORDS + which].load(Ordering::Relaxed))
             .fold(0, u64::wrapping_add)
     }
 }

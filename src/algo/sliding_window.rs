@@ -71,6 +71,9 @@ const MAX_WINDOW_NANOS: u64 = 1 << 59;
 /// Largest limit a sliding window accepts: 24-bit counters, 16-bit epoch.
 pub const MAX_LIMIT: u64 = (1 << 24) - 2;
 
+// `check` relies on costs of 2^31 and more exceeding every limit.
+const _: () = assert!(MAX_LIMIT < 1 << 31);
+
 /// Sliding-window counter parameters; a pure state machine over one `u64`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SlidingWindow {
@@ -78,6 +81,8 @@ pub struct SlidingWindow {
     window_nanos: u64,
     /// Time unit is `2^shift` ns.
     shift: u32,
+    /// `2^shift`.
+    unit_nanos: u64,
     /// Window length in time units, `< 2^32`.
     window: u64,
     /// Divides by `window`.
@@ -85,6 +90,15 @@ pub struct SlidingWindow {
     count_bits: u32,
     count_mask: u64,
     epoch_mask: u64,
+    /// `2^C`: one unit of `cur` in a packed state.
+    cur_one: u64,
+    /// `cur` below this takes the fast path in `check`: `2^C`, or 0 when
+    /// `W = 1` (no fast path).
+    fast_cur_end: u64,
+    /// `−2^(2C)` (wrapping): minus one epoch step in a packed state.
+    minus_epoch_one: u64,
+    /// `L·W`: the estimate's ceiling, scaled by `W`.
+    cap: u64,
     /// States up to this many windows ahead are read as current.
     max_ahead: u64,
 }
@@ -133,11 +147,20 @@ impl SlidingWindow {
             // Rounded to whole time units: the window actually in force.
             window_nanos,
             shift,
+            unit_nanos: 1 << shift,
             window: window_nanos >> shift,
             per_window: Divider::new(window_nanos >> shift),
             count_bits,
             count_mask: (1 << count_bits) - 1,
             epoch_mask: (1 << epoch_bits) - 1,
+            cur_one: 1 << count_bits,
+            fast_cur_end: if window_nanos >> shift == 1 {
+                0
+            } else {
+                1 << count_bits
+            },
+            minus_epoch_one: (1u64 << (2 * count_bits)).wrapping_neg(),
+            cap: limit * (window_nanos >> shift),
             max_ahead,
         })
     }
@@ -168,7 +191,12 @@ impl SlidingWindow {
     /// as `(epoch, cur, prev)` for that window.
     #[inline]
     fn view(&self, state: Option<u64>, now: u64) -> View {
-        let t = now >> self.shift;
+        self.view_at(state, now >> self.shift)
+    }
+
+    /// [`view`](Self::view) at `t`, in time units.
+    #[inline]
+    fn view_at(&self, state: Option<u64>, t: u64) -> View {
         let epoch = self.per_window.div(t);
         let offset = t - epoch * self.window;
         let Some(s) = state else {
@@ -231,14 +259,18 @@ impl SlidingWindow {
     }
 
     /// Callers pass at most five windows, which fit: windows are < 2^59 ns.
+    /// (A multiply by `2^s` rather than a shift: one register fewer.)
+    #[inline(always)]
     fn units_to_nanos(&self, units: u64) -> u64 {
-        units << self.shift
+        units * self.unit_nanos
     }
 
-    /// Time until `cur` and `prev` have both fully decayed.
-    fn reset_after(&self, v: &View, cur: u64) -> u64 {
+    /// Time until the current count (`busy`: it is not zero) and `prev`
+    /// have both fully decayed.
+    #[inline(always)]
+    fn reset_after(&self, v: &View, busy: bool) -> u64 {
         let to_end = v.lead + self.window - v.offset;
-        let units = if cur > 0 {
+        let units = if busy {
             to_end + self.window
         } else if v.prev > 0 {
             to_end
@@ -270,43 +302,89 @@ impl SlidingWindow {
     /// state to store.
     #[inline(always)]
     pub fn check(&self, state: Option<u64>, now: u64, cost: u64) -> Outcome {
-        let v = self.view(state, now);
-        let cap = self.limit * self.window;
+        let t = now >> self.shift;
+        // Fast path: a state from this very window (a hot key).
+        if let Some(s) = state {
+            // The window index or one more (checked below), without the
+            // exact division's shift and range test.
+            let epoch = self.per_window.estimate(t);
+            // Subtracting the packed epoch (as `s + epoch·(−2^2C)`, an add
+            // that needs no copy of `s`) leaves the counts iff the stored
+            // epoch is `epoch mod 2^E` (`behind == 0` in `view`); any other
+            // borrows into or stays in the epoch bits, so `cur` overflows
+            // its `C` bits. (`fast_cur_end` is 0 for `W = 1`, where the
+            // estimate means nothing: always the general way.)
+            let counts = s.wrapping_add(epoch.wrapping_mul(self.minus_epoch_one));
+            let cur = counts >> self.count_bits;
+            // `W − x`, in `[1, W]`, if `epoch` is right; in `(W, 2W]` if it
+            // is one too many. Both lie below 2^33, so the wrapping
+            // arithmetic yields them exactly for every `t`.
+            let rest = (epoch + 1).wrapping_mul(self.window).wrapping_sub(t);
+            if cur < self.fast_cur_end && rest <= self.window {
+                let v = View {
+                    epoch,
+                    offset: self.window - rest,
+                    cur,
+                    prev: counts & self.count_mask,
+                    lead: 0,
+                };
+                // An admitted `cur + cost` is at most `L`, so it fits its
+                // field and the epoch is unchanged: this is
+                // `pack(epoch, cur + cost, prev)`.
+                return self.decide(v, state, t, cost, |_| s + cost * self.cur_one);
+            }
+        }
+        let v = self.view_at(state, t);
+        self.decide(v, state, t, cost, |cur| self.pack(v.epoch, cur, v.prev))
+    }
+
+    /// Decides `cost` in view `v` (of `state` at `t`, in units); `pack`
+    /// makes the state for the new current count.
+    #[inline(always)]
+    fn decide(
+        &self,
+        v: View,
+        state: Option<u64>,
+        t: u64,
+        cost: u64,
+        pack: impl FnOnce(u64) -> u64,
+    ) -> Outcome {
         let used = self.used(&v);
-        // `cost ≤ limit` first, so `cost · W` cannot overflow.
-        if cost <= self.limit && used + cost * self.window <= cap {
+        // `used < 2^57` (counts below 2^24, `W` below 2^32) and, with
+        // `cost < 2^31`, `cost · W < 2^63`: the sum cannot overflow. Larger
+        // costs exceed `MAX_LIMIT`, so this admits exactly what
+        // `cost ≤ L && used + cost·W ≤ L·W` does, and a constant cost (the
+        // usual 1) needs no test at all.
+        if cost < 1 << 31 && used + cost * self.window <= self.cap {
+            let after = used + cost * self.window;
+            // `cur + cost` cannot overflow (both are below 2^C), and is
+            // positive iff either is.
             let cur = v.cur + cost;
-            let d = Decision::allow(
-                self.limit,
-                cap - used - cost * self.window,
-                self.window,
-                self.reset_after(&v, cur),
-            );
+            let reset = self.reset_after(&v, cost > 0 || v.cur > 0);
             Outcome {
-                decision: d,
-                state: Some(self.pack(v.epoch, cur, v.prev)),
+                decision: Decision::allow(self.limit, self.cap - after, self.window, reset),
+                state: Some(pack(cur)),
             }
         } else {
-            Outcome::unchanged(self.refuse(&v, cost))
+            Outcome::unchanged(self.refuse(state, t, cost))
         }
     }
 
-    /// The denial for `cost` in view `v`: kept out of line, the admit path
-    /// is the hot one.
+    /// The denial for `cost` at `t` (units): kept out of line, the admit
+    /// path is the hot one. It reads the state again rather than take the
+    /// admit path's view, which would then have to be built in memory first.
     #[cold]
     #[inline(never)]
-    fn refuse(&self, v: &View, cost: u64) -> Decision {
-        let remaining = (
-            (self.limit * self.window).saturating_sub(self.used(v)),
-            self.window,
-        );
-        let reset = self.reset_after(v, v.cur);
+    fn refuse(&self, state: Option<u64>, t: u64, cost: u64) -> Decision {
+        let v = self.view_at(state, t);
+        let remaining = (self.cap.saturating_sub(self.used(&v)), self.window);
+        let reset = self.reset_after(&v, v.cur > 0);
         if cost > self.limit {
             return Decision::never(self.limit, remaining, reset);
         }
         // The sub-unit part of `now` already elapsed is not subtracted: at
         // most 2^shift ns late, never early.
-        let retry = self.units_to_nanos(v.lead + self.retry_units(v, cost));
+        let retry = self.units_to_nanos(v.lead + self.retry_units(&v, cost));
         Decision::deny(self.limit, remaining, reset, retry)
     }
 
@@ -335,6 +413,7 @@ impl SlidingWindow {
 
 /// A state read for one instant: the window it counts in, the offset into
 /// it, and the counts that apply there.
+#[derive(Clone, Copy)]
 struct View {
     epoch: u64,
     offset: u64,
@@ -474,6 +553,238 @@ mod tests {
         let o = s.check(None, 7200 * SEC + 5, 100);
         assert!(o.decision.is_allowed());
         assert!(s.check(o.state, 7200 * SEC + 6, 1).decision.is_denied());
+    }
+
+    /// The algorithm written the plain way (exact `/`, one view for every
+    /// case), as it stood before the fast path: `check` must match it field
+    /// for field.
+    mod reference {
+        use super::*;
+
+        pub struct View {
+            pub epoch: u64,
+            pub offset: u64,
+            pub cur: u64,
+            pub prev: u64,
+            pub lead: u64,
+        }
+
+        pub fn view(a: &SlidingWindow, state: Option<u64>, now: u64) -> View {
+            let t = now >> a.shift;
+            let epoch = t / a.window;
+            let offset = t - epoch * a.window;
+            let fresh = View {
+                epoch,
+                offset,
+                cur: 0,
+                prev: 0,
+                lead: 0,
+            };
+            let Some(s) = state else {
+                return fresh;
+            };
+            let stored = s >> (2 * a.count_bits);
+            let cur = (s >> a.count_bits) & a.count_mask;
+            let prev = s & a.count_mask;
+            let behind = epoch.wrapping_sub(stored) & a.epoch_mask;
+            if behind == 0 {
+                View { cur, prev, ..fresh }
+            } else if behind == 1 {
+                View { prev: cur, ..fresh }
+            } else if behind > a.epoch_mask - a.max_ahead {
+                let ahead = a.epoch_mask + 1 - behind;
+                View {
+                    epoch: epoch.wrapping_add(ahead),
+                    offset: 0,
+                    cur,
+                    prev,
+                    lead: ahead * a.window - offset,
+                }
+            } else {
+                fresh
+            }
+        }
+
+        fn used(a: &SlidingWindow, v: &View) -> u64 {
+            v.cur * a.window + v.prev * (a.window - v.offset)
+        }
+
+        fn reset_after(a: &SlidingWindow, v: &View, cur: u64) -> u64 {
+            let to_end = v.lead + a.window - v.offset;
+            let units = if cur > 0 {
+                to_end + a.window
+            } else if v.prev > 0 {
+                to_end
+            } else {
+                0
+            };
+            units << a.shift
+        }
+
+        fn retry_units(a: &SlidingWindow, v: &View, cost: u64) -> u64 {
+            let w = a.window;
+            if v.cur + cost <= a.limit && v.prev > 0 {
+                let room = (a.limit - v.cur - cost) * w;
+                let x = w - (room / v.prev).min(w);
+                if x < w {
+                    return x - v.offset;
+                }
+            }
+            let fits = ((a.limit - cost) * w).checked_div(v.cur).unwrap_or(w);
+            let x = w - fits.min(w);
+            (w - v.offset) + x
+        }
+
+        /// `(allowed, limit, room, unit, reset_after, retry_after)`, as
+        /// [`Decision::parts`].
+        pub type Parts = (bool, u64, u64, u64, u64, u64);
+
+        /// The decision's parts and the new state.
+        pub fn check(
+            a: &SlidingWindow,
+            state: Option<u64>,
+            now: u64,
+            cost: u64,
+        ) -> (Parts, Option<u64>) {
+            let v = view(a, state, now);
+            let cap = a.limit * a.window;
+            let used = used(a, &v);
+            if cost <= a.limit && used + cost * a.window <= cap {
+                let cur = v.cur + cost;
+                let decision = (
+                    true,
+                    a.limit,
+                    cap - used - cost * a.window,
+                    a.window,
+                    reset_after(a, &v, cur),
+                    0,
+                );
+                return (decision, Some(a.pack(v.epoch, cur, v.prev)));
+            }
+            let room = cap.saturating_sub(used);
+            let reset = reset_after(a, &v, v.cur);
+            let retry = if cost > a.limit {
+                u64::MAX
+            } else {
+                ((v.lead + retry_units(a, &v, cost)) << a.shift).max(1)
+            };
+            ((false, a.limit, room, a.window, reset, retry), None)
+        }
+    }
+
+    fn same_as_reference(a: &SlidingWindow, state: Option<u64>, now: u64, cost: u64) {
+        let o = a.check(state, now, cost);
+        let want = reference::check(a, state, now, cost);
+        assert_eq!(
+            (o.decision.parts(), o.state),
+            want,
+            "limit {} window {:?} state {state:?} now {now} cost {cost}",
+            a.limit(),
+            a.window()
+        );
+    }
+
+    /// Times and states around every boundary the fast path cares about:
+    /// window edges (where the reciprocal's estimate can be one too many),
+    /// the end of the clock, and states from this window, the previous
+    /// ones, a little ahead, far ahead (wrapped) and garbage.
+    #[test]
+    fn matches_reference_at_the_edges() {
+        let windows = [
+            1u64,
+            2,
+            3,
+            5,
+            7,
+            64,
+            1000,
+            999_999_937,
+            1_000_000_000,
+            (1 << 32) - 1,
+            1 << 32,
+            (1 << 32) + 1,
+            60_000_000_000,
+            MAX_WINDOW_NANOS - 1,
+        ];
+        for window in windows {
+            for limit in [1, 2, 3, 10, 254, 255, 1 << 20, MAX_LIMIT] {
+                let a = SlidingWindow::new(limit, Duration::from_nanos(window)).unwrap();
+                let wn = a.window_nanos;
+                let mut times = vec![0, 1, u64::MAX, u64::MAX - 1, 1 << 62, (1 << 62) - 1];
+                for q in [1u64, 2, 7, 1 << 20, u64::MAX / wn - 1, u64::MAX / wn] {
+                    let start = q.saturating_mul(wn);
+                    for d in [0, 1, wn / 2, wn - 1] {
+                        times.push(start.saturating_add(d));
+                        times.push(start.saturating_sub(d));
+                    }
+                }
+                for &now in &times {
+                    let epoch = (now >> a.shift) / a.window;
+                    let mut states = vec![None, Some(0), Some(u64::MAX), Some(a.epoch_mask)];
+                    for back in [0, 1, 2, a.max_ahead, a.max_ahead + 1] {
+                        for e in [epoch.wrapping_sub(back), epoch.wrapping_add(back)] {
+                            for (cur, prev) in
+                                [(0, 0), (1, 0), (0, 1), (limit, limit), (a.count_mask, 3)]
+                            {
+                                states.push(Some(a.pack(e, cur, prev)));
+                            }
+                        }
+                    }
+                    for &state in &states {
+                        for cost in [0, 1, 2, limit, limit + 1, 1 << 31, 1 << 35, u64::MAX] {
+                            same_as_reference(&a, state, now, cost);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(20_000))]
+
+        /// Random quotas, times, states near the current window and costs.
+        #[test]
+        fn matches_reference(
+            limit_bits in 0u32..24,
+            limit_frac in proptest::prelude::any::<u64>(),
+            window_bits in 0u32..59,
+            window_frac in proptest::prelude::any::<u64>(),
+            now in proptest::prelude::any::<u64>(),
+            time_bits in 0u32..64,
+            back in -5i64..5,
+            cur_frac in proptest::prelude::any::<u64>(),
+            prev_frac in proptest::prelude::any::<u64>(),
+            raw in proptest::prelude::any::<u64>(),
+            kind in 0u8..8,
+            cost_kind in 0u8..6,
+        ) {
+            let limit = ((1u64 << limit_bits) + limit_frac % (1u64 << limit_bits)).min(MAX_LIMIT);
+            let window = (1u64 << window_bits) + window_frac % (1u64 << window_bits);
+            let a = SlidingWindow::new(limit, Duration::from_nanos(window)).unwrap();
+            // Times of every magnitude, not only near the end of the clock.
+            let now = if time_bits == 63 { now } else { now >> (63 - time_bits) };
+            let epoch = (now >> a.shift) / a.window;
+            let state = match kind {
+                0 => None,
+                1 => Some(raw),
+                _ => {
+                    let e = epoch.wrapping_add_signed(back);
+                    let cur = cur_frac % (a.count_mask + 1);
+                    let prev = prev_frac % (a.count_mask + 1);
+                    Some(a.pack(e, cur.min(if kind < 5 { limit } else { cur }), prev))
+                }
+            };
+            let cost = match cost_kind {
+                0 => 0,
+                1 | 2 => 1,
+                3 => 1 + cur_frac % limit,
+                4 => limit + 1,
+                // Of every magnitude.
+                _ => raw >> (cur_frac % 64),
+            };
+            same_as_reference(&a, state, now, cost);
+        }
     }
 
     #[test]
