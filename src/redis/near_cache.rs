@@ -95,10 +95,7 @@ impl Entry {
     }
 }
 
-/// What a step did, for the caller to finish outside the table. Budgets
-/// fit in 16 bits and times in 32, so an [`Out`] fits in two registers:
-/// it comes back from the table's out-of-line path without a trip
-/// through memory.
+/// What a step did, for the caller to finish outside the table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verdict {
     Allowed {
@@ -118,21 +115,54 @@ enum Verdict {
     },
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Out {
-    verdict: Verdict,
+/// A [`Verdict`] and whether the key was just listed for the next push,
+/// packed in one word: `[value: 32][unused: 29][listed: 1][kind: 2]`
+/// (budgets fit in 16 bits, times in 32). One word comes back from the
+/// table's out-of-line path in a register, where a struct went through
+/// memory on every check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Out(u64);
+
+impl Out {
+    const LISTED: u64 = 4;
+
+    #[inline(always)]
+    fn new(verdict: Verdict, listed: bool) -> Self {
+        let (kind, value) = match verdict {
+            Verdict::Allowed { budget } => (0, budget),
+            Verdict::Spent { budget } => (1, budget),
+            Verdict::Blocked { until_ms } => (2, until_ms),
+            Verdict::Never { budget } => (3, budget),
+        };
+        Out(u64::from(value) << 32 | if listed { Self::LISTED } else { 0 } | kind)
+    }
+
+    #[inline(always)]
+    fn verdict(self) -> Verdict {
+        let value = (self.0 >> 32) as u32;
+        match self.0 & 3 {
+            0 => Verdict::Allowed { budget: value },
+            1 => Verdict::Spent { budget: value },
+            2 => Verdict::Blocked { until_ms: value },
+            _ => Verdict::Never { budget: value },
+        }
+    }
+
     /// The key just became dirty: list it for the next push.
-    listed: bool,
+    #[inline(always)]
+    fn listed(self) -> bool {
+        self.0 & Self::LISTED != 0
+    }
 }
 
 /// Decides one operation on a key's word.
 #[derive(Clone, Copy)]
 struct CheckStep<'a> {
     op: Op,
-    limit: u64,
-    /// For a key without an entry: its assumed share of the whole limit
-    /// (worked out only then: it costs a division and a load).
-    sync_after: u64,
+    /// The limit and `sync_after`, read only off the fast path: a key
+    /// without an entry gets its assumed share of the whole limit (worked
+    /// out only then: it costs a division and a load).
+    cache: &'a NearCache,
     instances: &'a AtomicU64,
 }
 
@@ -147,31 +177,28 @@ impl Transition for CheckStep<'_> {
             let pending = (word >> PENDING_SHIFT) & PENDING_FIELD;
             if word & BLOCKED == 0 && cost <= budget && pending + cost <= PENDING_FIELD {
                 let new = (word - (cost << BUDGET_SHIFT) + (cost << PENDING_SHIFT)) | DIRTY;
-                let out = Out {
-                    verdict: Verdict::Allowed {
+                let out = Out::new(
+                    Verdict::Allowed {
                         budget: (budget - cost) as u32,
                     },
-                    listed: word & DIRTY == 0,
-                };
+                    word & DIRTY == 0,
+                );
                 return (out, Some(new));
             }
         }
         let mut e = state.map_or_else(
             || Entry {
                 budget: share(
-                    self.limit,
+                    self.cache.limit,
                     self.instances.load(Ordering::Relaxed),
-                    self.sync_after,
+                    self.cache.sync_after,
                 ),
                 ..Entry::default()
             },
             Entry::unpack,
         );
         let was_dirty = e.dirty;
-        let out = |verdict, e: &Entry| Out {
-            verdict,
-            listed: e.dirty && !was_dirty,
-        };
+        let out = |verdict, e: &Entry| Out::new(verdict, e.dirty && !was_dirty);
         let mut changed = false;
         if e.blocked {
             let until = e.until_ms.saturating_mul(NANOS_PER_MS);
@@ -188,7 +215,7 @@ impl Transition for CheckStep<'_> {
             changed = true;
         }
         match self.op {
-            Op::Check(cost) | Op::Peek(cost) if cost > self.limit => (
+            Op::Check(cost) | Op::Peek(cost) if cost > self.cache.limit => (
                 out(
                     Verdict::Never {
                         budget: e.budget as u32,
@@ -391,15 +418,14 @@ impl NearCache {
         let now = now.as_nanos();
         let step = CheckStep {
             op,
-            limit: self.limit,
-            sync_after: self.sync_after,
+            cache: self,
             instances,
         };
         let out = self.table.run(key, now, step);
-        if out.listed {
+        if out.listed() {
             self.list(key, redis_key);
         }
-        if let Verdict::Allowed { budget } = out.verdict {
+        if let Verdict::Allowed { budget } = out.verdict() {
             if budget == 0 {
                 nudge();
             }
@@ -417,7 +443,7 @@ impl NearCache {
     #[cold]
     #[inline(never)]
     fn refusal(&self, out: Out, op: Op, now: u64) -> (Decision, bool) {
-        match out.verdict {
+        match out.verdict() {
             Verdict::Allowed { budget } => (
                 Decision::allow(self.limit, u64::from(budget), 1, self.span),
                 false,
@@ -429,7 +455,7 @@ impl NearCache {
                 let retry = crate::clock::duration_nanos(self.sync_every);
                 let d = Decision::deny(self.limit, (u64::from(budget), 1), self.span, retry);
                 // One nudge when the key runs dry, not one per refusal.
-                (d, out.listed)
+                (d, out.listed())
             }
             Verdict::Never { budget } => (
                 Decision::never(self.limit, (u64::from(budget), 1), self.span),
@@ -551,6 +577,24 @@ mod tests {
             &AtomicU64::new(instances),
             || {},
         )
+    }
+
+    #[test]
+    fn a_verdict_round_trips_through_its_word() {
+        for listed in [false, true] {
+            for v in [
+                Verdict::Allowed { budget: 0 },
+                Verdict::Allowed {
+                    budget: MAX_SYNC_AFTER as u32,
+                },
+                Verdict::Spent { budget: 7 },
+                Verdict::Blocked { until_ms: u32::MAX },
+                Verdict::Never { budget: 1 },
+            ] {
+                let out = Out::new(v, listed);
+                assert_eq!((out.verdict(), out.listed()), (v, listed));
+            }
+        }
     }
 
     #[test]
