@@ -4,8 +4,9 @@
 
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use floodguard::http::Tarpit;
 use floodguard::http::gate::{AcceptVerdict, Gate, GatedStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -343,4 +344,40 @@ mod tonic_serve {
         assert_eq!(gate.stats().accepted, 1);
         server.abort();
     }
+}
+
+#[tokio::test]
+async fn the_tarpit_holds_refused_connections_before_their_reset() {
+    let hold = Duration::from_millis(800);
+    let gate = Gate::builder()
+        .max_connections_per_ip(1)
+        .verdict(|ip| match ip.to_string().as_str() {
+            "127.0.0.6" => AcceptVerdict::Refuse,
+            _ => AcceptVerdict::Normal,
+        })
+        .tarpit(Tarpit::new(hold, 1))
+        .build()
+        .unwrap();
+    let (addr, mut rx) = serve(&gate).await;
+    let timed = async |from: &str| {
+        let mut c = connect_from(from, addr).await;
+        let started = Instant::now();
+        (outcome(&mut c).await, started.elapsed())
+    };
+    // Two banned connections at once: one place, so one is held, unread,
+    // until its reset, and the other is reset at once.
+    let (a, b) = tokio::join!(timed("127.0.0.6"), timed("127.0.0.6"));
+    assert_eq!((a.0, b.0), (Outcome::Refused, Outcome::Refused));
+    let (quick, slow) = (a.1.min(b.1), a.1.max(b.1));
+    assert!(quick < hold && slow >= hold, "{quick:?} {slow:?}");
+    let t = gate.stats().tarpit;
+    assert_eq!((t.held, t.full, t.holding), (1, 1, 0));
+    // A connection over the per-address cap is reset at once, never held.
+    let mut first = connect_from("127.0.0.8", addr).await;
+    assert_eq!(outcome(&mut first).await, Outcome::Admitted);
+    let _first = admitted(&mut rx).await;
+    let (outcome, waited) = timed("127.0.0.8").await;
+    assert_eq!(outcome, Outcome::Refused);
+    assert!(waited < hold, "{waited:?}");
+    assert_eq!(gate.stats().tarpit.held, 1);
 }

@@ -16,7 +16,11 @@
 //!
 //! A refused connection is closed with a reset (`SO_LINGER` 0, so no
 //! `TIME_WAIT` piles up on the server), counted in [`GateStats`] and logged
-//! at `debug`. An admitted one becomes a [`GatedStream`] that holds its
+//! at `debug`. One the verdict hook refuses (a banned or blocklisted
+//! address) is first held open, unread, for the [`Tarpit`]'s hold (one
+//! second by default, at most 1,024 at once): a flood tool that reconnects
+//! the moment it is reset would otherwise keep the server accepting and
+//! resetting as fast as it can. An admitted one becomes a [`GatedStream`] that holds its
 //! place in the counts until it is dropped.
 //!
 //! Each [`GatedStream`] also reads the first request head of its
@@ -60,6 +64,8 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use parking_lot::Mutex;
+
+use super::tarpit::{Tarpit, TarpitState, TarpitStats};
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
@@ -119,6 +125,7 @@ struct Shared {
     verdict: Option<Box<VerdictFn>>,
     open: Mutex<OpenCounts>,
     counters: Counters,
+    tarpit: TarpitState,
 }
 
 /// Open connections per address and per prefix. Entries are removed when
@@ -155,6 +162,8 @@ pub struct GateStats {
     pub refused_rate: u64,
     /// Admitted connections open now (streams not yet dropped).
     pub open: u64,
+    /// Refused connections held open by the [`Tarpit`] before their reset.
+    pub tarpit: TarpitStats,
 }
 
 /// Why a connection was refused.
@@ -180,7 +189,7 @@ impl Refusal {
 impl Gate {
     /// Starts a builder with the defaults: 16 connections open per address,
     /// no per-network cap, 20 new connections a second per address with a
-    /// burst of 40, no verdict hook.
+    /// burst of 40, no verdict hook, the default [`Tarpit`].
     pub fn builder() -> GateBuilder {
         GateBuilder {
             max_per_ip: DEFAULT_MAX_PER_IP,
@@ -188,6 +197,7 @@ impl Gate {
             rate: DEFAULT_RATE,
             capacity: DEFAULT_CAPACITY,
             verdict: None,
+            tarpit: Tarpit::default(),
         }
     }
 
@@ -211,6 +221,7 @@ impl Gate {
             refused_per_prefix: c.refused_per_prefix.load(Relaxed),
             refused_rate: c.refused_rate.load(Relaxed),
             open: c.open.load(Relaxed),
+            tarpit: self.shared.tarpit.stats(),
         }
     }
 }
@@ -329,9 +340,22 @@ pub struct GateBuilder {
     rate: (u64, Duration, u64),
     capacity: usize,
     verdict: Option<Box<VerdictFn>>,
+    tarpit: Tarpit,
 }
 
 impl GateBuilder {
+    /// How long a connection the verdict hook refuses is held open, unread,
+    /// before its reset, and how many at most at once (each holds a file
+    /// descriptor): [`Tarpit::default`] (one second, 1,024) unless set;
+    /// [`Tarpit::off`] resets them at once. Connections refused for the
+    /// caps or the new-connection rate are always reset at once: a
+    /// browser opening one too many must learn it straight away.
+    /// [`Guard::gate`](super::Guard::gate) starts with the guard's tarpit.
+    pub fn tarpit(mut self, tarpit: Tarpit) -> Self {
+        self.tarpit = tarpit;
+        self
+    }
+
     /// At most `n` connections open at once from one address (default 16:
     /// a browser opens at most 6 per host over HTTP/1.1 and one over HTTP/2,
     /// so 16 leaves room for a few devices behind one NAT; raise it for
@@ -402,6 +426,7 @@ impl GateBuilder {
                 verdict: self.verdict,
                 open: Mutex::default(),
                 counters: Counters::default(),
+                tarpit: TarpitState::new(self.tarpit),
             }),
         })
     }
@@ -415,6 +440,7 @@ impl fmt::Debug for GateBuilder {
             .field("new_connections_per_ip", &self.rate)
             .field("capacity", &self.capacity)
             .field("verdict", &self.verdict.is_some())
+            .field("tarpit", &self.tarpit)
             .finish()
     }
 }
@@ -487,9 +513,22 @@ impl GatedListener {
         // Failure only costs the TIME_WAIT, so it is ignored.
         // Counted first, so the stats never lag what the client saw.
         self.gate.shared.count_refusal(why);
+        tracing::debug!(%peer, reason = why.as_str(), "connection refused");
+        let held = match why {
+            Refusal::Banned => self.gate.shared.tarpit.hold(),
+            _ => None,
+        };
+        if let Some((hold, place)) = held {
+            // Unread until the reset; the place is given back with it.
+            tokio::spawn(async move {
+                tokio::time::sleep(hold).await;
+                let _ = stream.set_zero_linger();
+                drop((stream, place));
+            });
+            return;
+        }
         let _ = stream.set_zero_linger();
         drop(stream);
-        tracing::debug!(%peer, reason = why.as_str(), "connection refused");
     }
 
     /// The address the listener is bound to.

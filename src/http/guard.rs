@@ -588,7 +588,9 @@ impl<C: Clock> Guard<C> {
         C: 'static,
     {
         let guard = self.clone();
-        Gate::builder().verdict(move |ip| guard.accept_verdict(ip))
+        Gate::builder()
+            .tarpit(self.shared.tarpit.config())
+            .verdict(move |ip| guard.accept_verdict(ip))
     }
 
     /// A snapshot of the counters.

@@ -215,7 +215,8 @@ fn write_shared_bans(t: &mut Text<'_>, s: &crate::redis::SharedBanStats) {
 
 impl Gate {
     /// The gate's counters in the Prometheus text format 0.0.4:
-    /// connections accepted, refused by reason, and open now.
+    /// connections accepted, refused by reason, open now, and held by the
+    /// tarpit.
     ///
     /// ```
     /// use floodguard::http::Gate;
@@ -258,6 +259,21 @@ impl Gate {
             "floodguard_gate_open_connections",
             "Admitted connections open now.",
             s.open,
+        );
+        t.counter(
+            "floodguard_gate_tarpit_held_total",
+            "Refused connections held open by the tarpit before their reset.",
+            s.tarpit.held,
+        );
+        t.counter(
+            "floodguard_gate_tarpit_full_total",
+            "Refused connections reset at once because the tarpit was full.",
+            s.tarpit.full,
+        );
+        t.gauge(
+            "floodguard_gate_tarpit_holding",
+            "Refused connections held by the tarpit now.",
+            s.tarpit.holding,
         );
     }
 }
@@ -1228,6 +1244,13 @@ mod tests {
             value(&samples, "floodguard_gate_open_connections", &[]),
             0.0
         );
+        for name in [
+            "floodguard_gate_tarpit_held_total",
+            "floodguard_gate_tarpit_full_total",
+            "floodguard_gate_tarpit_holding",
+        ] {
+            assert_eq!(value(&samples, name, &[]), 0.0, "{name}");
+        }
         // Guard and gate share one buffer without clashing.
         let guard = Guard::builder().build().unwrap();
         let mut both = guard.prometheus();

@@ -106,6 +106,11 @@ impl TarpitState {
         }
     }
 
+    /// The setting.
+    pub(crate) fn config(&self) -> Tarpit {
+        self.config
+    }
+
     /// A place to hold one refusal, and for how long; `None` when the
     /// tarpit is off or full (counted).
     pub(crate) fn hold(&self) -> Option<(Duration, Held)> {
