@@ -347,8 +347,9 @@ async fn run(
     let cpu_at_attack = (procfs::cpu_seconds(&pid), procfs::cpu_seconds("self"));
     traffic::attack(&mut set, attackers, scenario, shop, &rec, stop);
     // Every task stops at `stop`; a stuck exchange is cut off by its own
-    // timeout, and the whole set by this bound.
-    let drain = tokio::time::timeout(Duration::from_secs(8), async {
+    // timeout, and the whole set by this bound, counted from `stop` (not
+    // from now: with a long `--duration` it cut the attack short).
+    let drain = tokio::time::timeout_at((stop + Duration::from_secs(8)).into(), async {
         while set.join_next().await.is_some() {}
     });
     if drain.await.is_err() {
