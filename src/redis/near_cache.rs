@@ -171,8 +171,18 @@ impl Transition for CheckStep<'_> {
 
     #[inline(always)]
     fn step(&self, state: Option<u64>, now: u64) -> (Out, Option<u64>) {
-        // The common case on the word itself: an admission within budget.
+        // The common cases on the word itself: an admission within budget,
+        // and a key Redis said is over its limit (a flood's every request).
         if let (Some(word), Op::Check(cost)) = (state, self.op) {
+            if word & BLOCKED != 0 {
+                let until_ms = word >> UNTIL_SHIFT;
+                if now < until_ms.saturating_mul(NANOS_PER_MS) {
+                    let blocked = Verdict::Blocked {
+                        until_ms: until_ms as u32,
+                    };
+                    return (Out::new(blocked, false), None);
+                }
+            }
             let budget = word >> BUDGET_SHIFT;
             let pending = (word >> PENDING_SHIFT) & PENDING_FIELD;
             if word & BLOCKED == 0 && cost <= budget && pending + cost <= PENDING_FIELD {
