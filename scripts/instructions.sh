@@ -5,23 +5,10 @@
 # Usage: scripts/instructions.sh [contender ...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)" >&2; exit 1; }
+source scripts/callgrind_lib.sh
 cargo build --release --example instructions --features redis -q
 bin=target/release/examples/instructions
-out=$(mktemp -d)
-trap 'rm -rf "$out"' EXIT
-total() {
-    valgrind --tool=callgrind --callgrind-out-file="$out/cg" "$bin" "$1" "$2" >/dev/null 2>"$out/log"
-    grep -E '^(summary|totals):' "$out/cg" | tail -1 | awk '{print $2}'
-}
-small=100000
-large=4100000
-per_check() {
-    local a b
-    a=$(total "$1" $small)
-    b=$(total "$1" $large)
-    echo $(( (b - a) / (large - small) ))
-}
+per_check() { per_op "$bin" "$1" 100000 4100000; }
 # The benchmark loop itself (black_box, sum, counter) is measured alone and
 # subtracted, so the net column is the check's own cost.
 base=$(per_check baseline)
