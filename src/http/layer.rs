@@ -153,15 +153,12 @@ where
                     RefusalKind::Blocked => self.guard.hold_refusal(),
                     _ => None,
                 };
-                let state = match held {
-                    Some((hold, place)) => State::Held {
-                        sleep: Box::pin(tokio::time::sleep(hold)),
+                ResponseFuture {
+                    state: State::Ready {
                         res: Some(res),
-                        _place: place,
+                        held: held.map(|(hold, place)| (Box::pin(tokio::time::sleep(hold)), place)),
                     },
-                    None => State::Ready { res: Some(res) },
-                };
-                ResponseFuture { state }
+                }
             }
         }
     }
@@ -193,14 +190,12 @@ pin_project_lite::pin_project! {
             // Dropped with the future if the answer never comes.
             permit: Option<Permit>,
         },
-        Ready { res: Option<Response<B>> },
-        // A blocked client's refusal, sent when the tarpit's hold is over.
-        // Boxed: the timer is large, and every other request's future
-        // would carry its size.
-        Held {
-            sleep: Pin<Box<tokio::time::Sleep>>,
+        Ready {
             res: Option<Response<B>>,
-            _place: Held,
+            // The tarpit's hold on a blocked client's refusal: sent when
+            // the timer fires. Boxed: the timer is large, and every other
+            // request's future would carry its size.
+            held: Option<(Pin<Box<tokio::time::Sleep>>, Held)>,
         },
     }
 }
@@ -234,12 +229,10 @@ where
                 }
                 Poll::Ready(Ok(res))
             }
-            StateProj::Ready { res } => match res.take() {
-                Some(res) => Poll::Ready(Ok(res)),
-                None => panic!("ResponseFuture polled after completion"),
-            },
-            StateProj::Held { sleep, res, .. } => {
-                ready!(sleep.as_mut().poll(cx));
+            StateProj::Ready { res, held } => {
+                if let Some((sleep, _)) = held {
+                    ready!(sleep.as_mut().poll(cx));
+                }
                 match res.take() {
                     Some(res) => Poll::Ready(Ok(res)),
                     None => panic!("ResponseFuture polled after completion"),
