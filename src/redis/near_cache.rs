@@ -99,25 +99,26 @@ impl Entry {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Verdict {
     Allowed {
-        budget: u32,
+        budget: u64,
     },
     /// Out of this instance's share.
     Spent {
-        budget: u32,
+        budget: u64,
     },
     /// Over the limit in Redis until then (ms on the store's clock).
     Blocked {
-        until_ms: u32,
+        until_ms: u64,
     },
     /// The cost exceeds the limit.
     Never {
-        budget: u32,
+        budget: u64,
     },
 }
 
 /// A [`Verdict`] and whether the key was just listed for the next push,
 /// packed in one word: `[value: 32][unused: 29][listed: 1][kind: 2]`
-/// (budgets fit in 16 bits, times in 32). One word comes back from the
+/// (budgets fit in 16 bits and the word keeps times in 32, so no value is
+/// cut). One word comes back from the
 /// table's out-of-line path in a register, where a struct went through
 /// memory on every check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -134,12 +135,13 @@ impl Out {
             Verdict::Blocked { until_ms } => (2, until_ms),
             Verdict::Never { budget } => (3, budget),
         };
-        Out(u64::from(value) << 32 | if listed { Self::LISTED } else { 0 } | kind)
+        debug_assert!(value <= u64::from(u32::MAX), "{verdict:?}");
+        Out(value << 32 | if listed { Self::LISTED } else { 0 } | kind)
     }
 
     #[inline(always)]
     fn verdict(self) -> Verdict {
-        let value = (self.0 >> 32) as u32;
+        let value = self.0 >> 32;
         match self.0 & 3 {
             0 => Verdict::Allowed { budget: value },
             1 => Verdict::Spent { budget: value },
@@ -171,25 +173,25 @@ impl Transition for CheckStep<'_> {
 
     #[inline(always)]
     fn step(&self, state: Option<u64>, now: u64) -> (Out, Option<u64>) {
-        // The common cases on the word itself: an admission within budget,
-        // and a key Redis said is over its limit (a flood's every request).
-        if let (Some(word), Op::Check(cost)) = (state, self.op) {
-            if word & BLOCKED != 0 {
-                let until_ms = word >> UNTIL_SHIFT;
-                if now < until_ms.saturating_mul(NANOS_PER_MS) {
-                    let blocked = Verdict::Blocked {
-                        until_ms: until_ms as u32,
-                    };
-                    return (Out::new(blocked, false), None);
-                }
+        // The common cases on the word itself: a key Redis said is over its
+        // limit (a flood's every request; nothing changes, whatever the
+        // operation), and an admission within budget.
+        if let Some(word) = state
+            && word & BLOCKED != 0
+        {
+            let until_ms = word >> UNTIL_SHIFT;
+            if now < until_ms.saturating_mul(NANOS_PER_MS) {
+                return (Out::new(Verdict::Blocked { until_ms }, false), None);
             }
+        }
+        if let (Some(word), Op::Check(cost)) = (state, self.op) {
             let budget = word >> BUDGET_SHIFT;
             let pending = (word >> PENDING_SHIFT) & PENDING_FIELD;
             if word & BLOCKED == 0 && cost <= budget && pending + cost <= PENDING_FIELD {
                 let new = (word - (cost << BUDGET_SHIFT) + (cost << PENDING_SHIFT)) | DIRTY;
                 let out = Out::new(
                     Verdict::Allowed {
-                        budget: (budget - cost) as u32,
+                        budget: budget - cost,
                     },
                     word & DIRTY == 0,
                 );
@@ -211,13 +213,8 @@ impl Transition for CheckStep<'_> {
         let out = |verdict, e: &Entry| Out::new(verdict, e.dirty && !was_dirty);
         let mut changed = false;
         if e.blocked {
-            let until = e.until_ms.saturating_mul(NANOS_PER_MS);
-            if now < until {
-                let until_ms = e.until_ms as u32;
-                return (out(Verdict::Blocked { until_ms }, &e), None);
-            }
-            // Redis's retry-after promised room for one unit by now: take
-            // it, and ask for the real figure.
+            // Its hold is over (checked above). Redis's retry-after promised
+            // room for one unit by now: take it, and ask for the real figure.
             e.blocked = false;
             e.until_ms = 0;
             e.budget = 1;
@@ -226,12 +223,7 @@ impl Transition for CheckStep<'_> {
         }
         match self.op {
             Op::Check(cost) | Op::Peek(cost) if cost > self.cache.limit => (
-                out(
-                    Verdict::Never {
-                        budget: e.budget as u32,
-                    },
-                    &e,
-                ),
+                out(Verdict::Never { budget: e.budget }, &e),
                 changed.then(|| e.pack()),
             ),
             Op::Check(cost) if cost <= e.budget => {
@@ -239,12 +231,7 @@ impl Transition for CheckStep<'_> {
                 e.add_pending(i64::try_from(cost).unwrap_or(i64::MAX));
                 e.dirty = true;
                 (
-                    out(
-                        Verdict::Allowed {
-                            budget: e.budget as u32,
-                        },
-                        &e,
-                    ),
+                    out(Verdict::Allowed { budget: e.budget }, &e),
                     Some(e.pack()),
                 )
             }
@@ -253,39 +240,22 @@ impl Transition for CheckStep<'_> {
                 // already listed is left alone (refusals write nothing).
                 let write = changed || !e.dirty;
                 e.dirty = true;
-                let out = out(
-                    Verdict::Spent {
-                        budget: e.budget as u32,
-                    },
-                    &e,
-                );
+                let out = out(Verdict::Spent { budget: e.budget }, &e);
                 (out, write.then(|| e.pack()))
             }
             Op::Peek(cost) if cost <= e.budget => (
-                out(
-                    Verdict::Allowed {
-                        budget: e.budget as u32,
-                    },
-                    &e,
-                ),
+                out(Verdict::Allowed { budget: e.budget }, &e),
                 changed.then(|| e.pack()),
             ),
             Op::Peek(_) => (
-                out(
-                    Verdict::Spent {
-                        budget: e.budget as u32,
-                    },
-                    &e,
-                ),
+                out(Verdict::Spent { budget: e.budget }, &e),
                 changed.then(|| e.pack()),
             ),
             Op::Refund(cost) => {
                 e.budget = e.budget.saturating_add(cost).min(MAX_SYNC_AFTER);
                 e.add_pending(-i64::try_from(cost).unwrap_or(i64::MAX));
                 e.dirty = true;
-                let v = Verdict::Allowed {
-                    budget: e.budget as u32,
-                };
+                let v = Verdict::Allowed { budget: e.budget };
                 (out(v, &e), state.map(|_| e.pack()))
             }
         }
@@ -439,7 +409,7 @@ impl NearCache {
             if budget == 0 {
                 nudge();
             }
-            return Decision::allow(self.limit, u64::from(budget), 1, self.span);
+            return Decision::allow(self.limit, budget, 1, self.span);
         }
         let (d, hurry) = self.refusal(out, op, now);
         if hurry {
@@ -454,25 +424,23 @@ impl NearCache {
     #[inline(never)]
     fn refusal(&self, out: Out, op: Op, now: u64) -> (Decision, bool) {
         match out.verdict() {
-            Verdict::Allowed { budget } => (
-                Decision::allow(self.limit, u64::from(budget), 1, self.span),
-                false,
-            ),
+            Verdict::Allowed { budget } => {
+                (Decision::allow(self.limit, budget, 1, self.span), false)
+            }
             Verdict::Spent { budget } => {
                 if matches!(op, Op::Check(_)) {
                     self.counters.budget_refusals.add(0usize, 1);
                 }
                 let retry = crate::clock::duration_nanos(self.sync_every);
-                let d = Decision::deny(self.limit, (u64::from(budget), 1), self.span, retry);
+                let d = Decision::deny(self.limit, (budget, 1), self.span, retry);
                 // One nudge when the key runs dry, not one per refusal.
                 (d, out.listed())
             }
-            Verdict::Never { budget } => (
-                Decision::never(self.limit, (u64::from(budget), 1), self.span),
-                false,
-            ),
+            Verdict::Never { budget } => {
+                (Decision::never(self.limit, (budget, 1), self.span), false)
+            }
             Verdict::Blocked { until_ms } => {
-                let wait = u64::from(until_ms) * NANOS_PER_MS - now;
+                let wait = until_ms * NANOS_PER_MS - now;
                 (Decision::deny(self.limit, (0, 1), self.span, wait), false)
             }
         }
@@ -595,10 +563,12 @@ mod tests {
             for v in [
                 Verdict::Allowed { budget: 0 },
                 Verdict::Allowed {
-                    budget: MAX_SYNC_AFTER as u32,
+                    budget: MAX_SYNC_AFTER,
                 },
                 Verdict::Spent { budget: 7 },
-                Verdict::Blocked { until_ms: u32::MAX },
+                Verdict::Blocked {
+                    until_ms: u64::from(u32::MAX),
+                },
                 Verdict::Never { budget: 1 },
             ] {
                 let out = Out::new(v, listed);
