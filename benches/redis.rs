@@ -5,6 +5,8 @@
 //! Run: `cargo bench --bench redis --features redis`. Compare within a
 //! group; quote ratios (the machine is shared and noisy).
 
+#[path = "../tests/common/addresses.rs"]
+mod addresses;
 #[path = "../tests/common/redis_server.rs"]
 mod redis_server;
 
@@ -27,16 +29,6 @@ fn shared(store: &RedisStore, name: &str, mode: Mode) -> SharedLimiter<IpAddr> {
         .mode(mode)
         .build(store)
         .unwrap()
-}
-
-fn addresses(n: u32) -> Vec<IpAddr> {
-    (0..n)
-        .map(|i| {
-            IpAddr::V4(Ipv4Addr::from(
-                0x0a00_0000 + i.wrapping_mul(2_654_435_761) % (1 << 24),
-            ))
-        })
-        .collect()
 }
 
 fn bench(c: &mut Criterion) {
@@ -120,7 +112,7 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
-    let keys = addresses(10_000);
+    let keys = addresses::scattered(10_000);
     let mut g = c.benchmark_group("shared_10k_keys");
     let mut i = 0;
     g.bench_function("local", |b| {

@@ -38,6 +38,8 @@
 //! timeout + 100 ms during the outage, no recovery, a panic, or a failure
 //! policy not applied.
 
+#[path = "../tests/common/addresses.rs"]
+mod addresses;
 #[path = "../tests/common/redis_server.rs"]
 mod redis_server;
 
@@ -699,16 +701,6 @@ mod latency {
         pub ratios: Vec<(usize, &'static str, f64)>,
     }
 
-    fn addresses(n: u32) -> Vec<IpAddr> {
-        (0..n)
-            .map(|i| {
-                IpAddr::V4(Ipv4Addr::from(
-                    0x0a00_0000 + i.wrapping_mul(2_654_435_761) % (1 << 24),
-                ))
-            })
-            .collect()
-    }
-
     fn shared(store: &RedisStore, name: &str, mode: Mode) -> SharedLimiter<IpAddr> {
         SharedLimiter::builder(name)
             .gcra(RATE, Duration::from_secs(1))
@@ -775,7 +767,7 @@ mod latency {
         };
         let open = shared(store, "lat-near-open", admit);
         let names = ["near-cache", "near-cache, admit path", "local", "governor"];
-        let sets = [addresses(1), addresses(10_000)];
+        let sets = [addresses::scattered(1), addresses::scattered(10_000)];
         let mut ns = vec![vec![Vec::new(); names.len()]; sets.len()];
         let mut allowed = vec![vec![0u64; names.len()]; sets.len()];
         let mut fallback = vec![vec![0u64; names.len()]; sets.len()];
