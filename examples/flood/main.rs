@@ -19,7 +19,9 @@
 //! writes all figures and timelines; `--svg PATH` draws legitimate success
 //! and p99 over time (and, for the search overload, the search route's
 //! limit and what it served); `--samples PATH` writes every shopper request
-//! as CSV (route, start, latency, outcome).
+//! as CSV (route, start, latency, outcome); `--overload-limit N` pins the
+//! floodguard rows' overload limits at `N` instead of letting them adapt
+//! (to see what a limit costs in goodput and buys in latency).
 //!
 //! The search overload has figures of its own:
 //!
@@ -158,6 +160,9 @@ struct Options {
     svg: Option<String>,
     samples: Option<String>,
     check: bool,
+    /// `--overload-limit N`: the floodguard rows' overload limits pinned at
+    /// `N` instead of adapting, to trace what a limit costs and buys.
+    overload_limit: Option<u32>,
 }
 
 fn parse_list<T: Copy>(
@@ -189,6 +194,7 @@ fn options() -> Result<Options, String> {
         svg: None,
         samples: None,
         check: false,
+        overload_limit: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -208,6 +214,7 @@ fn options() -> Result<Options, String> {
             "--svg" => o.svg = Some(value()?),
             "--samples" => o.samples = Some(value()?),
             "--check" => o.check = true,
+            "--overload-limit" => o.overload_limit = Some(parse_overload_limit(&value()?)?),
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -220,6 +227,13 @@ fn options() -> Result<Options, String> {
     Ok(o)
 }
 
+fn parse_overload_limit(v: &str) -> Result<u32, String> {
+    match v.parse() {
+        Ok(n @ 1..=10_000) => Ok(n),
+        _ => Err("--overload-limit takes a whole number from 1 to 10000".into()),
+    }
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("--serve") {
@@ -228,7 +242,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &DEFENCES,
             Defence::name,
         )?;
-        return shop::serve(defence[0]);
+        let fixed_limit = match args.get(3..5) {
+            Some([flag, n]) if flag == "--overload-limit" => Some(parse_overload_limit(n)?),
+            _ => None,
+        };
+        return shop::serve(defence[0], fixed_limit);
     }
     let o = match options() {
         Ok(o) => o,
@@ -237,7 +255,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("flood: {e}");
             }
             eprintln!(
-                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--check]"
+                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--overload-limit N] [--check]"
             );
             std::process::exit(2);
         }
@@ -251,6 +269,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         baseline.as_secs_f64(),
         attack.as_secs_f64()
     );
+    if let Some(n) = o.overload_limit {
+        eprintln!("flood: floodguard's overload limits fixed at {n} (--overload-limit)");
+    }
     // Shoppers and attackers on runtimes of their own: the operating system
     // shares the cores between them, but no attack task ever waits in
     // front of a shopper's in one task queue.
@@ -265,7 +286,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut results = Vec::new();
     for &scenario in &o.scenarios {
         for &defence in &o.defences {
-            let run = run(scenario, defence, o.scale, attackers.handle());
+            let run = run(
+                scenario,
+                defence,
+                o.scale,
+                o.overload_limit,
+                attackers.handle(),
+            );
             let r = shoppers.block_on(run)?;
             eprintln!(
                 "  {:<16} {:<17} legit {:>6.2}% ok, p99 {:>7.1} ms ({:.1}× no-attack), attack admitted {:>5.1}%",
@@ -311,6 +338,7 @@ async fn run(
     scenario: Scenario,
     defence: Defence,
     scale: f64,
+    overload_limit: Option<u32>,
     attackers: &tokio::runtime::Handle,
 ) -> Result<RunResult, Box<dyn std::error::Error>> {
     let (baseline, attack) = phases(scenario, scale);
@@ -318,7 +346,7 @@ async fn run(
         mut child,
         ports: (port, calibration_port),
         output,
-    } = spawn_shop(defence)?;
+    } = spawn_shop(defence, overload_limit)?;
     let shop = SocketAddr::from(([127, 0, 0, 1], port));
     // The search route's capacity, for the search overload's goodput:
     // measured on the same shop process without its defence, with nothing
@@ -400,12 +428,16 @@ struct Shop {
 /// descriptor limit a modest deployment would have, reads its ports (the
 /// shop's and the calibration one's), and collects what it prints until
 /// it exits.
-fn spawn_shop(defence: Defence) -> Result<Shop, Box<dyn std::error::Error>> {
+fn spawn_shop(
+    defence: Defence,
+    overload_limit: Option<u32>,
+) -> Result<Shop, Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
+    let fixed = overload_limit.map_or(String::new(), |n| format!(" --overload-limit {n}"));
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "ulimit -n {SHOP_FD_LIMIT} && exec \"$0\" --serve {}",
+            "ulimit -n {SHOP_FD_LIMIT} && exec \"$0\" --serve {}{fixed}",
             defence.name()
         ))
         .arg(exe)

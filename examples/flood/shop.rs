@@ -105,9 +105,9 @@ fn shop() -> Router {
 /// floodguard as documented for this shop ("tuned"): the defaults, plus a
 /// per-address budget and a global ceiling on the expensive search route,
 /// and a login rule.
-pub fn tuned_guard() -> Guard {
+pub fn tuned_guard(fixed_limit: Option<u32>) -> Guard {
     let second = Duration::from_secs(1);
-    defaults()
+    defaults(fixed_limit)
         .rule(
             Rule::per_ip("search-ip")
                 .path("/search")
@@ -131,17 +131,23 @@ pub fn tuned_guard() -> Guard {
 
 /// floodguard's defaults: the default rules, scoring and overload
 /// protection, the proxy trusted; its events go to the harness.
-fn defaults() -> GuardBuilder {
+/// `fixed_limit` pins every overload limit (`--overload-limit`).
+fn defaults(fixed_limit: Option<u32>) -> GuardBuilder {
+    let overload = Overload::default().per_route();
+    let overload = match fixed_limit {
+        Some(n) => overload.limits(n, n, n),
+        None => overload,
+    };
     Guard::builder()
         .default_rules()
         .scoring(Scoring::default())
-        .overload(Overload::default().per_route())
+        .overload(overload)
         .on_event(report_event)
         .client_ip(ClientIpConfig::new().trust(PROXY.parse().expect("address")))
 }
 
-fn default_guard() -> Guard {
-    defaults().build().expect("valid configuration")
+fn default_guard(fixed_limit: Option<u32>) -> Guard {
+    defaults(fixed_limit).build().expect("valid configuration")
 }
 
 /// Tells the harness about an event, on standard output:
@@ -275,7 +281,7 @@ where
 /// prints `PORT <shop> <calibration>`, and stops when standard input
 /// closes (the harness ends the run), printing a `SHED` summary
 /// (`ShedTimes::summary`).
-pub fn serve(defence: Defence) -> Result<(), Box<dyn std::error::Error>> {
+pub fn serve(defence: Defence, fixed_limit: Option<u32>) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -316,9 +322,9 @@ pub fn serve(defence: Defence) -> Result<(), Box<dyn std::error::Error>> {
                 }
                 Defence::Floodguard | Defence::FloodguardTuned => {
                     let guard = if defence == Defence::Floodguard {
-                        default_guard()
+                        default_guard(fixed_limit)
                     } else {
-                        tuned_guard()
+                        tuned_guard(fixed_limit)
                     };
                     let gate = guard.gate().build()?;
                     tokio::spawn(report_limits(guard.clone()));
