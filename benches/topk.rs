@@ -24,24 +24,6 @@ const STREAM: usize = 1 << 16;
 /// Distinct keys of the Zipf-like stream.
 const UNIVERSE: u64 = 1 << 20;
 
-/// Deterministic pseudo-random numbers (splitmix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// A /24 as the detector would key it: the network bits of an IPv4
 /// address. Ranks are scattered over the address space, so neighbouring
 /// ranks do not hash alike.
@@ -52,11 +34,11 @@ fn slash24(rank: u64) -> u32 {
 /// Ranks with P(r) proportional to 1/r over 1..=UNIVERSE, drawn by inverting
 /// the continuous approximation of the harmonic CDF: r = UNIVERSE^u.
 fn zipf_stream() -> Vec<u32> {
-    let mut rng = Rng(7);
+    let mut rng = fastrand::Rng::with_seed(7);
     let ln = (UNIVERSE as f64).ln();
     (0..STREAM)
         .map(|_| {
-            let rank = ((rng.unit() * ln).exp() as u64).clamp(1, UNIVERSE);
+            let rank = ((rng.f64() * ln).exp() as u64).clamp(1, UNIVERSE);
             slash24(rank)
         })
         .collect()

@@ -47,7 +47,7 @@
 //!
 //! # The trace
 //!
-//! Deterministic for a given `--seed` (splitmix64, one stream per source).
+//! Deterministic for a given `--seed` (one seeded stream per source).
 //! Each source is a two-state Markov-modulated Poisson process: it alternates
 //! between *idle* periods (exponential, mean 15 min, Poisson arrivals at 1/30
 //! of its burst rate: polling, keep-alives, background fetches) and *bursts*
@@ -70,6 +70,7 @@
 //!     --limit 60 --window-secs 60 --seed 1
 //! ```
 
+use fastrand::Rng;
 use floodguard::algo::SlidingWindow;
 use floodguard::algo::sliding_window::MAX_LIMIT;
 use std::cmp::Reverse;
@@ -146,28 +147,19 @@ fn parse_args() -> Result<Options, String> {
     Ok(o)
 }
 
-/// splitmix64: one step of the generator.
-fn splitmix64(state: &mut u64) -> u64 {
-    *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    let mut z = *state;
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// Uniform in `(0, 1]` (never 0, so its logarithm is finite).
-fn uniform(state: &mut u64) -> f64 {
-    ((splitmix64(state) >> 11) + 1) as f64 * (1.0 / (1u64 << 53) as f64)
+fn uniform(rng: &mut Rng) -> f64 {
+    1.0 - rng.f64()
 }
 
 /// Exponential with the given mean, in nanoseconds (at least 1 ns).
-fn exp_ns(state: &mut u64, mean_secs: f64) -> u64 {
-    ((-uniform(state).ln() * mean_secs * NS) as u64).max(1)
+fn exp_ns(rng: &mut Rng, mean_secs: f64) -> u64 {
+    ((-uniform(rng).ln() * mean_secs * NS) as u64).max(1)
 }
 
 /// One traffic source and both models' state for it.
 struct Source {
-    rng: u64,
+    rng: Rng,
     /// Mean seconds between arrivals in the current phase.
     gap_burst: f64,
     gap_idle: f64,
@@ -190,8 +182,8 @@ struct Source {
 
 impl Source {
     fn new(seed: u64, id: u32) -> Self {
-        let mut rng = seed ^ (u64::from(id) + 1).wrapping_mul(0xD134_2543_DE82_EF95);
-        splitmix64(&mut rng);
+        // One stream per source: the seed and the source's id mixed.
+        let mut rng = Rng::with_seed(Rng::with_seed(seed).u64(..) ^ u64::from(id));
         let rate =
             (BURST_RATE_MIN * uniform(&mut rng).powf(-1.0 / BURST_RATE_ALPHA)).min(BURST_RATE_MAX);
         let duty = BURST_MEAN_SECS / (BURST_MEAN_SECS + IDLE_MEAN_SECS);

@@ -833,13 +833,8 @@ fn in_process(pow: &ProofOfWork, good: &str) -> Result<(), Error> {
     // Mutations of the good cookie: a byte changed, removed or added.
     // Anything the MAC covers fails; a changed counter passes only if its
     // hash has the zero bits, which the reference below recomputes.
-    let mut rng = 0x2545_f491_4f6c_dd1d_u64;
-    let mut next = move |n: usize| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        (rng % n as u64) as usize
-    };
+    let mut rng = fastrand::Rng::with_seed(0x2545_f491_4f6c_dd1d);
+    let mut next = move |n: usize| rng.usize(..n);
     let alphabet = b"0123456789abcdefABCDEF.;= \"-+x";
     let (mut tried, mut accepted) = (0, 0);
     for _ in 0..20_000 {

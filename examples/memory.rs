@@ -30,14 +30,10 @@ fn rss_bytes() -> usize {
 }
 
 fn keys(n: usize) -> impl Iterator<Item = IpAddr> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut rng = fastrand::Rng::with_seed(1);
     (0..n).map(move |_| {
-        // splitmix64 for the host bits, inside one /64.
-        x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = x;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        let host = z ^ (z >> 31);
+        // Random host bits, inside one /64.
+        let host = rng.u64(..);
         IpAddr::V6(Ipv6Addr::from_bits(
             (0x2001_0db8_0bad_0001u128 << 64) | u128::from(host),
         ))

@@ -374,17 +374,9 @@ fn browser(path: &str, client: u32) -> Request<String> {
     req
 }
 
-/// A small deterministic random source (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        Duration::from_millis(lo + (z ^ (z >> 31)) % (hi - lo))
-    }
+/// Uniform in `lo..hi` milliseconds.
+fn millis(rng: &mut fastrand::Rng, lo: u64, hi: u64) -> Duration {
+    Duration::from_millis(rng.u64(lo..hi))
 }
 
 /// What one side of `crowd_of_new_clients_at_five_times_capacity` saw.
@@ -421,11 +413,11 @@ async fn shoppers_seen_before_a_crowd_of_look_alikes_are_not_shed() {
         let mut layered = g.layer().layer(svc.clone());
         let side = Arc::clone(if shopper { &shoppers } else { &crowd });
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(u64::from(c) + 1);
+            let mut rng = fastrand::Rng::with_seed(u64::from(c) + 1);
             let (from, think) = if shopper {
-                (start + rng.millis(0, 500), (300, 1_500))
+                (start + millis(&mut rng, 0, 500), (300, 1_500))
             } else {
-                (attack_at + rng.millis(0, 200), (50, 150))
+                (attack_at + millis(&mut rng, 0, 200), (50, 150))
             };
             tokio::time::sleep_until(from).await;
             while Instant::now() < end {
@@ -445,7 +437,7 @@ async fn shoppers_seen_before_a_crowd_of_look_alikes_are_not_shed() {
                         s.shed += 1;
                     }
                 }
-                tokio::time::sleep(rng.millis(think.0, think.1)).await;
+                tokio::time::sleep(millis(&mut rng, think.0, think.1)).await;
             }
         }));
     }

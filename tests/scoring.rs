@@ -4,6 +4,7 @@
 //! front of a service that answers like the harness's shop.
 #![cfg(feature = "tower")]
 
+use fastrand::Rng;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -168,18 +169,6 @@ fn bot(k: u32, mimic: bool) -> IpAddr {
     ))
 }
 
-/// A small deterministic random source.
-struct Rng(u64);
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        (z ^ (z >> 31)) % n
-    }
-}
-
 /// Tallies of a run.
 #[derive(Default, Debug)]
 struct Tally {
@@ -201,9 +190,9 @@ async fn run(
     attack_for: Duration,
     mut attack: impl FnMut(&World, Duration, &mut Rng) -> Vec<Request<String>>,
 ) -> Tally {
-    let mut rng = Rng(7);
+    let mut rng = Rng::with_seed(7);
     let mut next: Vec<Duration> = (0..shoppers)
-        .map(|_| Duration::from_millis(rng.below(500)))
+        .map(|_| Duration::from_millis(rng.u64(..500)))
         .collect();
     let mut t = Tally::default();
     let end = calm + attack_for;
@@ -211,7 +200,7 @@ async fn run(
         let now = w.elapsed();
         for (i, due) in next.iter_mut().enumerate() {
             if *due <= now {
-                let path = ["/", "/product", "/search", "/static/app.css"][rng.below(4) as usize];
+                let path = ["/", "/product", "/search", "/static/app.css"][rng.u64(..4) as usize];
                 let (status, _) = w
                     .send(request(Kind::Shopper, path, shopper(i as u32), None))
                     .await;
@@ -219,7 +208,7 @@ async fn run(
                     t.legit += 1;
                     t.legit_ok += u64::from(status.is_success());
                 }
-                *due = now + Duration::from_millis(300 + rng.below(1200));
+                *due = now + Duration::from_millis(300 + rng.u64(..1200));
             }
         }
         if now >= calm {
@@ -244,11 +233,11 @@ fn botnet(n: u32, kind: Kind) -> impl FnMut(&World, Duration, &mut Rng) -> Vec<R
     move |_, t, rng| {
         let mut out = Vec::new();
         for (k, due) in next.iter_mut().enumerate() {
-            let d = *due.get_or_insert_with(|| Duration::from_millis(rng.below(1000)));
+            let d = *due.get_or_insert_with(|| Duration::from_millis(rng.u64(..1000)));
             if d <= t {
                 let from = bot(k as u32, kind == Kind::MimicBot);
                 out.push(request(kind, "/search", from, None));
-                *due = Some(t + Duration::from_millis(1000 + rng.below(1000)));
+                *due = Some(t + Duration::from_millis(1000 + rng.u64(..1000)));
             }
         }
         out
@@ -342,10 +331,10 @@ async fn ipv6_rotation_bans_the_whole_slash_64() {
             .map(|_| {
                 let xff = format!(
                     "2001:db8:dead:beef:{:x}:{:x}:{:x}:{:x}",
-                    rng.below(65_536),
-                    rng.below(65_536),
-                    rng.below(65_536),
-                    rng.below(65_536)
+                    rng.u64(..65_536),
+                    rng.u64(..65_536),
+                    rng.u64(..65_536),
+                    rng.u64(..65_536)
                 );
                 request(Kind::Flood, "/search", proxy, Some(xff))
             })

@@ -130,30 +130,23 @@ async fn nap(d: Duration, stop: Instant) {
     tokio::time::sleep(d.min(stop.saturating_duration_since(Instant::now()))).await;
 }
 
-/// A small deterministic random source (SplitMix64): runs are repeatable
-/// and the harness needs no random-number crate.
+/// A seeded random source: runs are repeatable.
 #[derive(Clone)]
-pub struct Rng(u64);
+pub struct Rng(fastrand::Rng);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(fastrand::Rng::with_seed(seed))
     }
 
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
+    /// Uniform in `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.u64(..n)
     }
 
+    /// Uniform in `lo..hi` milliseconds.
     pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
-        Duration::from_millis(lo + self.below(hi - lo))
+        Duration::from_millis(self.0.u64(lo..hi))
     }
 }
 

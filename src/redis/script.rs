@@ -455,23 +455,6 @@ mod tests {
             .unwrap()
     }
 
-    /// Deterministic sequences without a dependency.
-    struct SplitMix(u64);
-
-    impl SplitMix {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
-
     fn sliding(limit: u64, window_us: u64) -> SlidingWindow {
         SlidingWindow::new(limit, Duration::from_micros(window_us)).unwrap()
     }
@@ -498,23 +481,23 @@ mod tests {
     /// A walk through time: mostly small steps forward (`fine`), some
     /// standing still, some long jumps (`coarse`), some steps back (a
     /// lagging clock, which the algorithms tolerate).
-    fn advance(rng: &mut SplitMix, now: u64, fine: u64, coarse: u64) -> u64 {
-        match rng.below(12) {
+    fn advance(rng: &mut fastrand::Rng, now: u64, fine: u64, coarse: u64) -> u64 {
+        match rng.u64(..12) {
             0..=2 => now,
-            3 => now.saturating_sub(rng.below(2 * fine) + 1).max(BASE_US),
-            4 => now.saturating_sub(rng.below(2 * coarse) + 1).max(BASE_US),
-            5 => now + rng.below(3 * coarse) + 1,
-            _ => now + rng.below(fine) + 1,
+            3 => now.saturating_sub(rng.u64(..2 * fine) + 1).max(BASE_US),
+            4 => now.saturating_sub(rng.u64(..2 * coarse) + 1).max(BASE_US),
+            5 => now + rng.u64(..3 * coarse) + 1,
+            _ => now + rng.u64(..fine) + 1,
         }
     }
 
     /// Mostly small costs, with zero, the whole limit and one too many.
-    fn cost(rng: &mut SplitMix, limit: u64) -> u64 {
-        match rng.below(10) {
+    fn cost(rng: &mut fastrand::Rng, limit: u64) -> u64 {
+        match rng.u64(..10) {
             0 => 0,
             1 => limit + 1,
-            2 => rng.below(limit + 1),
-            _ => 1 + rng.below(limit.min(3)),
+            2 => rng.u64(..limit + 1),
+            _ => 1 + rng.u64(..limit.min(3)),
         }
     }
 
@@ -541,7 +524,7 @@ mod tests {
         let server = RedisServer::start();
         let mut con = connect(&server).await;
         let scripts = Scripts::new();
-        let mut rng = SplitMix(0x5EED_0001);
+        let mut rng = fastrand::Rng::with_seed(0x5EED_0001);
         // (limit, window µs); windows below 2^32 ns so the Rust side works
         // in whole ns (no coarser unit) and both sides are exact.
         let params = [
@@ -562,7 +545,7 @@ mod tests {
                 .map(|_| {
                     now = advance(&mut rng, now, fine, window_us);
                     let n = cost(&mut rng, limit);
-                    let op = if rng.below(10) < 7 {
+                    let op = if rng.u64(..10) < 7 {
                         ScriptOp::Check(n)
                     } else {
                         ScriptOp::Peek(n)
@@ -603,7 +586,7 @@ mod tests {
         let server = RedisServer::start();
         let mut con = connect(&server).await;
         let scripts = Scripts::new();
-        let mut rng = SplitMix(0x5EED_0002);
+        let mut rng = fastrand::Rng::with_seed(0x5EED_0002);
         // (rate, period, burst); some intervals are fractional µs
         // (3334 ns, 1500 ns, 142857143 ns) since the server keeps the TAT
         // to the ns.
@@ -624,12 +607,12 @@ mod tests {
             let steps: Vec<(u64, ScriptOp)> = (0..400)
                 .map(|_| {
                     now = advance(&mut rng, now, fine, fine * burst);
-                    let op = match rng.below(10) {
+                    let op = match rng.u64(..10) {
                         0..=5 => ScriptOp::Check(cost(&mut rng, burst)),
                         6..=7 => ScriptOp::Peek(cost(&mut rng, burst)),
                         _ => {
                             let b = i64::try_from(burst).unwrap();
-                            ScriptOp::Push(i64::try_from(rng.below(2 * burst + 1)).unwrap() - b)
+                            ScriptOp::Push(i64::try_from(rng.u64(..2 * burst + 1)).unwrap() - b)
                         }
                     };
                     (now, op)
