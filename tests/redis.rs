@@ -289,6 +289,101 @@ async fn a_script_flush_is_recovered_from() {
     assert_eq!(store.stats().errors, 0);
 }
 
+/// A near-cache with no periodic round during a test.
+fn near_cache_never_synced() -> Mode {
+    Mode::NearCache {
+        sync_every: Duration::from_secs(3600),
+        sync_after: 16,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_a_near_cached_limiter_pushes_its_pending_counts() {
+    let server = RedisServer::start();
+    let store = store(&server, "drop");
+    // Room for every poll below: a strict check spends a unit.
+    let limit = 1_000;
+    let strict = limiter(&store, "api", limit, Mode::Strict);
+    // Connects, so that the store's own tasks are all running below.
+    assert!(strict.check("warm-up").await.is_allowed());
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let tasks_before = metrics.num_alive_tasks();
+
+    let near = limiter(&store, "api", limit, near_cache_never_synced());
+    let clone = near.clone();
+    // 10 units: below the key's share of 16, so no check asks for a sync.
+    let n = 10;
+    for _ in 0..n {
+        assert!(near.check_now("k", 1).unwrap().is_allowed());
+    }
+    assert_eq!(
+        near.stats().sync_rounds,
+        0,
+        "nothing pushed before the drop"
+    );
+    drop(near);
+    // A clone still holds the limiter: nothing is pushed yet.
+    assert_eq!(clone.stats().sync_rounds, 0);
+    drop(clone);
+
+    // A strict check sees the fleet's count, its own unit included.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut checks = 0;
+    loop {
+        let d = strict.check("k").await;
+        checks += 1;
+        if d.remaining() == limit - n - checks {
+            break;
+        }
+        assert_eq!(d.remaining(), limit - checks, "a partial push?");
+        assert!(
+            Instant::now() < deadline,
+            "the dropped limiter's {n} units never reached Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(store.stats().dropped_unflushed, 0);
+    // Both the sync task and the final push are gone.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while metrics.num_alive_tasks() > tasks_before {
+        assert!(
+            Instant::now() < deadline,
+            "{} tasks alive, {tasks_before} before the limiter",
+            metrics.num_alive_tasks()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Dropped after its runtime shut down, a near-cached limiter cannot push:
+/// the loss is counted. Needs no Redis (nothing is sent).
+#[test]
+fn a_limiter_dropped_after_its_runtime_counts_what_it_lost() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (store, near, strict) = runtime.block_on(async {
+        let store = RedisStore::builder("redis://127.0.0.1:1/")
+            .namespace("lost")
+            .build()
+            .unwrap();
+        let near = limiter(&store, "api", 100, near_cache_never_synced());
+        for key in ["a", "b", "b"] {
+            assert!(near.check_now(key, 2).unwrap().is_allowed());
+        }
+        let strict = limiter(&store, "api", 100, Mode::Strict);
+        (store, near, strict)
+    });
+    drop(runtime);
+    assert_eq!(near.stats().sync_rounds, 0);
+    // Strict limiters have nothing pending.
+    drop(strict);
+    assert_eq!(store.stats().dropped_unflushed, 0);
+    drop(near);
+    assert_eq!(store.stats().dropped_unflushed, 6);
+}
+
 #[tokio::test]
 async fn bad_configuration_is_named() {
     let bad = RedisStore::builder("redis://127.0.0.1:1/")

@@ -75,8 +75,25 @@ impl Mode {
 /// if limiter.check(&ip).await.is_allowed() { /* serve */ }
 /// # Ok(()) }
 /// ```
+///
+/// # Dropping a near-cached limiter
+///
+/// In [`Mode::NearCache`], when the last clone of a limiter is dropped, the
+/// counts admitted since the last sync are pushed by a task spawned on the
+/// runtime the limiter was built on: dropping never blocks, and works
+/// outside that runtime's context too. That push is best-effort: call
+/// [`flush`](Self::flush)`.await` when you must know the counts arrived,
+/// for instance before the runtime shuts down, which cancels the task. What
+/// a dropped limiter could not push is counted in
+/// [`StoreStats::dropped_unflushed`](super::StoreStats::dropped_unflushed)
+/// and logged.
 pub struct SharedLimiter<K: ?Sized> {
     inner: Arc<Shared>,
+    /// Near-cache mode only. One for all clones, so that its drop is the
+    /// last handle's (`inner` cannot tell: the sync task upgrades a weak
+    /// reference to it for each round). After `inner`, so dropped after it:
+    /// the sync task it wakes finds the limiter gone.
+    flush_on_drop: Option<Arc<FlushOnDrop>>,
     _key: PhantomData<fn(&K)>,
 }
 
@@ -84,7 +101,41 @@ impl<K: ?Sized> Clone for SharedLimiter<K> {
     fn clone(&self) -> Self {
         SharedLimiter {
             inner: Arc::clone(&self.inner),
+            flush_on_drop: self.flush_on_drop.clone(),
             _key: PhantomData,
+        }
+    }
+}
+
+/// Pushes a near-cache's pending counts when the last [`SharedLimiter`]
+/// handle goes.
+struct FlushOnDrop {
+    /// `Some` until dropped.
+    shared: Option<Arc<Shared>>,
+    /// The runtime the limiter was built on: the drop may happen outside it.
+    runtime: tokio::runtime::Handle,
+}
+
+impl Drop for FlushOnDrop {
+    fn drop(&mut self) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let wake = Arc::clone(&shared.wake);
+        if shared.near.as_ref().is_some_and(NearCache::has_listed) {
+            // If the runtime is shutting down (or gone) the task is dropped
+            // unrun, and with it the last `Arc`: `Shared`'s drop counts
+            // the loss.
+            self.runtime.spawn(async move {
+                shared.sync_round().await;
+                drop(shared);
+                // The sync task finds the limiter gone now, not after a
+                // whole `sync_every`.
+                wake.notify_one();
+            });
+        } else {
+            drop(shared);
+            wake.notify_one();
         }
     }
 }
@@ -287,8 +338,10 @@ impl<K: ?Sized> SharedLimiter<K> {
     }
 
     /// Pushes what the near-cache holds now and waits for the answer
-    /// (at most the store's timeout). Useful before shutting down, so the
-    /// fleet sees this instance's last counts; a no-op in strict mode.
+    /// (at most the store's timeout). Dropping the last handle pushes too,
+    /// in the background; call this before shutting down (before the
+    /// runtime stops) to know the fleet has this instance's last counts. A
+    /// no-op in strict mode.
     pub async fn flush(&self) {
         self.inner.sync_round().await;
     }
@@ -375,6 +428,15 @@ impl Shared {
     async fn sync_round(&self) {
         let Some(near) = &self.near else { return };
         let batch = near.take_listed(self.store.now());
+        // A round dropped midway (a cancelled `flush`, a runtime shutting
+        // down) puts back what it had not settled: pushed again, or counted
+        // as lost if the limiter is gone. Redis may have had it already;
+        // counting twice errs on the side of the limit.
+        let mut unsettled = Unsettled {
+            near,
+            store: &self.store,
+            rest: &batch,
+        };
         for chunk in batch.chunks(MAX_BATCH) {
             let cmds: Vec<redis::Cmd> = chunk
                 .iter()
@@ -394,6 +456,38 @@ impl Shared {
                 }
                 _ => near.restore(chunk, self.store.now()),
             }
+            unsettled.rest = &unsettled.rest[chunk.len()..];
+        }
+    }
+}
+
+/// The part of a sync round's batch not settled or restored yet.
+struct Unsettled<'a> {
+    near: &'a NearCache,
+    store: &'a StoreInner,
+    rest: &'a [(u64, u64, i64)],
+}
+
+impl Drop for Unsettled<'_> {
+    fn drop(&mut self) {
+        if !self.rest.is_empty() {
+            self.near.restore(self.rest, self.store.now());
+        }
+    }
+}
+
+impl Drop for Shared {
+    /// Whatever is still pending now will never be pushed: count it, so
+    /// the fleet's under-count shows.
+    fn drop(&mut self) {
+        let Some(near) = &self.near else { return };
+        let units: u64 = near
+            .take_listed(self.store.now())
+            .iter()
+            .map(|&(_, _, units)| units.max(0).unsigned_abs())
+            .sum();
+        if units > 0 {
+            self.store.lost_on_drop(&self.name, units);
         }
     }
 }
@@ -551,11 +645,20 @@ impl<K: Hash + ?Sized> SharedBuilder<K> {
             wake: Arc::clone(&wake),
             counters: Striped::default(),
         });
-        if let Mode::NearCache { sync_every, .. } = self.mode {
-            tokio::spawn(sync_loop(Arc::downgrade(&shared), wake, sync_every));
-        }
+        let flush_on_drop = match self.mode {
+            Mode::NearCache { sync_every, .. } => {
+                let runtime = tokio::runtime::Handle::current();
+                runtime.spawn(sync_loop(Arc::downgrade(&shared), wake, sync_every));
+                Some(Arc::new(FlushOnDrop {
+                    shared: Some(Arc::clone(&shared)),
+                    runtime,
+                }))
+            }
+            Mode::Strict => None,
+        };
         Ok(SharedLimiter {
             inner: shared,
+            flush_on_drop,
             _key: PhantomData,
         })
     }

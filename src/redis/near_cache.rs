@@ -377,6 +377,11 @@ impl NearCache {
         self.table.evictions()
     }
 
+    /// Whether any key waits for a push.
+    pub(crate) fn has_listed(&self) -> bool {
+        !self.listed.lock().is_empty()
+    }
+
     fn list(&self, key: u64, redis_key: impl FnOnce() -> u64) {
         self.listed.lock().push((key, redis_key()));
     }

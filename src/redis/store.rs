@@ -165,6 +165,8 @@ pub(crate) struct StoreInner {
     errors: AtomicU64,
     timeouts: AtomicU64,
     skipped: AtomicU64,
+    /// Here, not on the limiter: it counts what a limiter had when it went.
+    dropped_unflushed: AtomicU64,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -194,6 +196,14 @@ pub struct StoreStats {
     pub breaker_opened: u64,
     /// The breaker now.
     pub breaker: BreakerState,
+    /// Units admitted by near-cached [`SharedLimiter`](super::SharedLimiter)s
+    /// of this store that never reached Redis because the limiter was
+    /// dropped with them pending and its final push could not be made: no
+    /// runtime left to run it, or Redis unreachable. Units of a push cut
+    /// short by a runtime shutting down count too, although Redis may have
+    /// received them. 0 as long as limiters are flushed or dropped inside a
+    /// running runtime with Redis up.
+    pub dropped_unflushed: u64,
 }
 
 impl RedisStore {
@@ -221,6 +231,7 @@ impl RedisStore {
             skipped: s.skipped.load(Ordering::Relaxed),
             breaker_opened: s.breaker.opened(),
             breaker: s.breaker.state(),
+            dropped_unflushed: s.dropped_unflushed.load(Ordering::Relaxed),
         }
     }
 
@@ -297,6 +308,18 @@ impl StoreInner {
         if let Ok(n) = self.guarded(renew).await {
             self.instances.store(n.max(1), Ordering::Relaxed);
         }
+    }
+
+    /// Counts `units` a dropped limiter could not push, and says so once
+    /// per limiter: the fleet under-counts them.
+    pub(crate) fn lost_on_drop(&self, limiter: &str, units: u64) {
+        self.dropped_unflushed.fetch_add(units, Ordering::Relaxed);
+        tracing::warn!(
+            namespace = %self.namespace,
+            limiter,
+            units,
+            "floodguard: shared limiter dropped with counts Redis never received"
+        );
     }
 
     /// A connection handle (cheap: the manager multiplexes one connection).
@@ -495,6 +518,7 @@ impl RedisStoreBuilder {
                 errors: AtomicU64::new(0),
                 timeouts: AtomicU64::new(0),
                 skipped: AtomicU64::new(0),
+                dropped_unflushed: AtomicU64::new(0),
             }),
         })
     }
