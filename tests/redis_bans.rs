@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use floodguard::http::{Event, Fingerprint, Guard, GuardDecision, PeerAddr, Scoring, Signal};
-use floodguard::redis::{RedisStore, SharedBanStats};
+use floodguard::redis::{RedisStore, RedisStoreBuilder, SharedBanStats};
 use floodguard::{Clock, IpPrefix, ManualClock};
 use http::request::Parts;
 use parking_lot::Mutex;
@@ -451,6 +451,186 @@ async fn bad_messages_and_entries_are_counted_and_ignored() {
         c.bans().into_iter().map(|(p, _)| p).collect::<Vec<_>>(),
         [prefix("192.0.2.78/32")]
     );
+}
+
+/// A store of namespace `shop` that logs in to Redis as `user` (see
+/// [`add_user`]).
+fn store_as(server: &RedisServer, user: &str) -> RedisStoreBuilder {
+    let url = format!("redis://{user}:secret@127.0.0.1:{}/", server.port());
+    RedisStore::builder(url)
+        .namespace("shop")
+        .timeout(Duration::from_millis(500))
+}
+
+async fn acl(con: &mut redis::aio::MultiplexedConnection, args: &[&str]) {
+    let () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg(args)
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
+/// A Redis user allowed everything, with password `secret`.
+async fn add_user(con: &mut redis::aio::MultiplexedConnection, user: &str) {
+    acl(con, &[user, "on", ">secret", "~*", "&*", "+@all"]).await;
+}
+
+/// Cuts `user`'s connections and keeps it from connecting again, while
+/// every other client goes on as before.
+async fn shut_out(con: &mut redis::aio::MultiplexedConnection, user: &str) {
+    acl(con, &[user, "off"]).await;
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("USER")
+        .arg(user)
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
+async fn let_in(con: &mut redis::aio::MultiplexedConnection, user: &str) {
+    acl(con, &[user, "on"]).await;
+}
+
+/// Whether `member` is in namespace `shop`'s set of bans.
+async fn in_set(con: &mut redis::aio::MultiplexedConnection, member: &str) -> bool {
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg("shop:{bans}")
+        .arg(member)
+        .query_async(con)
+        .await
+        .unwrap();
+    score.is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lift_made_while_an_instance_was_cut_off_reaches_it_on_reconnecting() {
+    let server = RedisServer::start();
+    let mut con = raw(&server).await;
+    add_user(&mut con, "b").await;
+    let a = sharing_guard(&store(&server, "shop"));
+    let b = sharing_guard(&store_as(&server, "b").build().unwrap());
+    subscribed(&[&a, &b]).await;
+    // Three bans reach B: one to be lifted, one that ends on its own, one
+    // that stays.
+    a.ban(prefix("198.51.100.7/32"), BAN);
+    a.ban(prefix("198.51.100.8/32"), Duration::from_secs(1));
+    a.ban(prefix("198.51.100.9/32"), BAN);
+    within(PROPAGATION, "bans reach B", || shared(&b).received == 3).await;
+
+    // B's subscriber is cut off and cannot reconnect; A goes on.
+    shut_out(&mut con, "b").await;
+    within(RECONNECT, "B notices", || !shared(&b).subscribed).await;
+    assert!(a.unban(&prefix("198.51.100.7/32")));
+    within(PROPAGATION, "lift published", || shared(&a).published == 4).await;
+    assert!(!in_set(&mut con, "198.51.100.7/32").await);
+    within(RECONNECT, "short ban ends on B", || {
+        !b.is_banned(ip("198.51.100.8"))
+    })
+    .await;
+    // B never heard of the lift.
+    assert!(b.is_banned(ip("198.51.100.7")));
+
+    // Back, B lifts it when it reloads: only the ban in force counts.
+    let_in(&mut con, "b").await;
+    subscribed(&[&b]).await;
+    assert!(!b.is_banned(ip("198.51.100.7")));
+    assert!(b.is_banned(ip("198.51.100.9")));
+    let s = shared(&b);
+    assert_eq!(
+        (s.reconciled_lifts, s.received, s.rejected),
+        (1, 3, 0),
+        "{s:?}"
+    );
+    let text = b.prometheus();
+    assert!(
+        text.contains("floodguard_shared_bans_total{event=\"reconciled_lifts\"} 1\n"),
+        "{text}"
+    );
+    // Sharing goes on: a later lift arrives as a message, as before.
+    assert!(a.unban(&prefix("198.51.100.9/32")));
+    within(PROPAGATION, "lift reaches B", || {
+        !b.is_banned(ip("198.51.100.9"))
+    })
+    .await;
+    assert_eq!(shared(&a).reconciled_lifts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_an_instance_imposed_itself_but_could_not_publish_is_not_lifted_on_reconnecting() {
+    let server = RedisServer::start();
+    let mut con = raw(&server).await;
+    add_user(&mut con, "b").await;
+    let a = sharing_guard(&store(&server, "shop"));
+    // B's breaker, once open, stays open for the whole test: what B bans
+    // while cut off is not published before B has reloaded.
+    let b_store = store_as(&server, "b")
+        .trip_after(1)
+        .retry_every(Duration::from_secs(120))
+        .build()
+        .unwrap();
+    let b = sharing_guard(&b_store);
+    subscribed(&[&a, &b]).await;
+    a.ban(prefix("198.51.100.7/32"), BAN);
+    a.ban(prefix("198.51.100.8/32"), BAN);
+    within(PROPAGATION, "bans reach B", || shared(&b).received == 2).await;
+
+    shut_out(&mut con, "b").await;
+    within(RECONNECT, "B notices", || !shared(&b).subscribed).await;
+    // A lifts both; B, which learned them from A, bans .8 again itself (as
+    // its scorer might) and cannot publish it.
+    a.unban(&prefix("198.51.100.7/32"));
+    a.unban(&prefix("198.51.100.8/32"));
+    within(PROPAGATION, "lifts published", || shared(&a).published == 4).await;
+    assert!(b.ban(prefix("198.51.100.8/32"), BAN));
+    within(RECONNECT, "B's publication fails", || {
+        b_store.stats().breaker_opened >= 1
+    })
+    .await;
+
+    let_in(&mut con, "b").await;
+    subscribed(&[&b]).await;
+    // Still unpublished, so absent from the set: B keeps its own ban and
+    // lifts only the one it learned from Redis.
+    assert!(!in_set(&mut con, "198.51.100.8/32").await);
+    assert!(b.is_banned(ip("198.51.100.8")));
+    assert!(!b.is_banned(ip("198.51.100.7")));
+    let s = shared(&b);
+    assert_eq!((s.reconciled_lifts, s.published), (1, 0), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cut_at_max_bans_lifts_nothing() {
+    let server = RedisServer::start();
+    let mut con = raw(&server).await;
+    add_user(&mut con, "b").await;
+    let a = sharing_guard(&store(&server, "shop"));
+    let b = Guard::builder()
+        .max_bans(2)
+        .share_bans(&store_as(&server, "b").build().unwrap())
+        .build()
+        .unwrap();
+    subscribed(&[&a, &b]).await;
+    a.ban(prefix("198.51.100.7/32"), BAN);
+    a.ban(prefix("198.51.100.8/32"), BAN);
+    within(PROPAGATION, "bans reach B", || shared(&b).received == 2).await;
+
+    shut_out(&mut con, "b").await;
+    within(RECONNECT, "B notices", || !shared(&b).subscribed).await;
+    a.unban(&prefix("198.51.100.7/32"));
+    a.ban(prefix("198.51.100.10/32"), BAN + Duration::from_secs(1));
+    a.ban(prefix("198.51.100.11/32"), BAN + Duration::from_secs(2));
+    within(PROPAGATION, "published", || shared(&a).published == 5).await;
+
+    // B loads the 2 bans ending last: .8 is missing from that reply but
+    // still in force, so nothing is lifted (not even .7).
+    let_in(&mut con, "b").await;
+    subscribed(&[&b]).await;
+    assert!(b.is_banned(ip("198.51.100.8")));
+    assert!(b.is_banned(ip("198.51.100.7")));
+    let s = shared(&b);
+    assert_eq!((s.reconciled_lifts, s.loaded), (0, 2), "{s:?}");
 }
 
 /// Connections subscribed to the bans channel of namespace `shop`.

@@ -363,12 +363,12 @@ impl<C> Shared<C> {
         true
     }
 
-    /// Removes the ban on exactly `prefix`; whether there was one.
-    fn remove_ban(&self, prefix: &IpPrefix) -> bool {
+    /// Removes the ban on exactly `prefix`; when it ended, if there was one.
+    fn remove_ban(&self, prefix: &IpPrefix) -> Option<Timestamp> {
         let mut bans = self.bans.write();
-        let lifted = bans.remove(prefix).is_some();
+        let until = bans.remove(prefix);
         self.ban_count.store(bans.len(), Ordering::Release);
-        lifted
+        until
     }
 }
 
@@ -381,7 +381,8 @@ impl<C: Clock + 'static> crate::redis::bans::BanTarget for Shared<C> {
     }
 
     fn apply_lift(&self, prefix: &IpPrefix) -> bool {
-        self.remove_ban(prefix)
+        let now = self.clock.now();
+        self.remove_ban(prefix).is_some_and(|until| until > now)
     }
 
     fn apply_class(&self, class: u64, remaining: Duration) -> bool {
@@ -502,6 +503,12 @@ impl<C: Clock> Guard<C> {
     /// Puts a ban in the list (scoring's bans are reported as events) and,
     /// with shared bans, queues it for the fleet.
     fn record_ban(&self, prefix: IpPrefix, duration: Duration, now: Timestamp) -> bool {
+        // Claimed before it is in force, so that reconciling shared bans
+        // never lifts it, even while it waits to be published.
+        #[cfg(feature = "redis")]
+        if let Some(sink) = &self.shared.shared_bans {
+            sink.claim(&prefix);
+        }
         let recorded = self.shared.insert_ban(prefix, duration, now, false);
         #[cfg(feature = "redis")]
         if let (true, Some(sink)) = (recorded, &self.shared.shared_bans) {
@@ -514,7 +521,7 @@ impl<C: Clock> Guard<C> {
     /// With [shared bans](GuardBuilder::share_bans), the lift is published
     /// to the fleet either way.
     pub fn unban(&self, prefix: &IpPrefix) -> bool {
-        let lifted = self.shared.remove_ban(prefix);
+        let lifted = self.shared.remove_ban(prefix).is_some();
         if lifted {
             tracing::info!(%prefix, "floodguard: ban lifted");
         }

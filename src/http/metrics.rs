@@ -64,7 +64,8 @@ impl<C: Clock> Guard<C> {
     ///
     /// With [shared bans](super::GuardBuilder::share_bans) on, also
     /// `floodguard_shared_bans_total` (label `event`: `published`,
-    /// `received`, `loaded`, `dropped`, `errors`, `rejected`) and
+    /// `received`, `loaded`, `reconciled_lifts`, `dropped`, `errors`,
+    /// `rejected`) and
     /// `floodguard_shared_bans_subscribed` (0 or 1).
     ///
     /// `reason="no_peer_address"` counts requests that carried no peer
@@ -192,14 +193,16 @@ fn write_shared_bans(t: &mut Text<'_>, s: &crate::redis::SharedBanStats) {
         Kind::Counter,
         "Shared bans, by event: published (bans, lifts and flagged classes this guard \
          published), received (messages from other instances applied), loaded (bans and \
-         classes loaded from Redis on connecting), dropped (not published: queue full), \
-         errors (failed calls to Redis, lost connections), rejected (bad messages or entries \
-         from Redis, ignored).",
+         classes loaded from Redis on connecting), reconciled_lifts (bans learned from Redis \
+         lifted on reconnecting, having been lifted elsewhere meanwhile), dropped (not \
+         published: queue full), errors (failed calls to Redis, lost connections), rejected \
+         (bad messages or entries from Redis, ignored).",
     );
     for (event, n) in [
         ("published", s.published),
         ("received", s.received),
         ("loaded", s.loaded),
+        ("reconciled_lifts", s.reconciled_lifts),
         ("dropped", s.dropped),
         ("errors", s.errors),
         ("rejected", s.rejected),

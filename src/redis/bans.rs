@@ -13,8 +13,11 @@
 //! holds its own pub/sub connection; on each (re)connection it subscribes,
 //! then loads the bans and classes in force from the sets (so an instance
 //! started late, or cut off for a while, catches up), then applies every
-//! message from another guard. While Redis is unreachable it retries every
-//! second at most. Both tasks end once the guard is dropped.
+//! message from another guard. A reload also lifts the bans this guard holds
+//! only because Redis told it (a message or an earlier load) that are no
+//! longer in the set: they were lifted while it was cut off. While Redis is
+//! unreachable it retries every second at most. Both tasks end once the
+//! guard is dropped.
 //!
 //! Everything read from Redis is parsed strictly: a message or set member
 //! that does not parse, bans less than an IPv4 /8 or an IPv6 /16, or lasts
@@ -25,6 +28,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use redis::Value;
 use tokio::sync::mpsc;
 
@@ -92,7 +96,8 @@ return redis.call('PUBLISH', ARGV[2], ARGV[3])
 ";
 
 /// The `ARGV[1]` members of `KEYS[1]` that end last, each followed by the
-/// milliseconds it has left on the server's clock.
+/// milliseconds it has left on the server's clock. Expired members are left
+/// out; a reply of `ARGV[1]` members may have left others out too.
 const LOAD_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -117,6 +122,10 @@ pub struct SharedBanStats {
     pub received: u64,
     /// Bans and flagged classes loaded from Redis on (re)connecting.
     pub loaded: u64,
+    /// Bans lifted on reconnecting because another instance lifted them
+    /// while this guard's subscriber was cut off: bans this guard learned
+    /// from Redis, in force here, and no longer in Redis's set.
+    pub reconciled_lifts: u64,
     /// Changes not published because the publisher's queue (4096) was full.
     pub dropped: u64,
     /// Calls to Redis that failed (a publication is retried until it is
@@ -135,6 +144,7 @@ struct Counters {
     published: AtomicU64,
     received: AtomicU64,
     loaded: AtomicU64,
+    reconciled_lifts: AtomicU64,
     dropped: AtomicU64,
     errors: AtomicU64,
     rejected: AtomicU64,
@@ -151,7 +161,7 @@ pub(crate) trait BanTarget: Send + Sync {
     /// Bans `prefix` for `remaining` (only lengthening an existing ban when
     /// `extend_only`); false when the ban list is full.
     fn apply_ban(&self, prefix: IpPrefix, remaining: Duration, extend_only: bool) -> bool;
-    /// Lifts the ban on exactly `prefix`.
+    /// Lifts the ban on exactly `prefix`; whether one was in force.
     fn apply_lift(&self, prefix: &IpPrefix) -> bool;
     /// Flags fingerprint class `class` for `remaining`; false without
     /// scoring or with every place taken.
@@ -201,7 +211,13 @@ struct Core {
     lift: redis::Script,
     load: redis::Script,
     counters: Counters,
+    /// The prefixes this guard bans because Redis told it, each with when
+    /// Redis's ban ends on the store's clock (to prune ended ones): a reload
+    /// lifts those no longer in the set. At most `max_bans`.
+    learned: Mutex<Learned>,
 }
+
+type Learned = std::collections::HashMap<IpPrefix, Timestamp, ahash::RandomState>;
 
 /// Guards made in this process: each gets its own sender id, so that two
 /// guards on one store still hear each other.
@@ -249,6 +265,7 @@ impl Setup {
             lift: redis::Script::new(LIFT_SCRIPT),
             load: redis::Script::new(LOAD_SCRIPT),
             counters: Counters::default(),
+            learned: Mutex::new(Learned::default()),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let sink = BanSink {
@@ -283,8 +300,16 @@ pub(crate) struct BanSink {
 }
 
 impl BanSink {
+    /// The guard is about to record a ban of `prefix` of its own: from now
+    /// on, reconciling never lifts it (it may not be published yet).
+    pub(crate) fn claim(&self, prefix: &IpPrefix) {
+        self.core.learned.lock().remove(prefix);
+    }
+
     /// The guard recorded a ban of `prefix` for `ttl`.
     pub(crate) fn banned(&self, prefix: IpPrefix, ttl: Duration) {
+        // Again: a message may have taught it since `claim`.
+        self.claim(&prefix);
         if !shareable(&prefix) {
             tracing::warn!(%prefix, "floodguard: ban not shared, prefix too short to share");
             return;
@@ -295,6 +320,7 @@ impl BanSink {
 
     /// The guard lifted the ban on `prefix` (or was asked to).
     pub(crate) fn lifted(&self, prefix: IpPrefix) {
+        self.claim(&prefix);
         if shareable(&prefix) {
             offer(&self.tx, &self.core, Outgoing::Lift { prefix });
         }
@@ -324,6 +350,7 @@ impl BanSink {
             published: n(&c.published),
             received: n(&c.received),
             loaded: n(&c.loaded),
+            reconciled_lifts: n(&c.reconciled_lifts),
             dropped: n(&c.dropped),
             errors: n(&c.errors),
             rejected: n(&c.rejected),
@@ -568,10 +595,13 @@ impl Core {
         bump(&self.counters.received);
         match change {
             Change::Ban { prefix, ttl_ms } => {
-                target.apply_ban(prefix, Duration::from_millis(ttl_ms), false);
+                self.learn(prefix, ttl_ms, || {
+                    target.apply_ban(prefix, Duration::from_millis(ttl_ms), false)
+                });
                 tracing::debug!(%prefix, ttl_ms, "floodguard: shared ban received");
             }
             Change::Lift { prefix } => {
+                self.learned.lock().remove(&prefix);
                 target.apply_lift(&prefix);
                 tracing::debug!(%prefix, "floodguard: shared ban lifted");
             }
@@ -580,6 +610,78 @@ impl Core {
                 tracing::debug!(class = %format_args!("{class:016x}"), ttl_ms, "floodguard: shared class flag received");
             }
         }
+    }
+
+    /// Applies a ban from Redis with `apply` and, if applied, records it as
+    /// learned (ending `ttl_ms` from now). Under the lock, so that a
+    /// [`BanSink::claim`] comes wholly before or after.
+    fn learn(&self, prefix: IpPrefix, ttl_ms: u64, apply: impl FnOnce() -> bool) {
+        let mut learned = self.learned.lock();
+        if !apply() {
+            return;
+        }
+        let now = self.store.now();
+        let until = now.saturating_add(Duration::from_millis(ttl_ms));
+        if learned.len() >= self.max_bans && !learned.contains_key(&prefix) {
+            learned.retain(|_, end| *end > now);
+            // Still full: this ban ends on its own, without reconciling.
+            if learned.len() >= self.max_bans {
+                return;
+            }
+        }
+        let end = learned.entry(prefix).or_insert(until);
+        *end = (*end).max(until);
+    }
+
+    /// A `LOAD_SCRIPT` reply's entries; a malformed reply is rejected.
+    fn entries<'a>(&self, reply: &'a Value) -> Option<Vec<Option<(&'a str, u64)>>> {
+        let entries = decode_entries(reply);
+        if entries.is_none() {
+            self.reject("set", format!("{reply:?}").as_bytes());
+        }
+        entries
+    }
+
+    /// Applies the bans of a `LOAD_SCRIPT` reply (`None`: malformed), then
+    /// lifts the learned bans it lacks, unless it may be incomplete.
+    fn load_bans(&self, target: &dyn BanTarget, entries: Option<Vec<Option<(&str, u64)>>>) {
+        let Some(entries) = entries else {
+            return;
+        };
+        let mut in_set: ahash::HashSet<IpPrefix> =
+            std::collections::HashSet::with_capacity_and_hasher(entries.len(), Default::default());
+        for entry in &entries {
+            match *entry {
+                Some((member, ms)) => match parse_prefix(member) {
+                    Some(prefix) => {
+                        in_set.insert(prefix);
+                        self.learn(prefix, ms, || {
+                            target.apply_ban(prefix, Duration::from_millis(ms), true)
+                        });
+                        bump(&self.counters.loaded);
+                    }
+                    None => self.reject("set member", member.as_bytes()),
+                },
+                None => self.reject("set member", b"(not a member and a time)"),
+            }
+        }
+        // A reply cut at `max_bans` (the script's limit) leaves bans out,
+        // and an entry that did not parse may be any of them: absence
+        // proves a lift only in a whole, clean reply.
+        if entries.len() >= self.max_bans || entries.iter().any(Option::is_none) {
+            return;
+        }
+        self.learned.lock().retain(|prefix, _| {
+            if in_set.contains(prefix) {
+                return true;
+            }
+            // Lifting a ban that has ended here too is harmless, not counted.
+            if target.apply_lift(prefix) {
+                bump(&self.counters.reconciled_lifts);
+                tracing::debug!(%prefix, "floodguard: shared ban lifted on reconnecting");
+            }
+            false
+        });
     }
 
     /// Loads the bans and classes in force into `target`.
@@ -608,33 +710,19 @@ impl Core {
         let Some(target) = target.upgrade() else {
             return Ok(());
         };
-        let apply = |reply: &Value, apply_one: &dyn Fn(&str, u64) -> bool| {
-            let Some(entries) = decode_entries(reply) else {
-                self.reject("set", format!("{reply:?}").as_bytes());
-                return;
-            };
-            for entry in entries {
-                match entry {
-                    Some((member, ms)) if apply_one(member, ms) => {
+        self.load_bans(&*target, self.entries(&bans));
+        for entry in self.entries(&classes).into_iter().flatten() {
+            match entry {
+                Some((member, ms)) => match parse_hex16(member) {
+                    Some(class) => {
+                        target.apply_class(class, Duration::from_millis(ms));
                         bump(&self.counters.loaded);
                     }
-                    Some((member, _)) => self.reject("set member", member.as_bytes()),
-                    None => self.reject("set member", b"(not a member and a time)"),
-                }
+                    None => self.reject("set member", member.as_bytes()),
+                },
+                None => self.reject("set member", b"(not a member and a time)"),
             }
-        };
-        apply(&bans, &|member, ms| {
-            parse_prefix(member).is_some_and(|prefix| {
-                target.apply_ban(prefix, Duration::from_millis(ms), true);
-                true
-            })
-        });
-        apply(&classes, &|member, ms| {
-            parse_hex16(member).is_some_and(|class| {
-                target.apply_class(class, Duration::from_millis(ms));
-                true
-            })
-        });
+        }
         Ok(())
     }
 }
