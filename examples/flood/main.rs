@@ -20,8 +20,10 @@
 //! and p99 over time (and, for the search overload, the search route's
 //! limit and what it served); `--samples PATH` writes every shopper request
 //! as CSV (route, start, latency, outcome); `--overload-limit N` pins the
-//! floodguard rows' overload limits at `N` instead of letting them adapt
-//! (to see what a limit costs in goodput and buys in latency).
+//! floodguard rows' overload limits at `N` instead of letting them adapt,
+//! and `--overload-queue CAPACITY,MS` gives each a waiting room
+//! (`Overload::queue`), to see what each costs in goodput and buys in
+//! latency.
 //!
 //! The search overload has figures of its own:
 //!
@@ -65,6 +67,7 @@ use serde::Serialize;
 use tokio::task::JoinSet;
 
 use report::RunResult;
+use shop::OverloadTweaks;
 use traffic::Recorder;
 
 /// An attack.
@@ -160,9 +163,8 @@ struct Options {
     svg: Option<String>,
     samples: Option<String>,
     check: bool,
-    /// `--overload-limit N`: the floodguard rows' overload limits pinned at
-    /// `N` instead of adapting, to trace what a limit costs and buys.
-    overload_limit: Option<u32>,
+    /// `--overload-limit` and `--overload-queue`.
+    overload: OverloadTweaks,
 }
 
 fn parse_list<T: Copy>(
@@ -194,7 +196,7 @@ fn options() -> Result<Options, String> {
         svg: None,
         samples: None,
         check: false,
-        overload_limit: None,
+        overload: OverloadTweaks::default(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -214,7 +216,7 @@ fn options() -> Result<Options, String> {
             "--svg" => o.svg = Some(value()?),
             "--samples" => o.samples = Some(value()?),
             "--check" => o.check = true,
-            "--overload-limit" => o.overload_limit = Some(parse_overload_limit(&value()?)?),
+            "--overload-limit" | "--overload-queue" => o.overload.set(&a, &value()?)?,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -227,10 +229,47 @@ fn options() -> Result<Options, String> {
     Ok(o)
 }
 
-fn parse_overload_limit(v: &str) -> Result<u32, String> {
-    match v.parse() {
-        Ok(n @ 1..=10_000) => Ok(n),
-        _ => Err("--overload-limit takes a whole number from 1 to 10000".into()),
+impl OverloadTweaks {
+    /// Takes `--overload-limit N` or `--overload-queue CAPACITY,MS`.
+    fn set(&mut self, flag: &str, value: &str) -> Result<(), String> {
+        let number = |v: &str| {
+            v.trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+        };
+        match flag {
+            "--overload-limit" => {
+                let n =
+                    number(value).ok_or("--overload-limit takes a whole number from 1 to 10000")?;
+                self.limit = Some(n);
+            }
+            _ => {
+                let queue = value
+                    .split_once(',')
+                    .and_then(|(c, ms)| {
+                        Some((
+                            number(c)? as usize,
+                            Duration::from_millis(number(ms)?.into()),
+                        ))
+                    })
+                    .ok_or("--overload-queue takes CAPACITY,MS (each from 1 to 10000)")?;
+                self.queue = Some(queue);
+            }
+        }
+        Ok(())
+    }
+
+    /// The same flags, for the shop's command line.
+    fn args(&self) -> String {
+        let mut args = String::new();
+        if let Some(n) = self.limit {
+            args += &format!(" --overload-limit {n}");
+        }
+        if let Some((capacity, timeout)) = self.queue {
+            args += &format!(" --overload-queue {capacity},{}", timeout.as_millis());
+        }
+        args
     }
 }
 
@@ -242,11 +281,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &DEFENCES,
             Defence::name,
         )?;
-        let fixed_limit = match args.get(3..5) {
-            Some([flag, n]) if flag == "--overload-limit" => Some(parse_overload_limit(n)?),
-            _ => None,
-        };
-        return shop::serve(defence[0], fixed_limit);
+        let mut tweaks = OverloadTweaks::default();
+        for pair in args.get(3..).unwrap_or_default().chunks(2) {
+            match pair {
+                [flag, value] => tweaks.set(flag, value)?,
+                _ => return Err(format!("--serve: {pair:?} has no value").into()),
+            }
+        }
+        return shop::serve(defence[0], tweaks);
     }
     let o = match options() {
         Ok(o) => o,
@@ -255,7 +297,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("flood: {e}");
             }
             eprintln!(
-                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--overload-limit N] [--check]"
+                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--overload-limit N] [--overload-queue CAPACITY,MS] [--check]"
             );
             std::process::exit(2);
         }
@@ -269,8 +311,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         baseline.as_secs_f64(),
         attack.as_secs_f64()
     );
-    if let Some(n) = o.overload_limit {
-        eprintln!("flood: floodguard's overload limits fixed at {n} (--overload-limit)");
+    if o.overload.limit.is_some() || o.overload.queue.is_some() {
+        eprintln!(
+            "flood: floodguard's overload protection changed:{}",
+            o.overload.args()
+        );
     }
     // Shoppers and attackers on runtimes of their own: the operating system
     // shares the cores between them, but no attack task ever waits in
@@ -286,13 +331,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut results = Vec::new();
     for &scenario in &o.scenarios {
         for &defence in &o.defences {
-            let run = run(
-                scenario,
-                defence,
-                o.scale,
-                o.overload_limit,
-                attackers.handle(),
-            );
+            let run = run(scenario, defence, o.scale, o.overload, attackers.handle());
             let r = shoppers.block_on(run)?;
             eprintln!(
                 "  {:<16} {:<17} legit {:>6.2}% ok, p99 {:>7.1} ms ({:.1}× no-attack), attack admitted {:>5.1}%",
@@ -338,7 +377,7 @@ async fn run(
     scenario: Scenario,
     defence: Defence,
     scale: f64,
-    overload_limit: Option<u32>,
+    overload: OverloadTweaks,
     attackers: &tokio::runtime::Handle,
 ) -> Result<RunResult, Box<dyn std::error::Error>> {
     let (baseline, attack) = phases(scenario, scale);
@@ -346,7 +385,7 @@ async fn run(
         mut child,
         ports: (port, calibration_port),
         output,
-    } = spawn_shop(defence, overload_limit)?;
+    } = spawn_shop(defence, overload)?;
     let shop = SocketAddr::from(([127, 0, 0, 1], port));
     // The search route's capacity, for the search overload's goodput:
     // measured on the same shop process without its defence, with nothing
@@ -430,10 +469,10 @@ struct Shop {
 /// it exits.
 fn spawn_shop(
     defence: Defence,
-    overload_limit: Option<u32>,
+    overload: OverloadTweaks,
 ) -> Result<Shop, Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
-    let fixed = overload_limit.map_or(String::new(), |n| format!(" --overload-limit {n}"));
+    let fixed = overload.args();
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(

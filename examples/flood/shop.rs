@@ -105,9 +105,9 @@ fn shop() -> Router {
 /// floodguard as documented for this shop ("tuned"): the defaults, plus a
 /// per-address budget and a global ceiling on the expensive search route,
 /// and a login rule.
-pub fn tuned_guard(fixed_limit: Option<u32>) -> Guard {
+pub fn tuned_guard(tweaks: OverloadTweaks) -> Guard {
     let second = Duration::from_secs(1);
-    defaults(fixed_limit)
+    defaults(tweaks)
         .rule(
             Rule::per_ip("search-ip")
                 .path("/search")
@@ -131,23 +131,39 @@ pub fn tuned_guard(fixed_limit: Option<u32>) -> Guard {
 
 /// floodguard's defaults: the default rules, scoring and overload
 /// protection, the proxy trusted; its events go to the harness.
-/// `fixed_limit` pins every overload limit (`--overload-limit`).
-fn defaults(fixed_limit: Option<u32>) -> GuardBuilder {
-    let overload = Overload::default().per_route();
-    let overload = match fixed_limit {
-        Some(n) => overload.limits(n, n, n),
-        None => overload,
-    };
+fn defaults(tweaks: OverloadTweaks) -> GuardBuilder {
     Guard::builder()
         .default_rules()
         .scoring(Scoring::default())
-        .overload(overload)
+        .overload(tweaks.apply(Overload::default().per_route()))
         .on_event(report_event)
         .client_ip(ClientIpConfig::new().trust(PROXY.parse().expect("address")))
 }
 
-fn default_guard(fixed_limit: Option<u32>) -> Guard {
-    defaults(fixed_limit).build().expect("valid configuration")
+/// The harness's changes to the floodguard rows' overload protection, to
+/// trace what a limit or a waiting room costs and buys.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OverloadTweaks {
+    /// `--overload-limit N`: every limit pinned at `N`.
+    pub limit: Option<u32>,
+    /// `--overload-queue CAPACITY,MS`: a waiting room (`Overload::queue`).
+    pub queue: Option<(usize, Duration)>,
+}
+
+impl OverloadTweaks {
+    fn apply(self, mut o: Overload) -> Overload {
+        if let Some(n) = self.limit {
+            o = o.limits(n, n, n);
+        }
+        if let Some((capacity, timeout)) = self.queue {
+            o = o.queue(capacity, timeout);
+        }
+        o
+    }
+}
+
+fn default_guard(tweaks: OverloadTweaks) -> Guard {
+    defaults(tweaks).build().expect("valid configuration")
 }
 
 /// Tells the harness about an event, on standard output:
@@ -281,7 +297,7 @@ where
 /// prints `PORT <shop> <calibration>`, and stops when standard input
 /// closes (the harness ends the run), printing a `SHED` summary
 /// (`ShedTimes::summary`).
-pub fn serve(defence: Defence, fixed_limit: Option<u32>) -> Result<(), Box<dyn std::error::Error>> {
+pub fn serve(defence: Defence, tweaks: OverloadTweaks) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -322,9 +338,9 @@ pub fn serve(defence: Defence, fixed_limit: Option<u32>) -> Result<(), Box<dyn s
                 }
                 Defence::Floodguard | Defence::FloodguardTuned => {
                     let guard = if defence == Defence::Floodguard {
-                        default_guard(fixed_limit)
+                        default_guard(tweaks)
                     } else {
-                        tuned_guard(fixed_limit)
+                        tuned_guard(tweaks)
                     };
                     let gate = guard.gate().build()?;
                     tokio::spawn(report_limits(guard.clone()));

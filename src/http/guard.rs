@@ -16,7 +16,7 @@ use super::detect::{DetectionSnapshot, Event};
 use super::fingerprint::Fingerprint;
 use super::gate::{AcceptVerdict, Gate, GateBuilder};
 use super::layer::GuardLayer;
-use super::overload::{LimitStats, Overload, Permit, Shedder};
+use super::overload::{LimitStats, Overload, Place, Shedder};
 use super::peer::{peer, route};
 use super::refusal::RefusalKind;
 use super::rules::{CompiledRule, Rule, RuleStats};
@@ -172,7 +172,7 @@ pub(crate) enum Inspection {
         decision: GuardDecision,
         headers: Option<RateInfo>,
         watch: Option<Watch>,
-        permit: Option<Permit>,
+        permit: Option<Place>,
         at: Timestamp,
     },
     /// Answer with a refusal (or a challenge `page`); `close` the
@@ -645,6 +645,20 @@ impl<C: Clock> Guard<C> {
         }
     }
 
+    /// A request shed by overload protection, at once or after waiting.
+    pub(crate) fn count_shed(&self) {
+        let s = &*self.shared;
+        s.counters.add(GuardCount::RefusedOverload, 1);
+        if let Some(sc) = &s.scorer {
+            sc.detector.count_shed();
+        }
+    }
+
+    /// A request that waited for a place got one.
+    pub(crate) fn count_waited_admitted(&self) {
+        self.shared.counters.add(GuardCount::Admitted, 1);
+    }
+
     /// A place to hold a blocked client's refusal, and for how long.
     pub(crate) fn hold_refusal(&self) -> Option<(Duration, Held)> {
         self.shared.tarpit.hold()
@@ -825,19 +839,19 @@ impl<C: Clock> Guard<C> {
                 let standing = assessment.as_ref().map_or(0, |a| self.standing(a));
                 let route = if s.needs_route { route } else { "" };
                 match shedder.acquire(parts, route, standing) {
-                    Ok(permit) => Some(permit),
+                    Ok(place) => Some(place),
                     Err(_) => {
-                        s.counters.add(GuardCount::RefusedOverload, 1);
-                        if let Some(sc) = &s.scorer {
-                            sc.detector.count_shed();
-                        }
+                        self.count_shed();
                         return Inspection::refuse(RefusalKind::Overloaded, false);
                     }
                 }
             }
             _ => None,
         };
-        s.counters.add(GuardCount::Admitted, 1);
+        // A waiting request is counted when its wait ends.
+        if !matches!(permit, Some(Place::Wait(_))) {
+            s.counters.add(GuardCount::Admitted, 1);
+        }
         let decision = GuardDecision {
             client,
             safelisted: false,

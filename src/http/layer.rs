@@ -10,7 +10,7 @@ use tower_service::Service;
 
 use super::body::RefusalBody;
 use super::guard::{Guard, Inspection, RateInfo};
-use super::overload::Permit;
+use super::overload::{Permit, Place, Ticket};
 use super::refusal::{RefusalKind, add_rate_headers, challenge_page, grpc_content_type, respond};
 use super::scorer::Watch;
 use super::tarpit::Held;
@@ -118,6 +118,20 @@ where
                     watch,
                     started: at,
                 });
+                let (permit, waiting) = match permit {
+                    Some(Place::Now(p)) => (Some(p), None),
+                    Some(Place::Wait(ticket)) => (
+                        None,
+                        Some(Waiting {
+                            ticket,
+                            guard: self.guard.clone(),
+                            grpc: grpc_content_type(&parts.headers).cloned(),
+                        }),
+                    ),
+                    None => (None, None),
+                };
+                // Called now, polled once the request has its place: the
+                // inner service's future does the work when polled.
                 let fut = self.inner.call(Request::from_parts(parts, body));
                 ResponseFuture {
                     state: State::Inner {
@@ -125,6 +139,7 @@ where
                         headers,
                         watch,
                         permit,
+                        waiting,
                     },
                 }
             }
@@ -164,6 +179,14 @@ where
     }
 }
 
+/// A request waiting for a place in an overload limit; `grpc` the
+/// request's gRPC content type, for the refusal if no place comes.
+struct Waiting<C> {
+    ticket: Ticket,
+    guard: Guard<C>,
+    grpc: Option<http::HeaderValue>,
+}
+
 /// A request whose answer scoring watches: its status and latency move
 /// the client's score and the latency baseline.
 struct Watched<C> {
@@ -189,6 +212,8 @@ pin_project_lite::pin_project! {
             watch: Option<Watched<C>>,
             // Dropped with the future if the answer never comes.
             permit: Option<Permit>,
+            // Until its place comes, the inner future is not polled.
+            waiting: Option<Waiting<C>>,
         },
         Ready {
             res: Option<Response<B>>,
@@ -203,16 +228,40 @@ pin_project_lite::pin_project! {
 impl<F, B, E, C: Clock> Future for ResponseFuture<F, B, C>
 where
     F: Future<Output = Result<Response<B>, E>>,
+    B: RefusalBody,
 {
     type Output = Result<Response<B>, E>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project().state.project() {
+        let mut state = self.project().state;
+        if let StateProj::Inner {
+            permit, waiting, ..
+        } = state.as_mut().project()
+            && let Some(w) = waiting
+        {
+            match ready!(w.ticket.poll_place(cx)) {
+                Some(p) => {
+                    w.guard.count_waited_admitted();
+                    *permit = Some(p);
+                    *waiting = None;
+                }
+                None => {
+                    w.guard.count_shed();
+                    let res = respond(RefusalKind::Overloaded, w.grpc.as_ref());
+                    state.set(State::Ready {
+                        res: Some(res),
+                        held: None,
+                    });
+                }
+            }
+        }
+        match state.project() {
             StateProj::Inner {
                 fut,
                 headers,
                 watch,
                 permit,
+                waiting: _,
             } => {
                 let res = ready!(fut.poll(cx));
                 // The place is given back whether the service answered or

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use super::detect::{DetectionSnapshot, Share};
 use super::gate::Gate;
 use super::guard::{Guard, GuardStats, ScoringStats};
-use super::overload::LimitStats;
+use super::overload::{LimitStats, WaitingRoomStats};
 use super::scorer::Offender;
 use crate::Clock;
 
@@ -623,6 +623,44 @@ fn write_overload(t: &mut Text<'_>, limits: &[LimitStats]) {
             let labels = [("route", route(l)), ("priority", p.name().to_owned())];
             let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
             t.sample("floodguard_shed_total", &labels, n);
+        }
+    }
+    let rooms: Vec<_> = limits
+        .iter()
+        .filter_map(|l| l.waiting_room.as_ref().map(|w| (route(l), w)))
+        .collect();
+    if !rooms.is_empty() {
+        t.family(
+            "floodguard_waiting",
+            Kind::Gauge,
+            "Requests waiting for a place now, per limit with a waiting room.",
+        );
+        for (r, w) in &rooms {
+            t.sample("floodguard_waiting", &[("route", r)], w.waiting);
+        }
+        type Read = fn(&WaitingRoomStats) -> u64;
+        let counters: [(&str, &str, Read); 3] = [
+            (
+                "floodguard_waited_total",
+                "Requests admitted after waiting, per limit.",
+                |w| w.waited,
+            ),
+            (
+                "floodguard_wait_timeouts_total",
+                "Requests shed when their wait ran out, per limit.",
+                |w| w.timed_out,
+            ),
+            (
+                "floodguard_turned_away_total",
+                "Requests shed from a full waiting room for a higher priority, per limit.",
+                |w| w.turned_away,
+            ),
+        ];
+        for (name, help, value) in counters {
+            t.family(name, Kind::Counter, help);
+            for (r, w) in &rooms {
+                t.sample(name, &[("route", r)], value(w));
+            }
         }
     }
     t.family(

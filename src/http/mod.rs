@@ -48,6 +48,7 @@ mod rules;
 mod scorer;
 mod scoring;
 mod tarpit;
+mod waiting;
 pub mod wire;
 
 pub use body::RefusalBody;
@@ -68,7 +69,7 @@ pub use metrics::PROMETHEUS_CONTENT_TYPE;
 pub use metrics::{metrics_handler, metrics_handler_with_gate};
 pub use overload::{
     Aimd, Criticality, Gradient2, LimitAlgorithm, LimitStats, MAX_ROUTE_LIMITS, Overload, Priority,
-    TokioClock,
+    TokioClock, WaitingRoomStats,
 };
 pub use peer::PeerAddr;
 pub use refusal::RefusalKind;

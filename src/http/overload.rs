@@ -18,6 +18,7 @@ use std::time::Duration;
 use http::request::Parts;
 use parking_lot::Mutex;
 
+use super::waiting::{Full, WaitingRoom};
 use crate::ConfigError;
 
 /// A [`Clock`](crate::Clock) on Tokio's time: with Tokio's clock paused
@@ -270,6 +271,15 @@ pub struct Overload {
     criticality: Option<CriticalityFn>,
     routes: Vec<String>,
     every_route: bool,
+    queue: Option<WaitQueue>,
+}
+
+/// A limit's waiting room ([`Overload::queue`]): most requests waiting at
+/// once, and longest wait.
+#[derive(Clone, Copy, Debug)]
+struct WaitQueue {
+    capacity: usize,
+    timeout: Duration,
 }
 
 /// Most routes given a limit of their own by [`Overload::per_route`].
@@ -283,6 +293,7 @@ impl std::fmt::Debug for Overload {
             .field("criticality", &self.criticality.is_some())
             .field("routes", &self.routes)
             .field("every_route", &self.every_route)
+            .field("queue", &self.queue)
             .finish()
     }
 }
@@ -297,6 +308,7 @@ impl Default for Overload {
             criticality: None,
             routes: Vec::new(),
             every_route: false,
+            queue: None,
         }
     }
 }
@@ -353,6 +365,41 @@ impl Overload {
         self
     }
 
+    /// A waiting room for each limit (CoDel-style: short, ordered by
+    /// priority, adaptive LIFO): a request that finds its priority's share
+    /// of the limit full waits up to `timeout` for a place, with up to
+    /// `capacity` others, instead of being shed at once. A freed place goes
+    /// to the highest priority waiting whose share has room; within a
+    /// priority to the oldest waiter, or to the newest once the oldest has
+    /// waited half the timeout (adaptive LIFO: under a standing queue the
+    /// oldest time out rather than every request waiting out the timeout).
+    /// A full room turns away its lowest, oldest waiter for a higher
+    /// priority. Waiting requests are counted in
+    /// [`LimitStats::waiting_room`].
+    ///
+    /// The room keeps the service busy between one request's end and the
+    /// next one's arrival, so a lower limit still serves the service's
+    /// capacity: with the limit pinned low
+    /// ([`limits`](Self::limits)), answers come nearly as fast as
+    /// uncongested ones. The inner service's future is made when the
+    /// request arrives and first polled once it has its place. Without a
+    /// room (the default) a request that finds no place is shed at once.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use floodguard::http::{Guard, Overload};
+    ///
+    /// let guard = Guard::builder()
+    ///     .overload(Overload::default().route("/search").queue(16, Duration::from_millis(5)))
+    ///     .build()?;
+    /// # let _ = guard;
+    /// # Ok::<(), floodguard::ConfigError>(())
+    /// ```
+    pub fn queue(mut self, capacity: usize, timeout: Duration) -> Self {
+        self.queue = Some(WaitQueue { capacity, timeout });
+        self
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         if self.min == 0 {
             return Err(ConfigError::Zero { field: "min_limit" });
@@ -386,6 +433,18 @@ impl Overload {
             return Err(ConfigError::Zero {
                 field: "long_window",
             });
+        }
+        if let Some(q) = self.queue {
+            if q.capacity == 0 {
+                return Err(ConfigError::Zero {
+                    field: "queue_capacity",
+                });
+            }
+            if q.timeout.is_zero() {
+                return Err(ConfigError::Zero {
+                    field: "queue_timeout",
+                });
+            }
         }
         Ok(())
     }
@@ -469,6 +528,13 @@ pub(crate) struct ConcurrencyLimit {
     shed: [AtomicU64; 5],
     histogram: [AtomicU64; BUCKETS],
     latency_sum_micros: AtomicU64,
+    /// The waiting room and its timeout, with [`Overload::queue`].
+    waiting: Option<(WaitingRoom, Duration)>,
+    /// Requests admitted after waiting, that waited in vain (timed out),
+    /// and turned away from a full room for a higher priority.
+    waited: AtomicU64,
+    wait_timeouts: AtomicU64,
+    turned_away: AtomicU64,
 }
 
 impl ConcurrencyLimit {
@@ -498,6 +564,12 @@ impl ConcurrencyLimit {
             shed: Default::default(),
             histogram: [const { AtomicU64::new(0) }; BUCKETS],
             latency_sum_micros: AtomicU64::new(0),
+            waiting: config
+                .queue
+                .map(|q| (WaitingRoom::new(q.capacity, q.timeout / 2), q.timeout)),
+            waited: AtomicU64::new(0),
+            wait_timeouts: AtomicU64::new(0),
+            turned_away: AtomicU64::new(0),
         }
     }
 
@@ -539,9 +611,20 @@ impl ConcurrencyLimit {
     /// priority took under the old limit do not keep a higher one out
     /// while they finish.
     fn try_acquire(&self, priority: Priority) -> bool {
+        let taken = self.take(priority);
+        if taken {
+            self.admitted.fetch_add(1, Ordering::Relaxed);
+        } else if self.waiting.is_none() {
+            self.shed[priority as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        taken
+    }
+
+    /// Takes a place for a request of `priority` if its share has room.
+    fn take(&self, priority: Priority) -> bool {
         let caps = self.caps();
         let cap = caps[priority as usize];
-        let mut n = self.in_flight.load(Ordering::Acquire);
+        let mut n = self.in_flight.load(Ordering::SeqCst);
         loop {
             // Each priority's count is read after the total: one taken
             // since is in neither, one given back since may still be in
@@ -555,7 +638,6 @@ impl ConcurrencyLimit {
             let lower = lower.min(n);
             let counted = n - lower + counted_lower.min(lower);
             if counted >= cap {
-                self.shed[priority as usize].fetch_add(1, Ordering::Relaxed);
                 return false;
             }
             match self.in_flight.compare_exchange_weak(
@@ -566,7 +648,6 @@ impl ConcurrencyLimit {
             ) {
                 Ok(_) => {
                     self.in_flight_by[priority as usize].fetch_add(1, Ordering::AcqRel);
-                    self.admitted.fetch_add(1, Ordering::Relaxed);
                     return true;
                 }
                 Err(actual) => n = actual,
@@ -578,9 +659,21 @@ impl ConcurrencyLimit {
         self.shed.iter().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 
+    /// Gives a place back, to the best waiter if any.
     fn release(&self, priority: Priority) {
+        self.untake(priority);
+        if let Some((room, _)) = &self.waiting {
+            let granted = room.hand_over(|p| self.take(p), |p| self.untake(p));
+            self.admitted.fetch_add(granted, Ordering::Relaxed);
+        }
+    }
+
+    /// Gives a place back to the limit only.
+    fn untake(&self, priority: Priority) {
         self.in_flight_by[priority as usize].fetch_sub(1, Ordering::AcqRel);
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // SeqCst with the room's count: a waiter that entered after this
+        // release looked finds the place when it looks itself.
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// An answer came after `latency` with `in_flight` requests out
@@ -615,7 +708,9 @@ impl ConcurrencyLimit {
         let rtt = st.sum / f64::from(st.answers);
         let in_flight = f64::from(st.peak_in_flight);
         (st.sum, st.answers, st.peak_in_flight) = (0.0, 0, 0);
-        let shed = self.shed_total();
+        // Requests that waited for a place found the limit full, as shed
+        // ones did.
+        let shed = self.shed_total() + self.waited.load(Ordering::Relaxed);
         let shed_in_window = shed > st.shed_at_window;
         st.shed_at_window = shed;
         if probing {
@@ -721,6 +816,17 @@ impl ConcurrencyLimit {
             shed: Priority::ALL.map(|p| (p, self.shed[p as usize].load(Ordering::Relaxed))),
             answers,
             latency_sum: Duration::from_micros(self.latency_sum_micros.load(Ordering::Relaxed)),
+            waiting_room: self
+                .waiting
+                .as_ref()
+                .map(|(room, timeout)| WaitingRoomStats {
+                    capacity: room.capacity(),
+                    timeout: *timeout,
+                    waiting: room.len(),
+                    waited: self.waited.load(Ordering::Relaxed),
+                    timed_out: self.wait_timeouts.load(Ordering::Relaxed),
+                    turned_away: self.turned_away.load(Ordering::Relaxed),
+                }),
             p50: self.percentile(0.5),
             p90: self.percentile(0.9),
             p99: self.percentile(0.99),
@@ -749,8 +855,11 @@ pub struct LimitStats {
     pub in_flight_by: [(Priority, u32); 5],
     /// Requests admitted.
     pub admitted: u64,
-    /// Requests shed, by priority.
+    /// Requests shed, by priority (with a waiting room: at once when it
+    /// was full, or after waiting in vain).
     pub shed: [(Priority, u64); 5],
+    /// The waiting room's counters, with [`Overload::queue`].
+    pub waiting_room: Option<WaitingRoomStats>,
     /// Answers measured.
     pub answers: u64,
     /// Their latencies added up.
@@ -764,6 +873,24 @@ pub struct LimitStats {
     /// The latency histogram: each non-empty bucket's upper bound and
     /// count.
     pub buckets: Vec<(Duration, u64)>,
+}
+
+/// The counters of one limit's waiting room ([`Overload::queue`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct WaitingRoomStats {
+    /// Most requests waiting at once.
+    pub capacity: usize,
+    /// Longest wait.
+    pub timeout: Duration,
+    /// Requests waiting now (some may have left and not been noticed yet).
+    pub waiting: usize,
+    /// Requests admitted after waiting.
+    pub waited: u64,
+    /// Requests shed when their wait ran out.
+    pub timed_out: u64,
+    /// Requests shed from a full room to make way for a higher priority.
+    pub turned_away: u64,
 }
 
 impl LimitStats {
@@ -796,6 +923,16 @@ pub(crate) struct Permit {
 }
 
 impl Permit {
+    fn new(limit: Arc<ConcurrencyLimit>, priority: Priority) -> Self {
+        Permit {
+            epoch: limit.epoch.load(Ordering::Relaxed),
+            priority,
+            limit,
+            started: tokio::time::Instant::now(),
+            done: false,
+        }
+    }
+
     /// The answer came: sample its latency and give the place back.
     pub(crate) fn answered(mut self) -> Duration {
         let latency = self.started.elapsed();
@@ -804,6 +941,72 @@ impl Permit {
         self.limit.release(self.priority);
         self.done = true;
         latency
+    }
+}
+
+/// A request's place in a limit, now or after a wait.
+pub(crate) enum Place {
+    /// Taken.
+    Now(Permit),
+    /// Waiting in the limit's room.
+    Wait(Ticket),
+}
+
+/// A request waiting in a limit's room: resolves to its place, or to
+/// `None` when the wait timed out or it was turned away (counted as shed).
+pub(crate) struct Ticket {
+    rx: tokio::sync::oneshot::Receiver<()>,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    limit: Arc<ConcurrencyLimit>,
+    priority: Priority,
+    /// Resolved: a place taken from here on is the permit's to give back.
+    settled: bool,
+}
+
+impl Ticket {
+    pub(crate) fn poll_place(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Permit>> {
+        use std::future::Future;
+        use std::task::Poll;
+        let granted = match std::pin::Pin::new(&mut self.rx).poll(cx) {
+            // An error: turned away for a higher priority (counted then).
+            Poll::Ready(r) => r.is_ok(),
+            Poll::Pending => {
+                if self.deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // A place may have come with the deadline.
+                self.rx.close();
+                let granted = self.rx.try_recv().is_ok();
+                if !granted {
+                    self.limit.wait_timeouts.fetch_add(1, Ordering::Relaxed);
+                }
+                granted
+            }
+        };
+        self.settled = true;
+        if granted {
+            self.limit.waited.fetch_add(1, Ordering::Relaxed);
+            Poll::Ready(Some(Permit::new(Arc::clone(&self.limit), self.priority)))
+        } else {
+            self.limit.shed[self.priority as usize].fetch_add(1, Ordering::Relaxed);
+            Poll::Ready(None)
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.settled {
+            // Gone before its place came (the client left): a place given
+            // meanwhile goes to the next waiter.
+            self.rx.close();
+            if self.rx.try_recv().is_ok() {
+                self.limit.release(self.priority);
+            }
+        }
     }
 }
 
@@ -871,14 +1074,15 @@ impl Shedder {
         l
     }
 
-    /// A place for this request, or `Err(priority)` when it is shed.
-    /// `standing` is the client's, from −2 (suspicious, heavy) to +2.
+    /// A place for this request, a wait for one, or `Err(priority)` when
+    /// it is shed. `standing` is the client's, from −2 (suspicious, heavy)
+    /// to +2.
     pub(crate) fn acquire(
         &self,
         parts: &Parts,
         route: &str,
         standing: i8,
-    ) -> Result<Permit, Priority> {
+    ) -> Result<Place, Priority> {
         let criticality = self
             .config
             .criticality
@@ -887,15 +1091,30 @@ impl Shedder {
         let priority = Priority::of(criticality, standing);
         let limit = self.limit_for(route);
         if limit.try_acquire(priority) {
-            Ok(Permit {
-                epoch: limit.epoch.load(Ordering::Relaxed),
-                priority,
-                limit,
-                started: tokio::time::Instant::now(),
-                done: false,
-            })
-        } else {
-            Err(priority)
+            return Ok(Place::Now(Permit::new(limit, priority)));
+        }
+        let Some((room, timeout)) = &limit.waiting else {
+            return Err(priority);
+        };
+        match room.enter(priority) {
+            Ok((rx, turned_away)) => {
+                limit.turned_away.fetch_add(turned_away, Ordering::Relaxed);
+                // A place freed before this request entered the room went
+                // to nobody: look again now that it waits.
+                let granted = room.hand_over(|p| limit.take(p), |p| limit.untake(p));
+                limit.admitted.fetch_add(granted, Ordering::Relaxed);
+                Ok(Place::Wait(Ticket {
+                    rx,
+                    deadline: Box::pin(tokio::time::sleep(*timeout)),
+                    limit,
+                    priority,
+                    settled: false,
+                }))
+            }
+            Err(Full) => {
+                limit.shed[priority as usize].fetch_add(1, Ordering::Relaxed);
+                Err(priority)
+            }
         }
     }
 

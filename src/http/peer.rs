@@ -34,7 +34,9 @@ pub(crate) struct Peer<'a> {
 enum WireAt<'a> {
     /// In this gate connection info, the first that [`wire_head`] looks at.
     Info(&'a GateConnectInfo),
-    /// Nowhere: the lookup passed every extension that could hold it.
+    /// Nowhere: the lookup passed every extension that could hold it
+    /// (only axum's connect info comes after the gate's).
+    #[cfg_attr(not(feature = "axum"), allow(dead_code))]
     Nowhere,
     /// Not looked for (the address came before the gate's extensions).
     Unknown,
