@@ -122,11 +122,11 @@ where
                     Some(Place::Now(p)) => (Some(p), None),
                     Some(Place::Wait(ticket)) => (
                         None,
-                        Some(Waiting {
+                        Some(Box::new(Waiting {
                             ticket,
                             guard: self.guard.clone(),
                             grpc: grpc_content_type(&parts.headers).cloned(),
-                        }),
+                        })),
                     ),
                     None => (None, None),
                 };
@@ -213,7 +213,8 @@ pin_project_lite::pin_project! {
             // Dropped with the future if the answer never comes.
             permit: Option<Permit>,
             // Until its place comes, the inner future is not polled.
-            waiting: Option<Waiting<C>>,
+            // Boxed: only a request that waits pays for its size.
+            waiting: Option<Box<Waiting<C>>>,
         },
         Ready {
             res: Option<Response<B>>,
