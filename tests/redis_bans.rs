@@ -557,6 +557,16 @@ async fn a_lift_made_while_an_instance_was_cut_off_reaches_it_on_reconnecting() 
     assert_eq!(shared(&a).reconciled_lifts, 0);
 }
 
+/// A bans 198.51.100.7 and .8; once B (user `b`) has both, B's
+/// subscriber is cut off, and B knows it.
+async fn learn_two_then_cut_off(con: &mut redis::aio::MultiplexedConnection, a: &Guard, b: &Guard) {
+    a.ban(prefix("198.51.100.7/32"), BAN);
+    a.ban(prefix("198.51.100.8/32"), BAN);
+    within(PROPAGATION, "bans reach B", || shared(b).received == 2).await;
+    shut_out(con, "b").await;
+    within(RECONNECT, "B notices", || !shared(b).subscribed).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_an_instance_imposed_itself_but_could_not_publish_is_not_lifted_on_reconnecting() {
     let server = RedisServer::start();
@@ -572,12 +582,7 @@ async fn a_ban_an_instance_imposed_itself_but_could_not_publish_is_not_lifted_on
         .unwrap();
     let b = sharing_guard(&b_store);
     subscribed(&[&a, &b]).await;
-    a.ban(prefix("198.51.100.7/32"), BAN);
-    a.ban(prefix("198.51.100.8/32"), BAN);
-    within(PROPAGATION, "bans reach B", || shared(&b).received == 2).await;
-
-    shut_out(&mut con, "b").await;
-    within(RECONNECT, "B notices", || !shared(&b).subscribed).await;
+    learn_two_then_cut_off(&mut con, &a, &b).await;
     // A lifts both; B, which learned them from A, bans .8 again itself (as
     // its scorer might) and cannot publish it.
     a.unban(&prefix("198.51.100.7/32"));
@@ -612,12 +617,7 @@ async fn a_reload_cut_at_max_bans_lifts_nothing() {
         .build()
         .unwrap();
     subscribed(&[&a, &b]).await;
-    a.ban(prefix("198.51.100.7/32"), BAN);
-    a.ban(prefix("198.51.100.8/32"), BAN);
-    within(PROPAGATION, "bans reach B", || shared(&b).received == 2).await;
-
-    shut_out(&mut con, "b").await;
-    within(RECONNECT, "B notices", || !shared(&b).subscribed).await;
+    learn_two_then_cut_off(&mut con, &a, &b).await;
     a.unban(&prefix("198.51.100.7/32"));
     a.ban(prefix("198.51.100.10/32"), BAN + Duration::from_secs(1));
     a.ban(prefix("198.51.100.11/32"), BAN + Duration::from_secs(2));
