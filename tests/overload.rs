@@ -788,3 +788,20 @@ async fn waiters_on_two_threads_all_get_a_place_and_every_place_comes_back() {
     // half of the timeout after which the newest would go first.
     assert!(slowest < Duration::from_millis(500), "{slowest:?}");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_grpc_call_whose_wait_runs_out_gets_unavailable() {
+    let svc = SlowService::new(10, Duration::from_millis(50));
+    let (_g, layered) = waiting_room(1, 4, Duration::from_millis(5), &svc);
+    let busy = send(&layered, "/", 1);
+    settle().await;
+    let mut call = request("/shop.Shop/Search", 2);
+    call.headers_mut()
+        .insert("content-type", "application/grpc".parse().unwrap());
+    let res = layered.clone().oneshot(call).await.unwrap();
+    // A trailers-only gRPC answer, in the call's content type.
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["grpc-status"], "14");
+    assert_eq!(res.headers()["content-type"], "application/grpc");
+    assert_eq!(busy.await.unwrap().0, StatusCode::OK);
+}
