@@ -602,14 +602,9 @@ impl ConcurrencyLimit {
         caps.map(|c| c.max(1))
     }
 
-    /// Takes a place for a request of `priority`, or refuses it at once.
-    ///
-    /// A request counts everything in flight of its priority and above,
-    /// and the lower priorities' requests only as far as each may hold
-    /// now: the lowest's up to its share, the two lowest's together up to
-    /// the second's, and so on. When the limit falls, requests a lower
-    /// priority took under the old limit do not keep a higher one out
-    /// while they finish.
+    /// Takes a place for a request of `priority` ([`take`](Self::take)),
+    /// counted as admitted; a refusal counts as shed unless a waiting room
+    /// decides later.
     fn try_acquire(&self, priority: Priority) -> bool {
         let taken = self.take(priority);
         if taken {
@@ -621,6 +616,13 @@ impl ConcurrencyLimit {
     }
 
     /// Takes a place for a request of `priority` if its share has room.
+    ///
+    /// A request counts everything in flight of its priority and above,
+    /// and the lower priorities' requests only as far as each may hold
+    /// now: the lowest's up to its share, the two lowest's together up to
+    /// the second's, and so on. When the limit falls, requests a lower
+    /// priority took under the old limit do not keep a higher one out
+    /// while they finish.
     fn take(&self, priority: Priority) -> bool {
         let caps = self.caps();
         let cap = caps[priority as usize];
@@ -662,6 +664,12 @@ impl ConcurrencyLimit {
     /// Gives a place back, to the best waiter if any.
     fn release(&self, priority: Priority) {
         self.untake(priority);
+        self.hand_over();
+    }
+
+    /// Gives the free places to the waiting room's best waiters, counted
+    /// as admitted.
+    fn hand_over(&self) {
         if let Some((room, _)) = &self.waiting {
             let granted = room.hand_over(|p| self.take(p), |p| self.untake(p));
             self.admitted.fetch_add(granted, Ordering::Relaxed);
@@ -1101,8 +1109,7 @@ impl Shedder {
                 limit.turned_away.fetch_add(turned_away, Ordering::Relaxed);
                 // A place freed before this request entered the room went
                 // to nobody: look again now that it waits.
-                let granted = room.hand_over(|p| limit.take(p), |p| limit.untake(p));
-                limit.admitted.fetch_add(granted, Ordering::Relaxed);
+                limit.hand_over();
                 Ok(Place::Wait(Ticket {
                     rx,
                     deadline: Box::pin(tokio::time::sleep(*timeout)),
