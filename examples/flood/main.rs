@@ -51,6 +51,7 @@
 //! such as 503, 429 or 403, or timeout, connect, broken) in a table of
 //! their own and `failures` in the JSON.
 
+mod cpus;
 mod http1;
 #[path = "../procfs/mod.rs"]
 mod procfs;
@@ -165,6 +166,9 @@ struct Options {
     check: bool,
     /// `--overload-limit` and `--overload-queue`.
     overload: OverloadTweaks,
+    /// `--shared-cores`: no cores of their own for the shop and the load
+    /// generator.
+    shared_cores: bool,
 }
 
 fn parse_list<T: Copy>(
@@ -197,6 +201,7 @@ fn options() -> Result<Options, String> {
         samples: None,
         check: false,
         overload: OverloadTweaks::default(),
+        shared_cores: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -216,6 +221,7 @@ fn options() -> Result<Options, String> {
             "--svg" => o.svg = Some(value()?),
             "--samples" => o.samples = Some(value()?),
             "--check" => o.check = true,
+            "--shared-cores" => o.shared_cores = true,
             "--overload-limit" | "--overload-queue" => o.overload.set(&a, &value()?)?,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
@@ -284,6 +290,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut tweaks = OverloadTweaks::default();
         for pair in args.get(3..).unwrap_or_default().chunks(2) {
             match pair {
+                [flag, value] if flag == "--cpus" => {
+                    let cpus = cpus::parse(value).ok_or("--cpus takes core numbers")?;
+                    cpus::pin(&cpus)?;
+                }
                 [flag, value] => tweaks.set(flag, value)?,
                 _ => return Err(format!("--serve: {pair:?} has no value").into()),
             }
@@ -297,20 +307,44 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("flood: {e}");
             }
             eprintln!(
-                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--overload-limit N] [--overload-queue CAPACITY,MS] [--check]"
+                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--overload-limit N] [--overload-queue CAPACITY,MS] [--shared-cores] [--check]"
             );
             std::process::exit(2);
         }
     };
     let (baseline, attack) = (BASELINE.mul_f64(o.scale), ATTACK.mul_f64(o.scale));
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    // Before any thread starts: the runtimes' threads keep the
+    // load generator's cores.
+    let shop_cpus = if o.shared_cores {
+        None
+    } else {
+        cpus::split(&cpus::allowed()).and_then(|(shop, generator)| match cpus::pin(&generator) {
+            Ok(()) => Some((shop, generator)),
+            Err(e) => {
+                eprintln!(
+                    "flood: cannot keep cores apart ({e}); shop and load generator share them"
+                );
+                None
+            }
+        })
+    };
     eprintln!(
-        "flood: {} scenarios × {} defences, {:.1} s baseline + {:.1} s attack each, {cores} cores",
+        "flood: {} scenarios × {} defences, {:.1} s baseline + {:.1} s attack each, {cores} cores{}",
         o.scenarios.len(),
         o.defences.len(),
         baseline.as_secs_f64(),
-        attack.as_secs_f64()
+        attack.as_secs_f64(),
+        shop_cpus.as_ref().map_or_else(
+            || " shared by shop and load generator".to_string(),
+            |(shop, generator)| format!(
+                " (shop on {}, load generator on {})",
+                cpus::list(shop),
+                cpus::list(generator)
+            )
+        )
     );
+    let shop_cpus = shop_cpus.map(|(shop, _)| shop);
     if o.overload.limit.is_some() || o.overload.queue.is_some() {
         eprintln!(
             "flood: floodguard's overload protection changed:{}",
@@ -331,7 +365,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut results = Vec::new();
     for &scenario in &o.scenarios {
         for &defence in &o.defences {
-            let run = run(scenario, defence, o.scale, o.overload, attackers.handle());
+            let shop = (defence, o.overload, shop_cpus.as_deref());
+            let run = run(scenario, shop, o.scale, attackers.handle());
             let r = shoppers.block_on(run)?;
             eprintln!(
                 "  {:<16} {:<17} legit {:>6.2}% ok, p99 {:>7.1} ms ({:.1}× no-attack), attack admitted {:>5.1}%",
@@ -375,9 +410,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// One scenario against one defence, in a fresh shop process.
 async fn run(
     scenario: Scenario,
-    defence: Defence,
+    (defence, overload, cpus): (Defence, OverloadTweaks, Option<&[usize]>),
     scale: f64,
-    overload: OverloadTweaks,
     attackers: &tokio::runtime::Handle,
 ) -> Result<RunResult, Box<dyn std::error::Error>> {
     let (baseline, attack) = phases(scenario, scale);
@@ -385,7 +419,7 @@ async fn run(
         mut child,
         ports: (port, calibration_port),
         output,
-    } = spawn_shop(defence, overload)?;
+    } = spawn_shop(defence, overload, cpus)?;
     let shop = SocketAddr::from(([127, 0, 0, 1], port));
     // The search route's capacity, for the search overload's goodput:
     // measured on the same shop process without its defence, with nothing
@@ -412,7 +446,7 @@ async fn run(
     traffic::shoppers(&mut set, shop, &rec, stop);
     tokio::time::sleep_until(attack_at.into()).await;
     let cpu_at_attack = (procfs::cpu_seconds(&pid), procfs::cpu_seconds("self"));
-    traffic::attack(&mut set, attackers, scenario, shop, &rec, stop);
+    traffic::attack(&mut set, attackers, (scenario, capacity), shop, &rec, stop);
     // Every task stops at `stop`; a stuck exchange is cut off by its own
     // timeout, and the whole set by this bound, counted from `stop` (not
     // from now: with a long `--duration` it cut the attack short).
@@ -463,16 +497,20 @@ struct Shop {
     output: OutputReader,
 }
 
-/// Starts this program as the shop behind `defence`, with a file
-/// descriptor limit a modest deployment would have, reads its ports (the
-/// shop's and the calibration one's), and collects what it prints until
-/// it exits.
+/// Starts this program as the shop behind `defence` (on `cpus`, if
+/// given), with a file descriptor limit a modest deployment would have,
+/// reads its ports (the shop's and the calibration one's), and collects
+/// what it prints until it exits.
 fn spawn_shop(
     defence: Defence,
     overload: OverloadTweaks,
+    cpus: Option<&[usize]>,
 ) -> Result<Shop, Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;
-    let fixed = overload.args();
+    let mut fixed = overload.args();
+    if let Some(cpus) = cpus {
+        fixed += &format!(" --cpus {}", cpus::list(cpus));
+    }
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(

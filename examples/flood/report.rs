@@ -143,6 +143,8 @@ pub struct Goodput {
     /// Searches a second answered with a 2xx during the attack (the
     /// attack's and the shoppers').
     pub served_rps: f64,
+    /// Searches a second the attack's crowd sent.
+    pub offered_rps: f64,
     /// `served_rps / capacity_rps`.
     pub ratio: f64,
     /// The same from one second into the attack.
@@ -355,7 +357,8 @@ pub fn summarise(
             served as f64 / (end - Duration::from_millis(from)).as_secs_f64()
         };
         let served_rps = served_from(attack_start);
-        RunResult::goodput(capacity_rps, served_rps, served_from(settle))
+        let offered_rps = attack_sent as f64 / (end - attack_start).as_secs_f64();
+        RunResult::goodput(capacity_rps, (offered_rps, served_rps), served_from(settle))
     });
     let known_good = search.then(|| known_good(&legit, attack_start, end, baseline_p99));
     let shed_latency = search.then(|| {
@@ -430,10 +433,15 @@ pub fn summarise(
 }
 
 impl RunResult {
-    fn goodput(capacity_rps: f64, served_rps: f64, settled_rps: f64) -> Goodput {
+    fn goodput(
+        capacity_rps: f64,
+        (offered_rps, served_rps): (f64, f64),
+        settled_rps: f64,
+    ) -> Goodput {
         Goodput {
             capacity_rps,
             served_rps,
+            offered_rps,
             ratio: served_rps / capacity_rps,
             settled_ratio: settled_rps / capacity_rps,
         }
@@ -581,8 +589,8 @@ pub fn samples_csv(results: &[RunResult]) -> String {
 /// was served of it, and how fast shed requests were answered.
 pub fn search_table(results: &[RunResult]) -> String {
     let mut out = String::from(
-        "| defence | search capacity /s | served /s in attack | goodput | goodput after 1 s | shed answers | shed at server p50 µs | p99 µs | shed round trip p50 ms | p99 ms | CPU s in attack: shop | load generator |\n\
-         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| defence | search capacity /s | offered /s in attack | served /s | goodput | goodput after 1 s | shed answers | shed at server p50 µs | p99 µs | shed round trip p50 ms | p99 ms | CPU s in attack: shop | load generator |\n\
+         |---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results.iter().filter(|r| r.goodput.is_some()) {
         let g = r.goodput.expect("filtered");
@@ -606,9 +614,10 @@ pub fn search_table(results: &[RunResult]) -> String {
             },
         );
         out.push_str(&format!(
-            "| {} | {:.0} | {:.0} | {:.0}% | {:.0}% | {count} | {} | {} | {} | {} | {:.1} | {:.1} |\n",
+            "| {} | {:.0} | {:.0} | {:.0} | {:.0}% | {:.0}% | {count} | {} | {} | {} | {} | {:.1} | {:.1} |\n",
             r.defence.name(),
             g.capacity_rps,
+            g.offered_rps,
             g.served_rps,
             g.ratio * 100.0,
             g.settled_ratio * 100.0,

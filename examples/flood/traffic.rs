@@ -28,7 +28,13 @@ pub const BOTS: u32 = 5_000;
 const FLOOD_CONNECTIONS: u32 = 64;
 const SLOW_ADDRESSES: u32 = 30;
 const SLOW_PER_ADDRESS: u32 = 300;
-const OVERLOAD_CLIENTS: u32 = 500;
+/// The search overload's crowd offers this many times the search
+/// route's measured capacity.
+const OVERLOAD_FACTOR: f64 = 5.0;
+/// Mean pause between one crowd member's searches (`overload_client`).
+const OVERLOAD_THINK: Duration = Duration::from_millis(100);
+/// The crowd when the capacity is unknown, and its bounds.
+const OVERLOAD_CLIENTS: (u32, u32, u32) = (500, 20, 5_000);
 
 /// Connections of the capacity calibration (`calibrate`).
 const CALIBRATION_CONNECTIONS: u32 = 16;
@@ -275,11 +281,12 @@ async fn legit_exchange(
 
 /// Starts `scenario`'s attack traffic on `rt` (a runtime of its own, so
 /// the attackers' tasks never queue ahead of the shoppers' and distort
-/// their latencies), all stopping at `stop`.
+/// their latencies), all stopping at `stop`. `search_capacity` (searches
+/// a second) sizes the search overload's crowd.
 pub fn attack(
     set: &mut JoinSet<()>,
     rt: &tokio::runtime::Handle,
-    scenario: Scenario,
+    (scenario, search_capacity): (Scenario, Option<f64>),
     shop: SocketAddr,
     rec: &Arc<Recorder>,
     stop: Instant,
@@ -320,7 +327,7 @@ pub fn attack(
             }
         }
         Scenario::SearchOverload => {
-            for k in 0..OVERLOAD_CLIENTS {
+            for k in 0..overload_clients(search_capacity) {
                 let rec = Arc::clone(rec);
                 let from = v4(30 + k % 20, k / 20, 2);
                 set.spawn_on(overload_client(from, shop, rec, stop, k), rt);
@@ -474,9 +481,19 @@ async fn slow_client(from: IpAddr, shop: SocketAddr, rec: Arc<Recorder>, stop: I
     }
 }
 
+/// How many `overload_client`s offer `OVERLOAD_FACTOR` times `capacity`
+/// (searches a second): each sends about one search per `OVERLOAD_THINK`.
+fn overload_clients(capacity: Option<f64>) -> u32 {
+    let (unknown, least, most) = OVERLOAD_CLIENTS;
+    capacity.map_or(unknown, |c| {
+        let n = (OVERLOAD_FACTOR * c * OVERLOAD_THINK.as_secs_f64()).ceil();
+        (n.min(f64::from(most)) as u32).max(least)
+    })
+}
+
 /// Legitimate-looking search traffic from many addresses, each under any
-/// per-address limit (ten a second), together about five times what
-/// search can serve.
+/// per-address limit (ten a second), together about `OVERLOAD_FACTOR`
+/// times what search can serve (`overload_clients`).
 async fn overload_client(
     from: IpAddr,
     shop: SocketAddr,
@@ -503,7 +520,8 @@ async fn overload_client(
             rec.shed_round_trips.lock().push(ms);
         }
         rec.attack(admitted);
-        nap(rng.millis(50, 150), stop).await;
+        let think = OVERLOAD_THINK.as_millis() as u64;
+        nap(rng.millis(think / 2, think * 3 / 2), stop).await;
     }
 }
 
