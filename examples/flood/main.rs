@@ -12,7 +12,9 @@
 //! `--serve <defence>`), lets 200 shoppers browse for a while (the no-attack
 //! baseline), then starts the attack while they go on. Traffic goes only to
 //! 127.0.0.1, from many 127.x.y.z source addresses; every loop stops at the
-//! run's deadline.
+//! run's deadline. With two cores or more, the shop runs on the first half
+//! of them and the load generator on the rest (`cpus`), unless
+//! `--shared-cores` is given.
 //!
 //! Options: `--scenario a,b` and `--defence x,y` select a subset (names as
 //! in the table); `--duration F` scales every phase by F; `--json PATH`
@@ -34,8 +36,8 @@
 //!   second port, and 16 keep-alive connections search back to back there
 //!   for 1 s before the shoppers start and again after the attack, with
 //!   nothing else running; the higher of the two rates is the capacity (this
-//!   VM's other work can only lower a measurement). During the attack the
-//!   load generator shares the two cores, so 100% is not quite reachable.
+//!   VM's other work can only lower a measurement). The crowd is sized to
+//!   offer 5× that capacity.
 //! * *known-good shoppers*: those with three or more good exchanges before
 //!   the attack started (the guard's `Ladder::known_good_after`); their
 //!   success and p99 during the attack, the p99 against the same run's
