@@ -606,6 +606,37 @@ async fn a_ban_an_instance_imposed_itself_but_could_not_publish_is_not_lifted_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ban_an_instance_published_itself_and_another_lifted_while_it_was_cut_off_is_lifted_on_reconnecting()
+ {
+    let server = RedisServer::start();
+    let mut con = raw(&server).await;
+    add_user(&mut con, "b").await;
+    let a = sharing_guard(&store(&server, "shop"));
+    let b = sharing_guard(&store_as(&server, "b").build().unwrap());
+    subscribed(&[&a, &b]).await;
+    // B bans two addresses itself (as its scorer would); both are written
+    // and reach A.
+    assert!(b.ban(prefix("198.51.100.7/32"), BAN));
+    assert!(b.ban(prefix("198.51.100.8/32"), BAN));
+    within(PROPAGATION, "bans reach A", || shared(&a).received == 2).await;
+    assert!(in_set(&mut con, "198.51.100.7/32").await);
+
+    // While B is cut off, an operator lifts one of them through A.
+    shut_out(&mut con, "b").await;
+    within(RECONNECT, "B notices", || !shared(&b).subscribed).await;
+    assert!(a.unban(&prefix("198.51.100.7/32")));
+    within(PROPAGATION, "lift published", || shared(&a).published == 1).await;
+    assert!(b.is_banned(ip("198.51.100.7")));
+
+    let_in(&mut con, "b").await;
+    subscribed(&[&b]).await;
+    assert!(!b.is_banned(ip("198.51.100.7")));
+    assert!(b.is_banned(ip("198.51.100.8")));
+    let s = shared(&b);
+    assert_eq!((s.reconciled_lifts, s.published), (1, 2), "{s:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_cut_at_max_bans_lifts_nothing() {
     let server = RedisServer::start();
     let mut con = raw(&server).await;

@@ -124,7 +124,8 @@ pub struct SharedBanStats {
     pub loaded: u64,
     /// Bans lifted on reconnecting because another instance lifted them
     /// while this guard's subscriber was cut off: bans this guard learned
-    /// from Redis, in force here, and no longer in Redis's set.
+    /// from Redis or wrote to it itself, in force here, and no longer in
+    /// Redis's set.
     pub reconciled_lifts: u64,
     /// Changes not published because the publisher's queue (4096) was full.
     pub dropped: u64,
@@ -211,13 +212,100 @@ struct Core {
     lift: redis::Script,
     load: redis::Script,
     counters: Counters,
-    /// The prefixes this guard bans because Redis told it, each with when
-    /// Redis's ban ends on the store's clock (to prune ended ones): a reload
-    /// lifts those no longer in the set. At most `max_bans`.
-    learned: Mutex<Learned>,
+    /// Which bans a reload may lift.
+    tracked: Mutex<Tracked>,
 }
 
-type Learned = std::collections::HashMap<IpPrefix, Timestamp, ahash::RandomState>;
+type PrefixMap<V> = std::collections::HashMap<IpPrefix, V, ahash::RandomState>;
+
+/// The bans a reload may lift, and this guard's own bans it must not.
+#[derive(Default)]
+struct Tracked {
+    /// Prefixes banned here that Redis's set holds: bans learned from
+    /// Redis, and this guard's own once written there. Each with when the
+    /// ban ends on the store's clock (to prune ended ones). A reload lifts
+    /// those no longer in the set: another instance lifted them. At most
+    /// `max_bans`.
+    in_set: PrefixMap<InSet>,
+    /// This guard's bans queued or being written, per prefix: absent from
+    /// the set through no one's lift, so never lifted by a reload.
+    unpublished: PrefixMap<u32>,
+    /// Counts changes to `in_set`: a reload lifts only entries it had
+    /// before asking for the set, as a later one may be newer than the
+    /// reply.
+    changes: u64,
+}
+
+/// A ban in Redis's set: when it ends, and the change that last
+/// recorded it.
+struct InSet {
+    end: Timestamp,
+    change: u64,
+}
+
+impl Tracked {
+    /// Records that the set holds a ban of `prefix` until `until`, unless
+    /// one of this guard's own bans of it waits to be written (the set
+    /// may lack it until then). A full map drops ended entries first; a
+    /// ban that still finds no room ends on its own, without reconciling.
+    fn in_set_until(&mut self, prefix: IpPrefix, until: Timestamp, now: Timestamp, max: usize) {
+        if self.unpublished.contains_key(&prefix) {
+            return;
+        }
+        if self.in_set.len() >= max && !self.in_set.contains_key(&prefix) {
+            self.in_set.retain(|_, e| e.end > now);
+            if self.in_set.len() >= max {
+                return;
+            }
+        }
+        self.changes += 1;
+        let change = self.changes;
+        let e = self
+            .in_set
+            .entry(prefix)
+            .or_insert(InSet { end: until, change });
+        e.end = e.end.max(until);
+        e.change = change;
+    }
+
+    /// Hands `lift` each ban recorded as in the set up to change `asked`
+    /// that a whole reply of the set, asked for then, lacks, and forgets
+    /// it.
+    fn missing(
+        &mut self,
+        reply: &ahash::HashSet<IpPrefix>,
+        asked: u64,
+        mut lift: impl FnMut(&IpPrefix),
+    ) {
+        self.in_set.retain(|prefix, e| {
+            if reply.contains(prefix) || e.change > asked {
+                return true;
+            }
+            lift(prefix);
+            false
+        });
+    }
+
+    /// One of this guard's bans of `prefix` is off the queue: written
+    /// (`Some(end)`, when it ends there) or not.
+    fn settled(
+        &mut self,
+        prefix: IpPrefix,
+        written: Option<Timestamp>,
+        now: Timestamp,
+        max: usize,
+    ) {
+        if let Some(n) = self.unpublished.get_mut(&prefix) {
+            *n -= 1;
+            if *n == 0 {
+                self.unpublished.remove(&prefix);
+            }
+        }
+        if let Some(end) = written {
+            self.in_set_until(prefix, end, now, max);
+        }
+    }
+}
 
 /// Guards made in this process: each gets its own sender id, so that two
 /// guards on one store still hear each other.
@@ -265,7 +353,7 @@ impl Setup {
             lift: redis::Script::new(LIFT_SCRIPT),
             load: redis::Script::new(LOAD_SCRIPT),
             counters: Counters::default(),
-            learned: Mutex::new(Learned::default()),
+            tracked: Mutex::new(Tracked::default()),
         });
         let (tx, rx) = mpsc::channel(QUEUE);
         let sink = BanSink {
@@ -303,19 +391,28 @@ impl BanSink {
     /// The guard is about to record a ban of `prefix` of its own: from now
     /// on, reconciling never lifts it (it may not be published yet).
     pub(crate) fn claim(&self, prefix: &IpPrefix) {
-        self.core.learned.lock().remove(prefix);
+        self.core.tracked.lock().in_set.remove(prefix);
     }
 
-    /// The guard recorded a ban of `prefix` for `ttl`.
+    /// The guard recorded a ban of `prefix` for `ttl`. Until the publisher
+    /// has written it, a reload does not lift it; once written, a reload
+    /// that no longer finds it in the set does.
     pub(crate) fn banned(&self, prefix: IpPrefix, ttl: Duration) {
-        // Again: a message may have taught it since `claim`.
-        self.claim(&prefix);
-        if !shareable(&prefix) {
-            tracing::warn!(%prefix, "floodguard: ban not shared, prefix too short to share");
-            return;
+        {
+            let mut tracked = self.core.tracked.lock();
+            // Again: a message may have taught it since `claim`.
+            tracked.in_set.remove(&prefix);
+            if !shareable(&prefix) {
+                tracing::warn!(%prefix, "floodguard: ban not shared, prefix too short to share");
+                return;
+            }
+            *tracked.unpublished.entry(prefix).or_insert(0) += 1;
         }
         let at = self.core.store.now();
-        offer(&self.tx, &self.core, Outgoing::Ban { prefix, ttl, at });
+        if !offer(&self.tx, &self.core, Outgoing::Ban { prefix, ttl, at }) {
+            let (now, max) = (self.core.store.now(), self.core.max_bans);
+            self.core.tracked.lock().settled(prefix, None, now, max);
+        }
     }
 
     /// The guard lifted the ban on `prefix` (or was asked to).
@@ -360,16 +457,19 @@ impl BanSink {
 }
 
 /// Queues `out` for the publisher without waiting; a full queue drops it.
-fn offer(tx: &mpsc::Sender<Outgoing>, core: &Core, out: Outgoing) {
-    if let Err(e) = tx.try_send(out) {
-        let n = bump(&core.counters.dropped);
-        if n.is_power_of_two() {
-            tracing::warn!(
-                dropped = n,
-                "floodguard: shared-ban queue full, change not published: {e}"
-            );
-        }
+/// Queues `out` for the publisher; false (counted) if the queue is full.
+fn offer(tx: &mpsc::Sender<Outgoing>, core: &Core, out: Outgoing) -> bool {
+    let Err(e) = tx.try_send(out) else {
+        return true;
+    };
+    let n = bump(&core.counters.dropped);
+    if n.is_power_of_two() {
+        tracing::warn!(
+            dropped = n,
+            "floodguard: shared-ban queue full, change not published: {e}"
+        );
     }
+    false
 }
 
 /// Whether a prefix is long enough to be shared.
@@ -469,7 +569,12 @@ async fn publish_loop(core: Arc<Core>, mut rx: mpsc::Receiver<Outgoing>, class_t
         let mut delay = MIN_RETRY;
         loop {
             match core.publish(&out, class_ttl).await {
-                Ok(()) => {
+                Ok(written) => {
+                    if let Outgoing::Ban { prefix, ttl, at } = out {
+                        let end = written.then(|| at.saturating_add(ttl));
+                        let now = core.store.now();
+                        core.tracked.lock().settled(prefix, end, now, core.max_bans);
+                    }
                     if failing {
                         failing = false;
                         tracing::info!(
@@ -503,8 +608,8 @@ async fn publish_loop(core: Arc<Core>, mut rx: mpsc::Receiver<Outgoing>, class_t
 
 impl Core {
     /// Writes and publishes one change; a ban or flag that has expired
-    /// meanwhile is dropped.
-    async fn publish(&self, out: &Outgoing, class_ttl: Duration) -> Result<(), Failure> {
+    /// meanwhile is dropped (`Ok(false)`).
+    async fn publish(&self, out: &Outgoing, class_ttl: Duration) -> Result<bool, Failure> {
         let left = |ttl: Duration, at: Timestamp| {
             let waited = self.store.now().saturating_duration_since(at);
             ttl.checked_sub(waited)
@@ -514,7 +619,7 @@ impl Core {
         let (script, key, member, change) = match *out {
             Outgoing::Ban { prefix, ttl, at } => {
                 let Some(ttl_ms) = left(ttl, at) else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 let ttl_ms = ttl_ms.min(MAX_TTL_MS);
                 let change = Change::Ban { prefix, ttl_ms };
@@ -526,7 +631,7 @@ impl Core {
             }
             Outgoing::Class { class, at } => {
                 let Some(ttl_ms) = left(class_ttl, at) else {
-                    return Ok(());
+                    return Ok(false);
                 };
                 let ttl_ms = ttl_ms.min(MAX_TTL_MS);
                 let change = Change::Class { class, ttl_ms };
@@ -560,7 +665,7 @@ impl Core {
             })
             .await?;
         bump(&self.counters.published);
-        Ok(())
+        Ok(true)
     }
 
     /// Counts and logs a message or entry that did not parse.
@@ -601,7 +706,7 @@ impl Core {
                 tracing::debug!(%prefix, ttl_ms, "floodguard: shared ban received");
             }
             Change::Lift { prefix } => {
-                self.learned.lock().remove(&prefix);
+                self.tracked.lock().in_set.remove(&prefix);
                 target.apply_lift(&prefix);
                 tracing::debug!(%prefix, "floodguard: shared ban lifted");
             }
@@ -613,24 +718,16 @@ impl Core {
     }
 
     /// Applies a ban from Redis with `apply` and, if applied, records it as
-    /// learned (ending `ttl_ms` from now). Under the lock, so that a
+    /// in the set (ending `ttl_ms` from now). Under the lock, so that a
     /// [`BanSink::claim`] comes wholly before or after.
     fn learn(&self, prefix: IpPrefix, ttl_ms: u64, apply: impl FnOnce() -> bool) {
-        let mut learned = self.learned.lock();
+        let mut tracked = self.tracked.lock();
         if !apply() {
             return;
         }
         let now = self.store.now();
         let until = now.saturating_add(Duration::from_millis(ttl_ms));
-        if learned.len() >= self.max_bans && !learned.contains_key(&prefix) {
-            learned.retain(|_, end| *end > now);
-            // Still full: this ban ends on its own, without reconciling.
-            if learned.len() >= self.max_bans {
-                return;
-            }
-        }
-        let end = learned.entry(prefix).or_insert(until);
-        *end = (*end).max(until);
+        tracked.in_set_until(prefix, until, now, self.max_bans);
     }
 
     /// A `LOAD_SCRIPT` reply's entries; a malformed reply is rejected.
@@ -643,8 +740,14 @@ impl Core {
     }
 
     /// Applies the bans of a `LOAD_SCRIPT` reply (`None`: malformed), then
-    /// lifts the learned bans it lacks, unless it may be incomplete.
-    fn load_bans(&self, target: &dyn BanTarget, entries: Option<Vec<Option<(&str, u64)>>>) {
+    /// lifts the bans recorded as in the set up to change `asked` (when
+    /// the reply was asked for) that it lacks, unless it may be incomplete.
+    fn load_bans(
+        &self,
+        target: &dyn BanTarget,
+        entries: Option<Vec<Option<(&str, u64)>>>,
+        asked: u64,
+    ) {
         let Some(entries) = entries else {
             return;
         };
@@ -671,16 +774,12 @@ impl Core {
         if entries.len() >= self.max_bans || entries.iter().any(Option::is_none) {
             return;
         }
-        self.learned.lock().retain(|prefix, _| {
-            if in_set.contains(prefix) {
-                return true;
-            }
+        self.tracked.lock().missing(&in_set, asked, |prefix| {
             // Lifting a ban that has ended here too is harmless, not counted.
             if target.apply_lift(prefix) {
                 bump(&self.counters.reconciled_lifts);
                 tracing::debug!(%prefix, "floodguard: shared ban lifted on reconnecting");
             }
-            false
         });
     }
 
@@ -695,6 +794,7 @@ impl Core {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| e.to_string())?;
+        let asked = self.tracked.lock().changes;
         let mut call = self.load.key(&self.bans_key);
         call.arg(self.max_bans);
         let bans: Value = call
@@ -710,7 +810,7 @@ impl Core {
         let Some(target) = target.upgrade() else {
             return Ok(());
         };
-        self.load_bans(&*target, self.entries(&bans));
+        self.load_bans(&*target, self.entries(&bans), asked);
         for entry in self.entries(&classes).into_iter().flatten() {
             match entry {
                 Some((member, ms)) => match parse_hex16(member) {
@@ -834,6 +934,40 @@ mod tests {
 
     fn prefix(s: &str) -> IpPrefix {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_reload_lifts_only_written_bans_it_had_before_asking() {
+        let (now, max) = (Timestamp::from_nanos(1), 8);
+        let end = now.saturating_add(Duration::from_secs(60));
+        let mut t = Tracked::default();
+        // Learned from Redis, and one of this guard's own, written.
+        t.in_set_until(prefix("192.0.2.1/32"), end, now, max);
+        *t.unpublished.entry(prefix("192.0.2.2/32")).or_insert(0) += 1;
+        t.settled(prefix("192.0.2.2/32"), Some(end), now, max);
+        // Two of its own bans of one prefix queued, one written so far.
+        *t.unpublished.entry(prefix("192.0.2.3/32")).or_insert(0) += 2;
+        t.settled(prefix("192.0.2.3/32"), Some(end), now, max);
+        // Its own, dropped from a full queue: never written.
+        *t.unpublished.entry(prefix("192.0.2.4/32")).or_insert(0) += 1;
+        t.settled(prefix("192.0.2.4/32"), None, now, max);
+        let asked = t.changes;
+        // Recorded while the reply was on its way.
+        t.in_set_until(prefix("192.0.2.5/32"), end, now, max);
+
+        let mut lifted = Vec::new();
+        let empty = ahash::HashSet::default();
+        t.missing(&empty, asked, |p| lifted.push(*p));
+        lifted.sort_by_key(ToString::to_string);
+        assert_eq!(lifted, [prefix("192.0.2.1/32"), prefix("192.0.2.2/32")]);
+        assert!(t.in_set.contains_key(&prefix("192.0.2.5/32")));
+        // The second write of .3 settles it: a later reload may lift it.
+        t.settled(prefix("192.0.2.3/32"), Some(end), now, max);
+        assert!(t.unpublished.is_empty());
+        let mut lifted = Vec::new();
+        t.missing(&empty, t.changes, |p| lifted.push(*p));
+        lifted.sort_by_key(ToString::to_string);
+        assert_eq!(lifted, [prefix("192.0.2.3/32"), prefix("192.0.2.5/32")]);
     }
 
     #[test]

@@ -81,11 +81,12 @@
 //!
 //! One Lua script writes a change to its set and publishes it, atomically.
 //! A guard's subscriber subscribes first, then loads the sets, so no change
-//! made in between is missed. On reconnecting, it also lifts the bans it
-//! learned from Redis that are no longer in the set (lifted while it was
-//! cut off), counted in [`SharedBanStats::reconciled_lifts`]; not its own
-//! bans, which may wait to be published, and nothing when the load was cut
-//! at the guard's `max_bans`. What comes from Redis is parsed strictly: a
+//! made in between is missed. On reconnecting, it also lifts the bans in
+//! force here that the set held and no longer does (lifted elsewhere while
+//! it was cut off), counted in [`SharedBanStats::reconciled_lifts`]: bans it
+//! learned from Redis, and its own once written there; not its own while
+//! they wait to be written, not those recorded after it asked for the set,
+//! and nothing when the load was cut at the guard's `max_bans`. What comes from Redis is parsed strictly: a
 //! message or member that does not parse, a prefix shorter than an IPv4 /8
 //! or an IPv6 /16, or a time over a year is counted in
 //! [`SharedBanStats::rejected`] and ignored.
