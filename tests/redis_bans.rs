@@ -504,14 +504,21 @@ async fn in_set(con: &mut redis::aio::MultiplexedConnection, member: &str) -> bo
     score.is_some()
 }
 
+/// A raw connection, and two subscribed guards sharing bans in namespace
+/// `shop`: A as the default user, B as user `b` (see [`shut_out`]).
+async fn a_and_b(server: &RedisServer) -> (redis::aio::MultiplexedConnection, Guard, Guard) {
+    let mut con = raw(server).await;
+    add_user(&mut con, "b").await;
+    let a = sharing_guard(&store(server, "shop"));
+    let b = sharing_guard(&store_as(server, "b").build().unwrap());
+    subscribed(&[&a, &b]).await;
+    (con, a, b)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lift_made_while_an_instance_was_cut_off_reaches_it_on_reconnecting() {
     let server = RedisServer::start();
-    let mut con = raw(&server).await;
-    add_user(&mut con, "b").await;
-    let a = sharing_guard(&store(&server, "shop"));
-    let b = sharing_guard(&store_as(&server, "b").build().unwrap());
-    subscribed(&[&a, &b]).await;
+    let (mut con, a, b) = a_and_b(&server).await;
     // Three bans reach B: one to be lifted, one that ends on its own, one
     // that stays.
     a.ban(prefix("198.51.100.7/32"), BAN);
@@ -609,11 +616,7 @@ async fn a_ban_an_instance_imposed_itself_but_could_not_publish_is_not_lifted_on
 async fn a_ban_an_instance_published_itself_and_another_lifted_while_it_was_cut_off_is_lifted_on_reconnecting()
  {
     let server = RedisServer::start();
-    let mut con = raw(&server).await;
-    add_user(&mut con, "b").await;
-    let a = sharing_guard(&store(&server, "shop"));
-    let b = sharing_guard(&store_as(&server, "b").build().unwrap());
-    subscribed(&[&a, &b]).await;
+    let (mut con, a, b) = a_and_b(&server).await;
     // B bans two addresses itself (as its scorer would); both are written
     // and reach A.
     assert!(b.ban(prefix("198.51.100.7/32"), BAN));
