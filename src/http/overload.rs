@@ -818,8 +818,9 @@ impl ConcurrencyLimit {
         self.limit.store(st.limit.round() as u32, Ordering::Relaxed);
     }
 
-    /// Pins the limit at its floor until a window of answers to requests
-    /// admitted from now on measures the norm (under the state lock).
+    /// Pins the limit at its floor until `PROBE_WINDOW` answers to
+    /// requests admitted from now on measure the norm (under the state
+    /// lock).
     fn start_probe(&self) {
         self.epoch.fetch_add(1, Ordering::Relaxed);
         self.probing.store(true, Ordering::Relaxed);
