@@ -193,8 +193,9 @@ fn write_shared_bans(t: &mut Text<'_>, s: &crate::redis::SharedBanStats) {
         Kind::Counter,
         "Shared bans, by event: published (bans, lifts and flagged classes this guard \
          published), received (messages from other instances applied), loaded (bans and \
-         classes loaded from Redis on connecting), reconciled_lifts (bans learned from Redis \
-         lifted on reconnecting, having been lifted elsewhere meanwhile), dropped (not \
+         classes loaded from Redis on connecting), reconciled_lifts (bans from Redis's set, \
+         learned or written by this guard, lifted on reconnecting, having been lifted \
+         elsewhere meanwhile), dropped (not \
          published: queue full), errors (failed calls to Redis, lost connections), rejected \
          (bad messages or entries from Redis, ignored).",
     );
