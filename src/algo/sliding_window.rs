@@ -95,8 +95,17 @@ pub struct SlidingWindow {
     /// `cur` below this takes the fast path in `check`: `2^C`, or 0 when
     /// `W = 1` (no fast path).
     fast_cur_end: u64,
+    /// `W`, or 0 when `W = 1`: `check` reads an older state quickly only
+    /// if the time left in the estimated window, less one, is below this
+    /// (never for `W = 1`, where the estimate means nothing).
+    quick_window: u64,
+    /// `2^(2C)`: one epoch step in a packed state.
+    epoch_one: u64,
     /// `−2^(2C)` (wrapping): minus one epoch step in a packed state.
     minus_epoch_one: u64,
+    /// `max_ahead · 2^(2C)`: a state's counts less one epoch step fall
+    /// below this iff it is up to `max_ahead` windows ahead.
+    ahead_span: u64,
     /// `L·W`: the estimate's ceiling, scaled by `W`.
     cap: u64,
     /// States up to this many windows ahead are read as current.
@@ -159,7 +168,14 @@ impl SlidingWindow {
             } else {
                 1 << count_bits
             },
+            quick_window: if window_nanos >> shift == 1 {
+                0
+            } else {
+                window_nanos >> shift
+            },
+            epoch_one: 1 << (2 * count_bits),
             minus_epoch_one: (1u64 << (2 * count_bits)).wrapping_neg(),
+            ahead_span: max_ahead << (2 * count_bits),
             cap: limit * (window_nanos >> shift),
             max_ahead,
         })
@@ -303,23 +319,24 @@ impl SlidingWindow {
     #[inline(always)]
     pub fn check(&self, state: Option<u64>, now: u64, cost: u64) -> Outcome {
         let t = now >> self.shift;
-        // Fast path: a state from this very window (a hot key).
         if let Some(s) = state {
             // The window index or one more (checked below), without the
             // exact division's shift and range test.
             let epoch = self.per_window.estimate(t);
             // Subtracting the packed epoch (as `s + epoch·(−2^2C)`, an add
             // that needs no copy of `s`) leaves the counts iff the stored
-            // epoch is `epoch mod 2^E` (`behind == 0` in `view`); any other
-            // borrows into or stays in the epoch bits, so `cur` overflows
-            // its `C` bits. (`fast_cur_end` is 0 for `W = 1`, where the
-            // estimate means nothing: always the general way.)
+            // epoch is `epoch mod 2^E`; a state `k` windows behind leaves
+            // `−k·2^2C` plus its counts, one `k` ahead `k·2^2C` plus them.
+            // So `cur` overflows its `C` bits unless the epochs match.
             let counts = s.wrapping_add(epoch.wrapping_mul(self.minus_epoch_one));
             let cur = counts >> self.count_bits;
             // `W − x`, in `[1, W]`, if `epoch` is right; in `(W, 2W]` if it
             // is one too many. Both lie below 2^33, so the wrapping
             // arithmetic yields them exactly for every `t`.
             let rest = (epoch + 1).wrapping_mul(self.window).wrapping_sub(t);
+            // Fast path: a state from this very window (a hot key).
+            // (`fast_cur_end` is 0 for `W = 1`, where the estimate means
+            // nothing: always the general way.)
             if cur < self.fast_cur_end && rest <= self.window {
                 let v = View {
                     epoch,
@@ -332,6 +349,35 @@ impl SlidingWindow {
                 // field and the epoch is unchanged: this is
                 // `pack(epoch, cur + cost, prev)`.
                 return self.decide(v, state, t, cost, |_| s + cost * self.cur_one);
+            }
+            // A state from the window before or older: the usual case under
+            // many keys, each seen now and then. Choosing `prev` with a
+            // mask rather than branching on the state's age, and no exact
+            // division, make such a check about 6% cheaper at 1M keys
+            // (`examples/random_keys.rs`). A state ahead of `t` (another
+            // thread read a later clock) takes the general way.
+            if rest.wrapping_sub(1) < self.quick_window
+                && counts.wrapping_add(self.minus_epoch_one) >= self.ahead_span
+            {
+                // One window behind, `counts + 2^2C` is its counts, and its
+                // `cur` (the low `C` bits of `cur` here) is now `prev`; any
+                // other age has expired.
+                let older = counts.wrapping_sub(self.minus_epoch_one);
+                let keep = u64::from(older < self.epoch_one).wrapping_neg();
+                let prev = cur & self.count_mask & keep;
+                // `s − counts` is the packed epoch, so this is
+                // `pack(epoch, cur, prev)` without shifts.
+                let packed_epoch = s.wrapping_sub(counts);
+                let v = View {
+                    epoch,
+                    offset: self.window - rest,
+                    cur: 0,
+                    prev,
+                    lead: 0,
+                };
+                return self.decide(v, state, t, cost, |cur| {
+                    packed_epoch + cur * self.cur_one + prev
+                });
             }
         }
         let v = self.view_at(state, t);
