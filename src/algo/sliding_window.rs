@@ -357,12 +357,12 @@ impl SlidingWindow {
             // keys (`random_keys compare`). A state ahead of `t` (another
             // thread read a later clock) takes the general way.
             if rest.wrapping_sub(1) < self.quick_window
-                && counts.wrapping_add(self.minus_epoch_one) >= self.ahead_span
+                && counts.wrapping_sub(self.epoch_one) >= self.ahead_span
             {
                 // One window behind, `counts + 2^2C` is its counts, and its
                 // `cur` (the low `C` bits of `cur` here) is now `prev`; any
                 // other age has expired.
-                let older = counts.wrapping_sub(self.minus_epoch_one);
+                let older = counts.wrapping_add(self.epoch_one);
                 let prev = if older < self.epoch_one {
                     cur & self.count_mask
                 } else {
