@@ -504,6 +504,19 @@ async fn in_set(con: &mut redis::aio::MultiplexedConnection, member: &str) -> bo
     score.is_some()
 }
 
+/// Cuts B (user `b`) off, and waits until B knows it.
+async fn cut_off_b(con: &mut redis::aio::MultiplexedConnection, b: &Guard) {
+    shut_out(con, "b").await;
+    within(RECONNECT, "B notices", || !shared(b).subscribed).await;
+}
+
+/// Lets B (user `b`) back in, and waits until it has subscribed (and so
+/// reloaded the set) again.
+async fn reconnect_b(con: &mut redis::aio::MultiplexedConnection, b: &Guard) {
+    let_in(con, "b").await;
+    subscribed(&[b]).await;
+}
+
 /// A raw connection, and two subscribed guards sharing bans in namespace
 /// `shop`: A as the default user, B as user `b` (see [`shut_out`]).
 async fn a_and_b(server: &RedisServer) -> (redis::aio::MultiplexedConnection, Guard, Guard) {
@@ -527,8 +540,7 @@ async fn a_lift_made_while_an_instance_was_cut_off_reaches_it_on_reconnecting() 
     within(PROPAGATION, "bans reach B", || shared(&b).received == 3).await;
 
     // B's subscriber is cut off and cannot reconnect; A goes on.
-    shut_out(&mut con, "b").await;
-    within(RECONNECT, "B notices", || !shared(&b).subscribed).await;
+    cut_off_b(&mut con, &b).await;
     assert!(a.unban(&prefix("198.51.100.7/32")));
     within(PROPAGATION, "lift published", || shared(&a).published == 4).await;
     assert!(!in_set(&mut con, "198.51.100.7/32").await);
@@ -540,8 +552,7 @@ async fn a_lift_made_while_an_instance_was_cut_off_reaches_it_on_reconnecting() 
     assert!(b.is_banned(ip("198.51.100.7")));
 
     // Back, B lifts it when it reloads: only the ban in force counts.
-    let_in(&mut con, "b").await;
-    subscribed(&[&b]).await;
+    reconnect_b(&mut con, &b).await;
     assert!(!b.is_banned(ip("198.51.100.7")));
     assert!(b.is_banned(ip("198.51.100.9")));
     let s = shared(&b);
@@ -570,8 +581,7 @@ async fn learn_two_then_cut_off(con: &mut redis::aio::MultiplexedConnection, a: 
     a.ban(prefix("198.51.100.7/32"), BAN);
     a.ban(prefix("198.51.100.8/32"), BAN);
     within(PROPAGATION, "bans reach B", || shared(b).received == 2).await;
-    shut_out(con, "b").await;
-    within(RECONNECT, "B notices", || !shared(b).subscribed).await;
+    cut_off_b(con, b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -601,8 +611,7 @@ async fn a_ban_an_instance_imposed_itself_but_could_not_publish_is_not_lifted_on
     })
     .await;
 
-    let_in(&mut con, "b").await;
-    subscribed(&[&b]).await;
+    reconnect_b(&mut con, &b).await;
     // Still unpublished, so absent from the set: B keeps its own ban and
     // lifts only the one it learned from Redis.
     assert!(!in_set(&mut con, "198.51.100.8/32").await);
@@ -625,14 +634,12 @@ async fn a_ban_an_instance_published_itself_and_another_lifted_while_it_was_cut_
     assert!(in_set(&mut con, "198.51.100.7/32").await);
 
     // While B is cut off, an operator lifts one of them through A.
-    shut_out(&mut con, "b").await;
-    within(RECONNECT, "B notices", || !shared(&b).subscribed).await;
+    cut_off_b(&mut con, &b).await;
     assert!(a.unban(&prefix("198.51.100.7/32")));
     within(PROPAGATION, "lift published", || shared(&a).published == 1).await;
     assert!(b.is_banned(ip("198.51.100.7")));
 
-    let_in(&mut con, "b").await;
-    subscribed(&[&b]).await;
+    reconnect_b(&mut con, &b).await;
     assert!(!b.is_banned(ip("198.51.100.7")));
     assert!(b.is_banned(ip("198.51.100.8")));
     let s = shared(&b);
@@ -659,8 +666,7 @@ async fn a_reload_cut_at_max_bans_lifts_nothing() {
 
     // B loads the 2 bans ending last: .8 is missing from that reply but
     // still in force, so nothing is lifted (not even .7).
-    let_in(&mut con, "b").await;
-    subscribed(&[&b]).await;
+    reconnect_b(&mut con, &b).await;
     assert!(b.is_banned(ip("198.51.100.8")));
     assert!(b.is_banned(ip("198.51.100.7")));
     let s = shared(&b);
