@@ -286,6 +286,13 @@ impl Tracked {
         });
     }
 
+    /// One more of this guard's bans of `prefix` is on its way to the
+    /// queue: until it is [`settled`](Self::settled), a reload does not
+    /// lift the prefix.
+    fn queued(&mut self, prefix: IpPrefix) {
+        *self.unpublished.entry(prefix).or_insert(0) += 1;
+    }
+
     /// One of this guard's bans of `prefix` is off the queue: written
     /// (`Some(end)`, when it ends there) or not.
     fn settled(
@@ -406,7 +413,7 @@ impl BanSink {
                 tracing::warn!(%prefix, "floodguard: ban not shared, prefix too short to share");
                 return;
             }
-            *tracked.unpublished.entry(prefix).or_insert(0) += 1;
+            tracked.queued(prefix);
         }
         let at = self.core.store.now();
         if !offer(&self.tx, &self.core, Outgoing::Ban { prefix, ttl, at }) {
@@ -456,8 +463,8 @@ impl BanSink {
     }
 }
 
-/// Queues `out` for the publisher without waiting; a full queue drops it.
-/// Queues `out` for the publisher; false (counted) if the queue is full.
+/// Queues `out` for the publisher without waiting; false (counted) if the
+/// queue is full and it was dropped.
 fn offer(tx: &mpsc::Sender<Outgoing>, core: &Core, out: Outgoing) -> bool {
     let Err(e) = tx.try_send(out) else {
         return true;
@@ -943,13 +950,14 @@ mod tests {
         let mut t = Tracked::default();
         // Learned from Redis, and one of this guard's own, written.
         t.in_set_until(prefix("192.0.2.1/32"), end, now, max);
-        *t.unpublished.entry(prefix("192.0.2.2/32")).or_insert(0) += 1;
+        t.queued(prefix("192.0.2.2/32"));
         t.settled(prefix("192.0.2.2/32"), Some(end), now, max);
         // Two of its own bans of one prefix queued, one written so far.
-        *t.unpublished.entry(prefix("192.0.2.3/32")).or_insert(0) += 2;
+        t.queued(prefix("192.0.2.3/32"));
+        t.queued(prefix("192.0.2.3/32"));
         t.settled(prefix("192.0.2.3/32"), Some(end), now, max);
         // Its own, dropped from a full queue: never written.
-        *t.unpublished.entry(prefix("192.0.2.4/32")).or_insert(0) += 1;
+        t.queued(prefix("192.0.2.4/32"));
         t.settled(prefix("192.0.2.4/32"), None, now, max);
         let asked = t.changes;
         // Recorded while the reply was on its way.
