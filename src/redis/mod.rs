@@ -86,10 +86,10 @@
 //! it was cut off), counted in [`SharedBanStats::reconciled_lifts`]: bans it
 //! learned from Redis, and its own once written there; not its own while
 //! they wait to be written, not those recorded after it asked for the set,
-//! and nothing when the load was cut at the guard's `max_bans`. What comes from Redis is parsed strictly: a
-//! message or member that does not parse, a prefix shorter than an IPv4 /8
-//! or an IPv6 /16, or a time over a year is counted in
-//! [`SharedBanStats::rejected`] and ignored.
+//! and nothing when the load was cut at the guard's `max_bans`. What comes
+//! from Redis is parsed strictly: a message or member that does not parse,
+//! a prefix shorter than an IPv4 /8 or an IPv6 /16, or a time over a year
+//! is counted in [`SharedBanStats::rejected`] and ignored.
 
 #[cfg(feature = "tower")]
 pub(crate) mod bans;
