@@ -39,6 +39,7 @@ use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, COOKIE, HOST, REFER
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Version};
 
+use super::look::{ClientHints, Cluster, UaDetails, standard_bit};
 use super::wire::WireHead;
 
 /// The kind of client a `User-Agent` claims to be; see [`ua_family`].
@@ -160,9 +161,33 @@ const TOOLS: &[&str] = &[
     "nuclei",
     "gobuster",
     "wfuzz",
+    "java-http-client",
+    "got (",
+    "ureq/",
+    "reqwest/",
+    "hyper/",
+    "http-tiny",
+    "aria2",
+    "apachebench",
+    "php/",
+    "faraday",
+    "rest-client",
+    "mechanize",
+    "typhoeus",
+    "deno/",
+    "bun/",
+    "k6/",
+    "locust",
+    "vegeta",
+    "hey/",
+    "jmeter",
     "headlesschrome",
     "phantomjs",
 ];
+
+/// User agents that are a tool's whole value: Node's built-in `fetch`
+/// says only `node`.
+const TOOL_VALUES: &[&[u8]] = &[b"node", b"undici"];
 
 /// What every browser's user agent starts with; checked apart from the
 /// automaton, which then scans only the rest.
@@ -213,8 +238,12 @@ static UA_TOKENS: LazyLock<Option<UaTokens>> = LazyLock::new(|| {
 ///    `libwww-perl`, `lwp::`, `node-fetch`, `axios`, `undici`, `httpie`,
 ///    `postmanruntime`, `insomnia`, `guzzlehttp`, `winhttp`, `powershell`,
 ///    `ruby`, `dart:io`, `fasthttp`, `scrapy`, `masscan`, `zgrab`, `nmap`,
-///    `sqlmap`, `nikto`, `nuclei`, `gobuster`, `wfuzz`, and the headless
-///    browsers `headlesschrome`, `phantomjs`;
+///    `sqlmap`, `nikto`, `nuclei`, `gobuster`, `wfuzz`, `java-http-client`,
+///    `got (`, `ureq/`, `reqwest/`, `hyper/`, `http-tiny`, `aria2`,
+///    `apachebench`, `php/`, `faraday`, `rest-client`, `mechanize`,
+///    `typhoeus`, `deno/`, `bun/`, `k6/`, `locust`, `vegeta`, `hey/`,
+///    `jmeter`, the headless browsers `headlesschrome`, `phantomjs`, and a
+///    value that is only `node` (Node's built-in `fetch`) or `undici`;
 /// 3. else a value that starts with `Mozilla/5.0` and names an engine
 ///    (`AppleWebKit`, `Gecko`, `Trident`) is [`UaFamily::Browser`];
 /// 4. an empty or all-whitespace value is [`UaFamily::Empty`] (pass `b""`
@@ -234,10 +263,12 @@ pub fn ua_family(user_agent: &[u8]) -> UaFamily {
 
 /// What a user agent claims, as far as scoring cares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct UaProfile {
-    family: UaFamily,
+pub(crate) struct UaProfile {
+    pub(crate) family: UaFamily,
     /// A browser version that sends `Sec-Fetch-*`.
-    sends_sec_fetch: bool,
+    pub(crate) sends_sec_fetch: bool,
+    /// Product, version and system.
+    pub(crate) details: UaDetails,
 }
 
 /// Slots of the user-agent cache (a power of two).
@@ -245,18 +276,21 @@ const UA_CACHE_SLOTS: usize = 1024;
 
 /// Recently seen user agents and their profiles, direct-mapped: real
 /// traffic repeats a few hundred values, and a hit costs one hash (about
-/// 20 ns) where the automaton pass costs ten times that. Each slot is one
-/// word, the value's hash above the low byte and the profile in it;
-/// hashing is keyed per process, so nobody can aim a collision, and a
-/// collision of the 54 stored bits would only mislabel one value.
+/// 20 ns) where the automaton pass costs ten times that. Each slot is two
+/// words: the value's hash above the low byte with the family in it, and
+/// the details with 12 more bits of the hash; hashing is keyed per
+/// process, so nobody can aim a collision, and a collision (or a torn
+/// read of a slot two threads fill at once) would only mislabel one value.
 struct UaCache {
     hasher: ahash::RandomState,
-    slots: Box<[AtomicU64]>,
+    slots: Box<[[AtomicU64; 2]]>,
 }
 
 static UA_CACHE: LazyLock<UaCache> = LazyLock::new(|| UaCache {
     hasher: ahash::RandomState::new(),
-    slots: (0..UA_CACHE_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+    slots: (0..UA_CACHE_SLOTS)
+        .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
+        .collect(),
 });
 
 const FAMILIES: [UaFamily; 5] = [
@@ -267,40 +301,50 @@ const FAMILIES: [UaFamily; 5] = [
     UaFamily::Other,
 ];
 
+/// Bits of the details word that check it belongs to the slot's value.
+const DETAILS_CHECK: u64 = 0xfff << 52;
+
 impl UaProfile {
-    /// The profile in a byte: family index + 1 (never 0) and the sec-fetch
-    /// bit.
+    /// The family and sec-fetch bit in a byte: family index + 1 (never 0)
+    /// and the sec-fetch bit.
     fn encode(self) -> u64 {
         let family = FAMILIES.iter().position(|f| *f == self.family).unwrap_or(4) as u64;
         (family + 1) | u64::from(self.sends_sec_fetch) << 3
     }
 
-    fn decode(byte: u64) -> Option<Self> {
+    fn decode(byte: u64, details: u64) -> Option<Self> {
         let family = *FAMILIES.get(((byte & 7) as usize).checked_sub(1)?)?;
         Some(UaProfile {
             family,
             sends_sec_fetch: byte & 8 != 0,
+            details: UaDetails::unpack(details),
         })
     }
 }
 
-fn ua_profile(user_agent: &[u8]) -> UaProfile {
+pub(crate) fn ua_profile(user_agent: &[u8]) -> UaProfile {
     let cache = &*UA_CACHE;
     let hash = cache.hasher.hash_one(user_agent);
     let slot = &cache.slots[hash as usize % UA_CACHE_SLOTS];
     let tag = hash & !0xff;
-    let held = slot.load(Ordering::Relaxed);
+    let check = hash.rotate_left(20) & DETAILS_CHECK;
+    let held = slot[0].load(Ordering::Relaxed);
     if held & !0xff == tag {
-        if let Some(profile) = UaProfile::decode(held & 0xff) {
-            return profile;
+        let details = slot[1].load(Ordering::Relaxed);
+        if details & DETAILS_CHECK == check {
+            if let Some(profile) = UaProfile::decode(held & 0xff, details) {
+                return profile;
+            }
         }
     }
     let family = classify(user_agent);
     let profile = UaProfile {
         family,
         sends_sec_fetch: family == UaFamily::Browser && sends_sec_fetch(user_agent),
+        details: UaDetails::of(user_agent, family),
     };
-    slot.store(tag | profile.encode(), Ordering::Relaxed);
+    slot[1].store(check | profile.details.pack(), Ordering::Relaxed);
+    slot[0].store(tag | profile.encode(), Ordering::Relaxed);
     profile
 }
 
@@ -309,6 +353,9 @@ fn classify(user_agent: &[u8]) -> UaFamily {
     let ua = user_agent.trim_ascii();
     if ua.is_empty() {
         return UaFamily::Empty;
+    }
+    if TOOL_VALUES.iter().any(|t| ua.eq_ignore_ascii_case(t)) {
+        return UaFamily::Tool;
     }
     let Some(ua_tokens) = UA_TOKENS.as_ref() else {
         return UaFamily::Other;
@@ -606,6 +653,10 @@ struct HeaderFacts<'a> {
     sec_fetch: bool,
     /// Any `Accept-Encoding` value offers a compressed coding.
     compression: bool,
+    /// The standard headers present ([`standard_bit`]).
+    standard: u32,
+    /// Any `Sec-CH-UA*` header.
+    client_hints: bool,
 }
 
 impl<'a> HeaderFacts<'a> {
@@ -621,6 +672,7 @@ impl<'a> HeaderFacts<'a> {
                     .names_sum
                     .wrapping_add(name_hash(name.as_str().as_bytes()));
             }
+            f.standard |= standard_bit(name);
             if *name == USER_AGENT {
                 f.user_agent.get_or_insert(value);
             } else if *name == ACCEPT_LANGUAGE {
@@ -635,8 +687,10 @@ impl<'a> HeaderFacts<'a> {
                 f.cookie = true;
             } else if *name == REFERER {
                 f.referer = true;
-            } else if !f.sec_fetch {
-                f.sec_fetch = name.as_str().starts_with("sec-fetch-");
+            } else if name.as_str().starts_with("sec-") {
+                let n = name.as_str();
+                f.sec_fetch = f.sec_fetch || n.starts_with("sec-fetch-");
+                f.client_hints = f.client_hints || n.starts_with("sec-ch-ua");
             }
         }
         f
@@ -648,13 +702,11 @@ impl<'a> HeaderFacts<'a> {
     }
 
     /// The anomalies of `parts`, whose headers these are, for a user agent
-    /// of `family` (`sends_sec_fetch` is asked only of a browser's `GET`).
-    fn anomalies(
-        &self,
-        parts: &Parts,
-        family: UaFamily,
-        sends_sec_fetch: impl FnOnce() -> bool,
-    ) -> Anomalies {
+    /// whose profile is `ua`. `secure`: the request reached a secure origin
+    /// (HTTPS, or `localhost`), where browsers send `Sec-Fetch-*` and
+    /// client hints; over plain HTTP they send neither, and lacking them is
+    /// no anomaly.
+    fn anomalies(&self, parts: &Parts, ua: &UaProfile, secure: bool) -> Anomalies {
         let http1 = matches!(
             parts.version,
             Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
@@ -664,7 +716,7 @@ impl<'a> HeaderFacts<'a> {
         found.insert_if(Anomaly::MissingHost, http1 && !self.host);
         found.insert_if(Anomaly::EmptyUserAgent, is_blank(self.user_agent));
         found.insert_if(Anomaly::NoAccept, !self.accept);
-        if family == UaFamily::Browser {
+        if ua.family == UaFamily::Browser {
             found.insert_if(
                 Anomaly::BrowserWithoutAcceptLanguage,
                 is_blank(self.accept_language),
@@ -672,25 +724,71 @@ impl<'a> HeaderFacts<'a> {
             found.insert_if(Anomaly::BrowserWithoutCompression, !self.compression);
             found.insert_if(
                 Anomaly::BrowserWithoutSecFetch,
-                parts.method == Method::GET && !self.sec_fetch && sends_sec_fetch(),
+                secure && parts.method == Method::GET && !self.sec_fetch && ua.sends_sec_fetch,
+            );
+            found.insert_if(
+                Anomaly::BrowserWithoutClientHints,
+                secure && !self.client_hints && ua.details.sends_client_hints(),
+            );
+            found.insert_if(
+                Anomaly::ClientHintsMismatch,
+                self.client_hints && ClientHints::of(&parts.headers).contradict(&ua.details),
             );
         }
         found
     }
 }
 
-/// A request's fingerprint and anomalies, with one pass over its headers
-/// and one look at its user agent: what [`Fingerprint::of`] and
-/// [`anomalies`] with the fingerprint's family give.
-pub(crate) fn fingerprint_and_anomalies(
-    parts: &Parts,
-    wire: Option<&WireHead>,
-) -> (Fingerprint, Anomalies) {
+/// What scoring and detection read from one request, in one pass over its
+/// headers and one look at its user agent.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct RequestLook {
+    pub(crate) fingerprint: Fingerprint,
+    pub(crate) anomalies: Anomalies,
+    /// The request's fine cluster ([`Cluster::coarse`] gives the coarse).
+    pub(crate) cluster: Cluster,
+    pub(crate) ua: UaProfile,
+}
+
+/// A request's fingerprint, anomalies and cluster; `secure` as for
+/// [`HeaderFacts::anomalies`].
+pub(crate) fn look(parts: &Parts, wire: Option<&WireHead>, secure: bool) -> RequestLook {
     let facts = HeaderFacts::of(&parts.headers, wire.is_none());
-    let profile = ua_profile(facts.user_agent());
-    let fp = Fingerprint::from_facts(parts, wire, &facts, profile.family);
-    let found = facts.anomalies(parts, profile.family, || profile.sends_sec_fetch);
-    (fp, found)
+    let ua = ua_profile(facts.user_agent());
+    let fingerprint = Fingerprint::from_facts(parts, wire, &facts, ua.family);
+    let anomalies = facts.anomalies(parts, &ua, secure);
+    let cluster = Cluster::fine(ua.family, &ua.details, parts.version, facts.standard);
+    RequestLook {
+        fingerprint,
+        anomalies,
+        cluster,
+        ua,
+    }
+}
+
+/// Whether `parts` itself says it reached a secure origin: an `https`
+/// scheme (HTTP/2 and 3 carry it), or a `Host` (or authority) that is
+/// `localhost` or a loopback address, which browsers treat as secure too.
+pub(crate) fn secure_by_itself(parts: &Parts) -> bool {
+    if parts.uri.scheme_str() == Some("https") {
+        return true;
+    }
+    let host = parts
+        .uri
+        .host()
+        .map(str::as_bytes)
+        .or_else(|| parts.headers.get(HOST).map(HeaderValue::as_bytes))
+        .unwrap_or_default();
+    let host = match host.iter().rposition(|&b| b == b':') {
+        // A port, unless the colon is inside a bracketed IPv6 literal.
+        Some(i) if !host[i..].contains(&b']') => &host[..i],
+        _ => host,
+    };
+    host.eq_ignore_ascii_case(b"localhost")
+        || host.len() > 10 && host[host.len() - 10..].eq_ignore_ascii_case(b".localhost")
+        || host.starts_with(b"127.")
+        || host == b"[::1]"
+        || host == b"::1"
 }
 
 /// One name's hash, eight bytes at a time (little-endian, so the same on
@@ -760,15 +858,25 @@ pub enum Anomaly {
     /// none of `gzip`, `deflate`, `br`, `zstd` (`identity` alone, say).
     BrowserWithoutCompression,
     /// A `GET` from a Chromium 80+ or Firefox 90+ user agent without any
-    /// `Sec-Fetch-*` header. Browsers send these only to secure origins
-    /// (HTTPS, or `localhost`): behind a TLS-terminating proxy that holds;
-    /// on a plain-HTTP site every real browser trips this.
+    /// `Sec-Fetch-*` header, to a secure origin. Browsers send these only
+    /// to secure origins (HTTPS, or `localhost`), so over plain HTTP this
+    /// is not checked: a browser there lacks them and is still a browser.
     BrowserWithoutSecFetch,
+    /// A Chromium 89+ user agent without client hints (`Sec-CH-UA`), to a
+    /// secure origin (not checked over plain HTTP, where browsers send
+    /// none).
+    BrowserWithoutClientHints,
+    /// Client hints that contradict the user agent: `Sec-CH-UA-Platform`
+    /// names another system than the user agent, or `Sec-CH-UA` another
+    /// Chromium version; or client hints from Firefox or Safari, which
+    /// have none. A script that copied one browser's headers and another's
+    /// user agent.
+    ClientHintsMismatch,
 }
 
 impl Anomaly {
     /// Every anomaly, in the order [`Anomalies::iter`] yields them.
-    const ALL: [Anomaly; 7] = [
+    const ALL: [Anomaly; 9] = [
         Anomaly::Http10,
         Anomaly::MissingHost,
         Anomaly::EmptyUserAgent,
@@ -776,6 +884,8 @@ impl Anomaly {
         Anomaly::BrowserWithoutAcceptLanguage,
         Anomaly::BrowserWithoutCompression,
         Anomaly::BrowserWithoutSecFetch,
+        Anomaly::BrowserWithoutClientHints,
+        Anomaly::ClientHintsMismatch,
     ];
 
     /// A snake-case name for logs and metrics (`browser_without_sec_fetch`).
@@ -788,6 +898,8 @@ impl Anomaly {
             Anomaly::BrowserWithoutAcceptLanguage => "browser_without_accept_language",
             Anomaly::BrowserWithoutCompression => "browser_without_compression",
             Anomaly::BrowserWithoutSecFetch => "browser_without_sec_fetch",
+            Anomaly::BrowserWithoutClientHints => "browser_without_client_hints",
+            Anomaly::ClientHintsMismatch => "client_hints_mismatch",
         }
     }
 
@@ -845,9 +957,11 @@ impl fmt::Debug for Anomalies {
 /// several.
 pub fn anomalies(parts: &Parts, family: UaFamily) -> Anomalies {
     let facts = HeaderFacts::of(&parts.headers, false);
-    facts.anomalies(parts, family, || {
-        ua_profile(facts.user_agent()).sends_sec_fetch
-    })
+    let ua = UaProfile {
+        family,
+        ..ua_profile(facts.user_agent())
+    };
+    facts.anomalies(parts, &ua, secure_by_itself(parts))
 }
 
 fn is_blank(value: Option<&HeaderValue>) -> bool {

@@ -14,14 +14,17 @@ use super::challenge::ChallengePage;
 use super::client_ip::{ClientIp, ClientIpConfig, IpSource};
 use super::detect::{DetectionSnapshot, Event};
 use super::fingerprint::Fingerprint;
+use super::fingerprint::secure_by_itself;
 use super::gate::{AcceptVerdict, Gate, GateBuilder};
 use super::layer::GuardLayer;
+use super::look::Cluster;
 use super::overload::{LimitStats, Overload, Place, Shedder};
 use super::peer::{peer, route};
 use super::refusal::RefusalKind;
 use super::rules::{CompiledRule, Rule, RuleStats};
 use super::scorer::{
-    Assessment, EventHook, HEAVY_VOLUME, LIGHT_VOLUME, Offender, ScoreCount, Scorer, Scoring, Watch,
+    Assessment, EventHook, HEAVY_VOLUME, LIGHT_VOLUME, Offender, ScoreCount, Scorer, Scoring,
+    Target, Watch,
 };
 use super::scoring::{Action, ScoreReport};
 use super::tarpit::{Held, Tarpit, TarpitState, TarpitStats};
@@ -73,13 +76,26 @@ enum GuardCount {
     RefusedScore,
     RefusedChallenge,
     RefusedOverload,
+    RefusedSuspect,
 }
-const GUARD_COUNTS: usize = 11;
+const GUARD_COUNTS: usize = 12;
 
 impl From<GuardCount> for usize {
     fn from(c: GuardCount) -> usize {
         c as usize
     }
+}
+
+/// What the score ladder made of a request.
+enum Step {
+    /// Go on to the rate rules, charged this many times.
+    Go(u64),
+    /// The client was banned.
+    Banned,
+    /// Held back without a ban (no challenge hook).
+    Held,
+    /// Answer with the challenge hook's page.
+    Challenged(Box<ChallengePage>),
 }
 
 /// The decision for one request, put into the request's extensions for
@@ -99,7 +115,7 @@ pub struct GuardDecision {
     client: Option<ClientIp>,
     safelisted: bool,
     binding: Option<(Arc<str>, Decision)>,
-    score: Option<(ScoreReport, Action, Fingerprint)>,
+    score: Option<(ScoreReport, Action, Fingerprint, Cluster)>,
 }
 
 impl GuardDecision {
@@ -132,18 +148,24 @@ impl GuardDecision {
 
     /// The client's score and the signals behind it, when scoring is on.
     pub fn score(&self) -> Option<&ScoreReport> {
-        self.score.as_ref().map(|(r, _, _)| r)
+        self.score.as_ref().map(|(r, _, _, _)| r)
     }
 
     /// What the ladder did at that score (a request that reached
     /// [`Action::Ban`] is only served when bans are in shadow mode).
     pub fn action(&self) -> Option<Action> {
-        self.score.as_ref().map(|(_, a, _)| *a)
+        self.score.as_ref().map(|(_, a, _, _)| *a)
     }
 
     /// The request's fingerprint, when scoring is on.
     pub fn fingerprint(&self) -> Option<&Fingerprint> {
-        self.score.as_ref().map(|(_, _, f)| f)
+        self.score.as_ref().map(|(_, _, f, _)| f)
+    }
+
+    /// The request's cluster (what attack detection groups it by), when
+    /// scoring is on.
+    pub fn cluster(&self) -> Option<&Cluster> {
+        self.score.as_ref().map(|(_, _, _, c)| c)
     }
 }
 
@@ -249,6 +271,9 @@ pub struct GuardStats {
     pub refused_score: u64,
     /// Requests answered with a challenge page.
     pub refused_challenge: u64,
+    /// Requests held back (429) because their score asked for a challenge
+    /// and no challenge hook is set; their clients are not banned.
+    pub refused_suspect: u64,
     /// Requests shed by overload protection (503 / `UNAVAILABLE`).
     pub refused_overload: u64,
     /// Scoring's counters, when scoring is on.
@@ -276,6 +301,9 @@ pub struct ScoringStats {
     pub challenged: u64,
     /// Requests that carried a solved challenge and were served.
     pub challenges_passed: u64,
+    /// Requests held back (429, no ban) at the challenge threshold without
+    /// a challenge hook.
+    pub held: u64,
     /// Clients banned by their score.
     pub banned: u64,
     /// Throttles only observed (shadow mode).
@@ -322,6 +350,8 @@ struct Shared<C> {
     missing_peer: MissingPeer,
     headers_on_success: bool,
     close_refused: bool,
+    /// The server terminates TLS itself.
+    tls: bool,
     tarpit: TarpitState,
     counters: Striped<GUARD_COUNTS>,
     /// When the missing-peer error was last logged, in clock nanoseconds + 1.
@@ -466,6 +496,7 @@ impl Guard {
             missing_peer: MissingPeer::default(),
             headers_on_success: false,
             close_refused: true,
+            tls: false,
             tarpit: Tarpit::default(),
             scoring: None,
             on_event: None,
@@ -616,6 +647,7 @@ impl<C: Clock> Guard<C> {
             bans_dropped: c(GuardCount::BansDropped),
             refused_score: c(GuardCount::RefusedScore),
             refused_challenge: c(GuardCount::RefusedChallenge),
+            refused_suspect: c(GuardCount::RefusedSuspect),
             refused_overload: c(GuardCount::RefusedOverload),
             overload: s.shedder.as_ref().map_or_else(Vec::new, Shedder::stats),
             scoring: s.scorer.as_ref().map(|sc| {
@@ -624,6 +656,7 @@ impl<C: Clock> Guard<C> {
                     throttled: n(ScoreCount::Throttled),
                     challenged: n(ScoreCount::Challenged),
                     challenges_passed: n(ScoreCount::ChallengesPassed),
+                    held: n(ScoreCount::Held),
                     banned: n(ScoreCount::Banned),
                     shadow_throttles: n(ScoreCount::ShadowThrottles),
                     shadow_challenges: n(ScoreCount::ShadowChallenges),
@@ -772,14 +805,21 @@ impl<C: Clock> Guard<C> {
             }
         }
         let mut cost_factor = 1;
+        let route = if s.needs_route || s.scorer.is_some() {
+            route(parts)
+        } else {
+            ""
+        };
         let assessment = match (&s.scorer, client) {
             (Some(sc), Some(c)) => {
                 let wire = peer.and_then(|p| p.wire_head(&parts.extensions));
-                let a = sc.assess_with_wire(parts, c.ip, wire, now);
+                let secure = self.secure(parts, peer.map(|p| p.addr.ip()));
+                let a = sc.assess_with_wire(parts, c.ip, wire, Target { route, secure }, now);
                 match self.climb_ladder(sc, &a, parts, c.ip, now) {
-                    Ok(factor) => cost_factor = factor,
-                    Err(None) => return Inspection::refuse(RefusalKind::Blocked, close),
-                    Err(Some(page)) => {
+                    Step::Go(factor) => cost_factor = factor,
+                    Step::Banned => return Inspection::refuse(RefusalKind::Blocked, close),
+                    Step::Held => return Inspection::refuse(RefusalKind::Suspect, close),
+                    Step::Challenged(page) => {
                         return Inspection::Refuse {
                             kind: RefusalKind::Challenged,
                             rate: None,
@@ -793,7 +833,6 @@ impl<C: Clock> Guard<C> {
             _ => None,
         };
         let ip = client.map(|c| c.ip);
-        let route = if s.needs_route { route(parts) } else { "" };
         let n = s.enforced.len();
         let (verdict, binding) = if n <= INLINE_RULES {
             let mut checks = [Pending::PLACEHOLDER; INLINE_RULES];
@@ -817,6 +856,9 @@ impl<C: Clock> Guard<C> {
             // cost is not pressure of its own: counting it would let a
             // throttle climb by itself to a ban.
             let pressure = cost_factor == 1 || !self.admits_at_normal_cost(parts, ip, route, now);
+            if let Some(sc) = &s.scorer {
+                sc.detector.count_refusal();
+            }
             if let (Some(sc), Some(a), true) = (&s.scorer, &assessment, pressure) {
                 let after = sc.refused(a, now);
                 if after.action == Action::Ban && self.score_ban(sc, &after, now) {
@@ -858,7 +900,7 @@ impl<C: Clock> Guard<C> {
             binding: binding.map(|i| (Arc::clone(&s.enforced[i].name), verdict.decision)),
             score: assessment
                 .as_ref()
-                .map(|a| (a.report, a.action, a.fingerprint)),
+                .map(|a| (a.report, a.action, a.fingerprint, a.cluster)),
         };
         Inspection::Pass {
             decision,
@@ -899,7 +941,9 @@ impl<C: Clock> Guard<C> {
         let seen = a.good() > 0;
         // A heavy user's clean record (earned in its first moments, before
         // its volume showed) does not lift it.
-        let by_score = if score >= throttle || a.newcomer_in_trouble() {
+        let by_score = if a.flagged_newcomer() {
+            -2
+        } else if score >= throttle || a.newcomer_in_trouble() {
             -1
         } else if score < CLEAN_SCORE && seen && !heavy {
             1
@@ -913,12 +957,10 @@ impl<C: Clock> Guard<C> {
         } else {
             0
         };
-        by_score + by_volume
+        (by_score + by_volume).max(-2)
     }
 
-    /// Applies the ladder's action for a scored request: `Ok` with the
-    /// cost factor for the rate rules; `Err(None)` when the client was
-    /// banned; `Err(Some(page))` for a challenge.
+    /// Applies the ladder's action for a scored request.
     fn climb_ladder(
         &self,
         sc: &Scorer,
@@ -926,7 +968,7 @@ impl<C: Clock> Guard<C> {
         parts: &Parts,
         ip: IpAddr,
         now: Timestamp,
-    ) -> Result<u64, Option<Box<ChallengePage>>> {
+    ) -> Step {
         let ladder = &sc.ladder;
         if a.action >= Action::Throttle {
             sc.note_offender(a, now);
@@ -934,39 +976,67 @@ impl<C: Clock> Guard<C> {
         let throttle = || {
             if ladder.shadow_throttle {
                 sc.counters.add(ScoreCount::ShadowThrottles, 1);
-                Ok(1)
+                Step::Go(1)
             } else {
                 sc.counters.add(ScoreCount::Throttled, 1);
-                Ok(ladder.throttle_factor)
+                Step::Go(ladder.throttle_factor)
             }
         };
         match a.action {
-            Action::Allow => Ok(1),
+            Action::Allow => Step::Go(1),
             Action::Throttle => throttle(),
             Action::Ban => {
                 if self.score_ban(sc, a, now) {
-                    Err(None)
+                    Step::Banned
                 } else {
-                    Ok(1)
+                    Step::Go(1)
                 }
             }
             Action::Challenge => {
-                let Some(hook) = &sc.challenge else {
-                    return throttle();
-                };
                 if ladder.shadow_challenge {
                     sc.counters.add(ScoreCount::ShadowChallenges, 1);
-                    return Ok(1);
+                    return Step::Go(1);
                 }
+                let Some(hook) = &sc.challenge else {
+                    // Without a hook, a newcomer of a surging cluster, at a
+                    // pace no rate rule would stop, is held back. Any other
+                    // client is throttled, so that its own behaviour (the
+                    // rate rules' refusals, the service's 404s) takes it
+                    // on to a ban or back down.
+                    if !a.flagged_newcomer() || a.volume >= HEAVY_VOLUME {
+                        return throttle();
+                    }
+                    sc.detector.count_refusal();
+                    sc.counters.add(ScoreCount::Held, 1);
+                    self.shared.counters.add(GuardCount::RefusedSuspect, 1);
+                    return Step::Held;
+                };
+                sc.detector.count_refusal();
                 if hook.verify(parts, ip) {
                     sc.counters.add(ScoreCount::ChallengesPassed, 1);
-                    return Ok(1);
+                    return Step::Go(1);
                 }
                 sc.counters.add(ScoreCount::Challenged, 1);
                 self.shared.counters.add(GuardCount::RefusedChallenge, 1);
-                Err(Some(Box::new(hook.issue(parts, ip))))
+                Step::Challenged(Box::new(hook.issue(parts, ip)))
             }
         }
+    }
+
+    /// Whether a request reached a secure origin, where browsers send
+    /// `Sec-Fetch-*` and client hints: the server terminates TLS
+    /// ([`GuardBuilder::tls`]), the request says so itself (an `https`
+    /// scheme, a `localhost` host), or a trusted proxy in front says
+    /// `X-Forwarded-Proto: https`.
+    fn secure(&self, parts: &Parts, peer: Option<IpAddr>) -> bool {
+        let s = &*self.shared;
+        s.tls
+            || secure_by_itself(parts)
+            || (peer.is_some_and(|p| s.client_ip.trusted().contains(p))
+                && parts
+                    .headers
+                    .get("x-forwarded-proto")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")))
     }
 
     /// Bans the client of a request that reached the ban threshold; false
@@ -975,6 +1045,7 @@ impl<C: Clock> Guard<C> {
         let Some(order) = sc.ban(a, now) else {
             return false;
         };
+        sc.detector.count_refusal();
         self.record_ban(order.client, order.duration, now);
         self.shared.counters.add(GuardCount::RefusedScore, 1);
         true
@@ -1080,6 +1151,7 @@ pub struct GuardBuilder<C = CoarseClock> {
     missing_peer: MissingPeer,
     headers_on_success: bool,
     close_refused: bool,
+    tls: bool,
     tarpit: Tarpit,
     scoring: Option<Scoring>,
     on_event: Option<EventHook>,
@@ -1197,6 +1269,19 @@ impl<C: Clock + Clone> GuardBuilder<C> {
         self
     }
 
+    /// Says that the server terminates TLS itself, so every request
+    /// reached a secure origin. Browsers send `Sec-Fetch-*` and client hints
+    /// only to secure origins, and scoring checks for them only there; it
+    /// also counts as secure a request to `localhost`, one with an `https`
+    /// scheme (HTTP/2 and 3 carry it), and one a trusted proxy
+    /// ([`ClientIpConfig::trust`]) marks `X-Forwarded-Proto: https`. Off by
+    /// default: over plain HTTP a browser sends neither and is still a
+    /// browser.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
     /// What to do with requests that carry no peer address.
     pub fn on_missing_peer(mut self, policy: MissingPeer) -> Self {
         self.missing_peer = policy;
@@ -1210,8 +1295,8 @@ impl<C: Clock + Clone> GuardBuilder<C> {
         self
     }
 
-    /// Whether an HTTP/1 connection is closed after a rate-limit or block
-    /// refusal (`Connection: close`), when the connection is the refused
+    /// Whether an HTTP/1 connection is closed after a rate-limit, block or
+    /// hold-back refusal (`Connection: close`), when the connection is the refused
     /// client's own (not a trusted proxy's). On by default: a client that keeps
     /// sending on a connection after a 429 is flooding, and must then
     /// reconnect, where the [`Gate`](super::Gate)'s new-connection rate
@@ -1248,6 +1333,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             missing_peer: self.missing_peer,
             headers_on_success: self.headers_on_success,
             close_refused: self.close_refused,
+            tls: self.tls,
             tarpit: self.tarpit,
             scoring: self.scoring,
             on_event: self.on_event,
@@ -1324,6 +1410,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             missing_peer: self.missing_peer,
             headers_on_success: self.headers_on_success,
             close_refused: self.close_refused,
+            tls: self.tls,
             tarpit: TarpitState::new(self.tarpit),
             counters: Striped::default(),
             no_peer_logged: AtomicU64::new(0),

@@ -299,7 +299,8 @@ fn write_guard(t: &mut Text<'_>, s: &GuardStats, bans: usize) {
         Kind::Counter,
         "Requests refused, by reason: rate_limit (a rule, 429), blocked (blocklisted or \
          banned, 403), score (the score reached the ban threshold), challenge (answered with \
-         a challenge page), overload (shed at the concurrency limit, 503), no_peer_address \
+         a challenge page), suspect (held back at the challenge threshold without a challenge \
+         hook, 429), overload (shed at the concurrency limit, 503), no_peer_address \
          (no peer address: a server setup error; such requests are served instead when the \
          guard skips address rules for them).",
     );
@@ -308,6 +309,7 @@ fn write_guard(t: &mut Text<'_>, s: &GuardStats, bans: usize) {
         ("blocked", s.refused_blocked),
         ("score", s.refused_score),
         ("challenge", s.refused_challenge),
+        ("suspect", s.refused_suspect),
         ("overload", s.refused_overload),
         ("no_peer_address", s.no_peer_address),
     ] {
@@ -410,6 +412,7 @@ fn write_scoring(t: &mut Text<'_>, s: &ScoringStats) {
         ("throttle", "true", s.shadow_throttles),
         ("challenge", "false", s.challenged),
         ("challenge", "true", s.shadow_challenges),
+        ("hold", "false", s.held),
         ("ban", "false", s.banned),
         ("ban", "true", s.shadow_bans),
     ] {
@@ -1060,10 +1063,7 @@ mod tests {
     /// for three seconds, then a flood from a scripting tool.
     fn flooded() -> (ManualClock, Guard<ManualClock>) {
         let clock = ManualClock::new();
-        let detection = Detection {
-            min_rate: 5.0,
-            ..Detection::default()
-        };
+        let detection = Detection::default();
         let guard = Guard::builder()
             .rule(Rule::per_ip("per-ip").sliding_window(5, Duration::from_secs(1)))
             .rule(Rule::global("ceiling").gcra(100_000, Duration::from_secs(1)))

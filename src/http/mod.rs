@@ -40,9 +40,11 @@ pub mod fingerprint;
 pub mod gate;
 mod guard;
 mod layer;
+mod look;
 mod metrics;
 mod overload;
 mod peer;
+mod profile;
 mod refusal;
 mod rules;
 mod scorer;
@@ -64,6 +66,7 @@ pub use guard::{
     ScoringStats, Snapshot,
 };
 pub use layer::{GuardLayer, GuardService, ResponseFuture};
+pub use look::{Cluster, Os};
 pub use metrics::PROMETHEUS_CONTENT_TYPE;
 #[cfg(feature = "axum")]
 pub use metrics::{metrics_handler, metrics_handler_with_gate};

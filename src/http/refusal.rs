@@ -20,6 +20,11 @@ pub enum RefusalKind {
     /// The client's score asks for a challenge it has not passed: the
     /// challenge hook's page, gRPC `UNAVAILABLE`.
     Challenged,
+    /// The client's score asks for a challenge and no challenge hook is
+    /// set: the request is held back without a ban. HTTP 429 with
+    /// `Retry-After: 1`, gRPC `RESOURCE_EXHAUSTED` with a one-second
+    /// pushback.
+    Suspect,
     /// The service is at its concurrency limit and the request did not
     /// outrank what it protects: HTTP 503 with `Retry-After: 1`, gRPC
     /// `UNAVAILABLE` with a one-second pushback.
@@ -52,6 +57,7 @@ impl RefusalKind {
                 (StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error\n")
             }
             RefusalKind::Challenged => (StatusCode::FORBIDDEN, "Challenge required\n"),
+            RefusalKind::Suspect => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n"),
             RefusalKind::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable\n"),
         }
     }
@@ -62,6 +68,7 @@ impl RefusalKind {
             RefusalKind::Blocked => ("7", "client blocked"),
             RefusalKind::NoPeerAddress => ("13", "server cannot identify the client"),
             RefusalKind::Challenged => ("14", "client must pass a challenge"),
+            RefusalKind::Suspect => ("8", "client held back"),
             RefusalKind::Overloaded => ("14", "server overloaded"),
         }
     }
@@ -82,7 +89,7 @@ pub(crate) fn respond<B: RefusalBody>(
         h.insert(CONTENT_TYPE, content_type.clone());
         h.insert(GRPC_STATUS, HeaderValue::from_static(code));
         h.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
-        if kind == RefusalKind::Overloaded {
+        if matches!(kind, RefusalKind::Overloaded | RefusalKind::Suspect) {
             h.insert(GRPC_RETRY_PUSHBACK, HeaderValue::from_static("1000"));
         }
         res
@@ -94,7 +101,7 @@ pub(crate) fn respond<B: RefusalBody>(
             CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        if kind == RefusalKind::Overloaded {
+        if matches!(kind, RefusalKind::Overloaded | RefusalKind::Suspect) {
             res.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }

@@ -10,8 +10,10 @@ use http::request::Parts;
 use parking_lot::Mutex;
 
 use super::challenge::Challenge;
-use super::detect::{Detection, Detector, Event, site};
-use super::fingerprint::{Anomaly, Fingerprint, UaFamily, fingerprint_and_anomalies};
+use super::detect::{Detection, Detector, Event, Sighting, site};
+use super::fingerprint::{Anomaly, Fingerprint, UaFamily, look};
+use super::look::Cluster;
+use super::profile::{Profile, ProfileTable};
 use super::scoring::{Action, Ladder, ScoreReport, Signal, Weights};
 use super::wire::WireHead;
 use crate::ip::PrefixLengths;
@@ -134,8 +136,9 @@ pub(crate) enum ScoreCount {
     ShadowChallenges,
     ShadowBans,
     UnderAttackRequests,
+    Held,
 }
-pub(crate) const SCORE_COUNTS: usize = 8;
+pub(crate) const SCORE_COUNTS: usize = 9;
 
 impl From<ScoreCount> for usize {
     fn from(c: ScoreCount) -> usize {
@@ -167,6 +170,9 @@ pub(crate) struct Assessment {
     record: Option<ScoreRecord>,
     look: Look,
     pub(crate) fingerprint: Fingerprint,
+    pub(crate) cluster: Cluster,
+    /// The client's routes so far, this request's included.
+    profile: Profile,
     pub(crate) report: ScoreReport,
     pub(crate) action: Action,
 }
@@ -177,18 +183,27 @@ pub(crate) struct Watch {
     client_key: u64,
     site_key: u64,
     volume: f32,
+    /// The request looked like a person's browser or text browser, with
+    /// nothing anomalous, and its client had asked for more than one route:
+    /// a good answer to it earns standing even in trouble.
+    people_like: bool,
 }
 
 impl Assessment {
-    /// Good exchanges the client has had (earned only while calm).
+    /// Good exchanges the client has had.
     pub(crate) fn good(&self) -> u8 {
         self.record.map_or(0, |r| r.good)
     }
 
     /// A client without a good exchange, while the service is under
-    /// attack or shedding.
+    /// attack or degraded.
     pub(crate) fn newcomer_in_trouble(&self) -> bool {
         self.look.under_attack && self.good() == 0
+    }
+
+    /// A newcomer whose cluster is flagged in the attack.
+    pub(crate) fn flagged_newcomer(&self) -> bool {
+        self.look.class_surge > 0.0
     }
 
     pub(crate) fn watch(&self) -> Watch {
@@ -196,6 +211,7 @@ impl Assessment {
             client_key: self.client_key,
             site_key: self.site_key,
             volume: self.volume,
+            people_like: self.look.people_like && self.profile.route_count() >= 2,
         }
     }
 }
@@ -204,11 +220,17 @@ impl Assessment {
 /// from the client's stored behaviour.
 #[derive(Clone, Copy, Debug, Default)]
 struct Look {
+    /// The client's own evidence in this request.
     anomalies: f32,
+    inconsistency: f32,
     automated: f32,
+    route_mix: f32,
+    /// Context: what the client's cluster and network did.
     class_surge: f32,
     hot_prefix: f32,
     under_attack: bool,
+    /// A browser or text browser with nothing anomalous.
+    people_like: bool,
 }
 
 /// A ban the guard should put in place.
@@ -226,6 +248,8 @@ pub(crate) struct Scorer {
     sites: ScoreTable,
     /// Requests per client, decaying: how hard each one uses the service.
     volume: ScoreTable,
+    /// Which routes each client asked for.
+    profiles: ProfileTable,
     pub(crate) detector: Detector,
     pub(crate) challenge: Option<Arc<dyn Challenge>>,
     on_event: Option<EventHook>,
@@ -268,6 +292,16 @@ fn subscriber(ip: IpAddr) -> IpPrefix {
     IpPrefix::of(ip, PrefixLengths::new(32, 64).expect("valid lengths"))
 }
 
+/// Where a request is going, as scoring sees it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Target<'a> {
+    /// The route: axum's matched pattern, else the path.
+    pub(crate) route: &'a str,
+    /// The request reached a secure origin (HTTPS, or `localhost`), where
+    /// browsers send `Sec-Fetch-*` and client hints.
+    pub(crate) secure: bool,
+}
+
 impl Scorer {
     pub(crate) fn new(
         config: Scoring,
@@ -282,6 +316,7 @@ impl Scorer {
             clients: ScoreTable::new(config.capacity, config.half_life)?,
             sites: ScoreTable::new(sites, config.half_life)?,
             volume: ScoreTable::new(config.capacity, VOLUME_HALF_LIFE)?,
+            profiles: ProfileTable::new(config.capacity)?,
             detector: Detector::new(config.detection, now)?,
             challenge: config.challenge,
             on_event,
@@ -291,40 +326,69 @@ impl Scorer {
         })
     }
 
-    /// Scores a request from `ip` and picks the ladder's action.
+    /// Scores a request from `ip` to its path, secure if it says so itself,
+    /// and picks the ladder's action.
     #[cfg(test)]
     pub(crate) fn assess(&self, parts: &Parts, ip: IpAddr, now: Timestamp) -> Assessment {
         let wire = super::peer::wire_head(&parts.extensions);
-        self.assess_with_wire(parts, ip, wire, now)
+        let target = Target {
+            route: parts.uri.path(),
+            secure: super::fingerprint::secure_by_itself(parts),
+        };
+        self.assess_with_wire(parts, ip, wire, target, now)
     }
 
-    /// [`assess`](Self::assess) with the connection's wire head, which the
-    /// guard found along with the peer address.
+    /// Scores a request from `ip` going to `target`, with the connection's
+    /// wire head, which the guard found along with the peer address.
     pub(crate) fn assess_with_wire(
         &self,
         parts: &Parts,
         ip: IpAddr,
         wire: Option<WireHead>,
+        target: Target<'_>,
         now: Timestamp,
     ) -> Assessment {
-        let (fingerprint, found) = fingerprint_and_anomalies(parts, wire.as_ref());
-        let events = self.detector.observe(now, Some(&fingerprint), Some(ip));
-        self.emit_all(events);
+        let seen = look(parts, wire.as_ref(), target.secure);
         let w = &self.weights;
-        if self.detector.under_attack() {
-            self.counters.add(ScoreCount::UnderAttackRequests, 1);
-        }
-        // Shedding counts as an attack for new clients' scores from the
-        // first shed request, before the tick that declares it closes.
-        let under_attack = !self.detector.calm();
-        let family = fingerprint.ua_family();
-        // A missing user agent is the automated-client signal's; it is not
-        // counted twice.
-        let n = (found.len() - usize::from(found.contains(Anomaly::EmptyUserAgent))) as f32;
+        let family = seen.ua.family;
         let client = subscriber(ip);
         let client_key = self.clients.hash(&client);
         let site_key = self.sites.hash(&site(ip));
+        let route_hash = self.detector.route_hash(target.route);
+        let (before, profile) = self.profiles.visit(client_key, route_hash, now);
+        // A missing user agent is the automated-client signal's; a client
+        // hints contradiction is the inconsistency signal's: neither counts
+        // twice.
+        let found = seen.anomalies;
+        let mismatch = found.contains(Anomaly::ClientHintsMismatch);
+        let n = (found.len()
+            - usize::from(found.contains(Anomaly::EmptyUserAgent))
+            - usize::from(mismatch)) as f32;
+        let automated = match family {
+            UaFamily::Tool => w.tool_user_agent,
+            UaFamily::Empty => w.empty_user_agent,
+            _ => 0.0,
+        };
+        let events = self.detector.observe(
+            now,
+            &Sighting {
+                cluster: seen.cluster,
+                ip,
+                route: target.route,
+                route_hash,
+                new_client: before.is_none(),
+                suspect: automated > 0.0 || n > 0.0 || mismatch,
+            },
+        );
+        self.emit_all(events);
+        if self.detector.under_attack() {
+            self.counters.add(ScoreCount::UnderAttackRequests, 1);
+        }
+        // A degraded service counts as trouble for new clients' scores from
+        // the moment it shows, before a tick declares an attack.
+        let under_attack = !self.detector.calm();
         let record = self.clients.get_hashed(client_key, now);
+        let newcomer = record.is_none_or(|r| r.good == 0);
         let volume = self
             .volume
             .update_hashed(client_key, now, ScoreChange::points(1.0))
@@ -336,14 +400,27 @@ impl Scorer {
             .get_hashed(site_key, now)
             .map_or(0.0, |r| r.score)
             - record.map_or(0.0, |r| r.score);
+        let ids = [seen.cluster.id(), seen.cluster.coarse().id()];
+        // Asking only for a route that surged in the attack, again and
+        // again, and never for a page or an asset: a route mix no browser
+        // makes. A browser's claim caps it below a ban by itself.
+        let route_mix = match profile.single_route() {
+            Some((_, requests)) if requests >= 2 && self.detector.route_flagged(route_hash) => {
+                let cap = if family == UaFamily::Browser {
+                    w.route_mix_cap_browser
+                } else {
+                    w.route_mix_cap
+                };
+                (w.route_mix * f32::from(requests - 1)).min(cap)
+            }
+            _ => 0.0,
+        };
         let look = Look {
             anomalies: (n * w.anomaly).min(w.anomaly_cap),
-            automated: match family {
-                UaFamily::Tool => w.tool_user_agent,
-                UaFamily::Empty => w.empty_user_agent,
-                _ => 0.0,
-            },
-            class_surge: if self.detector.class_flagged_at(&fingerprint, now) {
+            inconsistency: if mismatch { w.inconsistency } else { 0.0 },
+            automated,
+            route_mix,
+            class_surge: if newcomer && self.detector.cluster_flagged_at(ids, now) {
                 w.class_surge
             } else {
                 0.0
@@ -354,6 +431,7 @@ impl Scorer {
                 w.hot_prefix * others.max(0.0) / 100.0
             },
             under_attack,
+            people_like: matches!(family, UaFamily::Browser | UaFamily::Other) && found.is_empty(),
         };
         let report = self.report(record, &look);
         Assessment {
@@ -363,9 +441,41 @@ impl Scorer {
             volume,
             record,
             look,
-            fingerprint,
+            fingerprint: seen.fingerprint,
+            cluster: seen.cluster,
+            profile,
             report,
-            action: self.ladder.action(report.score()),
+            action: self.action(record, &look, &report),
+        }
+    }
+
+    /// The client's own evidence: its stored behaviour and what its own
+    /// requests show (anomalies, inconsistency, automation, route mix);
+    /// not what its cluster or network did.
+    fn evidence(record: Option<ScoreRecord>, look: &Look) -> f32 {
+        record.map_or(0.0, |r| r.score)
+            + look.anomalies
+            + look.inconsistency
+            + look.automated
+            + look.route_mix
+    }
+
+    /// The ladder's action at `report`'s score, held back to what the
+    /// client's own evidence supports: guilt is per client, and a cluster
+    /// or network alone never bans, throttles or holds anyone.
+    fn action(&self, record: Option<ScoreRecord>, look: &Look, report: &ScoreReport) -> Action {
+        let evidence = Self::evidence(record, look);
+        let l = &self.ladder;
+        match l.action(report.score()) {
+            Action::Ban if evidence < l.ban_evidence => {
+                if evidence < l.act_evidence {
+                    Action::Allow
+                } else {
+                    Action::Challenge
+                }
+            }
+            a if a > Action::Allow && evidence < l.act_evidence => Action::Allow,
+            a => a,
         }
     }
 
@@ -381,7 +491,9 @@ impl Scorer {
             r.add(behaviour_signal(rec.tag), rec.score);
         }
         r.add(Signal::HeaderAnomalies, look.anomalies);
+        r.add(Signal::Inconsistency, look.inconsistency);
         r.add(Signal::AutomatedClient, look.automated);
+        r.add(Signal::RouteMix, look.route_mix);
         r.add(Signal::ClassSurge, look.class_surge);
         r.add(Signal::HotPrefix, look.hot_prefix);
         if good < self.ladder.known_good_after {
@@ -412,7 +524,7 @@ impl Scorer {
         Assessment {
             record: Some(record),
             report,
-            action: self.ladder.action(report.score()),
+            action: self.action(Some(record), &a.look, &report),
             ..*a
         }
     }
@@ -426,18 +538,23 @@ impl Scorer {
         latency: Duration,
         now: Timestamp,
     ) {
-        self.detector.observe_latency(latency);
+        let error = status.is_client_error() || status.is_server_error();
+        self.detector.observe_answer(latency, error);
         let w = &self.weights;
         let (points, good, tag) = if status.is_success() || status.is_redirection() {
-            // Good standing is earned only while calm (not under attack,
-            // not shedding), and at a person's pace: an attacker cannot
-            // build it up during the attack, nor by hammering or crowding
-            // in the moments before it is detected.
-            let good = self.detector.calm() && a.volume < LIGHT_VOLUME;
+            // Good standing is earned at a person's pace only: an attacker
+            // cannot build it by hammering. While calm, by any client; in
+            // trouble (under attack, or degraded), only by requests that
+            // look like a person's browser from a client that asked for
+            // more than one route, so that newcomers who behave like people
+            // earn it during an attack too, and a bot aimed at one route
+            // does not.
+            let light = a.volume < LIGHT_VOLUME;
+            let good = light && (self.detector.calm() || a.people_like);
             (-w.success_credit, good, 0)
         } else if status == StatusCode::NOT_FOUND {
             (w.not_found, false, TAG_NOT_FOUND)
-        } else if status.is_client_error() || status.is_server_error() {
+        } else if error {
             (w.error_response, false, TAG_ERRORS)
         } else {
             return;
@@ -560,6 +677,7 @@ impl Scorer {
 mod tests {
     use super::*;
     use crate::http::PeerAddr;
+    use std::net::SocketAddr;
 
     const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
@@ -740,5 +858,230 @@ mod tests {
                 .all(|w| w[0].report.score() >= w[1].report.score())
         );
         assert_eq!(list[0].report.score(), 85.0);
+    }
+
+    fn with_headers(path: &str, headers: &[(&str, &str)], ip: &str) -> Parts {
+        let mut b = http::Request::get(path);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let (mut p, ()) = b.body(()).unwrap().into_parts();
+        p.extensions
+            .insert(PeerAddr(SocketAddr::new(ip.parse().unwrap(), 1)));
+        p
+    }
+
+    const CHROME_HEADERS: [(&str, &str); 7] = [
+        ("host", "shop.test"),
+        (
+            "sec-ch-ua",
+            "\"Chromium\";v=\"131\", \"Not_A Brand\";v=\"24\"",
+        ),
+        ("sec-ch-ua-platform", "\"Linux\""),
+        ("user-agent", CHROME),
+        ("accept", "text/html"),
+        ("accept-encoding", "gzip, br"),
+        ("accept-language", "en"),
+    ];
+
+    fn chrome(path: &str, ip: &str) -> Parts {
+        with_headers(path, &CHROME_HEADERS, ip)
+    }
+
+    /// Chrome's headers with a Windows user agent: the hints say Linux.
+    fn spoofed(path: &str, ip: &str) -> Parts {
+        let mut h = CHROME_HEADERS;
+        h[3] = ("user-agent", CHROME_WINDOWS);
+        with_headers(path, &h, ip)
+    }
+
+    fn tool(path: &str, ip: &str) -> Parts {
+        with_headers(
+            path,
+            &[
+                ("host", "shop.test"),
+                ("user-agent", "curl/8.5.0"),
+                ("accept", "*/*"),
+            ],
+            ip,
+        )
+    }
+
+    const CHROME_WINDOWS: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
+
+    /// A scorer under attack with the clusters of `flagged` and the route
+    /// `/search` flagged.
+    fn under_attack(flagged: &[Parts]) -> Scorer {
+        let sc = scorer();
+        let ids: Vec<u64> = flagged
+            .iter()
+            .flat_map(|p| {
+                let c = look(p, None, false).cluster;
+                [c.id(), c.coarse_id()]
+            })
+            .collect();
+        sc.detector
+            .force_attack(&ids, &[sc.detector.route_hash("/search")]);
+        sc
+    }
+
+    #[test]
+    fn a_browser_of_a_flagged_cluster_is_only_ranked_low_never_banned() {
+        let sc = under_attack(&[chrome("/", "192.0.2.1")]);
+        for i in 0..10 {
+            let a = sc.assess(
+                &chrome("/search", "198.51.100.7"),
+                ip("198.51.100.7"),
+                at(i * 500),
+            );
+            assert_eq!(points(&a.report, Signal::ClassSurge), 40.0);
+            assert!(a.flagged_newcomer() && a.newcomer_in_trouble());
+            // Its own evidence is a route mix alone, capped for a browser:
+            // held back at most, never banned.
+            assert!(
+                a.action <= Action::Challenge,
+                "{}: {:?}",
+                a.report,
+                a.action
+            );
+            if i < 2 {
+                assert_eq!(a.action, Action::Allow, "{}", a.report);
+            }
+        }
+        // One that asks for pages and assets is not even held.
+        for (i, path) in ["/", "/static/app.css", "/search", "/product/1"]
+            .iter()
+            .enumerate()
+        {
+            let a = sc.assess(
+                &chrome(path, "198.51.100.8"),
+                ip("198.51.100.8"),
+                at(i as u64),
+            );
+            assert_eq!(a.action, Action::Allow, "{path}: {}", a.report);
+            assert_eq!(points(&a.report, Signal::RouteMix), 0.0);
+        }
+    }
+
+    #[test]
+    fn a_tool_of_a_flagged_cluster_is_held_then_banned_on_its_own_route_mix() {
+        let sc = under_attack(&[tool("/", "192.0.2.1")]);
+        let actions: Vec<Action> = (0..4)
+            .map(|i| {
+                sc.assess(
+                    &tool("/search", "203.0.113.9"),
+                    ip("203.0.113.9"),
+                    at(i * 500),
+                )
+                .action
+            })
+            .collect();
+        assert_eq!(
+            actions,
+            [
+                Action::Challenge,
+                Action::Challenge,
+                Action::Challenge,
+                Action::Ban
+            ]
+        );
+        let a = sc.assess(
+            &tool("/search", "203.0.113.9"),
+            ip("203.0.113.9"),
+            at(2_000),
+        );
+        let top: Vec<Signal> = a.report.signals().map(|(s, _)| s).collect();
+        assert!(
+            top.contains(&Signal::RouteMix) && top.contains(&Signal::ClassSurge),
+            "{}",
+            a.report
+        );
+        // The same tool on routes that did not surge is only held.
+        for i in 0..6 {
+            let path = if i % 2 == 0 { "/api/a" } else { "/api/b" };
+            let a = sc.assess(&tool(path, "203.0.113.10"), ip("203.0.113.10"), at(i));
+            assert_eq!(a.action, Action::Challenge, "{}", a.report);
+        }
+    }
+
+    #[test]
+    fn a_spoofed_browser_is_held_at_once_and_banned_once_its_route_mix_shows() {
+        let sc = under_attack(&[spoofed("/", "192.0.2.1")]);
+        let a = sc.assess(
+            &spoofed("/search", "203.0.113.20"),
+            ip("203.0.113.20"),
+            at(0),
+        );
+        assert_eq!(points(&a.report, Signal::Inconsistency), 25.0);
+        assert_eq!(a.action, Action::Challenge, "{}", a.report);
+        let a = sc.assess(
+            &spoofed("/search", "203.0.113.20"),
+            ip("203.0.113.20"),
+            at(500),
+        );
+        assert_eq!(a.action, Action::Ban, "{}", a.report);
+        // Outside an attack the inconsistency alone does nothing.
+        let calm = scorer();
+        let a = calm.assess(
+            &spoofed("/search", "203.0.113.21"),
+            ip("203.0.113.21"),
+            at(0),
+        );
+        assert_eq!(a.action, Action::Allow, "{}", a.report);
+    }
+
+    #[test]
+    fn known_good_clients_of_a_flagged_cluster_carry_no_surge_points() {
+        let sc = scorer();
+        let me = ip("192.0.2.5");
+        for i in 0..3 {
+            let a = sc.assess(&chrome("/", "192.0.2.5"), me, at(i * 2_000));
+            sc.answered(&a.watch(), StatusCode::OK, Duration::ZERO, at(i * 2_000));
+        }
+        let ids = {
+            let c = look(&chrome("/", "192.0.2.5"), None, false).cluster;
+            [c.id(), c.coarse_id()]
+        };
+        sc.detector.force_attack(&ids, &[]);
+        let a = sc.assess(&chrome("/", "192.0.2.5"), me, at(7_000));
+        assert_eq!(points(&a.report, Signal::ClassSurge), 0.0);
+        assert_eq!(points(&a.report, Signal::KnownGood), -20.0);
+        assert!(!a.flagged_newcomer());
+    }
+
+    #[test]
+    fn newcomers_earn_good_standing_during_an_attack_by_browsing_like_people() {
+        let sc = under_attack(&[]);
+        let me = ip("198.51.100.30");
+        // One route only: a good answer earns nothing in trouble.
+        let a = sc.assess(&chrome("/search", "198.51.100.30"), me, at(0));
+        sc.answered(&a.watch(), StatusCode::OK, Duration::ZERO, at(0));
+        assert_eq!(
+            sc.assess(&chrome("/", "198.51.100.30"), me, at(1_000))
+                .good(),
+            0
+        );
+        // Pages and assets, at a person's pace: it does.
+        for (i, path) in ["/static/app.css", "/product/2", "/"].iter().enumerate() {
+            let t = at(2_000 + i as u64 * 2_000);
+            let a = sc.assess(&chrome(path, "198.51.100.30"), me, t);
+            sc.answered(&a.watch(), StatusCode::OK, Duration::ZERO, t);
+        }
+        assert!(
+            sc.assess(&chrome("/", "198.51.100.30"), me, at(9_000))
+                .good()
+                >= 3
+        );
+        // A tool does not, whatever it asks for.
+        let bot = ip("203.0.113.31");
+        for (i, path) in ["/", "/static/app.css", "/product/2"].iter().enumerate() {
+            let t = at(i as u64 * 2_000);
+            let a = sc.assess(&tool(path, "203.0.113.31"), bot, t);
+            sc.answered(&a.watch(), StatusCode::OK, Duration::ZERO, t);
+        }
+        assert_eq!(
+            sc.assess(&tool("/", "203.0.113.31"), bot, at(9_000)).good(),
+            0
+        );
     }
 }

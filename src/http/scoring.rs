@@ -29,12 +29,19 @@ pub enum Signal {
     ErrorResponses,
     /// The client asks for paths that do not exist (404s), as scanners do.
     NotFoundScanning,
-    /// The request's headers contradict its user agent, or are not what any
-    /// browser sends (HTTP/1.0, no Host, a browser without Accept-Language).
+    /// The request's headers are not what its kind of client sends
+    /// (HTTP/1.0, no Host, a browser without Accept-Language).
     HeaderAnomalies,
+    /// The request contradicts its own user agent: client hints naming
+    /// another system or version, or hints from a browser that has none.
+    Inconsistency,
     /// The user agent is a scripting tool or library, or missing.
     AutomatedClient,
-    /// The request's fingerprint class surged during an attack.
+    /// The client asks only for a route that surged in the attack, again
+    /// and again, never for a page or an asset: a route mix no browser
+    /// makes.
+    RouteMix,
+    /// The client is new, and its cluster surged during an attack.
     ClassSurge,
     /// The client's network is misbehaving or surging.
     HotPrefix,
@@ -47,12 +54,14 @@ pub enum Signal {
 
 impl Signal {
     /// Every signal, in declaration order.
-    pub const ALL: [Signal; 9] = [
+    pub const ALL: [Signal; 11] = [
         Signal::RatePressure,
         Signal::ErrorResponses,
         Signal::NotFoundScanning,
         Signal::HeaderAnomalies,
+        Signal::Inconsistency,
         Signal::AutomatedClient,
+        Signal::RouteMix,
         Signal::ClassSurge,
         Signal::HotPrefix,
         Signal::NoHistory,
@@ -66,6 +75,8 @@ impl Signal {
             Signal::ErrorResponses => "error_responses",
             Signal::NotFoundScanning => "not_found_scanning",
             Signal::HeaderAnomalies => "header_anomalies",
+            Signal::Inconsistency => "inconsistency",
+            Signal::RouteMix => "route_mix",
             Signal::AutomatedClient => "automated_client",
             Signal::ClassSurge => "class_surge",
             Signal::HotPrefix => "hot_prefix",
@@ -87,7 +98,12 @@ impl fmt::Display for Signal {
 ///
 /// The defaults are set so that no single look can reach the throttle
 /// threshold (a curl user or an odd browser is not punished for what it
-/// is), while an attack class, or sustained misbehaviour, reaches a ban.
+/// is), and that what a client's cluster or network did never acts on it
+/// alone: the ladder acts only on a client's own evidence (its behaviour,
+/// anomalies, inconsistency, automation, route mix; see
+/// [`Ladder::ban_evidence`]). Context (a surging cluster, a hot network, no
+/// history during an attack) adds to it, and ranks newcomers low in
+/// overload shedding.
 ///
 /// ```
 /// use floodguard::http::Weights;
@@ -124,10 +140,28 @@ pub struct Weights {
     /// No user agent at all: 20. Every browser and almost every library
     /// sends one.
     pub empty_user_agent: f32,
-    /// The request's fingerprint class is flagged as surging during an
-    /// attack: 60. With an automated user agent and no history, or with
-    /// anomalies, that is a ban; a known-good client of the class is only
-    /// throttled.
+    /// Client hints contradicting the user agent
+    /// ([`Anomaly::ClientHintsMismatch`](super::Anomaly::ClientHintsMismatch)):
+    /// 25. A browser does not do this; a script that copied one browser's
+    /// headers and another's user agent does.
+    pub inconsistency: f32,
+    /// Per request after the first, while every request of the client went
+    /// to one route and that route surged in the attack: 8, up to
+    /// `route_mix_cap` (24) ...
+    pub route_mix: f32,
+    /// ... the most it adds for a client that does not claim a browser:
+    /// 24. With an automated user agent that is enough own evidence for
+    /// a ban (see [`Ladder::ban_evidence`]).
+    pub route_mix_cap: f32,
+    /// ... and for one that claims a browser: 24 too, under the ban
+    /// evidence: a browser whose cached assets are not fetched again may
+    /// look like this, so it is held, not banned, for its route mix alone.
+    pub route_mix_cap_browser: f32,
+    /// The client is new (no good exchange yet) and its cluster is flagged
+    /// as surging during an attack: 40. Context, not evidence: with
+    /// evidence of its own (an automated user agent and a route mix,
+    /// anomalies) a newcomer of a surging cluster reaches a ban; without,
+    /// it is only ranked low under overload.
     pub class_surge: f32,
     /// The client's network (IPv4 /24, IPv6 /48) is flagged as surging
     /// (20), or its other members misbehave: 20 × their behaviour score /
@@ -157,7 +191,11 @@ impl Default for Weights {
             anomaly_cap: 35.0,
             tool_user_agent: 10.0,
             empty_user_agent: 20.0,
-            class_surge: 60.0,
+            inconsistency: 25.0,
+            route_mix: 8.0,
+            route_mix_cap: 24.0,
+            route_mix_cap_browser: 24.0,
+            class_surge: 40.0,
             hot_prefix: 20.0,
             no_history: 5.0,
             no_history_under_attack: 15.0,
@@ -175,7 +213,12 @@ pub enum Action {
     /// Charge the rate rules [`Ladder::throttle_factor`] times the cost.
     Throttle,
     /// Answer with the challenge hook's page unless the request carries a
-    /// solved challenge (without a hook: throttle).
+    /// solved challenge. Without a hook: hold back a newcomer of a cluster
+    /// surging in an attack that sends at a pace no rate rule would stop
+    /// (refuse the request with 429, `Retry-After: 1`, without a ban);
+    /// throttle any other client, so that its own behaviour (the rate
+    /// rules' refusals, the service's 404s) takes it on to a ban or back
+    /// down.
     Challenge,
     /// Refuse it with 403 and ban the client.
     Ban,
@@ -204,8 +247,17 @@ pub struct Ladder {
     pub throttle: f32,
     /// Score from which requests are challenged: 60.
     pub challenge: f32,
-    /// Score from which the client is banned: 80.
+    /// Score from which the client is banned: 80 ...
     pub ban: f32,
+    /// ... if its own evidence (behaviour, anomalies, inconsistency,
+    /// automation, route mix: the score without its cluster's, network's
+    /// and history's points) is at least this: 30. With less, a ban score
+    /// challenges (or, without a challenge hook, holds the request) instead.
+    pub ban_evidence: f32,
+    /// No action at all (throttle, challenge, hold) without this much own
+    /// evidence: 10. A client that looks and behaves like a browser is at
+    /// most ranked low under overload, whatever its cluster did.
+    pub act_evidence: f32,
     /// Cost multiplier on the rate rules for throttled requests: 4.
     pub throttle_factor: u64,
     /// First ban: 60 s.
@@ -237,6 +289,8 @@ impl Default for Ladder {
             throttle: 40.0,
             challenge: 60.0,
             ban: 80.0,
+            ban_evidence: 30.0,
+            act_evidence: 10.0,
             throttle_factor: 4,
             ban_base: Duration::from_secs(60),
             ban_factor: 4,
@@ -296,6 +350,18 @@ impl Ladder {
                 challenge: self.challenge.to_string(),
                 ban: self.ban.to_string(),
             });
+        }
+        for (field, v) in [
+            ("ban_evidence", self.ban_evidence),
+            ("act_evidence", self.act_evidence),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(ConfigError::OutOfRange {
+                    field,
+                    value: v.to_string(),
+                    range: "0 or more",
+                });
+            }
         }
         if self.throttle_factor == 0 {
             return Err(ConfigError::Zero {

@@ -437,7 +437,7 @@ impl BanSink {
         Arc::new(move |e: &Event| {
             if let Event::ClassFlagged(share) = e {
                 let at = core.store.now();
-                let class = share.key.class();
+                let class = share.key.id();
                 offer(&tx, &core, Outgoing::Class { class, at });
             }
             if let Some(hook) = &user {

@@ -196,23 +196,26 @@ fn mimic_bot_is_caught() {
     let fp = Fingerprint::of(&p, wire.as_ref());
     assert_eq!(fp.ua_family(), UaFamily::Browser);
     let found = anomalies(&p, fp.ua_family());
+    // Over plain HTTP (Host shop.test) a browser sends no Sec-Fetch-*:
+    // lacking them is no anomaly there.
     assert_eq!(
         list(found),
         [
             Anomaly::Http10,
             Anomaly::BrowserWithoutAcceptLanguage,
             Anomaly::BrowserWithoutCompression,
-            Anomaly::BrowserWithoutSecFetch,
         ]
     );
-    assert_eq!(found.len(), 4);
+    assert_eq!(found.len(), 3);
     assert!(found.contains(Anomaly::Http10));
     assert!(!found.contains(Anomaly::NoAccept));
     assert_eq!(
         format!("{found:?}"),
-        "{\"http10\", \"browser_without_accept_language\", \
-         \"browser_without_compression\", \"browser_without_sec_fetch\"}"
+        "{\"http10\", \"browser_without_accept_language\", \"browser_without_compression\"}"
     );
+    // To a secure origin it would have sent them.
+    let (p, _) = request(&MIMIC.replace("Host: shop.test", "Host: localhost:8080"));
+    assert!(anomalies(&p, UaFamily::Browser).contains(Anomaly::BrowserWithoutSecFetch));
     assert!(fp.to_string().starts_with("ge10nn0400b_"), "{fp}");
 }
 
@@ -238,7 +241,7 @@ fn generic_anomalies() {
 #[test]
 fn browser_checks() {
     let base = [
-        ("host", "a"),
+        ("host", "localhost"),
         ("accept", "*/*"),
         ("accept-language", "de"),
         ("accept-encoding", "gzip"),
@@ -254,11 +257,51 @@ fn browser_checks() {
         |v: u32| format!("Mozilla/5.0 (X11; Linux x86_64; rv:{v}.0) Gecko/20100101 Firefox/{v}.0");
     let sec_fetch = [Anomaly::BrowserWithoutSecFetch];
     assert_eq!(with(&firefox(125), Method::GET, &[]), sec_fetch);
+    // Over plain HTTP, not checked.
+    let plain = |ua: &str| {
+        let mut h = base.to_vec();
+        h[0] = ("host", "shop.test");
+        h.push(("user-agent", ua));
+        list(anomalies(
+            &parts(Version::HTTP_11, Method::GET, &h),
+            ua_family(ua.as_bytes()),
+        ))
+    };
+    assert_eq!(plain(&firefox(125)), []);
+    assert_eq!(plain(CHROME_UA), []);
     assert_eq!(with(&firefox(89), Method::GET, &[]), []);
-    assert_eq!(with(CHROME_UA, Method::POST, &[]), [], "GET only");
+    assert_eq!(
+        with(CHROME_UA, Method::POST, &[("sec-ch-ua-mobile", "?0")]),
+        [],
+        "Sec-Fetch: GET only"
+    );
+    // Chrome 89+ sends client hints to a secure origin too.
     assert_eq!(
         with(CHROME_UA, Method::GET, &[("sec-fetch-site", "none")]),
+        [Anomaly::BrowserWithoutClientHints]
+    );
+    assert_eq!(
+        with(
+            CHROME_UA,
+            Method::GET,
+            &[
+                ("sec-fetch-site", "none"),
+                ("sec-ch-ua-platform", "\"Windows\"")
+            ]
+        ),
         []
+    );
+    // Hints that contradict the user agent, secure origin or not.
+    assert_eq!(
+        with(
+            CHROME_UA,
+            Method::GET,
+            &[
+                ("sec-fetch-site", "none"),
+                ("sec-ch-ua-platform", "\"Linux\"")
+            ]
+        ),
+        [Anomaly::ClientHintsMismatch]
     );
     let old_chrome = CHROME_UA.replace("Chrome/120", "Chrome/79");
     assert_eq!(with(&old_chrome, Method::GET, &[]), []);
@@ -411,14 +454,16 @@ fn cached_profiles_match_fresh_ones() {
     }
     for family in FAMILIES {
         for sends_sec_fetch in [false, true] {
+            let details = UaDetails::of(b"curl/8.5.0", UaFamily::Tool);
             let p = UaProfile {
                 family,
                 sends_sec_fetch,
+                details,
             };
-            assert_eq!(UaProfile::decode(p.encode()), Some(p));
+            assert_eq!(UaProfile::decode(p.encode(), details.pack()), Some(p));
         }
     }
-    assert_eq!(UaProfile::decode(0), None);
+    assert_eq!(UaProfile::decode(0, 0), None);
 }
 
 #[test]
@@ -459,7 +504,8 @@ fn one_pass_matches_fingerprint_and_anomalies() {
         for wire in [wire.as_ref(), None] {
             let fp = Fingerprint::of(p, wire);
             let want = (fp, anomalies(p, fp.ua_family()));
-            assert_eq!(fingerprint_and_anomalies(p, wire), want, "{:?}", p.headers);
+            let l = look(p, wire, secure_by_itself(p));
+            assert_eq!((l.fingerprint, l.anomalies), want, "{:?}", p.headers);
         }
     }
 }

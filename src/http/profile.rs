@@ -1,0 +1,178 @@
+//! What each client asked for: which routes, how many requests, when it
+//! was last seen; in one word per client, in a bounded table. Scoring reads
+//! it for a client's route mix (a browser asks for pages and their assets;
+//! a bot aimed at one expensive route asks for nothing else) and detection
+//! for which clients are new.
+
+use std::time::Duration;
+
+use crate::table::{AtomicTable, Transition};
+use crate::{ConfigError, Timestamp};
+
+/// Nanoseconds per stored tick (100 ms).
+const TICK_NANOS: u64 = 100_000_000;
+
+/// A profile untouched this long says nothing any more, and goes first.
+const STALE: Duration = Duration::from_secs(600);
+
+/// One client's profile.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Profile {
+    /// One bit per route seen (a route's bit is [`route_bit`] of its
+    /// hash): 16 buckets, so two routes share a bit now and then.
+    pub(crate) routes: u16,
+    /// Requests seen, saturating at 255.
+    pub(crate) requests: u8,
+}
+
+impl Profile {
+    /// Requests all to one route, and how many.
+    pub(crate) fn single_route(&self) -> Option<(u16, u8)> {
+        (self.routes.count_ones() == 1).then_some((self.routes, self.requests))
+    }
+
+    /// Distinct routes seen (buckets).
+    pub(crate) fn route_count(&self) -> u32 {
+        self.routes.count_ones()
+    }
+}
+
+/// A route hash's bit in [`Profile::routes`].
+pub(crate) fn route_bit(route_hash: u64) -> u16 {
+    1 << (route_hash >> 60)
+}
+
+/// Client profiles, one 64-bit word each: routes (16 bits), requests (8),
+/// last seen (32 bits of 100 ms ticks).
+pub(crate) struct ProfileTable {
+    table: AtomicTable,
+}
+
+impl ProfileTable {
+    pub(crate) fn new(capacity: usize) -> Result<Self, ConfigError> {
+        Ok(ProfileTable {
+            table: AtomicTable::with_capacity(capacity)?,
+        })
+    }
+
+    /// Records a request of the client hashed `key` to the route hashed
+    /// `route_hash`; returns its profile before and after (`None` before:
+    /// the client is new, or was forgotten).
+    pub(crate) fn visit(
+        &self,
+        key: u64,
+        route_hash: u64,
+        now: Timestamp,
+    ) -> (Option<Profile>, Profile) {
+        let step = Visit {
+            bit: route_bit(route_hash),
+            tick: tick_of(now),
+        };
+        self.table.run(key, now.as_nanos(), step)
+    }
+}
+
+fn tick_of(now: Timestamp) -> u32 {
+    (now.as_nanos() / TICK_NANOS) as u32
+}
+
+fn unpack(w: u64) -> (Profile, u32) {
+    (
+        Profile {
+            routes: w as u16,
+            requests: (w >> 16) as u8,
+        },
+        (w >> 32) as u32,
+    )
+}
+
+fn pack(p: Profile, tick: u32) -> u64 {
+    let w = u64::from(p.routes) | u64::from(p.requests) << 16 | u64::from(tick) << 32;
+    // Never all ones, the table's reserved word (every route, 255
+    // requests, and the one tick in 13 years that is all ones): one
+    // request fewer.
+    if w == u64::MAX { w - (1 << 16) } else { w }
+}
+
+#[derive(Clone, Copy)]
+struct Visit {
+    bit: u16,
+    tick: u32,
+}
+
+impl Transition for Visit {
+    type Output = (Option<Profile>, Profile);
+
+    fn step(&self, state: Option<u64>, _now: u64) -> (Self::Output, Option<u64>) {
+        let stale = (STALE.as_nanos() / u128::from(TICK_NANOS)) as u32;
+        let before = state
+            .map(unpack)
+            .filter(|(_, seen)| self.tick.wrapping_sub(*seen) < stale)
+            .map(|(p, _)| p);
+        let old = before.unwrap_or_default();
+        let after = Profile {
+            routes: old.routes | self.bit,
+            requests: old.requests.saturating_add(1),
+        };
+        ((before, after), Some(pack(after, self.tick)))
+    }
+
+    fn inserts(&self) -> bool {
+        true
+    }
+
+    fn heat(&self, state: u64, now: u64) -> u64 {
+        let (p, seen) = unpack(state);
+        let age = ((now / TICK_NANOS) as u32).wrapping_sub(seen);
+        let stale = (STALE.as_nanos() / u128::from(TICK_NANOS)) as u32;
+        if age >= stale {
+            0
+        } else {
+            u64::from(stale - age) + 64 * u64::from(p.requests)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(ms: u64) -> Timestamp {
+        Timestamp::from_nanos(ms * 1_000_000)
+    }
+
+    #[test]
+    fn visits_add_routes_and_count_requests() {
+        let t = ProfileTable::new(64).unwrap();
+        let (search, home) = (0x1000_0000_0000_0000u64, 0x2000_0000_0000_0000u64);
+        let (before, after) = t.visit(7, search, at(0));
+        assert_eq!(before, None);
+        assert_eq!(after.single_route(), Some((route_bit(search), 1)));
+        let (before, after) = t.visit(7, search, at(100));
+        assert_eq!(before.unwrap().requests, 1);
+        assert_eq!(after.single_route().unwrap().1, 2);
+        let (_, after) = t.visit(7, home, at(200));
+        assert_eq!((after.single_route(), after.route_count()), (None, 2));
+        // Other clients are apart.
+        assert_eq!(t.visit(8, home, at(200)).0, None);
+    }
+
+    #[test]
+    fn a_client_gone_for_ten_minutes_is_new_again() {
+        let t = ProfileTable::new(64).unwrap();
+        t.visit(7, 1, at(0));
+        assert!(t.visit(7, 1, at(599_000)).0.is_some());
+        let (before, after) = t.visit(7, 1, at(599_000 + 600_000));
+        assert_eq!(before, None);
+        assert_eq!(after.requests, 1);
+    }
+
+    #[test]
+    fn requests_saturate() {
+        let t = ProfileTable::new(64).unwrap();
+        for i in 0..300 {
+            t.visit(7, 1, at(i));
+        }
+        assert_eq!(t.visit(7, 1, at(300)).1.requests, 255);
+    }
+}
