@@ -6,6 +6,7 @@
 //! cargo run --release --example flood --features axum -- --scenario botnet --defence floodguard
 //! cargo run --release --example flood --features axum -- --json flood.json --svg flood.svg
 //! cargo run --release --example flood --features axum -- --check # CI: checks the harness itself
+//! cargo run --release --example flood --features axum -- --scenario detection --defence none,floodguard
 //! ```
 //!
 //! Each run starts a fresh shop in its own process (this program run with
@@ -52,6 +53,43 @@
 //! Shoppers' failed requests are broken down by route and outcome (a status
 //! such as 503, 429 or 403, or timeout, connect, broken) in a table of
 //! their own and `failures` in the JSON.
+//!
+//! # Traffic floodguard was not tuned on
+//!
+//! `--scenario detection` runs eight more shapes (`shapes`), each with
+//! phases of its own (at `--duration 1`; the shoppers browse throughout):
+//!
+//! | scenario | phases | what happens |
+//! |---|---|---|
+//! | flash-crowd | 5 s + 30 s | a newsletter: 1,800 newcomers arrive evenly over 10 s (the shoppers ×10) and stay; browser-like (Chrome's headers, a page then its stylesheet, 0.3-1.5 s of thought, keep-alive, an address each, the session cookie after their first page), 3% of their pages searches: the shop carries them |
+//! | flash-crowd-overload | 5 s + 30 s | the same crowd, 35% of their pages searches: past the search route's capacity |
+//! | growth | 5 s + 70 s | 800 such newcomers over 60 s, linearly (the shoppers ×5), 10% searches |
+//! | small-site | 5 s + 15 s | 10 shoppers, then 40 more (the same kind) all at once |
+//! | mixed-clients | 5 s + 20 s | no attack: besides the shoppers, 120 API clients, command-line tools and text browsers, a request every 1-10 s each, each replaying one real captured head (the `plain` captures of the `library`, `tool` and `text-browser` families in turn); tools open a connection per request |
+//! | diverse-botnet | 5 s + 15 s + 12 s | 3,000 bots, each replaying one of the captured `tool` and `library` heads (25 today, at least 12 required), with an extra `X-Req-<random>: <random>` header at a random place and the header names' casing (as captured, lower, Title-Case or UPPER) drawn per request; two searches a second each |
+//! | spoofed-browser | 5 s + 15 s + 12 s | 2,000 bots sending the captured Chromium document head (localhost origin: client hints and `Sec-Fetch-*`) with only its User-Agent changed to Windows NT 10.0 while `sec-ch-ua-platform` says `"Linux"`; a search every 1-2 s each |
+//! | perfect-browser | 5 s + 15 s + 12 s | 2,000 bots sending the captured Chromium document head byte for byte, plus a session cookie where Chrome puts it (as the shoppers carry one); told apart only by behaviour: they only ever search (a search every 1-2 s each, keep-alive), never a page, never an asset |
+//!
+//! The last number is a tail: the shoppers alone for 12 s after the attack,
+//! so that its end shows (the guard waits for 10 s of calm). Everyone in the
+//! first five is legitimate and counted in every legitimate figure; any
+//! attack declared there is a false alarm. The replayed heads are read at
+//! run time from `tests/data/heads/` (`index.tsv`, written by
+//! `scripts/capture_heads.py`): only the request target and the `Host`
+//! value (the captured name, the shop's port) are rewritten, the rest goes
+//! out byte-exact. `--show` prints what each selected shape's clients send
+//! and stops. `--check` runs small-site, mixed-clients and diverse-botnet
+//! besides the six attacks.
+//!
+//! Every run also counts client by client (the confusion table, and
+//! `confusion` in the JSON): legitimate clients banned (the shop's
+//! `client-banned` events), throttled and challenged (the shop copies the
+//! guard's `GuardDecision::action` of each served request into an
+//! `x-fg-action` header), refused at least once, and the share of their
+//! requests refused with 429, 403 and 503; bots banned, held (never banned,
+//! but refused twice or more since their last 2xx, or never served) and
+//! missed (the rest), and how many were still served after the attack was
+//! declared; when the attack was declared and when it ended.
 
 mod cpus;
 mod heads;
@@ -234,6 +272,8 @@ struct Options {
     svg: Option<String>,
     samples: Option<String>,
     check: bool,
+    /// `--show`: print what the new shapes' clients send, and stop.
+    show: bool,
     /// `--overload-limit` and `--overload-queue`.
     overload: OverloadTweaks,
     /// `--shared-cores`: no cores of their own for the shop and the load
@@ -270,6 +310,7 @@ fn options() -> Result<Options, String> {
         svg: None,
         samples: None,
         check: false,
+        show: false,
         overload: OverloadTweaks::default(),
         shared_cores: false,
     };
@@ -295,6 +336,7 @@ fn options() -> Result<Options, String> {
             "--svg" => o.svg = Some(value()?),
             "--samples" => o.samples = Some(value()?),
             "--check" => o.check = true,
+            "--show" => o.show = true,
             "--shared-cores" => o.shared_cores = true,
             "--overload-limit" | "--overload-queue" => o.overload.set(&a, &value()?)?,
             "--help" | "-h" => return Err(String::new()),
@@ -404,7 +446,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("flood: {e}");
             }
             eprintln!(
-                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--overload-limit N] [--overload-queue CAPACITY,MS] [--shared-cores] [--check]"
+                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--overload-limit N] [--overload-queue CAPACITY,MS] [--shared-cores] [--check] [--show]"
             );
             std::process::exit(2);
         }
@@ -433,6 +475,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 std::process::exit(2);
             }
         }
+    }
+    if o.show {
+        // What each scenario's new clients send, for a shop on port 8080.
+        for &s in &o.scenarios {
+            let Some(Some(plan)) = plans.get(&s) else {
+                continue;
+            };
+            println!("==== {}", s.name());
+            for request in plan.show(8080) {
+                println!(
+                    "{}",
+                    String::from_utf8_lossy(&request).replace("\r\n", "⏎\n")
+                );
+            }
+        }
+        return Ok(());
     }
     let run_time: Duration = o
         .scenarios

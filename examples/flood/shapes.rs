@@ -231,6 +231,48 @@ impl Plan {
         }))
     }
 
+    /// A few requests of the plan as they go on the wire to a shop on
+    /// `port` (`--show`): what its clients send, byte for byte.
+    pub fn show(&self, port: u16) -> Vec<Vec<u8>> {
+        let mut rng = Rng::new(7);
+        match self {
+            Plan::Join => vec![traffic::browser_request("/", "GET", SMALL_SITE.0)],
+            Plan::Newcomers { .. } => vec![
+                chrome("/", false, None),
+                chrome("/static/app.css", true, Some(1)),
+                chrome("/product/7", false, Some(1)),
+            ],
+            Plan::Mixed(heads) => heads
+                .iter()
+                .map(|(h, _)| h.render("/product/7", port))
+                .collect(),
+            Plan::Bots {
+                heads,
+                vary,
+                cookie,
+                ..
+            } => heads
+                .iter()
+                .take(3)
+                .flat_map(|h| {
+                    let h = if *cookie {
+                        h.with_cookie("session=b0000001; consent=1")
+                    } else {
+                        h.clone()
+                    };
+                    (0..if *vary { 2 } else { 1 }).map(move |_| h.clone())
+                })
+                .map(|h| {
+                    if *vary {
+                        h.render_varied("/search?q=deal1", port, &mut rng)
+                    } else {
+                        h.render("/search?q=deal1", port)
+                    }
+                })
+                .collect(),
+        }
+    }
+
     /// Starts the plan's traffic: bots and mixed clients on `rt` (the
     /// attackers' runtime), newcomers too (they are as many as a botnet;
     /// the shoppers' runtime keeps its one thread for the shoppers).

@@ -277,7 +277,7 @@ pub fn v4(a: u32, b: u32, c: u32) -> IpAddr {
 }
 
 /// A desktop Chrome's request, headers in Chrome's order and casing.
-fn browser_request(path: &str, method: &str, session: u32) -> Vec<u8> {
+pub fn browser_request(path: &str, method: &str, session: u32) -> Vec<u8> {
     let body = if method == "POST" {
         "user=alice&password=correct-horse"
     } else {
