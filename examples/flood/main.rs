@@ -798,6 +798,13 @@ fn check(results: &[RunResult], json: &str) -> Result<(), Box<dyn std::error::Er
             return Err(format!("{label}: shoppers sent nothing").into());
         }
         check_confusion(r).map_err(|e| format!("{label}: {e}"))?;
+        if !(r.server_cpu_s > 0.0 && r.server_peak_rss_mb > 0.0) {
+            return Err(format!("{label}: server usage not measured").into());
+        }
+        let failed: u64 = r.failures.iter().map(|f| f.count).sum();
+        if failed != r.legit_requests - r.legit_ok {
+            return Err(format!("{label}: failures by reason do not add up").into());
+        }
         if r.scenario.all_legit() {
             // No attack: nothing else to check. The guard may well ban,
             // throttle or refuse these people: that is what the scenario
@@ -823,17 +830,10 @@ fn check(results: &[RunResult], json: &str) -> Result<(), Box<dyn std::error::Er
             )
             .into());
         }
-        if !(r.server_cpu_s > 0.0 && r.server_peak_rss_mb > 0.0) {
-            return Err(format!("{label}: server usage not measured").into());
-        }
         // The attacks floodguard was tuned on must not cost a shopper a
         // ban; the new shapes measure whether they do.
         if SCENARIOS.contains(&r.scenario) && r.legit_banned > 0 {
             return Err(format!("{label}: {} shoppers banned", r.legit_banned).into());
-        }
-        let failed: u64 = r.failures.iter().map(|f| f.count).sum();
-        if failed != r.legit_requests - r.legit_ok {
-            return Err(format!("{label}: failures by reason do not add up").into());
         }
         if r.scenario == Scenario::SearchOverload {
             check_search_overload(r).map_err(|e| format!("{label}: {e}"))?;
