@@ -23,6 +23,31 @@ pub struct Reply {
     pub status: u16,
     /// The server will close the connection after this response.
     pub closing: bool,
+    /// What floodguard's scoring did with the request, from the shop's
+    /// `x-fg-action` header (served requests of a scoring guard only).
+    pub action: Option<Scored>,
+}
+
+/// The scoring ladder's action for a served request, as the shop reports
+/// it in `x-fg-action` (`floodguard::http::Action::name`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scored {
+    Allow,
+    Throttle,
+    Challenge,
+    Ban,
+}
+
+impl Scored {
+    fn parse(v: &str) -> Option<Self> {
+        match v {
+            "allow" => Some(Scored::Allow),
+            "throttle" => Some(Scored::Throttle),
+            "challenge" => Some(Scored::Challenge),
+            "ban" => Some(Scored::Ban),
+            _ => None,
+        }
+    }
 }
 
 /// Connects to `to` from `from` (any 127.x.y.z address works on Linux
@@ -80,6 +105,7 @@ impl Conn {
             .ok_or_else(|| bad(format!("bad status line {line:?}")))?;
         let http10 = line.starts_with("HTTP/1.0");
         let (mut length, mut chunked, mut closing) = (0usize, false, http10);
+        let mut action = None;
         loop {
             line.clear();
             self.read_line(&mut line, &mut head_len).await?;
@@ -97,6 +123,8 @@ impl Conn {
                 chunked = value.eq_ignore_ascii_case("chunked");
             } else if name.eq_ignore_ascii_case("connection") {
                 closing = value.eq_ignore_ascii_case("close");
+            } else if name.eq_ignore_ascii_case("x-fg-action") {
+                action = Scored::parse(value);
             }
         }
         if chunked {
@@ -104,7 +132,11 @@ impl Conn {
         } else {
             self.skip(length).await?;
         }
-        Ok(Reply { status, closing })
+        Ok(Reply {
+            status,
+            closing,
+            action,
+        })
     }
 
     async fn read_line(&mut self, line: &mut String, head_len: &mut usize) -> io::Result<()> {

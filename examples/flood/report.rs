@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::http1::Scored;
 use crate::traffic::{BUCKET, Outcome, Recorder, Sample};
 use crate::{Defence, Scenario};
 
@@ -198,9 +199,116 @@ impl ShopEvent {
         })
     }
 
-    /// Whether the client is one of the legitimate shoppers (127.20.x.1).
-    fn is_shopper(&self) -> bool {
-        self.client.starts_with("127.20.")
+    /// The banned client's address (an IPv6 client's /64 network), if the
+    /// event names one.
+    fn address(&self) -> Option<std::net::IpAddr> {
+        self.client.split('/').next()?.parse().ok()
+    }
+}
+
+/// Who the guard got right and wrong, client by client: legitimate
+/// clients it banned, throttled or challenged (as the shop's `x-fg-action`
+/// told each of them), and bots it banned, held or missed.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Confusion {
+    /// Legitimate clients that took part.
+    pub legit_clients: u64,
+    /// ... banned (a `client-banned` event for its address).
+    pub legit_banned: u64,
+    /// ... served at least once with scoring's `throttle` (rate rules
+    /// charged more for it).
+    pub legit_throttled: u64,
+    /// ... served at least once with scoring's `challenge` (without a
+    /// challenge hook, as here, a challenge is a throttle).
+    pub legit_challenged: u64,
+    /// ... refused (429, 403 or 503) at least once.
+    pub legit_refused_clients: u64,
+    /// Legitimate requests of the phase refused with 429, 403 and 503.
+    pub legit_refused: [u64; 3],
+    /// Their share of the phase's legitimate requests.
+    pub legit_refused_share: f64,
+    /// Attacking clients (addresses; the IPv6 rotation's /64) that sent
+    /// something.
+    pub bots: u64,
+    /// ... banned.
+    pub bots_banned: u64,
+    /// ... never banned but held: refused twice or more since their last
+    /// 2xx (or refused, never served).
+    pub bots_held: u64,
+    /// ... neither: still served, or only ever slowed down.
+    pub bots_missed: u64,
+    /// Bots served a 2xx after the attack was declared.
+    pub bots_served_after_detection: Option<u64>,
+    /// From the phase's start until the first attack declared in it.
+    pub declared_after_ms: Option<u64>,
+    /// From the phase's start until that attack ended.
+    pub ended_after_ms: Option<u64>,
+}
+
+impl Confusion {
+    fn count(
+        rec: &Recorder,
+        events: &[ShopEvent],
+        in_phase: &[&Sample],
+        (attack_unix_ms, declared, ended): (u64, Option<u64>, Option<u64>),
+    ) -> Confusion {
+        use std::collections::HashSet;
+        let banned: HashSet<std::net::IpAddr> = events
+            .iter()
+            .filter(|e| e.kind == "client-banned" && !e.text.starts_with("[shadow]"))
+            .filter_map(ShopEvent::address)
+            .collect();
+        let legit_clients = rec.legit_clients.lock().clone();
+        let legit = rec.legit.lock();
+        let distinct = |f: &dyn Fn(&Sample) -> bool| {
+            legit
+                .iter()
+                .filter(|s| f(s))
+                .map(|s| s.shopper)
+                .collect::<HashSet<_>>()
+                .len() as u64
+        };
+        let refused = |status: u16| {
+            in_phase
+                .iter()
+                .filter(|s| s.outcome == Outcome::Status(status))
+                .count() as u64
+        };
+        let legit_refused = [refused(429), refused(403), refused(503)];
+        let bots = rec.bots.lock();
+        let bot_banned = |ip: &std::net::IpAddr| banned.contains(ip);
+        let held = bots
+            .iter()
+            .filter(|(ip, r)| {
+                !bot_banned(ip) && (r.refused_since_served >= 2 || (r.served == 0 && r.refused > 0))
+            })
+            .count() as u64;
+        let bots_banned = bots.keys().filter(|ip| bot_banned(ip)).count() as u64;
+        let detected_at =
+            declared.map(|d| Duration::from_millis(d + attack_unix_ms - rec.start_unix_ms));
+        Confusion {
+            legit_clients: legit_clients.len() as u64,
+            legit_banned: legit_clients
+                .keys()
+                .filter(|ip| banned.contains(ip))
+                .count() as u64,
+            legit_throttled: distinct(&|s| s.action == Some(Scored::Throttle)),
+            legit_challenged: distinct(&|s| s.action == Some(Scored::Challenge)),
+            legit_refused_clients: distinct(&|s| s.outcome.refused()),
+            legit_refused,
+            legit_refused_share: ratio(legit_refused.iter().sum(), in_phase.len() as u64),
+            bots: bots.len() as u64,
+            bots_banned,
+            bots_held: held,
+            bots_missed: bots.len() as u64 - bots_banned - held,
+            bots_served_after_detection: detected_at.map(|at| {
+                bots.values()
+                    .filter(|r| r.last_served.is_some_and(|t| t >= at))
+                    .count() as u64
+            }),
+            declared_after_ms: declared,
+            ended_after_ms: ended,
+        }
     }
 }
 
@@ -252,6 +360,10 @@ pub struct RunResult {
     /// Clients banned, and how many of them were legitimate shoppers.
     pub bans: u64,
     pub legit_banned: u64,
+    /// Client by client: legitimate ones banned, throttled, challenged,
+    /// refused; bots banned, held, missed; when the attack was declared and
+    /// ended.
+    pub confusion: Confusion,
     /// Search overload only: the search route's goodput.
     pub goodput: Option<Goodput>,
     /// Search overload only: shoppers known good before the attack.
@@ -269,12 +381,15 @@ pub struct RunResult {
     pub samples: Vec<Sample>,
 }
 
-/// Computes a run's figures from what its traffic recorded.
+/// Computes a run's figures from what its traffic recorded: the figures
+/// of the phase from `attack_start` to `end` (the attack, or the crowd's
+/// arrival), the timeline until `run_end` (`end` and a tail, if any, for
+/// the attack to be seen to end).
 pub fn summarise(
     scenario: Scenario,
     defence: Defence,
     rec: &Recorder,
-    (attack_start, end): (Duration, Duration),
+    (attack_start, end, run_end): (Duration, Duration, Duration),
     server: Usage,
     output: &ShopOutput,
     capacity: Option<f64>,
@@ -287,6 +402,7 @@ pub fn summarise(
         .map(|e| e.unix_ms)
         .collect();
     let banned = events.iter().filter(|e| e.kind == "client-banned");
+    let legit_addresses = rec.legit_clients.lock().clone();
     let legit = rec.legit.lock().clone();
     let in_attack: Vec<_> = legit
         .iter()
@@ -311,7 +427,7 @@ pub fn summarise(
         .collect();
     let settled_p99 = quantile(&latencies(&settled), 0.99);
 
-    let buckets = (end.as_millis() / BUCKET.as_millis()) as usize;
+    let buckets = (run_end.as_millis() / BUCKET.as_millis()) as usize;
     let mut timeline = Vec::with_capacity(buckets);
     for b in 0..buckets {
         let lo = BUCKET * b as u32;
@@ -333,6 +449,12 @@ pub fn summarise(
         .iter()
         .find(|&&t| t >= attack_unix_ms)
         .map(|t| t - attack_unix_ms);
+    let ended_after_ms = detected_after_ms.and_then(|d| {
+        events
+            .iter()
+            .find(|e| e.kind == "attack-ended" && e.unix_ms >= attack_unix_ms + d)
+            .map(|e| e.unix_ms - attack_unix_ms)
+    });
     let admitted_after_detection = detected_after_ms.map(|d| {
         let from = attack_start.as_millis() as u64 + d + BUCKET.as_millis() as u64;
         let after = timeline.iter().filter(|b| b.t_ms >= from);
@@ -411,9 +533,23 @@ pub fn summarise(
         generator_attack_cpu_s: server.generator_attack_cpu_s,
         detected_after_ms,
         admitted_after_detection,
-        false_alarms: started.iter().filter(|&&t| t < attack_unix_ms).count() as u64,
+        // With no attack at all, every attack declared is a false alarm.
+        false_alarms: started
+            .iter()
+            .filter(|&&t| t < attack_unix_ms || scenario.all_legit())
+            .count() as u64,
         bans: banned.clone().count() as u64,
-        legit_banned: banned.filter(|e| e.is_shopper()).count() as u64,
+        legit_banned: banned
+            .filter_map(ShopEvent::address)
+            .filter(|a| legit_addresses.contains_key(a))
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64,
+        confusion: Confusion::count(
+            rec,
+            events,
+            &in_attack,
+            (attack_unix_ms, detected_after_ms, ended_after_ms),
+        ),
         goodput,
         known_good,
         shed_latency,
@@ -538,8 +674,23 @@ pub fn table(results: &[RunResult]) -> String {
         let goodput = r
             .goodput
             .map_or("-".into(), |g| format!("{:.0}%", g.ratio * 100.0));
+        let admitted = if r.attack_sent == 0 {
+            "-".into()
+        } else {
+            format!(
+                "{:.1}% ({} of {})",
+                r.attack_admitted_share * 100.0,
+                r.attack_admitted,
+                r.attack_sent
+            )
+        };
+        let blocked = match r.time_to_block_ms {
+            _ if r.attack_sent == 0 => "-".into(),
+            Some(t) => format!("{:.1} s", t as f64 / 1e3),
+            None => "never".into(),
+        };
         out.push_str(&format!(
-            "| {} | {} | {:.2}% | {:.1} | {:.1} | {:.1}× | {:.1}× | {known_ok} | {known_p99} | {goodput} | {:.1}% ({} of {}) | {} | {} | {} | {} ({}) | {:.0} | {:.1} |\n",
+            "| {} | {} | {:.2}% | {:.1} | {:.1} | {:.1}× | {:.1}× | {known_ok} | {known_p99} | {goodput} | {admitted} | {blocked} | {} | {} | {} ({}) | {:.0} | {:.1} |\n",
             r.scenario.name(),
             r.defence.name(),
             r.legit_success * 100.0,
@@ -547,19 +698,62 @@ pub fn table(results: &[RunResult]) -> String {
             r.legit_p99_ms,
             r.p99_vs_baseline,
             r.settled_vs_baseline,
-            r.attack_admitted_share * 100.0,
-            r.attack_admitted,
-            r.attack_sent,
-            r.time_to_block_ms
-                .map_or("never".into(), |t| format!("{:.1} s", t as f64 / 1e3)),
             r.detected_after_ms
                 .map_or("-".into(), |t| format!("{:.1} s", t as f64 / 1e3)),
             r.admitted_after_detection
+                .filter(|a| !a.is_nan())
                 .map_or("-".into(), |a| format!("{:.1}%", a * 100.0)),
             r.bans,
             r.legit_banned,
             r.server_peak_rss_mb,
             r.server_cpu_s,
+        ));
+    }
+    out
+}
+
+/// Client by client, who the guard got right and wrong in each run
+/// (`Confusion`), and when it declared an attack and when that ended.
+pub fn confusion_table(results: &[RunResult]) -> String {
+    let mut out = String::from(
+        "| scenario | defence | legit clients | legit refused: requests 429 / 403 / 503 (share) | legit clients refused | banned | throttled | challenged | bots | banned | held | missed | served after detection | attack declared after | ended after | false alarms |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let secs = |t: Option<u64>| t.map_or("-".into(), |t| format!("{:.1} s", t as f64 / 1e3));
+    for r in results {
+        let c = &r.confusion;
+        let [r429, r403, r503] = c.legit_refused;
+        let share = if c.legit_refused_share.is_nan() {
+            "-".into()
+        } else {
+            format!("{:.2}%", c.legit_refused_share * 100.0)
+        };
+        let bots = |n: u64| {
+            if c.bots == 0 {
+                "-".to_string()
+            } else {
+                n.to_string()
+            }
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {r429} / {r403} / {r503} ({share}) | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+            r.scenario.name(),
+            r.defence.name(),
+            c.legit_clients,
+            c.legit_refused_clients,
+            c.legit_banned,
+            c.legit_throttled,
+            c.legit_challenged,
+            bots(c.bots),
+            bots(c.bots_banned),
+            bots(c.bots_held),
+            bots(c.bots_missed),
+            c.bots_served_after_detection
+                .filter(|_| c.bots > 0)
+                .map_or("-".into(), |n| n.to_string()),
+            secs(c.declared_after_ms),
+            secs(c.ended_after_ms),
+            r.false_alarms,
         ));
     }
     out

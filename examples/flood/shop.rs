@@ -11,7 +11,8 @@ use axum::extract::{Path, Query};
 use axum::response::Html;
 use axum::routing::{get, post};
 use floodguard::http::{
-    ClientIpConfig, Event, GateConnectInfo, Guard, GuardBuilder, Overload, Rule, Scoring,
+    ClientIpConfig, Event, GateConnectInfo, Guard, GuardBuilder, GuardDecision, Overload, Rule,
+    Scoring,
 };
 use tokio::io::AsyncBufReadExt;
 use tower_governor::GovernorLayer;
@@ -344,6 +345,7 @@ pub fn serve(defence: Defence, tweaks: OverloadTweaks) -> Result<(), Box<dyn std
                     };
                     let gate = guard.gate().build()?;
                     tokio::spawn(report_limits(guard.clone()));
+                    let app = app.layer(axum::middleware::from_fn(report_action));
                     let app = timer.around(app.layer(guard.layer()));
                     // The gate's connect info carries each connection's
                     // wire fingerprint (header order and casing).
@@ -360,6 +362,29 @@ pub fn serve(defence: Defence, tweaks: OverloadTweaks) -> Result<(), Box<dyn std
         println!("{}", shed_times.summary());
         r
     })
+}
+
+/// Inside the guard: tells the client what scoring did with its request
+/// (`x-fg-action: allow | throttle | challenge | ban`, from the
+/// [`GuardDecision`] the guard leaves in the request's extensions), so that
+/// the load generator can count the legitimate clients the guard throttled
+/// or challenged. Refused requests never get here; their status says why.
+async fn report_action(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let action = req
+        .extensions()
+        .get::<GuardDecision>()
+        .and_then(GuardDecision::action);
+    let mut res = next.run(req).await;
+    if let Some(a) = action {
+        res.headers_mut().insert(
+            "x-fg-action",
+            axum::http::HeaderValue::from_static(a.name()),
+        );
+    }
+    res
 }
 
 async fn serve_plain(

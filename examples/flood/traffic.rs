@@ -2,6 +2,7 @@
 //! loop stops at the run's deadline; every connect and exchange has a
 //! timeout; all traffic goes to the shop on 127.0.0.1.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,16 +12,16 @@ use parking_lot::Mutex;
 use tokio::task::JoinSet;
 
 use crate::Scenario;
-use crate::http1::{self, Conn};
+use crate::http1::{self, Conn, Scored};
 use crate::shop::PROXY;
 
 /// Width of a timeline bucket.
 pub const BUCKET: Duration = Duration::from_millis(100);
 /// A legitimate request slower than this counts as failed.
 const LEGIT_TIMEOUT: Duration = Duration::from_secs(5);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// An attack exchange is abandoned after this.
-const ATTACK_TIMEOUT: Duration = Duration::from_secs(2);
+pub const ATTACK_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How many legitimate shoppers, and bots in the botnets.
 pub const SHOPPERS: u32 = 200;
@@ -65,8 +66,18 @@ impl Outcome {
     }
 }
 
+impl Outcome {
+    /// Refused by a defence: 429 (rate limit), 403 (ban, block,
+    /// challenge) or 503 (shed).
+    pub fn refused(self) -> bool {
+        matches!(self, Outcome::Status(429 | 403 | 503))
+    }
+}
+
 /// One legitimate request: which shopper sent it to which route, when it
-/// started (since the run began), how long it took, how it ended.
+/// started (since the run began), how long it took, how it ended, and
+/// what the guard's scoring did with it (served requests only, from the
+/// shop's `x-fg-action`).
 #[derive(Clone, Copy, Debug)]
 pub struct Sample {
     pub shopper: u32,
@@ -75,6 +86,44 @@ pub struct Sample {
     pub latency: Duration,
     pub outcome: Outcome,
     pub ok: bool,
+    pub action: Option<Scored>,
+}
+
+/// How one attack unit (a request, or a slow connection's second) ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    /// A 2xx (a slow connection still open).
+    Served,
+    /// Refused: 429, 403 or 503, or the connection refused or closed.
+    Refused,
+    /// Neither: a timeout or another status.
+    Failed,
+}
+
+impl Unit {
+    /// The unit an attack exchange's result (`attack_exchange_status`)
+    /// makes: no connection is a refusal (the gate's), a broken or timed
+    /// out exchange a failure.
+    pub fn of(status: Option<Option<u16>>) -> Unit {
+        match status {
+            Some(Some(200..300)) => Unit::Served,
+            Some(Some(429 | 403 | 503)) | None => Unit::Refused,
+            Some(_) => Unit::Failed,
+        }
+    }
+}
+
+/// One attacking client's record (an address; the rotating IPv6 attack's
+/// /64), for the bots' confusion counts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BotRecord {
+    pub units: u64,
+    pub served: u64,
+    pub refused: u64,
+    /// Refusals since its last served unit (or since it began).
+    pub refused_since_served: u64,
+    /// When its last served unit ended, since the run began.
+    pub last_served: Option<Duration>,
 }
 
 /// What a run's traffic recorded.
@@ -93,6 +142,10 @@ pub struct Recorder {
     /// Round trips (ms) of attack requests answered 503 (shed), as the
     /// client on loopback saw them.
     pub shed_round_trips: Mutex<Vec<f64>>,
+    /// Every legitimate client's address and id (`Sample::shopper`).
+    pub legit_clients: Mutex<HashMap<IpAddr, u32>>,
+    /// Every attacking client's record, by address (`bot_key`).
+    pub bots: Mutex<HashMap<IpAddr, BotRecord>>,
 }
 
 impl Recorder {
@@ -108,6 +161,8 @@ impl Recorder {
             attack_admitted: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
             search_served: (0..buckets).map(|_| AtomicU64::new(0)).collect(),
             shed_round_trips: Mutex::new(Vec::with_capacity(16_384)),
+            legit_clients: Mutex::new(HashMap::new()),
+            bots: Mutex::new(HashMap::new()),
         })
     }
 
@@ -116,12 +171,58 @@ impl Recorder {
         i.min(self.attack_sent.len() - 1)
     }
 
-    fn attack(&self, admitted: bool) {
-        let b = self.bucket(Instant::now());
+    /// An attack unit from `from` just ended as `unit`.
+    pub fn attack(&self, from: IpAddr, unit: Unit) {
+        let now = Instant::now();
+        let b = self.bucket(now);
         self.attack_sent[b].fetch_add(1, Ordering::Relaxed);
-        if admitted {
+        if unit == Unit::Served {
             self.attack_admitted[b].fetch_add(1, Ordering::Relaxed);
         }
+        let mut bots = self.bots.lock();
+        let r = bots.entry(bot_key(from)).or_default();
+        r.units += 1;
+        match unit {
+            Unit::Served => {
+                r.served += 1;
+                r.refused_since_served = 0;
+                r.last_served = Some(now.duration_since(self.start));
+            }
+            Unit::Refused => {
+                r.refused += 1;
+                r.refused_since_served += 1;
+            }
+            Unit::Failed => {}
+        }
+    }
+
+    /// A legitimate client `id` sends from `from`.
+    pub fn legit_client(&self, id: u32, from: IpAddr) {
+        self.legit_clients.lock().insert(from, id);
+    }
+
+    /// Records a legitimate request that began at `began`.
+    pub fn legit(
+        &self,
+        sample: (u32, &'static str),
+        began: Instant,
+        reply: (Outcome, Option<Scored>),
+    ) {
+        let (shopper, route) = sample;
+        let (outcome, action) = reply;
+        let ok = matches!(outcome, Outcome::Status(200..300));
+        if ok && route == "/search" {
+            self.search_served();
+        }
+        self.legit.lock().push(Sample {
+            shopper,
+            route,
+            at: began.duration_since(self.start),
+            latency: began.elapsed(),
+            outcome,
+            ok,
+            action,
+        });
     }
 
     /// A search was answered with a 2xx just now.
@@ -131,8 +232,17 @@ impl Recorder {
     }
 }
 
+/// The key of an attacking client: its address; an IPv6 address's /64
+/// (the rotating attack draws from one).
+pub fn bot_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & (!0u128 << 64)).into()),
+        v4 => v4,
+    }
+}
+
 /// Sleeps `d`, but never past `stop`, so every task ends at the deadline.
-async fn nap(d: Duration, stop: Instant) {
+pub async fn nap(d: Duration, stop: Instant) {
     tokio::time::sleep(d.min(stop.saturating_duration_since(Instant::now()))).await;
 }
 
@@ -154,14 +264,20 @@ impl Rng {
     pub fn millis(&mut self, lo: u64, hi: u64) -> Duration {
         Duration::from_millis(self.0.u64(lo..hi))
     }
+
+    /// A random word of `lo..hi` letters and digits.
+    pub fn word(&mut self, lo: usize, hi: usize) -> String {
+        let n = self.0.usize(lo..hi);
+        (0..n).map(|_| self.0.alphanumeric()).collect()
+    }
 }
 
-fn v4(a: u32, b: u32, c: u32) -> IpAddr {
+pub fn v4(a: u32, b: u32, c: u32) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, a as u8, b as u8, c as u8))
 }
 
 /// A desktop Chrome's request, headers in Chrome's order and casing.
-fn browser_request(path: &str, method: &str, session: u32) -> Vec<u8> {
+pub fn browser_request(path: &str, method: &str, session: u32) -> Vec<u8> {
     let body = if method == "POST" {
         "user=alice&password=correct-horse"
     } else {
@@ -208,41 +324,72 @@ fn shopper_path(rng: &mut Rng) -> (String, &'static str, &'static str) {
     }
 }
 
-/// Starts the legitimate shoppers: each from its own address, keep-alive,
-/// a think time of 0.3 to 1.5 s between page views.
-pub fn shoppers(set: &mut JoinSet<()>, shop: SocketAddr, rec: &Arc<Recorder>, stop: Instant) {
-    for i in 0..SHOPPERS {
-        let rec = Arc::clone(rec);
+/// Starts the legitimate shoppers `ids` (at most 256: shopper `i` sends
+/// from 127.20.`i`.1) at `start`: each from its own address, keep-alive, a
+/// think time of 0.3 to 1.5 s between page views, until `stop`.
+pub fn shoppers(
+    set: &mut JoinSet<()>,
+    shop: SocketAddr,
+    rec: &Arc<Recorder>,
+    ids: std::ops::Range<u32>,
+    (start, stop): (Instant, Instant),
+) {
+    for i in ids {
+        let mut client = Legit::new(i, v4(20, i, 1), shop, rec);
         set.spawn(async move {
-            let from = v4(20, i, 1);
+            tokio::time::sleep_until(start.into()).await;
             let mut rng = Rng::new(u64::from(i) + 1);
             nap(rng.millis(0, 500), stop).await;
-            let mut conn: Option<Conn> = None;
             while Instant::now() < stop {
                 let (path, method, route) = shopper_path(&mut rng);
                 let request = browser_request(&path, method, i);
-                let began = Instant::now();
-                let outcome = legit_exchange(&mut conn, from, shop, &request).await;
-                let ok = matches!(outcome, Outcome::Status(200..300));
-                if ok && route == "/search" {
-                    rec.search_served();
-                }
-                rec.legit.lock().push(Sample {
-                    shopper: i,
-                    route,
-                    at: began.duration_since(rec.start),
-                    latency: began.elapsed(),
-                    outcome,
-                    ok,
-                });
+                client.request(&request, route).await;
                 // A quarter of page views end a visit: the next one comes
                 // on a new connection, as a new tab or visitor would.
                 if rng.below(4) == 0 {
-                    conn = None;
+                    client.hang_up();
                 }
                 nap(rng.millis(300, 1_500), stop).await;
             }
         });
+    }
+}
+
+/// A legitimate client: its id and address, its keep-alive connection to
+/// the shop, and where its requests are recorded.
+pub struct Legit {
+    id: u32,
+    from: IpAddr,
+    shop: SocketAddr,
+    rec: Arc<Recorder>,
+    conn: Option<Conn>,
+}
+
+impl Legit {
+    /// Client `id` sending from `from` (registered as legitimate now).
+    pub fn new(id: u32, from: IpAddr, shop: SocketAddr, rec: &Arc<Recorder>) -> Legit {
+        rec.legit_client(id, from);
+        Legit {
+            id,
+            from,
+            shop,
+            rec: Arc::clone(rec),
+            conn: None,
+        }
+    }
+
+    /// Sends `request` (to `route`, the shop's route pattern) on the
+    /// client's connection, reconnecting if needed, and records it.
+    pub async fn request(&mut self, request: &[u8], route: &'static str) -> Outcome {
+        let began = Instant::now();
+        let reply = legit_exchange(&mut self.conn, self.from, self.shop, request).await;
+        self.rec.legit((self.id, route), began, reply);
+        reply.0
+    }
+
+    /// Closes the connection: the next request opens a new one.
+    pub fn hang_up(&mut self) {
+        self.conn = None;
     }
 }
 
@@ -252,7 +399,7 @@ async fn legit_exchange(
     from: IpAddr,
     shop: SocketAddr,
     request: &[u8],
-) -> Outcome {
+) -> (Outcome, Option<Scored>) {
     let failed = |e: std::io::Error, connecting: bool| match e.kind() {
         std::io::ErrorKind::TimedOut => Outcome::Timeout,
         _ if connecting => Outcome::ConnectFailed,
@@ -261,7 +408,7 @@ async fn legit_exchange(
     if conn.is_none() {
         match http1::connect(from, shop, CONNECT_TIMEOUT).await {
             Ok(c) => *conn = Some(c),
-            Err(e) => return failed(e, true),
+            Err(e) => return (failed(e, true), None),
         }
     }
     let c = conn.as_mut().expect("just connected");
@@ -270,11 +417,11 @@ async fn legit_exchange(
             if reply.closing {
                 *conn = None;
             }
-            Outcome::Status(reply.status)
+            (Outcome::Status(reply.status), reply.action)
         }
         Err(e) => {
             *conn = None;
-            failed(e, false)
+            (failed(e, false), None)
         }
     }
 }
@@ -333,6 +480,9 @@ pub fn attack(
                 set.spawn_on(overload_client(from, shop, rec, stop, k), rt);
             }
         }
+        // The traffic shapes floodguard was not tuned on start in
+        // `shapes::start`.
+        _ => {}
     }
 }
 
@@ -364,9 +514,14 @@ async fn flood_worker(
             rng.below(1_000),
             xff.unwrap_or_default()
         );
-        let admitted = attack_exchange(&mut conn, from, shop, request.as_bytes()).await;
-        rec.attack(admitted == Some(true));
-        if admitted.is_none() {
+        let status = attack_exchange_status(&mut conn, from, shop, request.as_bytes()).await;
+        // The rotating attack's client is its /64 (`bot_key`).
+        let client = match rotate {
+            Some(_) => "2001:db8:dead:beef::".parse().expect("address"),
+            None => from,
+        };
+        rec.attack(client, Unit::of(status));
+        if status.is_none() {
             // Refused at connect: do not spin.
             nap(Duration::from_millis(10), stop).await;
         }
@@ -388,7 +543,7 @@ async fn attack_exchange(
 
 /// One attack exchange: `Some(Some(status))` for an answer, `Some(None)`
 /// for a broken exchange, `None` when it could not even connect.
-async fn attack_exchange_status(
+pub async fn attack_exchange_status(
     conn: &mut Option<Conn>,
     from: IpAddr,
     shop: SocketAddr,
@@ -444,8 +599,8 @@ async fn bot(
                  Accept: */*\r\nAccept-Encoding: identity\r\n\r\n"
             )
         };
-        let admitted = attack_exchange(&mut conn, from, shop, request.as_bytes()).await;
-        rec.attack(admitted == Some(true));
+        let status = attack_exchange_status(&mut conn, from, shop, request.as_bytes()).await;
+        rec.attack(from, Unit::of(status));
         if http10 {
             conn = None;
         }
@@ -460,7 +615,7 @@ async fn slow_client(from: IpAddr, shop: SocketAddr, rec: Arc<Recorder>, stop: I
     let mut rng = Rng::new(0x510 + u64::from(c));
     nap(rng.millis(0, 1_000), stop).await;
     let Ok(mut conn) = http1::connect(from, shop, CONNECT_TIMEOUT).await else {
-        rec.attack(false);
+        rec.attack(from, Unit::Refused);
         return;
     };
     let mut open = conn
@@ -469,7 +624,7 @@ async fn slow_client(from: IpAddr, shop: SocketAddr, rec: Arc<Recorder>, stop: I
         .is_ok();
     while Instant::now() < stop {
         open = open && !conn.closed_by_peer().await;
-        rec.attack(open);
+        rec.attack(from, if open { Unit::Served } else { Unit::Refused });
         if !open {
             return;
         }
@@ -519,7 +674,7 @@ async fn overload_client(
             let ms = began.elapsed().as_secs_f64() * 1e3;
             rec.shed_round_trips.lock().push(ms);
         }
-        rec.attack(admitted);
+        rec.attack(from, Unit::of(status));
         let think = OVERLOAD_THINK.as_millis() as u64;
         nap(rng.millis(think / 2, think * 3 / 2), stop).await;
     }
