@@ -260,7 +260,7 @@ async fn a_flagged_class_reaches_the_other_guards_detector() {
     let d = b.check(&tool_request(ip("192.0.2.1"))).unwrap();
     assert!(!class_surge(&d), "{:?}", d.score());
     let bots = *d.cluster().expect("scored");
-    let bots_clusters = [bots.id(), bots.coarse_id()];
+    let bots_clusters = bots.ids();
 
     // Calm browsing at 100 requests a second for 3 s, then tools from many
     // addresses at 900 a second join.

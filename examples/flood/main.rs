@@ -215,10 +215,11 @@ impl Scenario {
             Scenario::Growth => (s(5_000), s(70_000), 0, 60_000),
             Scenario::SmallSite => (s(5_000), s(15_000), 0, 0),
             Scenario::MixedClients => (s(5_000), s(20_000), 0, 0),
-            // Then 12 s of shoppers alone: the guard's detection needs
-            // 10 s of calm to end an attack.
+            // Then 15 s of shoppers alone: the guard's detection needs
+            // about a second for its window to empty, then 10 s of calm to
+            // end an attack.
             Scenario::DiverseBotnet | Scenario::SpoofedBrowser | Scenario::PerfectBrowser => {
-                (s(5_000), s(15_000), 12_000, 0)
+                (s(5_000), s(15_000), 15_000, 0)
             }
         };
         Phases {

@@ -482,7 +482,10 @@ pub fn summarise(
         let offered_rps = attack_sent as f64 / (end - attack_start).as_secs_f64();
         RunResult::goodput(capacity_rps, (offered_rps, served_rps), served_from(settle))
     });
-    let known_good = search.then(|| known_good(&legit, attack_start, end, baseline_p99));
+    // Known-good figures where people who came before must keep being
+    // served: the search overload, and a crowd past capacity.
+    let known_good = (search || scenario == Scenario::FlashCrowdOverload)
+        .then(|| known_good(&legit, attack_start, end, baseline_p99));
     let shed_latency = search.then(|| {
         let mut rt = rec.shed_round_trips.lock().clone();
         rt.sort_by(f64::total_cmp);

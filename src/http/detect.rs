@@ -46,18 +46,88 @@ use super::look::Cluster;
 use crate::ip::PrefixLengths;
 use crate::{ConfigError, IpPrefix, Timestamp, TopK};
 
-/// Most clusters, networks or routes flagged at once (each).
+/// Most networks or routes flagged at once (each), and clusters flagged by
+/// other instances of a fleet.
 pub(crate) const MAX_FLAGGED: usize = 16;
+
+/// Clusters remembered by id for the snapshot and events.
+const CLUSTER_KEYS: usize = 1024;
+
+/// Most clusters flagged at once: a botnet spread over dozens of tools
+/// has dozens of clusters (and one family-wide one).
+pub(crate) const MAX_FLAGGED_CLUSTERS: usize = 64;
 
 /// Weight of one request in the sketches: counts are kept in sixteenths so
 /// that decaying them loses little.
 const UNIT: u64 = 16;
 
-/// Longest route name kept for the snapshot and events.
-const MAX_ROUTE_NAME: usize = 96;
+/// Longest route name kept for the snapshot and events (bytes).
+const MAX_ROUTE_NAME: usize = 64;
 
 /// Route names kept at once, for saying a flagged route in words.
-const MAX_ROUTE_NAMES: usize = 256;
+const ROUTE_NAMES: usize = 256;
+
+/// A route's name, truncated to [`MAX_ROUTE_NAME`] bytes at a character
+/// boundary, held inline: noting one never allocates.
+#[derive(Clone, Copy, Debug)]
+struct RouteName {
+    len: u8,
+    bytes: [u8; MAX_ROUTE_NAME],
+}
+
+impl RouteName {
+    fn of(route: &str) -> Self {
+        let mut end = route.len().min(MAX_ROUTE_NAME);
+        while !route.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0; MAX_ROUTE_NAME];
+        bytes[..end].copy_from_slice(&route.as_bytes()[..end]);
+        RouteName {
+            len: end as u8,
+            bytes,
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
+    }
+}
+
+/// Values of recently seen keys, direct-mapped (a slot per key's hash, the
+/// latest key wins): bounded, and noting a key never allocates.
+struct Recent<T> {
+    slots: Box<[Option<(u64, T)>]>,
+}
+
+impl<T: Copy> Recent<T> {
+    fn new(slots: usize) -> Self {
+        Recent {
+            slots: vec![None; slots].into_boxed_slice(),
+        }
+    }
+
+    fn slot(&self, key: u64) -> usize {
+        // The keys are hashes already; their high bits pick the slot.
+        ((key >> 32) as usize) % self.slots.len()
+    }
+
+    fn holds(&self, key: u64) -> bool {
+        self.get(key).is_some()
+    }
+
+    fn note(&mut self, key: u64, value: T) {
+        let i = self.slot(key);
+        self.slots[i] = Some((key, value));
+    }
+
+    fn get(&self, key: u64) -> Option<&T> {
+        match &self.slots[self.slot(key)] {
+            Some((k, v)) if *k == key => Some(v),
+            _ => None,
+        }
+    }
+}
 
 /// Tuning of attack detection. The defaults suit a service of a few to
 /// thousands of requests a second.
@@ -456,8 +526,9 @@ fn provider(ip: IpAddr) -> IpPrefix {
 /// One request as detection sees it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Sighting<'a> {
-    /// Its fine cluster.
+    /// Its fine cluster, and [`Cluster::ids`].
     pub(crate) cluster: Cluster,
+    pub(crate) cluster_ids: [u64; 3],
     pub(crate) ip: IpAddr,
     /// The route (axum's matched pattern, else the path) and its hash.
     pub(crate) route: &'a str,
@@ -470,15 +541,18 @@ pub(crate) struct Sighting<'a> {
 
 /// The decaying sketches.
 struct Window {
-    /// Fine and coarse clusters, weighted by requests.
-    clusters: TopK<Cluster>,
+    /// Clusters at each level (fine, product, family) by id, weighted by
+    /// requests.
+    clusters: TopK<u64>,
+    /// The clusters of recent ids, for the snapshot and events.
+    cluster_keys: Recent<Cluster>,
     /// Fine and coarse clusters and sites, weighted by clients new to the
     /// guard.
-    fresh: TopK<Fresh>,
+    fresh: TopK<u64>,
     sites: TopK<IpPrefix>,
     providers: TopK<IpPrefix>,
     routes: TopK<u64>,
-    route_names: HashMap<u64, Box<str>, ahash::RandomState>,
+    route_names: Recent<RouteName>,
 }
 
 /// Shares learnt while the traffic behaved, for one kind of key; bounded.
@@ -579,7 +653,7 @@ struct TickState {
     latency: f64,
     bad_share: f64,
     calm_since: Option<Timestamp>,
-    clusters: Baseline<Cluster>,
+    clusters: Baseline<u64>,
     sites: Baseline<IpPrefix>,
     routes: Baseline<u64>,
     snapshot: DetectionSnapshot,
@@ -606,7 +680,7 @@ pub(crate) struct Detector {
     under_attack: AtomicU64,
     /// Cluster ids, network hashes and route hashes flagged in this
     /// attack; 0 is an empty place.
-    flagged_classes: [AtomicU64; MAX_FLAGGED],
+    flagged_classes: [AtomicU64; MAX_FLAGGED_CLUSTERS],
     flagged_sites: [AtomicU64; MAX_FLAGGED],
     flagged_routes: [AtomicU64; MAX_FLAGGED],
     flagged_count: AtomicUsize,
@@ -622,13 +696,6 @@ pub(crate) struct Detector {
 
 /// What a closed tick produced for the guard to act on.
 pub(crate) type Events = Vec<Event>;
-
-/// What the fresh sketch counts clients new to the guard by.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Fresh {
-    Cluster(Cluster),
-    Site(IpPrefix),
-}
 
 /// The judgements of one tick; see the module documentation.
 #[derive(Clone, Copy, Debug, Default)]
@@ -662,14 +729,12 @@ impl Detector {
         Ok(Detector {
             window: Mutex::new(Window {
                 clusters: TopK::new(2 * k)?,
+                cluster_keys: Recent::new(CLUSTER_KEYS),
                 fresh: TopK::new(2 * k)?,
                 sites: TopK::new(k)?,
                 providers: TopK::new(k)?,
                 routes: TopK::new(k)?,
-                route_names: HashMap::with_capacity_and_hasher(
-                    MAX_ROUTE_NAMES,
-                    ahash::RandomState::new(),
-                ),
+                route_names: Recent::new(ROUTE_NAMES),
             }),
             state: Mutex::new(TickState {
                 started: now,
@@ -696,7 +761,7 @@ impl Detector {
             latency_sum_nanos: AtomicU64::new(0),
             degraded: AtomicU64::new(0),
             under_attack: AtomicU64::new(0),
-            flagged_classes: Default::default(),
+            flagged_classes: [const { AtomicU64::new(0) }; MAX_FLAGGED_CLUSTERS],
             flagged_sites: Default::default(),
             flagged_routes: Default::default(),
             flagged_count: AtomicUsize::new(0),
@@ -746,24 +811,27 @@ impl Detector {
         }
         {
             let mut w = self.window.lock();
-            let coarse = s.cluster.coarse();
-            w.clusters.offer(s.cluster, UNIT);
-            w.clusters.offer(coarse, UNIT);
+            for id in s.cluster_ids {
+                w.clusters.offer(id, UNIT);
+            }
+            if !w.cluster_keys.holds(s.cluster_ids[0]) {
+                let levels = [s.cluster, s.cluster.coarse(), s.cluster.family_wide()];
+                for (id, c) in s.cluster_ids.into_iter().zip(levels) {
+                    w.cluster_keys.note(id, c);
+                }
+            }
             let site = site(s.ip);
             if s.new_client {
-                w.fresh.offer(Fresh::Cluster(s.cluster), UNIT);
-                w.fresh.offer(Fresh::Cluster(coarse), UNIT);
-                w.fresh.offer(Fresh::Site(site), UNIT);
+                for id in s.cluster_ids {
+                    w.fresh.offer(id, UNIT);
+                }
+                w.fresh.offer(self.fresh_site(site), UNIT);
             }
             w.sites.offer(site, UNIT);
             w.providers.offer(provider(s.ip), UNIT);
             w.routes.offer(s.route_hash, UNIT);
-            if w.route_names.len() < MAX_ROUTE_NAMES && !w.route_names.contains_key(&s.route_hash) {
-                let name = match s.route.char_indices().nth(MAX_ROUTE_NAME) {
-                    Some((end, _)) => &s.route[..end],
-                    None => s.route,
-                };
-                w.route_names.insert(s.route_hash, name.into());
+            if !w.route_names.holds(s.route_hash) {
+                w.route_names.note(s.route_hash, RouteName::of(s.route));
             }
         }
         self.maybe_tick(now)
@@ -813,10 +881,10 @@ impl Detector {
             && contains(&self.flagged_routes, route_hash | 1)
     }
 
-    /// Whether the cluster of id `ids[0]` or its coarse cluster (`ids[1]`)
-    /// is flagged in this attack.
+    /// Whether a cluster of ids `ids` ([`Cluster::ids`]: it, its product,
+    /// its family) is flagged in this attack.
     #[inline]
-    pub(crate) fn cluster_flagged(&self, ids: [u64; 2]) -> bool {
+    pub(crate) fn cluster_flagged(&self, ids: [u64; 3]) -> bool {
         self.flagged_count.load(Ordering::Relaxed) != 0
             && ids.iter().any(|id| contains(&self.flagged_classes, *id))
     }
@@ -824,7 +892,7 @@ impl Detector {
     /// [`cluster_flagged`](Self::cluster_flagged), or flagged by another
     /// instance of the fleet until a time after `now`.
     #[inline]
-    pub(crate) fn cluster_flagged_at(&self, ids: [u64; 2], now: Timestamp) -> bool {
+    pub(crate) fn cluster_flagged_at(&self, ids: [u64; 3], now: Timestamp) -> bool {
         self.cluster_flagged(ids)
             || (now.as_nanos() < self.remote_latest.load(Ordering::Relaxed)
                 && self
@@ -887,6 +955,11 @@ impl Detector {
             .fetch_add(clusters.len() + routes.len(), Ordering::Relaxed);
     }
 
+    /// A site's key in the fresh sketch: even, where cluster ids are odd.
+    fn fresh_site(&self, site: IpPrefix) -> u64 {
+        self.hasher.hash_one(site) & !1
+    }
+
     /// Whether `ip`'s /24 or /48 is flagged in the current attack.
     #[inline]
     pub(crate) fn site_flagged(&self, ip: IpAddr) -> bool {
@@ -947,7 +1020,18 @@ impl Detector {
         let (clusters, fresh, sites, providers, routes) = {
             let mut w = self.window.lock();
             let n = (st.sums.requests * UNIT as f64).max(1.0);
-            let clusters = shares(&w.clusters, n, &st.clusters);
+            let clusters: Vec<Share<Cluster>> = shares(&w.clusters, n, &st.clusters)
+                .into_iter()
+                .filter_map(|s| {
+                    Some(Share {
+                        key: *w.cluster_keys.get(s.key)?,
+                        requests: s.requests,
+                        new_clients: s.new_clients,
+                        share: s.share,
+                        baseline_share: s.baseline_share,
+                    })
+                })
+                .collect();
             let sites = shares(&w.sites, n, &st.sites);
             let providers = shares(&w.providers, n, &Baseline::new(0));
             let routes: Vec<(Share<u64>, Box<str>)> = shares(&w.routes, n, &st.routes)
@@ -955,13 +1039,13 @@ impl Detector {
                 .map(|s| {
                     let name = w
                         .route_names
-                        .get(&s.key)
-                        .cloned()
-                        .unwrap_or_else(|| "?".into());
+                        .get(s.key)
+                        .map_or("?", RouteName::as_str)
+                        .into();
                     (s, name)
                 })
                 .collect();
-            let fresh: Vec<(Fresh, u64)> = w
+            let fresh: Vec<(u64, u64)> = w
                 .fresh
                 .top(w.fresh.capacity())
                 .into_iter()
@@ -974,7 +1058,7 @@ impl Detector {
             w.routes.decay(keep, 1024);
             (clusters, fresh, sites, providers, routes)
         };
-        let fresh_of = |k: Fresh| fresh.iter().find(|(f, _)| *f == k).map_or(0, |(_, n)| *n);
+        let fresh_of = |k: u64| fresh.iter().find(|(f, _)| *f == k).map_or(0, |(_, n)| *n);
 
         let span = c.span();
         let sums = st.sums;
@@ -1076,7 +1160,7 @@ impl Detector {
             st.latency += alpha * (latency - st.latency);
         }
         if warm || (j.people_like() && !self.under_attack()) {
-            let c: Vec<(Cluster, f64)> = clusters.iter().map(|s| (s.key, s.share)).collect();
+            let c: Vec<(u64, f64)> = clusters.iter().map(|s| (s.key.id(), s.share)).collect();
             st.clusters.learn(&c, alpha);
             let p: Vec<(IpPrefix, f64)> = sites.iter().map(|s| (s.key, s.share)).collect();
             st.sites.learn(&p, alpha);
@@ -1087,7 +1171,7 @@ impl Detector {
         let clusters: Vec<Share<Cluster>> = clusters
             .into_iter()
             .map(|s| Share {
-                new_clients: fresh_of(Fresh::Cluster(s.key)),
+                new_clients: fresh_of(s.key.id()),
                 ..s
             })
             .collect();
@@ -1099,16 +1183,14 @@ impl Detector {
             baseline_share: s.baseline_share,
         };
         if self.under_attack() {
-            // Coarse clusters first: one flagged holds every version and
-            // header set of its product, so its fine clusters need no place.
-            let (coarse, fine): (Vec<&Share<Cluster>>, Vec<&Share<Cluster>>) =
-                clusters.iter().partition(|s| s.key.is_coarse());
-            for s in coarse.into_iter().chain(fine) {
-                let known = st
-                    .snapshot
-                    .flagged_classes
-                    .iter()
-                    .any(|f| f.key == s.key || f.key == s.key.coarse());
+            // The widest clusters first: one flagged holds every cluster
+            // inside it, which then need no place.
+            let mut by_width: Vec<&Share<Cluster>> = clusters.iter().collect();
+            by_width.sort_by_key(|s| std::cmp::Reverse(s.key.width()));
+            for s in by_width {
+                let known = st.snapshot.flagged_classes.iter().any(|f| {
+                    f.key == s.key || f.key == s.key.coarse() || f.key == s.key.family_wide()
+                });
                 if !known
                     && s.new_clients >= u64::from(c.min_new_clients)
                     && self.surged(s, sums.requests)
@@ -1123,7 +1205,7 @@ impl Detector {
                 let known = st.snapshot.flagged_prefixes.iter().any(|f| f.key == s.key);
                 let id = self.hasher.hash_one(s.key) | 1;
                 let s = Share {
-                    new_clients: fresh_of(Fresh::Site(s.key)),
+                    new_clients: fresh_of(self.fresh_site(s.key)),
                     ..*s
                 };
                 if !known
@@ -1219,12 +1301,12 @@ fn nanos(n: f64) -> Duration {
     Duration::from_nanos(n.max(0.0) as u64)
 }
 
-fn contains(set: &[AtomicU64; MAX_FLAGGED], id: u64) -> bool {
+fn contains(set: &[AtomicU64], id: u64) -> bool {
     set.iter().any(|a| a.load(Ordering::Relaxed) == id)
 }
 
 /// Puts `id` in a free place; false when all are taken.
-fn insert(set: &[AtomicU64; MAX_FLAGGED], id: u64) -> bool {
+fn insert(set: &[AtomicU64], id: u64) -> bool {
     set.iter().any(|a| {
         a.compare_exchange(0, id, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
@@ -1341,6 +1423,7 @@ mod tests {
                         let family = ua_family(c.ua.as_bytes());
                         let s = Sighting {
                             cluster: cluster(c.ua, 0b111),
+                            cluster_ids: cluster(c.ua, 0b111).ids(),
                             ip,
                             route: c.route,
                             route_hash: self.d.route_hash(c.route),
@@ -1479,20 +1562,19 @@ mod tests {
             started - 20_000
         );
         let snap = r.d.snapshot();
-        let tools: std::collections::HashSet<u64> = TOOLS
-            .iter()
-            .map(|ua| cluster(ua, 0b111).coarse_id())
-            .collect();
-        let flagged: std::collections::HashSet<u64> = snap
-            .flagged_classes
-            .iter()
-            .map(|s| s.key.coarse_id())
-            .collect();
-        assert_eq!(flagged, tools, "{:?}", snap.flagged_classes);
-        assert!(!r.d.cluster_flagged([
-            cluster(CHROME, 0b111).id(),
-            cluster(CHROME, 0b111).coarse_id()
-        ]));
+        // Every tool's requests fall in a flagged cluster (the family-wide
+        // one of tools, or each product's), and the shoppers' do not.
+        for ua in TOOLS {
+            assert!(r.d.cluster_flagged(cluster(ua, 0b111).ids()), "{ua}");
+        }
+        assert!(
+            snap.flagged_classes
+                .iter()
+                .all(|s| s.key.family() == UaFamily::Tool),
+            "{:?}",
+            snap.flagged_classes
+        );
+        assert!(!r.d.cluster_flagged(cluster(CHROME, 0b111).ids()));
         assert_eq!(snap.flagged_routes.len(), 1, "{:?}", snap.flagged_routes);
         assert_eq!(snap.flagged_routes[0].key, "/search");
         assert!(r.d.route_flagged(r.d.route_hash("/search")));
@@ -1567,6 +1649,7 @@ mod tests {
             for _ in 0..10 {
                 let s = Sighting {
                     cluster: cluster(CHROME, 0b111),
+                    cluster_ids: cluster(CHROME, 0b111).ids(),
                     ip: IpAddr::from([66, 6, 6, 6]),
                     route: "/search",
                     route_hash: r.d.route_hash("/search"),
@@ -1590,7 +1673,7 @@ mod tests {
         let d = Detector::new(Detection::default(), at(0)).unwrap();
         let bots = cluster("python-requests/2.32", 0b111);
         let shop = cluster(CHROME, 0b111);
-        let ids = |c: Cluster| [c.id(), c.coarse_id()];
+        let ids = |c: Cluster| c.ids();
         assert!(!d.cluster_flagged_at(ids(bots), at(0)));
         assert!(d.flag_remote_class(bots.id(), at(5_000), at(0)));
         assert!(d.cluster_flagged_at(ids(bots), at(4_999)));

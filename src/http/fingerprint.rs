@@ -39,7 +39,10 @@ use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, COOKIE, HOST, REFER
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Version};
 
-use super::look::{ClientHints, Cluster, UaDetails, standard_bit};
+use super::look::{
+    ClientHints, Cluster, STANDARD_ACCEPT, STANDARD_ACCEPT_ENCODING, STANDARD_ACCEPT_LANGUAGE,
+    STANDARD_COOKIE, STANDARD_HOST, STANDARD_REFERER, STANDARD_USER_AGENT, UaDetails, standard_bit,
+};
 use super::wire::WireHead;
 
 /// The kind of client a `User-Agent` claims to be; see [`ua_family`].
@@ -655,8 +658,11 @@ struct HeaderFacts<'a> {
     compression: bool,
     /// The standard headers present ([`standard_bit`]).
     standard: u32,
-    /// Any `Sec-CH-UA*` header.
+    /// Any `Sec-CH-UA*` header, and the values of `Sec-CH-UA-Platform`
+    /// and `Sec-CH-UA`.
     client_hints: bool,
+    hint_platform: Option<&'a HeaderValue>,
+    hint_brands: Option<&'a HeaderValue>,
 }
 
 impl<'a> HeaderFacts<'a> {
@@ -672,26 +678,45 @@ impl<'a> HeaderFacts<'a> {
                     .names_sum
                     .wrapping_add(name_hash(name.as_str().as_bytes()));
             }
-            f.standard |= standard_bit(name);
-            if *name == USER_AGENT {
+            // The common headers are told by a cheap comparison each, and
+            // carry their standard bit with them; the rest are looked up.
+            let bit = if *name == USER_AGENT {
                 f.user_agent.get_or_insert(value);
+                STANDARD_USER_AGENT
             } else if *name == ACCEPT_LANGUAGE {
                 f.accept_language.get_or_insert(value);
+                STANDARD_ACCEPT_LANGUAGE
             } else if *name == ACCEPT_ENCODING {
                 f.compression = f.compression || offers_compression(value.as_bytes());
+                STANDARD_ACCEPT_ENCODING
             } else if *name == HOST {
                 f.host = true;
+                STANDARD_HOST
             } else if *name == ACCEPT {
                 f.accept = true;
+                STANDARD_ACCEPT
             } else if *name == COOKIE {
                 f.cookie = true;
+                STANDARD_COOKIE
             } else if *name == REFERER {
                 f.referer = true;
-            } else if name.as_str().starts_with("sec-") {
+                STANDARD_REFERER
+            } else {
                 let n = name.as_str();
-                f.sec_fetch = f.sec_fetch || n.starts_with("sec-fetch-");
-                f.client_hints = f.client_hints || n.starts_with("sec-ch-ua");
-            }
+                if n.starts_with("sec-") {
+                    f.sec_fetch = f.sec_fetch || n.starts_with("sec-fetch-");
+                    if n.starts_with("sec-ch-ua") {
+                        f.client_hints = true;
+                        if n == "sec-ch-ua-platform" {
+                            f.hint_platform.get_or_insert(value);
+                        } else if n == "sec-ch-ua" {
+                            f.hint_brands.get_or_insert(value);
+                        }
+                    }
+                }
+                standard_bit(name)
+            };
+            f.standard |= bit;
         }
         f
     }
@@ -732,7 +757,9 @@ impl<'a> HeaderFacts<'a> {
             );
             found.insert_if(
                 Anomaly::ClientHintsMismatch,
-                self.client_hints && ClientHints::of(&parts.headers).contradict(&ua.details),
+                self.client_hints
+                    && ClientHints::from_values(true, self.hint_platform, self.hint_brands)
+                        .contradict(&ua.details),
             );
         }
         found

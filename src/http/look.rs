@@ -14,7 +14,7 @@
 use std::fmt;
 use std::sync::LazyLock;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Version};
+use http::{HeaderName, HeaderValue, Version};
 use parking_lot::Mutex;
 
 use super::fingerprint::UaFamily;
@@ -335,21 +335,48 @@ const STANDARD: [&str; 24] = [
     "range",
 ];
 
+/// The bits of the headers the fingerprint pass tells apart by itself.
+pub(crate) const STANDARD_HOST: u32 = 1 << 0;
+pub(crate) const STANDARD_USER_AGENT: u32 = 1 << 2;
+pub(crate) const STANDARD_ACCEPT: u32 = 1 << 3;
+pub(crate) const STANDARD_ACCEPT_LANGUAGE: u32 = 1 << 4;
+pub(crate) const STANDARD_ACCEPT_ENCODING: u32 = 1 << 5;
+pub(crate) const STANDARD_COOKIE: u32 = 1 << 6;
+pub(crate) const STANDARD_REFERER: u32 = 1 << 7;
+
 /// The bit of a header name in [`STANDARD`], or 0. Names ending in `-`
-/// there are prefixes (`sec-fetch-*`, `sec-ch-ua*`, `if-*`).
+/// there are prefixes (`sec-fetch-*`, `if-*`), and `sec-ch-ua` stands for
+/// every client hint. A `match` on the name: the compiler sorts the
+/// comparisons by length, so most names cost a few length checks.
 pub(crate) fn standard_bit(name: &HeaderName) -> u32 {
-    let n = name.as_str();
-    for (i, s) in STANDARD.iter().enumerate() {
-        let hit = if s.ends_with('-') || *s == "sec-ch-ua" {
-            n.starts_with(s)
-        } else {
-            n == *s
-        };
-        if hit {
-            return 1 << i;
-        }
-    }
-    0
+    let i = match name.as_str() {
+        "host" => 0,
+        "connection" => 1,
+        "user-agent" => 2,
+        "accept" => 3,
+        "accept-language" => 4,
+        "accept-encoding" => 5,
+        "cookie" => 6,
+        "referer" => 7,
+        "origin" => 8,
+        "cache-control" => 9,
+        "pragma" => 10,
+        "upgrade-insecure-requests" => 11,
+        "dnt" => 12,
+        "te" => 13,
+        "priority" => 14,
+        "content-type" => 17,
+        "content-length" => 18,
+        "authorization" => 19,
+        "x-requested-with" => 21,
+        "keep-alive" => 22,
+        "range" => 23,
+        n if n.starts_with("sec-fetch-") => 15,
+        n if n.starts_with("sec-ch-ua") => 16,
+        n if n.starts_with("if-") => 20,
+        _ => return 0,
+    };
+    1 << i
 }
 
 /// What the client hints of a request say.
@@ -365,21 +392,29 @@ pub(crate) struct ClientHints {
 
 impl ClientHints {
     /// Reads the hints from `headers`.
-    pub(crate) fn of(headers: &HeaderMap) -> ClientHints {
-        let mut h = ClientHints::default();
-        for (name, value) in headers {
-            let n = name.as_str();
-            if !n.starts_with("sec-ch-ua") {
-                continue;
-            }
-            h.present = true;
-            if n == "sec-ch-ua-platform" {
-                h.platform = Os::of_platform_hint(value.as_bytes());
-            } else if n == "sec-ch-ua" {
-                h.chromium_major = chromium_brand_version(value);
-            }
+    #[cfg(test)]
+    pub(crate) fn of(headers: &http::HeaderMap) -> ClientHints {
+        let present = headers.keys().any(|n| n.as_str().starts_with("sec-ch-ua"));
+        ClientHints::from_values(
+            present,
+            headers.get("sec-ch-ua-platform"),
+            headers.get("sec-ch-ua"),
+        )
+    }
+
+    /// The hints from what a pass over the headers found: whether any
+    /// `Sec-CH-UA*` header was there, and the values of
+    /// `Sec-CH-UA-Platform` and `Sec-CH-UA`.
+    pub(crate) fn from_values(
+        present: bool,
+        platform: Option<&HeaderValue>,
+        brands: Option<&HeaderValue>,
+    ) -> ClientHints {
+        ClientHints {
+            present,
+            platform: platform.and_then(|v| Os::of_platform_hint(v.as_bytes())),
+            chromium_major: brands.and_then(chromium_brand_version),
         }
-        h
     }
 
     /// Whether the hints contradict the user agent: another platform, or
@@ -435,7 +470,8 @@ pub struct Cluster {
     os: Os,
     version: u8,
     headers: u32,
-    coarse: bool,
+    /// 0: fine; 1: the product alone; 2: the family alone.
+    level: u8,
 }
 
 impl Cluster {
@@ -449,7 +485,7 @@ impl Cluster {
             os: ua.os,
             version: version_code(version),
             headers,
-            coarse: false,
+            level: 0,
         }
     }
 
@@ -460,9 +496,30 @@ impl Cluster {
             os: Os::Unknown,
             version: 0,
             headers: 0,
-            coarse: true,
+            level: self.level.max(1),
             ..*self
         }
+    }
+
+    /// The widest cluster that holds it: every client of its user-agent
+    /// family (every tool, say), for a botnet that spreads over many
+    /// products.
+    pub fn family_wide(&self) -> Self {
+        Cluster {
+            product: 0,
+            level: 2,
+            ..self.coarse()
+        }
+    }
+
+    /// 0 for a fine cluster, 1 for a product's, 2 for a family's.
+    pub(crate) fn width(&self) -> u8 {
+        self.level
+    }
+
+    /// The ids of this cluster, its coarse one and its family-wide one.
+    pub fn ids(&self) -> [u64; 3] {
+        [self.id(), self.coarse_id(), self.family_wide().id()]
     }
 
     /// A 64-bit id, the same for the same cluster on every machine and in
@@ -475,21 +532,16 @@ impl Cluster {
             UaFamily::Empty => 3,
             _ => 4,
         };
-        // FNV-1a over the fields, then forced odd.
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for w in [
-            u64::from(self.product),
-            u64::from(self.major),
-            self.os.code(),
-            u64::from(self.version),
-            u64::from(self.headers),
-            family | u64::from(self.coarse) << 8,
-        ] {
-            for b in w.to_le_bytes() {
-                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-            }
-        }
-        h | 1
+        // Every field packed into two words (product 24 bits, major 16,
+        // system 4, HTTP version 4, level 2, family 3; the header set), then
+        // mixed (SplitMix64's finaliser, a bijection), forced odd.
+        let a = u64::from(self.product & PRODUCT_MASK)
+            | u64::from(self.major) << 24
+            | self.os.code() << 40
+            | u64::from(self.version & 0xf) << 44
+            | u64::from(self.level & 3) << 48
+            | family << 50;
+        mix(a ^ mix(u64::from(self.headers) ^ 0x9e37_79b9_7f4a_7c15)) | 1
     }
 
     /// The [`id`](Self::id) of the coarse cluster that holds this one (the
@@ -514,9 +566,10 @@ impl Cluster {
     }
 
     /// Whether this is a coarse cluster: every version, system and header
-    /// set of one product.
+    /// set of one product, or ([`family_wide`](Self::family_wide)) of one
+    /// user-agent family.
     pub fn is_coarse(&self) -> bool {
-        self.coarse
+        self.level > 0
     }
 
     /// Whether the standard header `name` (lowercase; `sec-fetch-`,
@@ -549,8 +602,10 @@ impl fmt::Display for Cluster {
         } else {
             name
         };
-        if self.coarse {
-            return write!(f, "any {name} ({})", self.family.name());
+        match self.level {
+            0 => {}
+            1 => return write!(f, "any {name} ({})", self.family.name()),
+            _ => return write!(f, "any {} client", self.family.name()),
         }
         write!(f, "{name}")?;
         if self.major != 0 {
@@ -601,6 +656,13 @@ impl fmt::Display for Cluster {
     }
 }
 
+/// SplitMix64's finaliser: every input bit reaches every output bit.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -621,6 +683,7 @@ fn major_version(s: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderMap;
 
     const CHROME_LINUX: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
     const CHROME_WINDOWS: &[u8] = b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
@@ -708,6 +771,35 @@ mod tests {
     }
 
     #[test]
+    fn every_standard_header_has_its_own_bit() {
+        for (i, s) in STANDARD.iter().enumerate() {
+            let name = if s.ends_with('-') {
+                format!("{s}x")
+            } else {
+                s.to_string()
+            };
+            let name = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(standard_bit(&name), 1 << i, "{s}");
+        }
+        assert_eq!(
+            standard_bit(&HeaderName::from_static("sec-ch-ua-platform")),
+            1 << 16
+        );
+        assert_eq!(standard_bit(&HeaderName::from_static("x-random")), 0);
+        for (name, bit) in [
+            ("host", STANDARD_HOST),
+            ("user-agent", STANDARD_USER_AGENT),
+            ("accept", STANDARD_ACCEPT),
+            ("accept-language", STANDARD_ACCEPT_LANGUAGE),
+            ("accept-encoding", STANDARD_ACCEPT_ENCODING),
+            ("cookie", STANDARD_COOKIE),
+            ("referer", STANDARD_REFERER),
+        ] {
+            assert_eq!(standard_bit(&HeaderName::from_static(name)), bit, "{name}");
+        }
+    }
+
+    #[test]
     fn clusters_ignore_unknown_headers_and_say_themselves_in_words() {
         let ua = details(CHROME_LINUX);
         let mut h = HeaderMap::new();
@@ -732,6 +824,9 @@ mod tests {
             "Chrome 131 on Linux (browser), HTTP/1.1, 5 standard headers with cookie, client hints; no referer, language, sec-fetch"
         );
         assert_eq!(c.coarse().to_string(), "any Chrome (browser)");
+        assert_eq!(c.family_wide().to_string(), "any browser client");
+        let ids = c.ids();
+        assert!(ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2]);
         assert_ne!(c.id(), c.coarse().id());
         let other = Cluster::fine(
             UaFamily::Browser,

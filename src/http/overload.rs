@@ -289,6 +289,7 @@ pub struct Overload {
     routes: Vec<String>,
     every_route: bool,
     queue: Option<WaitQueue>,
+    latency_floor: Duration,
 }
 
 /// A limit's waiting room ([`Overload::queue`]): most requests waiting at
@@ -326,9 +327,21 @@ impl Default for Overload {
             routes: Vec::new(),
             every_route: false,
             queue: None,
+            latency_floor: DEFAULT_LATENCY_FLOOR,
         }
     }
 }
+
+/// Answers faster than this are never congestion, by default: see
+/// [`Overload::latency_floor`].
+pub const DEFAULT_LATENCY_FLOOR: Duration = Duration::from_millis(20);
+
+/// Requests that found the limit full, per answer in a window, from which
+/// demand exceeds the limit for good (see [`Overload::latency_floor`]):
+/// twice the demand the limit holds. A crowd the service carries finds the
+/// limit full now and then, and the limit grows to meet it; an overload
+/// finds it full all the time.
+const SATURATED: f64 = 1.0;
 
 impl Overload {
     /// Gradient2 with its defaults; limits start at 4, between 1 and 1,000.
@@ -414,6 +427,28 @@ impl Overload {
     /// ```
     pub fn queue(mut self, capacity: usize, timeout: Duration) -> Self {
         self.queue = Some(WaitQueue { capacity, timeout });
+        self
+    }
+
+    /// Answers faster than this on average (over a window of answers) are
+    /// never congestion, however much slower than the norm they are,
+    /// unless demand is far past the limit (as many requests found it full
+    /// as were answered in the window: twice what it holds): the limit
+    /// does not fall for them, and no probe starts. A search going from
+    /// 1 ms to 3 ms while a crowd the service can carry arrives is not an
+    /// overload, and shedding then would turn people away for nothing;
+    /// five times the demand the service can take is one, whatever the
+    /// latency. Default 20 ms ([`DEFAULT_LATENCY_FLOOR`]); zero turns it
+    /// off (the limit then follows the norm alone).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use floodguard::http::Overload;
+    /// let o = Overload::default().latency_floor(Duration::from_millis(20));
+    /// # let _ = o;
+    /// ```
+    pub fn latency_floor(mut self, floor: Duration) -> Self {
+        self.latency_floor = floor;
         self
     }
 
@@ -558,6 +593,8 @@ pub(crate) struct ConcurrencyLimit {
     waited: AtomicU64,
     wait_timeouts: AtomicU64,
     turned_away: AtomicU64,
+    /// [`Overload::latency_floor`] in nanoseconds.
+    floor: f64,
 }
 
 impl ConcurrencyLimit {
@@ -594,6 +631,7 @@ impl ConcurrencyLimit {
             waited: AtomicU64::new(0),
             wait_timeouts: AtomicU64::new(0),
             turned_away: AtomicU64::new(0),
+            floor: config.latency_floor.as_nanos() as f64,
         }
     }
 
@@ -744,6 +782,9 @@ impl ConcurrencyLimit {
         // ones did.
         let shed = self.shed_total() + self.waited.load(Ordering::Relaxed);
         let shed_in_window = shed > st.shed_at_window;
+        // Demand past what the service takes: as many requests found the
+        // limit full in the window as were answered.
+        let saturated = shed.saturating_sub(st.shed_at_window) as f64 >= SATURATED * window;
         st.shed_at_window = shed;
         if probing {
             // What the service takes with almost nothing queued: the norm.
@@ -755,10 +796,13 @@ impl ConcurrencyLimit {
             return;
         }
         st.until_probe = st.until_probe.saturating_sub(1);
+        // Under the floor, nothing is congestion, unless demand keeps
+        // exceeding the limit (queues that keep growing).
+        let fast = rtt <= self.floor && !saturated;
         // Latency far above the norm window after window: the service may
         // have become slower for good (heavier requests), not queued.
         // Measure again rather than shrink to the floor.
-        st.slow_streak = if rtt > SLOW * st.long {
+        st.slow_streak = if rtt > SLOW * st.long && !fast {
             st.slow_streak + 1
         } else {
             0
@@ -785,7 +829,7 @@ impl ConcurrencyLimit {
                 st.long = rtt;
             }
             // The limit never falls on an unmeasured norm.
-            if rtt > self.algorithm.tolerance() * st.long {
+            if rtt > self.algorithm.tolerance() * st.long && !fast {
                 self.start_probe();
                 return;
             }
@@ -798,6 +842,13 @@ impl ConcurrencyLimit {
         let limit = match self.algorithm {
             LimitAlgorithm::Gradient2(g) => {
                 let gradient = (g.tolerance * st.long / rtt).clamp(0.5, 2.0);
+                // Under the floor, answers count as if they came at the
+                // norm: a limit in use grows.
+                let gradient = if fast {
+                    gradient.max(g.tolerance.min(2.0))
+                } else {
+                    gradient
+                };
                 if gradient < 1.0 || busy {
                     st.limit + g.smoothing * (st.limit * gradient - st.limit)
                 } else {
@@ -805,7 +856,7 @@ impl ConcurrencyLimit {
                 }
             }
             LimitAlgorithm::Aimd(a) => {
-                if rtt > a.tolerance * st.long {
+                if rtt > a.tolerance * st.long && !fast {
                     st.limit * a.backoff
                 } else if busy {
                     st.limit + 1.0
@@ -1336,8 +1387,73 @@ mod tests {
         summary(&rounds[10_000..])
     }
 
+    /// Gradient2 alone: without the latency floor, which these tests'
+    /// 10 ms service would sit under.
     fn gradient2() -> Overload {
-        Overload::gradient2().limits(4, 1, 1000)
+        Overload::gradient2()
+            .limits(4, 1, 1000)
+            .latency_floor(Duration::ZERO)
+    }
+
+    #[test]
+    fn answers_under_the_floor_are_no_congestion_unless_demand_stays_above_the_limit() {
+        // A 1 ms service slowing to 3 ms as a crowd it can carry comes:
+        // without the floor the limit shrinks below the crowd and sheds
+        // it; with it, nothing is shed.
+        let service = |floor: Duration| {
+            let l = limit(
+                &Overload::gradient2()
+                    .limits(4, 1, 1000)
+                    .latency_floor(floor),
+            );
+            let mut shed = 0;
+            for round in 0..2_000u32 {
+                let epoch = l.epoch.load(Ordering::Relaxed);
+                let demand = if round < 200 { 2 } else { 6 };
+                let mut taken = 0;
+                while taken < demand && l.try_acquire(Priority::Normal) {
+                    taken += 1;
+                }
+                shed += demand - taken;
+                let ms = if round < 200 {
+                    1.0
+                } else {
+                    1.0 + f64::from(taken) / 3.0
+                };
+                for _ in 0..taken {
+                    l.answered(Duration::from_secs_f64(ms / 1e3), taken, epoch);
+                    l.release(Priority::Normal);
+                }
+            }
+            shed
+        };
+        let (without, with) = (service(Duration::ZERO), service(Duration::from_millis(20)));
+        // With the floor, only while the limit grows to meet the crowd.
+        assert!(
+            with * 10 < without && with < 400,
+            "with {with}, without {without}"
+        );
+        // Ten times the service's capacity: the limit settles where answers
+        // pass the floor, and most of the demand is shed.
+        let l = limit(&Overload::gradient2().limits(4, 1, 1000));
+        let (mut shed, mut admitted) = (0u32, 0u32);
+        for _ in 0..2_000 {
+            let epoch = l.epoch.load(Ordering::Relaxed);
+            let mut taken = 0;
+            while taken < 50 && l.try_acquire(Priority::Normal) {
+                taken += 1;
+            }
+            shed += 50 - taken;
+            admitted += taken;
+            // Capacity 5: past it, latency grows faster than what is let
+            // in (queues build), through the floor at about 22 at once.
+            let ms = (f64::from(taken) / 5.0).powi(2).max(1.0);
+            for _ in 0..taken {
+                l.answered(Duration::from_secs_f64(ms / 1e3), taken, epoch);
+                l.release(Priority::Normal);
+            }
+        }
+        assert!(shed > admitted, "shed {shed}, admitted {admitted}");
     }
 
     #[test]

@@ -369,10 +369,12 @@ impl Scorer {
             UaFamily::Empty => w.empty_user_agent,
             _ => 0.0,
         };
+        let ids = seen.cluster.ids();
         let events = self.detector.observe(
             now,
             &Sighting {
                 cluster: seen.cluster,
+                cluster_ids: ids,
                 ip,
                 route: target.route,
                 route_hash,
@@ -388,7 +390,9 @@ impl Scorer {
         // the moment it shows, before a tick declares an attack.
         let under_attack = !self.detector.calm();
         let record = self.clients.get_hashed(client_key, now);
-        let newcomer = record.is_none_or(|r| r.good == 0);
+        // Not known good yet: a bot may have had a page or two served
+        // before the attack was seen.
+        let newcomer = record.is_none_or(|r| r.good < self.ladder.known_good_after);
         let volume = self
             .volume
             .update_hashed(client_key, now, ScoreChange::points(1.0))
@@ -400,7 +404,6 @@ impl Scorer {
             .get_hashed(site_key, now)
             .map_or(0.0, |r| r.score)
             - record.map_or(0.0, |r| r.score);
-        let ids = [seen.cluster.id(), seen.cluster.coarse().id()];
         // Asking only for a route that surged in the attack, again and
         // again, and never for a page or an asset: a route mix no browser
         // makes. A browser's claim caps it below a ban by itself.
@@ -917,7 +920,7 @@ mod tests {
             .iter()
             .flat_map(|p| {
                 let c = look(p, None, false).cluster;
-                [c.id(), c.coarse_id()]
+                c.ids()
             })
             .collect();
         sc.detector
@@ -1040,7 +1043,7 @@ mod tests {
         }
         let ids = {
             let c = look(&chrome("/", "192.0.2.5"), None, false).cluster;
-            [c.id(), c.coarse_id()]
+            c.ids()
         };
         sc.detector.force_attack(&ids, &[]);
         let a = sc.assess(&chrome("/", "192.0.2.5"), me, at(7_000));

@@ -1,0 +1,461 @@
+//! Traffic shapes floodguard was not tuned on, replayed from real clients'
+//! request heads (`tests/data/heads/`, captured byte-exact from browsers,
+//! text browsers, command-line tools and HTTP libraries) through the real
+//! layer, on a manual clock: crowds of people must never be banned or
+//! refused, and botnets that vary their headers must be found anyway.
+#![cfg(feature = "tower")]
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fastrand::Rng;
+use floodguard::http::{Event, Guard, GuardDecision, PeerAddr, Scoring, Tarpit};
+use floodguard::{Clock, ManualClock};
+use http::{Request, Response, StatusCode, Version};
+use parking_lot::Mutex;
+use tower::{Layer, Service, ServiceExt};
+
+const STEP: Duration = Duration::from_millis(10);
+
+/// One captured request head: method, version and headers in wire order.
+#[derive(Clone, Debug)]
+struct Head {
+    client: String,
+    family: String,
+    method: String,
+    version: Version,
+    headers: Vec<(String, String)>,
+}
+
+/// The captured heads of `tests/data/heads/index.tsv` (kind `plain` for
+/// tools, `document` for browsers), over the plain-HTTP origin.
+fn heads() -> Vec<Head> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/heads");
+    let index = std::fs::read_to_string(format!("{dir}/index.tsv")).expect("index.tsv");
+    let mut out = Vec::new();
+    for line in index.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        let [file, client, family, kind, origin] = f[..] else {
+            continue;
+        };
+        if origin != "plain" || !matches!(kind, "plain" | "document") {
+            continue;
+        }
+        let raw = std::fs::read(format!("{dir}/{file}")).expect("head file");
+        let text = String::from_utf8_lossy(&raw);
+        let mut lines = text.split("\r\n");
+        let mut start = lines.next().unwrap().split(' ');
+        let method = start.next().unwrap().to_owned();
+        let _target = start.next();
+        let version = match start.next() {
+            Some("HTTP/1.0") => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        let headers = lines
+            .take_while(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.to_owned(), v.trim().to_owned()))
+            .collect();
+        out.push(Head {
+            client: client.to_owned(),
+            family: family.to_owned(),
+            method,
+            version,
+            headers,
+        });
+    }
+    out
+}
+
+fn heads_of(families: &[&str]) -> Vec<Head> {
+    let mut h: Vec<Head> = heads()
+        .into_iter()
+        .filter(|h| families.contains(&h.family.as_str()))
+        .collect();
+    h.sort_by(|a, b| a.client.cmp(&b.client));
+    h
+}
+
+/// `head` replayed to `path` from `from`, with `extra` headers appended.
+fn replay(head: &Head, path: &str, from: IpAddr, extra: &[(String, String)]) -> Request<String> {
+    let mut b = Request::builder()
+        .method(head.method.as_str())
+        .uri(path)
+        .version(head.version);
+    for (k, v) in head.headers.iter().chain(extra) {
+        let v = if k.eq_ignore_ascii_case("host") {
+            "shop.test"
+        } else {
+            v
+        };
+        b = b.header(k.as_str(), v);
+    }
+    let mut req = b.body(String::new()).unwrap();
+    req.extensions_mut()
+        .insert(PeerAddr(SocketAddr::new(from, 40_000)));
+    req
+}
+
+async fn shop(_: Request<String>) -> Result<Response<String>, Infallible> {
+    Ok(Response::new(String::new()))
+}
+
+struct World {
+    clock: ManualClock,
+    guard: Guard<ManualClock>,
+    events: Arc<Mutex<Vec<(Duration, Event)>>>,
+}
+
+impl World {
+    fn new() -> Self {
+        let clock = ManualClock::new();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let (sink, c) = (Arc::clone(&events), clock.clone());
+        let guard = Guard::builder()
+            .default_rules()
+            .scoring(Scoring::default())
+            .tarpit(Tarpit::off())
+            .on_event(move |e| {
+                sink.lock()
+                    .push((Duration::from_nanos(c.now().as_nanos()), e.clone()))
+            })
+            .clock(clock.clone())
+            .build()
+            .unwrap();
+        World {
+            clock,
+            guard,
+            events,
+        }
+    }
+
+    async fn send(&self, req: Request<String>) -> StatusCode {
+        self.send_seen(req).await.0
+    }
+
+    /// Sends one request; returns the status and, when the service saw
+    /// it, the guard's decision.
+    async fn send_seen(&self, req: Request<String>) -> (StatusCode, Option<GuardDecision>) {
+        let seen = Arc::new(Mutex::new(None));
+        let s = Arc::clone(&seen);
+        let svc = tower::service_fn(move |req: Request<String>| {
+            *s.lock() = req.extensions().get::<GuardDecision>().cloned();
+            shop(req)
+        });
+        let mut svc = self.guard.layer().layer(svc);
+        let status = svc.ready().await.unwrap().call(req).await.unwrap().status();
+        let decision = seen.lock().take();
+        (status, decision)
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_nanos(self.clock.now().as_nanos())
+    }
+
+    fn started(&self) -> Option<Duration> {
+        self.events
+            .lock()
+            .iter()
+            .find_map(|(t, e)| matches!(e, Event::AttackStarted { .. }).then_some(*t))
+    }
+
+    fn banned(&self) -> HashSet<String> {
+        self.events
+            .lock()
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::ClientBanned { client, .. } => Some(client.to_string()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// A person browsing with one browser's head: pages, then the page's
+/// assets, a few seconds apart.
+struct Person {
+    from: IpAddr,
+    head: usize,
+    next: Duration,
+}
+
+const PAGES: [&str; 5] = ["/", "/product/7", "/search?q=shoes", "/product/9", "/"];
+const ASSETS: [&str; 2] = ["/static/app.css", "/static/app.js"];
+
+/// What people got: requests, and those refused.
+#[derive(Default, Debug)]
+struct People {
+    requests: u64,
+    refused: u64,
+}
+
+/// One step of `people` browsing with `browsers`' heads.
+async fn browse(
+    w: &World,
+    people: &mut [Person],
+    browsers: &[Head],
+    rng: &mut Rng,
+    tally: &mut People,
+) {
+    let now = w.now();
+    for p in people.iter_mut().filter(|p| p.next <= now) {
+        let page = PAGES[rng.usize(..PAGES.len())];
+        for path in std::iter::once(page).chain(ASSETS) {
+            let status = w.send(replay(&browsers[p.head], path, p.from, &[])).await;
+            tally.requests += 1;
+            tally.refused += u64::from(!status.is_success());
+        }
+        p.next = now + Duration::from_millis(1_000 + rng.u64(..4_000));
+    }
+}
+
+fn person(i: u32, browsers: usize, rng: &mut Rng, at: Duration) -> Person {
+    Person {
+        // Fifty people a /24, as a provider's customers are spread.
+        from: IpAddr::V4(Ipv4Addr::new(10, 20, (i / 50) as u8, (i % 50) as u8 + 1)),
+        head: i as usize % browsers,
+        next: at + Duration::from_millis(rng.u64(..2_000)),
+    }
+}
+
+#[tokio::test]
+async fn a_flash_crowd_of_real_browsers_is_served_in_full() {
+    let w = World::new();
+    let browsers = heads_of(&["browser"]);
+    assert!(browsers.len() >= 2, "captured browser heads");
+    let mut rng = Rng::with_seed(1);
+    let mut people: Vec<Person> = (0..100)
+        .map(|i| person(i, browsers.len(), &mut rng, Duration::ZERO))
+        .collect();
+    let mut tally = People::default();
+    // 100 people for 10 s; then ten times as many within 10 s; 10 s more.
+    while w.now() < Duration::from_secs(30) {
+        let now = w.now();
+        if now >= Duration::from_secs(10) && people.len() < 1_000 {
+            let due = 100 + (900 * (now - Duration::from_secs(10)).as_millis() / 10_000) as u32;
+            while (people.len() as u32) < due.min(1_000) {
+                let i = people.len() as u32;
+                people.push(person(i, browsers.len(), &mut rng, now));
+            }
+        }
+        browse(&w, &mut people, &browsers, &mut rng, &mut tally).await;
+        w.clock.advance(STEP);
+    }
+    assert_eq!(w.started(), None, "{:?}", w.events.lock());
+    assert!(w.banned().is_empty());
+    assert_eq!(tally.refused, 0, "{tally:?}");
+}
+
+#[tokio::test]
+async fn mixed_real_clients_at_a_human_pace_raise_nothing() {
+    let w = World::new();
+    let all = heads();
+    let browsers = heads_of(&["browser"]);
+    let mut rng = Rng::with_seed(2);
+    let mut people: Vec<Person> = (0..100)
+        .map(|i| person(i, browsers.len(), &mut rng, Duration::ZERO))
+        .collect();
+    let mut tally = People::default();
+    // Every captured client, three of each, a request every 1 to 10 s.
+    let mut clients: Vec<(IpAddr, usize, Duration)> = (0..all.len() * 3)
+        .map(|i| {
+            let from = IpAddr::V4(Ipv4Addr::new(10, 90, (i / 50) as u8, (i % 50) as u8 + 1));
+            (
+                from,
+                i % all.len(),
+                Duration::from_millis(rng.u64(..10_000)),
+            )
+        })
+        .collect();
+    let mut refused = HashMap::<String, u64>::new();
+    while w.now() < Duration::from_secs(60) {
+        let now = w.now();
+        browse(&w, &mut people, &browsers, &mut rng, &mut tally).await;
+        for (from, head, next) in clients.iter_mut().filter(|c| c.2 <= now) {
+            let status = w.send(replay(&all[*head], "/api/items", *from, &[])).await;
+            if !status.is_success() {
+                *refused.entry(all[*head].client.clone()).or_default() += 1;
+            }
+            *next = now + Duration::from_millis(1_000 + rng.u64(..9_000));
+        }
+        w.clock.advance(STEP);
+    }
+    assert_eq!(w.started(), None, "{:?}", w.events.lock());
+    assert!(w.banned().is_empty());
+    assert_eq!(tally.refused, 0, "{tally:?}");
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
+/// A botnet: `n` addresses, each replaying one of `heads` (in turn) to
+/// `/search` every 0.4 to 0.6 s, with `vary` applied to each request.
+async fn botnet(
+    heads: &[Head],
+    n: u32,
+    vary: impl Fn(&Head, &mut Rng) -> (Head, Vec<(String, String)>),
+) -> (World, HashSet<String>, u64, u64) {
+    let w = World::new();
+    let browsers = heads_of(&["browser"]);
+    let mut rng = Rng::with_seed(3);
+    let mut people: Vec<Person> = (0..200)
+        .map(|i| person(i, browsers.len(), &mut rng, Duration::ZERO))
+        .collect();
+    let mut tally = People::default();
+    let attack_at = Duration::from_secs(10);
+    let mut bots: Vec<(IpAddr, Duration)> = (0..n)
+        .map(|k| {
+            // Each bot in a network of its own: no per-network limit
+            // catches them.
+            let from = IpAddr::V4(Ipv4Addr::new(100 + (k % 100) as u8, (k / 100) as u8, 7, 9));
+            (from, attack_at + Duration::from_millis(rng.u64(..1_000)))
+        })
+        .collect();
+    let (mut after, mut after_ok) = (0u64, 0u64);
+    let mut stopped: HashSet<IpAddr> = HashSet::new();
+    while w.now() < attack_at + Duration::from_secs(10) {
+        let now = w.now();
+        browse(&w, &mut people, &browsers, &mut rng, &mut tally).await;
+        for (k, (from, next)) in bots.iter_mut().enumerate() {
+            if *next > now {
+                continue;
+            }
+            let (head, extra) = vary(&heads[k % heads.len()], &mut rng);
+            let (status, seen) = w
+                .send_seen(replay(&head, "/search?q=deal", *from, &extra))
+                .await;
+            if w.guard.under_attack() {
+                after += 1;
+                after_ok += u64::from(status.is_success());
+                if status.is_success() && std::env::var_os("SHAPES_DEBUG").is_some() {
+                    let d = seen.unwrap();
+                    eprintln!(
+                        "served {} {:?} {:?} {}",
+                        head.client,
+                        d.score(),
+                        d.action(),
+                        d.cluster().unwrap()
+                    );
+                }
+            }
+            if status.is_success() {
+                stopped.remove(from);
+            } else if now < attack_at + Duration::from_secs(10) {
+                stopped.insert(*from);
+            }
+            *next = now + Duration::from_millis(400 + rng.u64(..200));
+        }
+        w.clock.advance(STEP);
+    }
+    if std::env::var_os("SHAPES_DEBUG").is_some() {
+        let d = w.guard.snapshot().detection.unwrap();
+        for c in &d.flagged_classes {
+            eprintln!("flagged {} {}", c.key, c);
+        }
+        for c in &d.top_classes {
+            eprintln!("top {} {}", c.key, c);
+        }
+        eprintln!(
+            "events {:?}",
+            w.events
+                .lock()
+                .iter()
+                .filter(|(_, e)| !matches!(e, Event::ClientBanned { .. }))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(tally.refused, 0, "people refused: {tally:?}");
+    let people_banned: Vec<String> = w
+        .banned()
+        .into_iter()
+        .filter(|c| c.starts_with("10."))
+        .collect();
+    assert!(people_banned.is_empty(), "people banned: {people_banned:?}");
+    let held = stopped.iter().map(|ip| format!("{ip}/32")).collect();
+    (w, held, after, after_ok)
+}
+
+/// Random header-name casing, as a botnet that mangles its headers sends.
+fn recase(name: &str, rng: &mut Rng) -> String {
+    name.chars()
+        .map(|c| {
+            if rng.bool() {
+                c.to_ascii_uppercase()
+            } else {
+                c.to_ascii_lowercase()
+            }
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_diverse_botnet_of_real_tools_with_random_headers_is_found() {
+    let tools = heads_of(&["tool", "library"]);
+    assert!(tools.len() >= 12, "captured tool heads: {}", tools.len());
+    let (w, held, after, after_ok) = botnet(&tools[..], 3_000, |h, rng| {
+        let mut h = h.clone();
+        for (k, _) in h.headers.iter_mut() {
+            *k = recase(k, rng);
+        }
+        let extra = vec![(
+            format!("x-req-{:08x}", rng.u32(..)),
+            rng.u32(..).to_string(),
+        )];
+        (h, extra)
+    })
+    .await;
+    let started = w.started().expect("detected");
+    assert!(
+        started <= Duration::from_secs(12),
+        "detected at {started:?}"
+    );
+    // Every bot banned or held by the end, and almost nothing served
+    // after detection.
+    let banned = w.banned();
+    let caught = banned.len() + held.difference(&banned).count();
+    assert!(
+        caught >= 2_850,
+        "banned {} held {}",
+        banned.len(),
+        held.len()
+    );
+    assert!(
+        after_ok as f64 <= 0.01 * after as f64,
+        "{after_ok} of {after} served after detection"
+    );
+}
+
+#[tokio::test]
+async fn a_spoofed_browser_botnet_is_banned() {
+    let chromium: Vec<Head> = heads_of(&["browser"])
+        .into_iter()
+        .filter(|h| h.client == "chromium")
+        .collect();
+    assert_eq!(chromium.len(), 1);
+    let (w, held, after, after_ok) = botnet(&chromium, 2_000, |h, _| {
+        let mut h = h.clone();
+        for (k, v) in h.headers.iter_mut() {
+            if k.eq_ignore_ascii_case("user-agent") {
+                *v = v.replace("X11; Linux x86_64", "Windows NT 10.0; Win64; x64");
+            }
+        }
+        // Chromium sends no client hints over plain HTTP; the botnet copied
+        // them from a secure-origin capture.
+        h.headers
+            .push(("sec-ch-ua-platform".into(), "\"Linux\"".into()));
+        (h, Vec::new())
+    })
+    .await;
+    assert!(w.started().is_some());
+    let banned = w.banned();
+    assert!(
+        banned.len() + held.difference(&banned).count() >= 1_900,
+        "banned {}",
+        banned.len()
+    );
+    assert!(
+        after_ok as f64 <= 0.01 * after as f64,
+        "{after_ok} of {after}"
+    );
+}
