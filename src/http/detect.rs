@@ -50,6 +50,9 @@ use crate::{ConfigError, IpPrefix, Timestamp, TopK};
 /// other instances of a fleet.
 pub(crate) const MAX_FLAGGED: usize = 16;
 
+/// Detection is armed once this many times `min_requests` were seen.
+const WARM_WINDOWS: f64 = 10.0;
+
 /// Clusters remembered by id for the snapshot and events.
 const CLUSTER_KEYS: usize = 1024;
 
@@ -161,8 +164,8 @@ pub struct Detection {
     /// The span the counts are judged over: 1 s. Each tick's counts weigh
     /// `e^(-age / window)`, so judgements see about the last second.
     pub window: Duration,
-    /// Time measured before detection is armed: 1 s. Baselines learn from
-    /// it.
+    /// Time measured before detection is armed: 1 s, and at least ten
+    /// times `min_requests` requests. Baselines learn from it.
     pub warmup: Duration,
     /// Half-life of the baselines: 30 s. They learn while the traffic
     /// behaves like people, during an attack too.
@@ -646,8 +649,12 @@ struct TickState {
     started: Timestamp,
     armed_at: Timestamp,
     sums: Counts,
-    /// Ticks folded so far (the baselines' plain mean until warm).
+    /// Ticks folded since the first request (the baselines' plain mean
+    /// until armed).
     ticks: u32,
+    /// Requests seen in all: detection is armed only once the baselines
+    /// have learnt from [`WARM_WINDOWS`] windows' worth of `min_requests`.
+    seen: f64,
     rate: RateBaseline,
     suspect: RateBaseline,
     latency: f64,
@@ -741,6 +748,7 @@ impl Detector {
                 armed_at: now.saturating_add(config.warmup),
                 sums: Counts::default(),
                 ticks: 0,
+                seen: 0.0,
                 rate: RateBaseline::default(),
                 suspect: RateBaseline::default(),
                 latency: 0.0,
@@ -1097,8 +1105,14 @@ impl Detector {
         self.degraded
             .store(u64::from(j.degraded()), Ordering::Relaxed);
 
-        st.ticks = st.ticks.saturating_add(1);
-        let armed = now >= st.armed_at;
+        if st.seen > 0.0 || tick.requests > 0.0 {
+            st.ticks = st.ticks.saturating_add(1);
+        }
+        st.seen += tick.requests;
+        // Armed once the warmup has passed and the baselines have seen
+        // enough traffic: a service that starts quiet does not take its
+        // first visitors for a surge.
+        let armed = now >= st.armed_at && st.seen >= WARM_WINDOWS * min;
         let attacking = self.under_attack();
         let mut events = Vec::new();
         if armed && !attacking && j.attack() {
@@ -1147,7 +1161,7 @@ impl Detector {
         // norm); from everything while warming up, as a plain mean.
         let warm = !armed;
         let alpha = if warm {
-            1.0 / f64::from(st.ticks)
+            1.0 / f64::from(st.ticks.max(1))
         } else {
             1.0 - (-elapsed / c.baseline_half_life.as_secs_f64()).exp2()
         };

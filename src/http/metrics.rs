@@ -1044,6 +1044,8 @@ mod tests {
             .header("host", "shop.test")
             .header("user-agent", user_agent)
             .header("accept", "*/*")
+            .header("accept-language", "en")
+            .header("accept-encoding", "gzip")
             .body(())
             .unwrap()
             .into_parts();
@@ -1077,9 +1079,13 @@ mod tests {
             .build()
             .unwrap();
         let step = Duration::from_millis(100);
-        for i in 0..30u8 {
-            // Calm: four browsers, one request each per 100 ms in turn.
-            let _ = guard.check(&parts(v4(1, 1, i % 4), BROWSER));
+        for i in 0..30u32 {
+            // Calm: 60 browsers, 200 requests a second in all (detection
+            // arms once it has seen 500).
+            for k in 0..20 {
+                let b = ((i * 20 + k) % 60) as u8;
+                let _ = guard.check(&parts(v4(1, 1, b), BROWSER));
+            }
             clock.advance(step);
         }
         for i in 0..40u8 {
