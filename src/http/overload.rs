@@ -434,7 +434,8 @@ impl Overload {
     /// never congestion, however much slower than the norm they are,
     /// unless demand is far past the limit (as many requests found it full
     /// as were answered in the window: twice what it holds): the limit
-    /// does not fall for them, and no probe starts. A search going from
+    /// does not fall for them, no probe starts, and a limit in use grows
+    /// by one place a window. A search going from
     /// 1 ms to 3 ms while a crowd the service can carry arrives is not an
     /// overload, and shedding then would turn people away for nothing;
     /// five times the demand the service can take is one, whatever the
@@ -842,14 +843,13 @@ impl ConcurrencyLimit {
         let limit = match self.algorithm {
             LimitAlgorithm::Gradient2(g) => {
                 let gradient = (g.tolerance * st.long / rtt).clamp(0.5, 2.0);
-                // Under the floor, answers count as if they came at the
-                // norm: a limit in use grows.
-                let gradient = if fast {
-                    gradient.max(g.tolerance.min(2.0))
-                } else {
-                    gradient
-                };
-                if gradient < 1.0 || busy {
+                if fast && gradient < 1.0 {
+                    // Under the floor, slower than the norm is not
+                    // congestion: a limit in use grows, but by one place a
+                    // window, so that an overload finds the floor before
+                    // the limit overshoots far past what the service takes.
+                    st.limit + if busy { 1.0 } else { 0.0 }
+                } else if gradient < 1.0 || busy {
                     st.limit + g.smoothing * (st.limit * gradient - st.limit)
                 } else {
                     st.limit
