@@ -41,7 +41,8 @@ use http::{HeaderMap, HeaderValue, Method, Version};
 
 use super::look::{
     ClientHints, Cluster, STANDARD_ACCEPT, STANDARD_ACCEPT_ENCODING, STANDARD_ACCEPT_LANGUAGE,
-    STANDARD_COOKIE, STANDARD_HOST, STANDARD_REFERER, STANDARD_USER_AGENT, UaDetails, standard_bit,
+    STANDARD_COOKIE, STANDARD_HOST, STANDARD_REFERER, STANDARD_USER_AGENT, UaDetails,
+    major_version, standard_bit,
 };
 use super::wire::WireHead;
 
@@ -1035,15 +1036,6 @@ fn sends_sec_fetch(ua: &[u8]) -> bool {
         let min = if m.pattern().as_usize() == 0 { 80 } else { 90 };
         major_version(&ua[m.end()..]) >= min
     })
-}
-
-/// The leading decimal number of `s`, saturating; 0 if there is none.
-fn major_version(s: &[u8]) -> u32 {
-    s.iter()
-        .take_while(|b| b.is_ascii_digit())
-        .fold(0u32, |n, &d| {
-            n.saturating_mul(10).saturating_add(u32::from(d - b'0'))
-        })
 }
 
 #[cfg(test)]

@@ -672,7 +672,7 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 }
 
 /// The leading decimal number of `s`, saturating at `u16::MAX`; 0 if none.
-fn major_version(s: &[u8]) -> u16 {
+pub(crate) fn major_version(s: &[u8]) -> u16 {
     s.iter()
         .take_while(|b| b.is_ascii_digit())
         .fold(0u16, |n, &d| {
