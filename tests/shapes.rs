@@ -459,3 +459,21 @@ async fn a_spoofed_browser_botnet_is_banned() {
         "{after_ok} of {after}"
     );
 }
+
+#[tokio::test]
+async fn bots_byte_identical_to_the_peoples_browser_never_get_a_person_banned() {
+    // The people browse with the captured Chromium and Firefox heads; the
+    // bots send Chromium's byte for byte and only ever search. The service
+    // here answers at once, so this is volume alone while it copes: no
+    // attack, and nobody banned or refused (`botnet` checks the people;
+    // overload protection is what stands in front of such bots when they
+    // slow the service down, as the flood harness's perfect-browser shape
+    // shows).
+    let chromium: Vec<Head> = heads_of(&["browser"])
+        .into_iter()
+        .filter(|h| h.client == "chromium")
+        .collect();
+    let (w, _, _, _) = botnet(&chromium, 2_000, |h, _| (h.clone(), Vec::new())).await;
+    assert_eq!(w.started(), None, "{:?}", w.events.lock());
+    assert!(w.banned().is_empty());
+}
