@@ -79,6 +79,14 @@ fn heads_of(families: &[&str]) -> Vec<Head> {
     h
 }
 
+/// The captured headful Chromium's head.
+fn chromium() -> Vec<Head> {
+    heads_of(&["browser"])
+        .into_iter()
+        .filter(|h| h.client == "chromium")
+        .collect()
+}
+
 /// `head` replayed to `path` from `from`, with `extra` headers appended.
 fn replay(head: &Head, path: &str, from: IpAddr, extra: &[(String, String)]) -> Request<String> {
     let mut b = Request::builder()
@@ -428,10 +436,7 @@ async fn a_diverse_botnet_of_real_tools_with_random_headers_is_found() {
 
 #[tokio::test]
 async fn a_spoofed_browser_botnet_is_banned() {
-    let chromium: Vec<Head> = heads_of(&["browser"])
-        .into_iter()
-        .filter(|h| h.client == "chromium")
-        .collect();
+    let chromium = chromium();
     assert_eq!(chromium.len(), 1);
     let (w, held, after, after_ok) = botnet(&chromium, 2_000, |h, _| {
         let mut h = h.clone();
@@ -469,10 +474,7 @@ async fn bots_byte_identical_to_the_peoples_browser_never_get_a_person_banned() 
     // overload protection is what stands in front of such bots when they
     // slow the service down, as the flood harness's perfect-browser shape
     // shows).
-    let chromium: Vec<Head> = heads_of(&["browser"])
-        .into_iter()
-        .filter(|h| h.client == "chromium")
-        .collect();
+    let chromium = chromium();
     let (w, _, _, _) = botnet(&chromium, 2_000, |h, _| (h.clone(), Vec::new())).await;
     assert_eq!(w.started(), None, "{:?}", w.events.lock());
     assert!(w.banned().is_empty());

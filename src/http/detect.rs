@@ -533,6 +533,8 @@ pub(crate) struct Sighting<'a> {
     pub(crate) cluster: Cluster,
     pub(crate) cluster_ids: [u64; 3],
     pub(crate) ip: IpAddr,
+    /// `ip`'s /24 or /48 ([`site`]), which the scorer has at hand.
+    pub(crate) site: IpPrefix,
     /// The route (axum's matched pattern, else the path) and its hash.
     pub(crate) route: &'a str,
     pub(crate) route_hash: u64,
@@ -828,7 +830,7 @@ impl Detector {
                     w.cluster_keys.note(id, c);
                 }
             }
-            let site = site(s.ip);
+            let site = s.site;
             if s.new_client {
                 for id in s.cluster_ids {
                     w.fresh.offer(id, UNIT);
@@ -968,11 +970,11 @@ impl Detector {
         self.hasher.hash_one(site) & !1
     }
 
-    /// Whether `ip`'s /24 or /48 is flagged in the current attack.
+    /// Whether `site` (a [`site`] prefix) is flagged in the current attack.
     #[inline]
-    pub(crate) fn site_flagged(&self, ip: IpAddr) -> bool {
+    pub(crate) fn site_flagged(&self, site: IpPrefix) -> bool {
         self.flagged_count.load(Ordering::Relaxed) != 0
-            && contains(&self.flagged_sites, self.hasher.hash_one(site(ip)) | 1)
+            && contains(&self.flagged_sites, self.hasher.hash_one(site) | 1)
     }
 
     /// What the last tick saw.
@@ -1386,6 +1388,26 @@ mod tests {
         }
     }
 
+    /// `people`, and `clients` of each of the twelve `TOOLS`, each tool in
+    /// its own network from `net` on, at `rate` requests a second each to
+    /// `route`.
+    fn with_tools(
+        people: Crowd,
+        net: u8,
+        clients: u32,
+        rate: f64,
+        route: &'static str,
+    ) -> Vec<Crowd> {
+        let tools = TOOLS.iter().enumerate().map(|(i, ua)| Crowd {
+            ua,
+            net: net + i as u8,
+            clients,
+            rate,
+            route,
+        });
+        std::iter::once(people).chain(tools).collect()
+    }
+
     /// The service: how long an answer takes and whether requests are
     /// shed, given the offered rate.
     type Service = fn(f64) -> (Duration, bool);
@@ -1420,7 +1442,7 @@ mod tests {
         }
 
         /// Drives `crowds` for `[from, to)` ms in 10 ms steps; each crowd's
-        /// clients take turns. `scale(t)` multiplies the clients active.
+        /// clients take turns.
         fn drive(&mut self, from: u64, to: u64, crowds: &[Crowd], service: Service) {
             self.owed.resize(crowds.len(), 0.0);
             self.next.resize(crowds.len(), 0);
@@ -1439,6 +1461,7 @@ mod tests {
                             cluster: cluster(c.ua, 0b111),
                             cluster_ids: cluster(c.ua, 0b111).ids(),
                             ip,
+                            site: site(ip),
                             route: c.route,
                             route_hash: self.d.route_hash(c.route),
                             new_client: self.seen.insert(ip),
@@ -1539,16 +1562,7 @@ mod tests {
     #[test]
     fn mixed_clients_at_a_human_pace_raise_nothing() {
         let mut r = Run::new();
-        let mut crowds = vec![shoppers(100)];
-        for (i, ua) in TOOLS.iter().enumerate() {
-            crowds.push(Crowd {
-                ua,
-                net: 40 + i as u8,
-                clients: 3,
-                rate: 0.2,
-                route: "/api/items",
-            });
-        }
+        let crowds = with_tools(shoppers(100), 40, 3, 0.2, "/api/items");
         r.drive(0, 60_000, &crowds, fast);
         assert_eq!(r.started(), None, "{:?}", r.events);
     }
@@ -1558,16 +1572,7 @@ mod tests {
         let mut r = Run::new();
         r.drive(0, 20_000, &[shoppers(200)], capacity_500);
         // 3,000 bots, 250 for each of twelve tools, 2 searches a second.
-        let mut crowds = vec![shoppers(200)];
-        for (i, ua) in TOOLS.iter().enumerate() {
-            crowds.push(Crowd {
-                ua,
-                net: 100 + i as u8,
-                clients: 250,
-                rate: 2.0,
-                route: "/search",
-            });
-        }
+        let crowds = with_tools(shoppers(200), 100, 250, 2.0, "/search");
         r.drive(20_000, 30_000, &crowds, capacity_500);
         let started = r.started().expect("detected");
         assert!(
@@ -1665,6 +1670,7 @@ mod tests {
                     cluster: cluster(CHROME, 0b111),
                     cluster_ids: cluster(CHROME, 0b111).ids(),
                     ip: IpAddr::from([66, 6, 6, 6]),
+                    site: site(IpAddr::from([66, 6, 6, 6])),
                     route: "/search",
                     route_hash: r.d.route_hash("/search"),
                     new_client: false,

@@ -26,9 +26,9 @@ pub(crate) struct Profile {
 }
 
 impl Profile {
-    /// Requests all to one route, and how many.
-    pub(crate) fn single_route(&self) -> Option<(u16, u8)> {
-        (self.routes.count_ones() == 1).then_some((self.routes, self.requests))
+    /// How many requests, when all went to one route.
+    pub(crate) fn single_route(&self) -> Option<u8> {
+        (self.routes.count_ones() == 1).then_some(self.requests)
     }
 
     /// Distinct routes seen (buckets).
@@ -147,10 +147,13 @@ mod tests {
         let (search, home) = (0x1000_0000_0000_0000u64, 0x2000_0000_0000_0000u64);
         let (before, after) = t.visit(7, search, at(0));
         assert_eq!(before, None);
-        assert_eq!(after.single_route(), Some((route_bit(search), 1)));
+        assert_eq!(
+            (after.routes, after.single_route()),
+            (route_bit(search), Some(1))
+        );
         let (before, after) = t.visit(7, search, at(100));
         assert_eq!(before.unwrap().requests, 1);
-        assert_eq!(after.single_route().unwrap().1, 2);
+        assert_eq!(after.single_route(), Some(2));
         let (_, after) = t.visit(7, home, at(200));
         assert_eq!((after.single_route(), after.route_count()), (None, 2));
         // Other clients are apart.

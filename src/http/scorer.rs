@@ -353,7 +353,8 @@ impl Scorer {
         let family = seen.ua.family;
         let client = subscriber(ip);
         let client_key = self.clients.hash(&client);
-        let site_key = self.sites.hash(&site(ip));
+        let site = site(ip);
+        let site_key = self.sites.hash(&site);
         let route_hash = self.detector.route_hash(target.route);
         let (before, profile) = self.profiles.visit(client_key, route_hash, now);
         // A missing user agent is the automated-client signal's; a client
@@ -376,6 +377,7 @@ impl Scorer {
                 cluster: seen.cluster,
                 cluster_ids: ids,
                 ip,
+                site,
                 route: target.route,
                 route_hash,
                 new_client: before.is_none(),
@@ -408,7 +410,7 @@ impl Scorer {
         // again, and never for a page or an asset: a route mix no browser
         // makes. A browser's claim caps it below a ban by itself.
         let route_mix = match profile.single_route() {
-            Some((_, requests)) if requests >= 2 && self.detector.route_flagged(route_hash) => {
+            Some(requests) if requests >= 2 && self.detector.route_flagged(route_hash) => {
                 let cap = if family == UaFamily::Browser {
                     w.route_mix_cap_browser
                 } else {
@@ -428,7 +430,7 @@ impl Scorer {
             } else {
                 0.0
             },
-            hot_prefix: if self.detector.site_flagged(ip) {
+            hot_prefix: if self.detector.site_flagged(site) {
                 w.hot_prefix
             } else {
                 w.hot_prefix * others.max(0.0) / 100.0
