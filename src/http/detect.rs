@@ -37,7 +37,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -662,6 +662,8 @@ struct TickState {
     latency: f64,
     bad_share: f64,
     calm_since: Option<Timestamp>,
+    /// Since when the service has been at ease again in a busy period.
+    ease_since: Option<Timestamp>,
     clusters: Baseline<u64>,
     sites: Baseline<IpPrefix>,
     routes: Baseline<u64>,
@@ -687,6 +689,9 @@ pub(crate) struct Detector {
     /// was degraded then, for `calm` between ticks.
     degraded: AtomicU64,
     under_attack: AtomicU64,
+    /// Busy periods begun (the request rate raised, or the service
+    /// degraded), twice plus one while one lasts: see [`Self::busy_stamp`].
+    busy: AtomicU32,
     /// Cluster ids, network hashes and route hashes flagged in this
     /// attack; 0 is an empty place.
     flagged_classes: [AtomicU64; MAX_FLAGGED_CLUSTERS],
@@ -756,6 +761,7 @@ impl Detector {
                 latency: 0.0,
                 bad_share: 0.0,
                 calm_since: None,
+                ease_since: None,
                 clusters: Baseline::new(8 * k),
                 sites: Baseline::new(4 * k),
                 routes: Baseline::new(4 * k),
@@ -771,6 +777,7 @@ impl Detector {
             latency_sum_nanos: AtomicU64::new(0),
             degraded: AtomicU64::new(0),
             under_attack: AtomicU64::new(0),
+            busy: AtomicU32::new(0),
             flagged_classes: [const { AtomicU64::new(0) }; MAX_FLAGGED_CLUSTERS],
             flagged_sites: Default::default(),
             flagged_routes: Default::default(),
@@ -802,6 +809,25 @@ impl Detector {
         }
         let shed = self.shed.load(Ordering::Relaxed);
         shed > 0 && shed as f64 >= 0.01 * self.requests.load(Ordering::Relaxed) as f64
+    }
+
+    /// The busy period a client first seen now joins in: 0 while the
+    /// service is at ease, else a number from 1 to 255 for the period
+    /// (which wraps). A busy period begins at a tick whose request rate is
+    /// raised or whose service is degraded, and ends after
+    /// [`Detection::cooldown`] without either. Overload protection serves
+    /// the clients who came before it first (sessions under way before
+    /// new ones, as session-based admission control does): a crowd that
+    /// takes the service past its capacity cannot push out the customers
+    /// it found there, however well it behaves.
+    #[inline]
+    pub(crate) fn busy_stamp(&self) -> u8 {
+        let n = self.busy.load(Ordering::Relaxed);
+        if n & 1 == 0 {
+            0
+        } else {
+            1 + ((n >> 1) % 255) as u8
+        }
     }
 
     /// Neither under attack nor degraded: the service is at ease. Good
@@ -1115,6 +1141,7 @@ impl Detector {
         // enough traffic: a service that starts quiet does not take its
         // first visitors for a surge.
         let armed = now >= st.armed_at && st.seen >= WARM_WINDOWS * min;
+        self.mark_busy_period(&mut st, armed && (j.surge || j.degraded()), now);
         let attacking = self.under_attack();
         let mut events = Vec::new();
         if armed && !attacking && j.attack() {
@@ -1282,6 +1309,25 @@ impl Detector {
             && s.share >= c.surge_share
             && s.share >= c.surge_factor * s.baseline_share
             && count - expected >= c.significance * (expected + 1.0).sqrt()
+    }
+
+    /// Begins a busy period at a busy tick, or ends one after
+    /// [`Detection::cooldown`] of ticks at ease.
+    fn mark_busy_period(&self, st: &mut TickState, busy: bool, now: Timestamp) {
+        let n = self.busy.load(Ordering::Relaxed);
+        let in_period = n & 1 == 1;
+        if busy {
+            st.ease_since = None;
+            if !in_period {
+                self.busy.store(n.wrapping_add(1), Ordering::Relaxed);
+            }
+        } else if in_period {
+            let since = *st.ease_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= self.config.cooldown {
+                self.busy.store(n.wrapping_add(1), Ordering::Relaxed);
+                st.ease_since = None;
+            }
+        }
     }
 
     fn end_attack(&self) {
@@ -1632,6 +1678,29 @@ mod tests {
         // Still shedding: not calm, though no attack.
         assert!(r.d.degraded() && !r.d.calm());
         assert!(r.d.snapshot().flagged_classes.is_empty());
+    }
+
+    #[test]
+    fn a_busy_period_lasts_while_the_crowd_sheds_and_ends_after_the_cooldown() {
+        let mut r = Run::new();
+        r.drive(0, 20_000, &[shoppers(200)], capacity_500);
+        assert_eq!(r.d.busy_stamp(), 0, "at ease");
+        r.drive(20_000, 22_000, &[shoppers(2_000)], capacity_500);
+        let crowd = r.d.busy_stamp();
+        assert_ne!(crowd, 0, "a crowd past capacity begins a busy period");
+        // The same period while it sheds, the attack's end included.
+        r.drive(22_000, 90_000, &[shoppers(2_000)], capacity_500);
+        assert!(r.ended().is_some());
+        assert_eq!(r.d.busy_stamp(), crowd);
+        // The crowd leaves: at ease again after the cooldown.
+        r.drive(90_000, 95_000, &[shoppers(200)], capacity_500);
+        assert_eq!(r.d.busy_stamp(), crowd, "within the cooldown");
+        r.drive(95_000, 110_000, &[shoppers(200)], capacity_500);
+        assert_eq!(r.d.busy_stamp(), 0);
+        // A new crowd is another period.
+        r.drive(110_000, 112_000, &[shoppers(2_000)], capacity_500);
+        assert_ne!(r.d.busy_stamp(), 0);
+        assert_ne!(r.d.busy_stamp(), crowd);
     }
 
     #[test]

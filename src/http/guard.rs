@@ -919,17 +919,22 @@ impl<C: Clock> Guard<C> {
     /// before: the attack's most likely member, as scoring's no-history
     /// points say); one up for a clean score (under 10: a known-good
     /// client, or a browser without misbehaviour while calm) of a client
-    /// seen before (a good exchange while calm).
+    /// seen before (a good exchange) that came before the current busy
+    /// period (see below).
     ///
     /// By its pace: one down for a heavy user (several requests a second,
     /// sustained), one up for a light one (about two a second or less, as
-    /// a person browses) seen before.
+    /// a person browses) seen before, that came before the busy period.
     ///
     /// Neither the score nor the volume of a client's first requests says
     /// much: every new browser scores clean and looks light, as a crowd
     /// arriving all at once shows. When the service is full, the light,
     /// clean users it knows go first, and a crowd of newcomers last but for
-    /// the heavy and the suspicious.
+    /// the heavy and the suspicious. A client that came during a busy
+    /// period (the request rate raised, or the service degraded: a crowd,
+    /// a sale, an attack) is not lifted above the crowd it came with until
+    /// that period ends, however well it behaves: a crowd past capacity
+    /// cannot push out the customers it found there.
     fn standing(&self, a: &Assessment) -> i8 {
         let throttle = self
             .shared
@@ -938,7 +943,7 @@ impl<C: Clock> Guard<C> {
             .map_or(f32::MAX, |sc| sc.ladder.throttle);
         let score = a.report.score();
         let heavy = a.volume >= HEAVY_VOLUME;
-        let seen = a.good() > 0;
+        let seen = a.good() > 0 && a.came_before_the_rush();
         // A heavy user's clean record (earned in its first moments, before
         // its volume showed) does not lift it.
         let by_score = if a.flagged_newcomer() {

@@ -23,6 +23,9 @@ pub(crate) struct Profile {
     pub(crate) routes: u16,
     /// Requests seen, saturating at 255.
     pub(crate) requests: u8,
+    /// The busy period the client first came in (the detector's
+    /// `busy_stamp` then; 0: the service was at ease).
+    pub(crate) joined: u8,
 }
 
 impl Profile {
@@ -35,6 +38,12 @@ impl Profile {
     pub(crate) fn route_count(&self) -> u32 {
         self.routes.count_ones()
     }
+
+    /// Whether the client came before the busy period `busy_stamp` names
+    /// (or the service is at ease, stamp 0).
+    pub(crate) fn came_before(&self, busy_stamp: u8) -> bool {
+        busy_stamp == 0 || self.joined != busy_stamp
+    }
 }
 
 /// A route hash's bit in [`Profile::routes`].
@@ -43,7 +52,7 @@ pub(crate) fn route_bit(route_hash: u64) -> u16 {
 }
 
 /// Client profiles, one 64-bit word each: routes (16 bits), requests (8),
-/// last seen (32 bits of 100 ms ticks).
+/// the busy period joined (8), last seen (32 bits of 100 ms ticks).
 pub(crate) struct ProfileTable {
     table: AtomicTable,
 }
@@ -56,17 +65,20 @@ impl ProfileTable {
     }
 
     /// Records a request of the client hashed `key` to the route hashed
-    /// `route_hash`; returns its profile before and after (`None` before:
-    /// the client is new, or was forgotten).
+    /// `route_hash`, in the busy period `busy_stamp` (see
+    /// [`Profile::joined`]); returns its profile before and after (`None`
+    /// before: the client is new, or was forgotten).
     pub(crate) fn visit(
         &self,
         key: u64,
         route_hash: u64,
+        busy_stamp: u8,
         now: Timestamp,
     ) -> (Option<Profile>, Profile) {
         let step = Visit {
             bit: route_bit(route_hash),
             tick: tick_of(now),
+            busy_stamp,
         };
         self.table.run(key, now.as_nanos(), step)
     }
@@ -81,16 +93,20 @@ fn unpack(w: u64) -> (Profile, u32) {
         Profile {
             routes: w as u16,
             requests: (w >> 16) as u8,
+            joined: (w >> 24) as u8,
         },
         (w >> 32) as u32,
     )
 }
 
 fn pack(p: Profile, tick: u32) -> u64 {
-    let w = u64::from(p.routes) | u64::from(p.requests) << 16 | u64::from(tick) << 32;
+    let w = u64::from(p.routes)
+        | u64::from(p.requests) << 16
+        | u64::from(tick) << 32
+        | u64::from(p.joined) << 24;
     // Never all ones, the table's reserved word (every route, 255
-    // requests, and the one tick in 13 years that is all ones): one
-    // request fewer.
+    // requests, busy period 255 and the one tick in 13 years that is all
+    // ones): one request fewer.
     if w == u64::MAX { w - (1 << 16) } else { w }
 }
 
@@ -98,6 +114,7 @@ fn pack(p: Profile, tick: u32) -> u64 {
 struct Visit {
     bit: u16,
     tick: u32,
+    busy_stamp: u8,
 }
 
 impl Transition for Visit {
@@ -109,10 +126,14 @@ impl Transition for Visit {
             .map(unpack)
             .filter(|(_, seen)| self.tick.wrapping_sub(*seen) < stale)
             .map(|(p, _)| p);
-        let old = before.unwrap_or_default();
+        let old = before.unwrap_or(Profile {
+            joined: self.busy_stamp,
+            ..Profile::default()
+        });
         let after = Profile {
             routes: old.routes | self.bit,
             requests: old.requests.saturating_add(1),
+            joined: old.joined,
         };
         ((before, after), Some(pack(after, self.tick)))
     }
@@ -145,37 +166,54 @@ mod tests {
     fn visits_add_routes_and_count_requests() {
         let t = ProfileTable::new(64).unwrap();
         let (search, home) = (0x1000_0000_0000_0000u64, 0x2000_0000_0000_0000u64);
-        let (before, after) = t.visit(7, search, at(0));
+        let (before, after) = t.visit(7, search, 0, at(0));
         assert_eq!(before, None);
         assert_eq!(
             (after.routes, after.single_route()),
             (route_bit(search), Some(1))
         );
-        let (before, after) = t.visit(7, search, at(100));
+        let (before, after) = t.visit(7, search, 0, at(100));
         assert_eq!(before.unwrap().requests, 1);
         assert_eq!(after.single_route(), Some(2));
-        let (_, after) = t.visit(7, home, at(200));
+        let (_, after) = t.visit(7, home, 0, at(200));
         assert_eq!((after.single_route(), after.route_count()), (None, 2));
         // Other clients are apart.
-        assert_eq!(t.visit(8, home, at(200)).0, None);
+        assert_eq!(t.visit(8, home, 0, at(200)).0, None);
     }
 
     #[test]
     fn a_client_gone_for_ten_minutes_is_new_again() {
         let t = ProfileTable::new(64).unwrap();
-        t.visit(7, 1, at(0));
-        assert!(t.visit(7, 1, at(599_000)).0.is_some());
-        let (before, after) = t.visit(7, 1, at(599_000 + 600_000));
+        t.visit(7, 1, 0, at(0));
+        assert!(t.visit(7, 1, 0, at(599_000)).0.is_some());
+        let (before, after) = t.visit(7, 1, 0, at(599_000 + 600_000));
         assert_eq!(before, None);
         assert_eq!(after.requests, 1);
+    }
+
+    #[test]
+    fn a_client_keeps_the_busy_period_it_came_in() {
+        let t = ProfileTable::new(64).unwrap();
+        // Came at ease: before any busy period.
+        let (_, p) = t.visit(7, 1, 0, at(0));
+        assert!(p.came_before(3));
+        // Came in busy period 3: not before it, but before any other.
+        let (_, p) = t.visit(8, 1, 3, at(0));
+        let (_, p2) = t.visit(8, 2, 3, at(100));
+        assert_eq!((p.joined, p2.joined), (3, 3));
+        assert!(!p2.came_before(3) && p2.came_before(4) && p2.came_before(0));
+        // Later visits in another period do not change when it came.
+        assert_eq!(t.visit(8, 1, 4, at(200)).1.joined, 3);
+        // Gone for ten minutes: it comes anew.
+        assert_eq!(t.visit(8, 1, 4, at(200 + 600_000)).1.joined, 4);
     }
 
     #[test]
     fn requests_saturate() {
         let t = ProfileTable::new(64).unwrap();
         for i in 0..300 {
-            t.visit(7, 1, at(i));
+            t.visit(7, 1, 0, at(i));
         }
-        assert_eq!(t.visit(7, 1, at(300)).1.requests, 255);
+        assert_eq!(t.visit(7, 1, 0, at(300)).1.requests, 255);
     }
 }

@@ -173,6 +173,8 @@ pub(crate) struct Assessment {
     pub(crate) cluster: Cluster,
     /// The client's routes so far, this request's included.
     profile: Profile,
+    /// The busy period now (0: at ease); see `Detector::busy_stamp`.
+    busy_stamp: u8,
     pub(crate) report: ScoreReport,
     pub(crate) action: Action,
 }
@@ -199,6 +201,13 @@ impl Assessment {
     /// attack or degraded.
     pub(crate) fn newcomer_in_trouble(&self) -> bool {
         self.look.under_attack && self.good() == 0
+    }
+
+    /// The client came before the current busy period (or the service is
+    /// at ease): overload protection serves it before those who came in
+    /// the crowd.
+    pub(crate) fn came_before_the_rush(&self) -> bool {
+        self.profile.came_before(self.busy_stamp)
     }
 
     /// A newcomer whose cluster is flagged in the attack.
@@ -356,7 +365,8 @@ impl Scorer {
         let site = site(ip);
         let site_key = self.sites.hash(&site);
         let route_hash = self.detector.route_hash(target.route);
-        let (before, profile) = self.profiles.visit(client_key, route_hash, now);
+        let busy_stamp = self.detector.busy_stamp();
+        let (before, profile) = self.profiles.visit(client_key, route_hash, busy_stamp, now);
         // A missing user agent is the automated-client signal's; a client
         // hints contradiction is the inconsistency signal's: neither counts
         // twice.
@@ -449,6 +459,7 @@ impl Scorer {
             fingerprint: seen.fingerprint,
             cluster: seen.cluster,
             profile,
+            busy_stamp,
             report,
             action: self.action(record, &look, &report),
         }
