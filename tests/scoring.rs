@@ -4,21 +4,20 @@
 //! front of a service that answers like the harness's shop.
 #![cfg(feature = "tower")]
 
+#[path = "common/world.rs"]
+mod world;
+
 use fastrand::Rng;
-use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use floodguard::http::{
-    Action, Challenge, ChallengePage, ClientIpConfig, Event, Guard, GuardDecision, Ladder,
-    PeerAddr, Scoring, Signal, Tarpit, Weights,
+    Action, Challenge, ChallengePage, ClientIpConfig, Event, Ladder, PeerAddr, Scoring, Signal,
+    Weights,
 };
-use floodguard::{Clock, ManualClock};
 use http::request::Parts;
-use http::{Request, Response, StatusCode, Version};
-use parking_lot::Mutex;
-use tower::{Layer, Service, ServiceExt};
+use http::{Request, StatusCode, Version};
+use world::World;
 
 const STEP: Duration = Duration::from_millis(10);
 const PROXY: [u8; 4] = [127, 77, 0, 1];
@@ -83,76 +82,24 @@ fn request(kind: Kind, path: &str, from: IpAddr, xff: Option<String>) -> Request
 }
 
 /// The shop: 404 for unknown paths, 200 otherwise.
-async fn shop(req: Request<String>) -> Result<Response<String>, Infallible> {
+fn shop(req: &Request<String>) -> StatusCode {
     let found = ["/", "/search", "/product", "/static/app.css"]
         .iter()
         .any(|p| req.uri().path() == *p);
-    let mut res = Response::new(String::new());
-    if !found {
-        *res.status_mut() = StatusCode::NOT_FOUND;
+    if found {
+        StatusCode::OK
+    } else {
+        StatusCode::NOT_FOUND
     }
-    Ok(res)
 }
 
-struct World {
-    clock: ManualClock,
-    guard: Guard<ManualClock>,
-    events: Arc<Mutex<Vec<(Duration, Event)>>>,
-}
-
-impl World {
-    fn new(scoring: Scoring) -> Self {
-        let clock = ManualClock::new();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&events);
-        let c = clock.clone();
-        let guard = Guard::builder()
-            .default_rules()
-            .scoring(scoring)
-            .client_ip(ClientIpConfig::new().trust(IpAddr::from(PROXY).into()))
-            // Time here is the manual clock's; held refusals would wait in
-            // real time (the tarpit has tests of its own).
-            .tarpit(Tarpit::off())
-            .on_event(move |e| {
-                sink.lock()
-                    .push((Duration::from_nanos(c.now().as_nanos()), e.clone()))
-            })
-            .clock(clock.clone())
-            .build()
-            .unwrap();
-        World {
-            clock,
-            guard,
-            events,
-        }
-    }
-
-    /// Sends one request through the layer; returns the status.
-    async fn send(&self, req: Request<String>) -> (StatusCode, Option<GuardDecision>) {
-        let seen = Arc::new(Mutex::new(None));
-        let s = Arc::clone(&seen);
-        let svc = tower::service_fn(move |req: Request<String>| {
-            *s.lock() = req.extensions().get::<GuardDecision>().cloned();
-            shop(req)
-        });
-        let mut svc = self.guard.layer().layer(svc);
-        let res = svc.ready().await.unwrap().call(req).await.unwrap();
-        let decision = seen.lock().take();
-        (res.status(), decision)
-    }
-
-    fn elapsed(&self) -> Duration {
-        Duration::from_nanos(self.clock.now().as_nanos())
-    }
-
-    fn events(&self, f: impl Fn(&Event) -> bool) -> Vec<(Duration, Event)> {
-        self.events
-            .lock()
-            .iter()
-            .filter(|(_, e)| f(e))
-            .cloned()
-            .collect()
-    }
+/// A world behind the trusted proxy, with `scoring`.
+fn world(scoring: Scoring) -> World {
+    World::new(
+        scoring,
+        ClientIpConfig::new().trust(IpAddr::from(PROXY).into()),
+        shop,
+    )
 }
 
 fn shopper(i: u32) -> IpAddr {
@@ -196,8 +143,8 @@ async fn run(
         .collect();
     let mut t = Tally::default();
     let end = calm + attack_for;
-    while w.elapsed() < end {
-        let now = w.elapsed();
+    while w.now() < end {
+        let now = w.now();
         for (i, due) in next.iter_mut().enumerate() {
             if *due <= now {
                 let path = ["/", "/product", "/search", "/static/app.css"][rng.u64(..4) as usize];
@@ -258,7 +205,7 @@ fn no_shopper_banned(w: &World) {
 }
 
 async fn botnet_scenario(kind: Kind) {
-    let w = World::new(Scoring::default());
+    let w = world(Scoring::default());
     let calm = Duration::from_secs(5);
     let t = run(&w, 200, calm, Duration::from_secs(8), botnet(3000, kind)).await;
     let started = w.events(|e| matches!(e, Event::AttackStarted { .. }));
@@ -304,7 +251,7 @@ async fn browser_mimicking_botnet_is_detected_flagged_and_banned() {
 
 #[tokio::test]
 async fn single_address_flood_is_banned_within_a_second() {
-    let w = World::new(Scoring::default());
+    let w = world(Scoring::default());
     let flooder = IpAddr::V4(Ipv4Addr::new(127, 66, 6, 6));
     let calm = Duration::from_secs(3);
     let t = run(&w, 100, calm, Duration::from_secs(4), |_, _, _| {
@@ -323,7 +270,7 @@ async fn single_address_flood_is_banned_within_a_second() {
 
 #[tokio::test]
 async fn ipv6_rotation_bans_the_whole_slash_64() {
-    let w = World::new(Scoring::default());
+    let w = world(Scoring::default());
     let proxy = IpAddr::from(PROXY);
     let calm = Duration::from_secs(3);
     let t = run(&w, 100, calm, Duration::from_secs(3), |_, _, rng| {
@@ -351,7 +298,7 @@ async fn ipv6_rotation_bans_the_whole_slash_64() {
 
 #[tokio::test]
 async fn scanner_of_missing_paths_is_banned_and_bans_escalate() {
-    let w = World::new(Scoring::default());
+    let w = world(Scoring::default());
     let scanner = IpAddr::V4(Ipv4Addr::new(127, 44, 0, 4));
     let mut statuses = Vec::new();
     for i in 0..20 {
@@ -408,7 +355,7 @@ impl Challenge for Knock {
 
 #[tokio::test]
 async fn challenge_hook_gates_mid_scores_and_solved_requests_pass() {
-    let w = World::new(Scoring::new().challenge(Knock));
+    let w = world(Scoring::new().challenge(Knock));
     let client = IpAddr::V4(Ipv4Addr::new(127, 45, 0, 5));
     let anonymous = |path: &str, solved: bool| {
         let mut req = request(Kind::Flood, path, client, None);
@@ -441,7 +388,7 @@ async fn challenge_hook_gates_mid_scores_and_solved_requests_pass() {
 async fn shadow_ban_reports_once_and_bans_nobody() {
     let mut ladder = Ladder::default();
     ladder.shadow_ban = true;
-    let w = World::new(Scoring::new().ladder(ladder));
+    let w = world(Scoring::new().ladder(ladder));
     let flooder = IpAddr::V4(Ipv4Addr::new(127, 66, 6, 7));
     let mut ok = 0;
     for _ in 0..200 {
@@ -460,7 +407,7 @@ async fn shadow_ban_reports_once_and_bans_nobody() {
 
 #[tokio::test]
 async fn calm_traffic_raises_no_alarm_and_known_shoppers_score_low() {
-    let w = World::new(Scoring::default());
+    let w = world(Scoring::default());
     let t = run(
         &w,
         200,
@@ -491,7 +438,7 @@ async fn a_throttle_never_climbs_to_a_ban_by_itself() {
     weights.success_credit = 0.0;
     let mut ladder = Ladder::default();
     ladder.throttle = 25.0;
-    let w = World::new(Scoring::new().weights(weights).ladder(ladder));
+    let w = world(Scoring::new().weights(weights).ladder(ladder));
     let client = IpAddr::V4(Ipv4Addr::new(127, 46, 0, 6));
     let anonymous = |path: &str| {
         let mut req = request(Kind::Flood, path, client, None);

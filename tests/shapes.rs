@@ -5,6 +5,9 @@
 //! refused, and botnets that vary their headers must be found anyway.
 #![cfg(feature = "tower")]
 
+#[path = "common/world.rs"]
+mod world;
+
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -12,11 +15,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fastrand::Rng;
-use floodguard::http::{Event, Guard, GuardDecision, PeerAddr, Scoring, Tarpit};
-use floodguard::{Clock, ManualClock};
+use floodguard::http::{ClientIpConfig, Event, Guard, PeerAddr, Scoring, Tarpit};
 use http::{Request, Response, StatusCode, Version};
 use parking_lot::Mutex;
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
+use world::World;
 
 const STEP: Duration = Duration::from_millis(10);
 
@@ -107,79 +110,29 @@ fn replay(head: &Head, path: &str, from: IpAddr, extra: &[(String, String)]) -> 
     req
 }
 
-async fn shop(_: Request<String>) -> Result<Response<String>, Infallible> {
-    Ok(Response::new(String::new()))
+/// A world whose shop answers everything.
+fn world() -> World {
+    World::new(Scoring::default(), ClientIpConfig::new(), |_| {
+        StatusCode::OK
+    })
 }
 
-struct World {
-    clock: ManualClock,
-    guard: Guard<ManualClock>,
-    events: Arc<Mutex<Vec<(Duration, Event)>>>,
+/// When the first attack was declared.
+fn started(w: &World) -> Option<Duration> {
+    w.events(|e| matches!(e, Event::AttackStarted { .. }))
+        .first()
+        .map(|(t, _)| *t)
 }
 
-impl World {
-    fn new() -> Self {
-        let clock = ManualClock::new();
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let (sink, c) = (Arc::clone(&events), clock.clone());
-        let guard = Guard::builder()
-            .default_rules()
-            .scoring(Scoring::default())
-            .tarpit(Tarpit::off())
-            .on_event(move |e| {
-                sink.lock()
-                    .push((Duration::from_nanos(c.now().as_nanos()), e.clone()))
-            })
-            .clock(clock.clone())
-            .build()
-            .unwrap();
-        World {
-            clock,
-            guard,
-            events,
-        }
-    }
-
-    async fn send(&self, req: Request<String>) -> StatusCode {
-        self.send_seen(req).await.0
-    }
-
-    /// Sends one request; returns the status and, when the service saw
-    /// it, the guard's decision.
-    async fn send_seen(&self, req: Request<String>) -> (StatusCode, Option<GuardDecision>) {
-        let seen = Arc::new(Mutex::new(None));
-        let s = Arc::clone(&seen);
-        let svc = tower::service_fn(move |req: Request<String>| {
-            *s.lock() = req.extensions().get::<GuardDecision>().cloned();
-            shop(req)
-        });
-        let mut svc = self.guard.layer().layer(svc);
-        let status = svc.ready().await.unwrap().call(req).await.unwrap().status();
-        let decision = seen.lock().take();
-        (status, decision)
-    }
-
-    fn now(&self) -> Duration {
-        Duration::from_nanos(self.clock.now().as_nanos())
-    }
-
-    fn started(&self) -> Option<Duration> {
-        self.events
-            .lock()
-            .iter()
-            .find_map(|(t, e)| matches!(e, Event::AttackStarted { .. }).then_some(*t))
-    }
-
-    fn banned(&self) -> HashSet<String> {
-        self.events
-            .lock()
-            .iter()
-            .filter_map(|(_, e)| match e {
-                Event::ClientBanned { client, .. } => Some(client.to_string()),
-                _ => None,
-            })
-            .collect()
-    }
+/// Every client banned.
+fn banned(w: &World) -> HashSet<String> {
+    w.events(|e| matches!(e, Event::ClientBanned { .. }))
+        .into_iter()
+        .filter_map(|(_, e)| match e {
+            Event::ClientBanned { client, .. } => Some(client.to_string()),
+            _ => None,
+        })
+        .collect()
 }
 
 /// A person browsing with one browser's head: pages, then the page's
@@ -212,7 +165,7 @@ async fn browse(
     for p in people.iter_mut().filter(|p| p.next <= now) {
         let page = PAGES[rng.usize(..PAGES.len())];
         for path in std::iter::once(page).chain(ASSETS) {
-            let status = w.send(replay(&browsers[p.head], path, p.from, &[])).await;
+            let (status, _) = w.send(replay(&browsers[p.head], path, p.from, &[])).await;
             tally.requests += 1;
             tally.refused += u64::from(!status.is_success());
         }
@@ -231,7 +184,7 @@ fn person(i: u32, browsers: usize, rng: &mut Rng, at: Duration) -> Person {
 
 #[tokio::test]
 async fn a_flash_crowd_of_real_browsers_is_served_in_full() {
-    let w = World::new();
+    let w = world();
     // 100 people for 10 s; then ten times as many within 10 s; 10 s more.
     let tally = people_over_time(&w, Duration::from_secs(30), |t| {
         let arriving = t
@@ -240,8 +193,8 @@ async fn a_flash_crowd_of_real_browsers_is_served_in_full() {
         100 + (900 * arriving.as_millis() / 10_000) as u32
     })
     .await;
-    assert_eq!(w.started(), None, "{:?}", w.events.lock());
-    assert!(w.banned().is_empty());
+    assert_eq!(started(&w), None, "{:?}", w.events.lock());
+    assert!(banned(&w).is_empty());
     assert_eq!(tally.refused, 0, "{tally:?}");
 }
 
@@ -266,7 +219,7 @@ async fn people_over_time(w: &World, end: Duration, due: impl Fn(Duration) -> u3
 
 #[tokio::test]
 async fn a_site_that_grows_fivefold_in_a_minute_raises_nothing() {
-    let w = World::new();
+    let w = world();
     // 100 people for 10 s, then 400 more, evenly over 60 s.
     let tally = people_over_time(&w, Duration::from_secs(80), |t| {
         let growing = t
@@ -275,27 +228,27 @@ async fn a_site_that_grows_fivefold_in_a_minute_raises_nothing() {
         100 + (400 * growing.as_millis() / 60_000) as u32
     })
     .await;
-    assert_eq!(w.started(), None, "{:?}", w.events.lock());
-    assert!(w.banned().is_empty());
+    assert_eq!(started(&w), None, "{:?}", w.events.lock());
+    assert!(banned(&w).is_empty());
     assert_eq!(tally.refused, 0, "{tally:?}");
 }
 
 #[tokio::test]
 async fn a_small_site_whose_visitors_quintuple_at_once_raises_nothing() {
-    let w = World::new();
+    let w = world();
     // 10 people for 10 s, then 40 more at once.
     let tally = people_over_time(&w, Duration::from_secs(30), |t| {
         if t < Duration::from_secs(10) { 10 } else { 50 }
     })
     .await;
-    assert_eq!(w.started(), None, "{:?}", w.events.lock());
-    assert!(w.banned().is_empty());
+    assert_eq!(started(&w), None, "{:?}", w.events.lock());
+    assert!(banned(&w).is_empty());
     assert_eq!(tally.refused, 0, "{tally:?}");
 }
 
 #[tokio::test]
 async fn mixed_real_clients_at_a_human_pace_raise_nothing() {
-    let w = World::new();
+    let w = world();
     let all = heads();
     let browsers = heads_of(&["browser"]);
     let mut rng = Rng::with_seed(2);
@@ -319,7 +272,7 @@ async fn mixed_real_clients_at_a_human_pace_raise_nothing() {
         let now = w.now();
         browse(&w, &mut people, &browsers, &mut rng, &mut tally).await;
         for (from, head, next) in clients.iter_mut().filter(|c| c.2 <= now) {
-            let status = w.send(replay(&all[*head], "/api/items", *from, &[])).await;
+            let (status, _) = w.send(replay(&all[*head], "/api/items", *from, &[])).await;
             if !status.is_success() {
                 *refused.entry(all[*head].client.clone()).or_default() += 1;
             }
@@ -327,8 +280,8 @@ async fn mixed_real_clients_at_a_human_pace_raise_nothing() {
         }
         w.clock.advance(STEP);
     }
-    assert_eq!(w.started(), None, "{:?}", w.events.lock());
-    assert!(w.banned().is_empty());
+    assert_eq!(started(&w), None, "{:?}", w.events.lock());
+    assert!(banned(&w).is_empty());
     assert_eq!(tally.refused, 0, "{tally:?}");
     assert!(refused.is_empty(), "{refused:?}");
 }
@@ -340,7 +293,7 @@ async fn botnet(
     n: u32,
     vary: impl Fn(&Head, &mut Rng) -> (Head, Vec<(String, String)>),
 ) -> (World, HashSet<String>, u64, u64) {
-    let w = World::new();
+    let w = world();
     let browsers = heads_of(&["browser"]);
     let mut rng = Rng::with_seed(3);
     let mut people: Vec<Person> = (0..200)
@@ -366,9 +319,7 @@ async fn botnet(
                 continue;
             }
             let (head, extra) = vary(&heads[k % heads.len()], &mut rng);
-            let (status, seen) = w
-                .send_seen(replay(&head, "/search?q=deal", *from, &extra))
-                .await;
+            let (status, seen) = w.send(replay(&head, "/search?q=deal", *from, &extra)).await;
             if w.guard.under_attack() {
                 after += 1;
                 after_ok += u64::from(status.is_success());
@@ -410,8 +361,7 @@ async fn botnet(
         );
     }
     assert_eq!(tally.refused, 0, "people refused: {tally:?}");
-    let people_banned: Vec<String> = w
-        .banned()
+    let people_banned: Vec<String> = banned(&w)
         .into_iter()
         .filter(|c| c.starts_with("10."))
         .collect();
@@ -449,14 +399,14 @@ async fn a_diverse_botnet_of_real_tools_with_random_headers_is_found() {
         (h, extra)
     })
     .await;
-    let started = w.started().expect("detected");
+    let started = started(&w).expect("detected");
     assert!(
         started <= Duration::from_secs(12),
         "detected at {started:?}"
     );
     // Every bot banned or held by the end, and almost nothing served
     // after detection.
-    let banned = w.banned();
+    let banned = banned(&w);
     let caught = banned.len() + held.difference(&banned).count();
     assert!(
         caught >= 2_850,
@@ -488,8 +438,8 @@ async fn a_spoofed_browser_botnet_is_banned() {
         (h, Vec::new())
     })
     .await;
-    assert!(w.started().is_some());
-    let banned = w.banned();
+    assert!(started(&w).is_some());
+    let banned = banned(&w);
     assert!(
         banned.len() + held.difference(&banned).count() >= 1_900,
         "banned {}",
@@ -512,8 +462,8 @@ async fn bots_byte_identical_to_the_peoples_browser_never_get_a_person_banned() 
     // shows).
     let chromium = chromium();
     let (w, _, _, _) = botnet(&chromium, 2_000, |h, _| (h.clone(), Vec::new())).await;
-    assert_eq!(w.started(), None, "{:?}", w.events.lock());
-    assert!(w.banned().is_empty());
+    assert_eq!(started(&w), None, "{:?}", w.events.lock());
+    assert!(banned(&w).is_empty());
 }
 
 /// A search route that takes 10 ms of its one core each, in turn: it
