@@ -798,7 +798,8 @@ impl Detector {
 
     /// Whether the service is degraded: at the last tick (latency past its
     /// objective, or a steady share shed), or since then overload
-    /// protection shed more than 1% of this tick's requests. The second
+    /// protection shed half of [`Detection::shed_share`] of this tick's
+    /// requests or more (1% by default). The second
     /// shows an overload from its first moment, before a tick judges it:
     /// scoring ranks newcomers down from then on, and no attack is
     /// declared on it alone (the tick's judgement needs `min_shed`).
@@ -808,7 +809,9 @@ impl Detector {
             return true;
         }
         let shed = self.shed.load(Ordering::Relaxed);
-        shed > 0 && shed as f64 >= 0.01 * self.requests.load(Ordering::Relaxed) as f64
+        shed > 0
+            && shed as f64
+                >= 0.5 * self.config.shed_share * self.requests.load(Ordering::Relaxed) as f64
     }
 
     /// The busy period a client first seen now joins in: 0 while the
