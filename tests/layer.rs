@@ -316,6 +316,13 @@ mod synthetic_peers {
         let mut req = http::Request::get("/")
             .body(axum::body::Body::empty())
             .unwrap();
+        // gRPC runs over HTTP/2 (the refusal takes its form only there).
+        if headers
+            .iter()
+            .any(|(k, v)| *k == "content-type" && v.starts_with("application/grpc"))
+        {
+            *req.version_mut() = http::Version::HTTP_2;
+        }
         for (k, v) in headers {
             let name = http::HeaderName::from_bytes(k.as_bytes()).unwrap();
             req.headers_mut().insert(name, v.parse().unwrap());

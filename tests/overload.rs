@@ -798,6 +798,7 @@ async fn a_grpc_call_whose_wait_runs_out_gets_unavailable() {
     let mut call = request("/shop.Shop/Search", 2);
     call.headers_mut()
         .insert("content-type", "application/grpc".parse().unwrap());
+    *call.version_mut() = http::Version::HTTP_2;
     let res = layered.clone().oneshot(call).await.unwrap();
     // A trailers-only gRPC answer, in the call's content type.
     assert_eq!(res.status(), StatusCode::OK);

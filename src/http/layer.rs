@@ -125,7 +125,7 @@ where
                         Some(Box::new(Waiting {
                             ticket,
                             guard: self.guard.clone(),
-                            grpc: grpc_content_type(&parts.headers).cloned(),
+                            grpc: grpc_content_type(&parts).cloned(),
                         })),
                     ),
                     None => (None, None),
@@ -149,7 +149,7 @@ where
                 close,
                 page,
             } => {
-                let grpc = grpc_content_type(&parts.headers);
+                let grpc = grpc_content_type(&parts);
                 let mut res = match page {
                     Some(page) if grpc.is_none() => challenge_page(*page),
                     _ => respond(kind, grpc),

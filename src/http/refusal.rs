@@ -1,8 +1,9 @@
 //! The responses floodguard sends instead of calling the inner service:
 //! HTTP status codes with standard headers, or gRPC status codes.
 
-use http::header::{CONTENT_TYPE, RETRY_AFTER};
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
+use http::request::Parts;
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
 
 use super::body::RefusalBody;
 use crate::Decision;
@@ -40,12 +41,25 @@ const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 /// gRPC's retry delay hint, honoured by gRPC retry policies.
 const GRPC_RETRY_PUSHBACK: HeaderName = HeaderName::from_static("grpc-retry-pushback-ms");
 
-/// The content type of a gRPC (or gRPC-Web) request, which wants a gRPC
-/// status rather than an HTTP one; `None` for other requests.
-pub(crate) fn grpc_content_type(headers: &HeaderMap) -> Option<&HeaderValue> {
-    headers
-        .get(CONTENT_TYPE)
-        .filter(|v| v.as_bytes().starts_with(b"application/grpc"))
+/// The content type of a gRPC request (`application/grpc…` over HTTP/2)
+/// or a gRPC-Web one (`application/grpc-web…`, any version), which wants
+/// a gRPC status rather than an HTTP one; `None` for other requests.
+/// gRPC runs over HTTP/2 only: an HTTP/1.1 request that claims
+/// `application/grpc` is not a gRPC call, and gets an HTTP refusal (a
+/// 200 with a `grpc-status` would pass for a success to a browser or a
+/// cache).
+pub(crate) fn grpc_content_type(parts: &Parts) -> Option<&HeaderValue> {
+    parts.headers.get(CONTENT_TYPE).filter(|v| {
+        let v = v.as_bytes();
+        v.starts_with(b"application/grpc-web")
+            || (v.starts_with(b"application/grpc") && parts.version == Version::HTTP_2)
+    })
+}
+
+/// Every refusal is about this request at this moment: no cache may keep
+/// it (a cached gRPC refusal is an empty 200).
+fn no_store(headers: &mut HeaderMap) {
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
 }
 
 impl RefusalKind {
@@ -92,6 +106,7 @@ pub(crate) fn respond<B: RefusalBody>(
         if matches!(kind, RefusalKind::Overloaded | RefusalKind::Suspect) {
             h.insert(GRPC_RETRY_PUSHBACK, HeaderValue::from_static("1000"));
         }
+        no_store(h);
         res
     } else {
         let (status, text) = kind.http();
@@ -105,6 +120,7 @@ pub(crate) fn respond<B: RefusalBody>(
             res.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        no_store(res.headers_mut());
         res
     }
 }
@@ -115,6 +131,10 @@ pub(crate) fn challenge_page<B: RefusalBody>(page: super::ChallengePage) -> Resp
     let mut res = Response::new(B::page(page.body));
     *res.status_mut() = page.status;
     *res.headers_mut() = page.headers;
+    // A page of the hook's own may say how long it keeps.
+    if !res.headers().contains_key(CACHE_CONTROL) {
+        no_store(res.headers_mut());
+    }
     res
 }
 
@@ -141,5 +161,68 @@ pub(crate) fn add_rate_headers(
             let ms = u64::try_from(wait.as_millis().max(1)).unwrap_or(u64::MAX);
             headers.insert(GRPC_RETRY_PUSHBACK, HeaderValue::from(ms));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn parts(version: Version, content_type: &str) -> Parts {
+        Request::builder()
+            .version(version)
+            .header(CONTENT_TYPE, content_type)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[test]
+    fn grpc_form_only_for_http2_grpc_or_grpc_web() {
+        let grpc = |v, ct| grpc_content_type(&parts(v, ct)).is_some();
+        assert!(grpc(Version::HTTP_2, "application/grpc"));
+        assert!(grpc(Version::HTTP_2, "application/grpc+proto"));
+        assert!(grpc(Version::HTTP_11, "application/grpc-web"));
+        assert!(grpc(Version::HTTP_11, "application/grpc-web-text+proto"));
+        assert!(grpc(Version::HTTP_2, "application/grpc-web+proto"));
+        // gRPC is HTTP/2 only: over HTTP/1.x it is no gRPC call.
+        assert!(!grpc(Version::HTTP_11, "application/grpc"));
+        assert!(!grpc(Version::HTTP_10, "application/grpc+proto"));
+        assert!(!grpc(Version::HTTP_2, "text/html"));
+    }
+
+    #[test]
+    fn an_http1_request_claiming_grpc_gets_an_http_refusal() {
+        let p = parts(Version::HTTP_11, "application/grpc");
+        let res: Response<String> = respond(RefusalKind::Overloaded, grpc_content_type(&p));
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(!res.headers().contains_key(GRPC_STATUS));
+    }
+
+    #[test]
+    fn every_refusal_is_not_to_be_stored() {
+        let grpc = HeaderValue::from_static("application/grpc");
+        for kind in [
+            RefusalKind::RateLimited,
+            RefusalKind::Blocked,
+            RefusalKind::NoPeerAddress,
+            RefusalKind::Challenged,
+            RefusalKind::Suspect,
+            RefusalKind::Overloaded,
+        ] {
+            for g in [None, Some(&grpc)] {
+                let res: Response<String> = respond(kind, g);
+                assert_eq!(res.headers()[CACHE_CONTROL], "no-store", "{kind:?} {g:?}");
+            }
+        }
+        let page = super::super::ChallengePage {
+            status: StatusCode::FORBIDDEN,
+            headers: HeaderMap::new(),
+            body: "solve me".into(),
+        };
+        let res: Response<String> = challenge_page(page);
+        assert_eq!(res.headers()[CACHE_CONTROL], "no-store");
     }
 }
