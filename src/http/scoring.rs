@@ -329,13 +329,15 @@ impl Ladder {
     }
 
     /// How long the ban for a client with `offences` earlier offences
-    /// lasts; `unit` in [0, 1) picks the jitter.
+    /// lasts; `unit` in [0, 1) picks the jitter. Saturates at
+    /// `Duration::MAX` (a `ban_max` of `Duration::MAX` bans for good).
     pub fn ban_duration(&self, offences: u8, unit: f32) -> Duration {
         let factor = f64::from(self.ban_factor).powi(i32::from(offences));
         let base = self.ban_base.as_secs_f64() * factor;
         let capped = base.min(self.ban_max.as_secs_f64());
-        let jitter = 1.0 + f64::from(self.ban_jitter) * (2.0 * f64::from(unit) - 1.0);
-        Duration::from_secs_f64((capped * jitter).max(0.001))
+        let jitter =
+            1.0 + f64::from(self.ban_jitter) * (2.0 * f64::from(unit).clamp(0.0, 1.0) - 1.0);
+        Duration::try_from_secs_f64((capped * jitter).max(0.001)).unwrap_or(Duration::MAX)
     }
 
     pub(crate) fn validate(&self) -> Result<(), crate::ConfigError> {
@@ -480,6 +482,24 @@ mod tests {
         let low = l.ban_duration(0, 0.0).as_secs_f64();
         let high = l.ban_duration(0, 0.999).as_secs_f64();
         assert!((53.9..54.1).contains(&low) && (65.9..66.0).contains(&high));
+    }
+
+    #[test]
+    fn a_ban_max_of_duration_max_saturates_instead_of_panicking() {
+        let l = Ladder {
+            ban_max: Duration::MAX,
+            ..Ladder::default()
+        };
+        assert!(l.validate().is_ok());
+        // 60 s × 4^17 with 10% jitter up is past what a Duration holds in
+        // f64 seconds only at the far end; every offence count must work.
+        for offences in 0..=u8::MAX {
+            for unit in [0.0, 0.5, 0.999, 1.0] {
+                let d = l.ban_duration(offences, unit);
+                assert!(d >= Duration::from_secs(53), "{offences} {unit} {d:?}");
+            }
+        }
+        assert_eq!(l.ban_duration(u8::MAX, 0.999), Duration::MAX);
     }
 
     #[test]
