@@ -101,7 +101,11 @@ impl Scope {
                     .path_prefixes
                     .iter()
                     .any(|p| path.starts_with(p.as_str())))
-            && (self.methods.is_empty() || self.methods.contains(&parts.method))
+            && (self.methods.is_empty()
+                || self.methods.contains(&parts.method)
+                // HEAD is GET without the body: servers (axum among them)
+                // answer it with the GET handler, at the GET's cost.
+                || (parts.method == Method::HEAD && self.methods.contains(&Method::GET)))
             && self.when.as_ref().is_none_or(|f| f(parts))
     }
 }
@@ -226,7 +230,9 @@ impl Rule {
     }
 
     /// Applies only to this method; may be given several times (any
-    /// matches).
+    /// matches). `GET` covers `HEAD` too, which servers answer with the
+    /// `GET` handler (axum does): a rule on `GET` cannot be dodged by
+    /// asking for the head only.
     pub fn method(mut self, method: Method) -> Self {
         self.scope.methods.push(method);
         self
@@ -502,4 +508,35 @@ fn share(
     builder.build(store).map_err(|e| ConfigError::SharedStore {
         reason: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: Method, path: &str) -> Parts {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[test]
+    fn a_get_rule_covers_head_and_nothing_else() {
+        let rule = Rule::per_ip("search").path("/search").method(Method::GET);
+        let on = |m: Method| rule.scope.matches(&parts(m, "/search"), "/search");
+        assert!(on(Method::GET));
+        assert!(on(Method::HEAD));
+        assert!(!on(Method::POST));
+        assert!(!on(Method::OPTIONS));
+        // A HEAD rule does not cover GET.
+        let head = Rule::per_ip("head").method(Method::HEAD);
+        assert!(!head.scope.matches(&parts(Method::GET, "/"), "/"));
+        // A POST rule does not cover HEAD.
+        let post = Rule::per_ip("post").method(Method::POST);
+        assert!(!post.scope.matches(&parts(Method::HEAD, "/"), "/"));
+    }
 }
