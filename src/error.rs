@@ -137,6 +137,22 @@ pub enum ConfigError {
         /// The ban threshold given.
         ban: String,
     },
+    /// A sliding window too short for its limit: its packed window
+    /// counter would wrap within [`MAX_STALENESS`](crate::algo::MAX_STALENESS),
+    /// and a caller whose clock reading is that stale could not be told
+    /// from a long-idle key.
+    #[error(
+        "`window` of {window_nanos} ns is too short for a limit of {limit}: \
+         at this limit a sliding window needs at least {min_nanos} ns"
+    )]
+    WindowTooShort {
+        /// The window given, in nanoseconds.
+        window_nanos: u64,
+        /// The limit given.
+        limit: u64,
+        /// The shortest window this limit allows.
+        min_nanos: u64,
+    },
     /// A number outside the range its field allows.
     #[error("`{field}` is {value}, outside {range}")]
     OutOfRange {

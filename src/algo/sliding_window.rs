@@ -37,13 +37,18 @@
 //! epoch: `E ≥ 48` for `L < 255`, `E ≥ 24` for `L < 2^20 − 1`, `E ≥ 16` at
 //! the largest limit. The epoch is the window index modulo `2^E`. A state
 //! found a little *ahead* of the caller's time (up to
-//! [`SlidingWindow::max_ahead`] windows: one second's worth, at least three,
-//! at most a quarter of the range) is taken as current: another thread read
-//! the clock a moment later and moved the key on, and a stale timestamp must
-//! not wipe its counts. So an entry left untouched for `k·2^E − max_ahead`
-//! to `k·2^E + 1` windows is misread (as ahead, current or previous); any
-//! other age reads as expired. For `L < 2^20 − 1` that first happens after
-//! 16 million idle windows.
+//! [`SlidingWindow::max_ahead`] windows: [`MAX_STALENESS`] (one second)
+//! worth, at least three) is taken as current: another thread read the
+//! clock a moment later and moved the key on, and a stale timestamp must
+//! not wipe its counts. A window so short that a second's worth of windows
+//! would exceed a quarter of the epoch range is refused
+//! ([`ConfigError::WindowTooShort`]: below 61 µs at the largest limits,
+//! 239 ns for `L < 2^20 − 1`, none for `L < 2^16 − 1`), so a caller up
+//! to a second stale never overwrites newer state; one staler than that
+//! may (its clock reading is then wrong, not late). An entry left
+//! untouched for `k·2^E − max_ahead` to `k·2^E + 1` windows is misread (as
+//! ahead, current or previous); any other age reads as expired. For
+//! `L < 2^20 − 1` that first happens after 16 million idle windows.
 //!
 //! Time is kept in units of `2^s` ns, `s` the smallest shift that brings `W`
 //! below 2^32, so every product fits in 64 bits. Windows of 2^32 ns (4.3 s)
@@ -148,9 +153,26 @@ impl SlidingWindow {
         let count_bits = 64 - (limit + 1).leading_zeros();
         let epoch_bits = 64 - 2 * count_bits;
         let window_nanos = window_nanos >> shift << shift;
-        let max_ahead = (crate::clock::duration_nanos(MAX_STALENESS) / window_nanos)
+        // A stale caller must never be read as one long idle: a quarter of
+        // the epoch range has to span `MAX_STALENESS`, else a state written
+        // by a thread with a later clock reading would look expired to one
+        // with an earlier reading, which would then overwrite it.
+        let staleness = crate::clock::duration_nanos(MAX_STALENESS);
+        let quarter = 1u64 << (epoch_bits - 2);
+        let min_nanos = staleness.div_ceil(quarter);
+        if window_nanos < min_nanos {
+            return Err(ConfigError::WindowTooShort {
+                window_nanos,
+                limit,
+                min_nanos,
+            });
+        }
+        // Rounded up: a caller `MAX_STALENESS` late is that many windows
+        // back at most.
+        let max_ahead = staleness
+            .div_ceil(window_nanos)
             .max(MIN_AHEAD_WINDOWS)
-            .min(1 << (epoch_bits - 2));
+            .min(quarter);
         Ok(SlidingWindow {
             limit,
             // Rounded to whole time units: the window actually in force.
@@ -188,7 +210,8 @@ impl SlidingWindow {
 
     /// How many windows ahead of the caller's time a stored state may be and
     /// still be read as current: [`MAX_STALENESS`] worth of windows, at least
-    /// [`MIN_AHEAD_WINDOWS`], at most a quarter of the epoch range.
+    /// [`MIN_AHEAD_WINDOWS`] (never more than a quarter of the epoch range:
+    /// shorter windows are refused).
     pub fn max_ahead(&self) -> u64 {
         self.max_ahead
     }
@@ -757,7 +780,11 @@ mod tests {
         ];
         for window in windows {
             for limit in [1, 2, 3, 10, 254, 255, 1 << 20, MAX_LIMIT] {
-                let a = SlidingWindow::new(limit, Duration::from_nanos(window)).unwrap();
+                let a = match SlidingWindow::new(limit, Duration::from_nanos(window)) {
+                    Ok(a) => a,
+                    Err(ConfigError::WindowTooShort { .. }) => continue,
+                    Err(e) => panic!("{e}"),
+                };
                 let wn = a.window_nanos;
                 let mut times = vec![0, 1, u64::MAX, u64::MAX - 1, 1 << 62, (1 << 62) - 1];
                 for q in [1u64, 2, 7, 1 << 20, u64::MAX / wn - 1, u64::MAX / wn] {
@@ -810,7 +837,14 @@ mod tests {
         ) {
             let limit = ((1u64 << limit_bits) + limit_frac % (1u64 << limit_bits)).min(MAX_LIMIT);
             let window = (1u64 << window_bits) + window_frac % (1u64 << window_bits);
-            let a = SlidingWindow::new(limit, Duration::from_nanos(window)).unwrap();
+            let a = match SlidingWindow::new(limit, Duration::from_nanos(window)) {
+                Ok(a) => a,
+                Err(ConfigError::WindowTooShort { min_nanos, .. }) => {
+                    proptest::prop_assert!(window < min_nanos);
+                    return Ok(());
+                }
+                Err(e) => panic!("{e}"),
+            };
             // Times of every magnitude, not only near the end of the clock.
             let now = if time_bits == 63 { now } else { now >> (63 - time_bits) };
             let epoch = (now >> a.shift) / a.window;
@@ -847,5 +881,66 @@ mod tests {
         let e = SlidingWindow::new(MAX_LIMIT + 1, Duration::from_secs(1)).unwrap_err();
         assert!(e.to_string().contains("`limit`"));
         assert!(SlidingWindow::new(MAX_LIMIT, Duration::from_secs(1)).is_ok());
+        let e = SlidingWindow::new(MAX_LIMIT, Duration::from_nanos(2)).unwrap_err();
+        assert_eq!(
+            e,
+            ConfigError::WindowTooShort {
+                window_nanos: 2,
+                limit: MAX_LIMIT,
+                min_nanos: 61_036
+            }
+        );
+        assert!(e.to_string().contains("`window`"));
+    }
+
+    /// The shortest window each limit allows: a second's worth of windows
+    /// fits in a quarter of the epoch range, and no shorter one is taken.
+    #[test]
+    fn the_shortest_window_still_holds_a_second_of_staleness() {
+        for limit in [
+            1,
+            254,
+            (1 << 16) - 2,
+            (1 << 16) - 1,
+            (1 << 20) - 2,
+            MAX_LIMIT,
+        ] {
+            let min = match SlidingWindow::new(limit, Duration::from_nanos(1)) {
+                Ok(_) => 1,
+                Err(ConfigError::WindowTooShort { min_nanos, .. }) => min_nanos,
+                Err(e) => panic!("{e}"),
+            };
+            assert!(limit < (1 << 16) - 1 || min > 1, "limit {limit}");
+            let s = SlidingWindow::new(limit, Duration::from_nanos(min)).unwrap();
+            assert!(s.max_ahead() * min >= SEC, "limit {limit}");
+            if min > 1 {
+                assert!(SlidingWindow::new(limit, Duration::from_nanos(min - 1)).is_err());
+            }
+        }
+    }
+
+    /// The fuzzer's finding: a limit of about 16M over windows of 1-2 ns
+    /// (a 16-bit epoch, so three quarters of the range behind is 49,152
+    /// windows), and callers up to 65 µs stale. A state written by a thread
+    /// with a later reading looked expired to the stale caller, which reset
+    /// it: 30.3M admitted where the bound was 15.66M. Such windows are now
+    /// refused; at the shortest allowed one, a caller a whole second stale
+    /// keeps the newer counts.
+    #[test]
+    fn a_stale_caller_never_overwrites_newer_state() {
+        for window in [1, 2] {
+            let e = SlidingWindow::new(MAX_LIMIT - 3, Duration::from_nanos(window));
+            assert!(
+                matches!(e, Err(ConfigError::WindowTooShort { .. })),
+                "{e:?}"
+            );
+        }
+        let s = SlidingWindow::new(MAX_LIMIT, Duration::from_nanos(61_036)).unwrap();
+        let now = 1_000 * SEC;
+        let full = s.check(None, now, MAX_LIMIT).state;
+        for stale in [1, 61_036, SEC / 2, SEC - 61_036, SEC] {
+            let d = s.check(full, now - stale, 1).decision;
+            assert!(d.is_denied(), "{stale} ns stale");
+        }
     }
 }
