@@ -56,8 +56,26 @@ struct Entry {
     in_flight: bool,
     /// Redis said the key is over its limit...
     blocked: bool,
-    /// ...until then (ms on the store's clock; the budget is 0 meanwhile).
-    until_ms: u64,
+    /// ...until then: ms on the store's clock, modulo 2^32 (a hold is cut
+    /// at [`MAX_HOLD_MS`], so the wrapping difference from now tells which
+    /// side of it now is, at any process age). The budget is 0 meanwhile.
+    until_ms: u32,
+}
+
+/// Longest hold a key over its limit is refused for locally before asking
+/// Redis again: 2^31 − 1 ms (24.8 days).
+const MAX_HOLD_MS: u64 = (1 << 31) - 1;
+
+/// Milliseconds from `now` (ns) until the hold ending at `until_ms` (mod
+/// 2^32) is over; 0 once it is.
+#[inline(always)]
+fn hold_left_ms(until_ms: u32, now: u64) -> u32 {
+    let left = until_ms.wrapping_sub((now / NANOS_PER_MS) as u32);
+    if u64::from(left) <= MAX_HOLD_MS {
+        left
+    } else {
+        0
+    }
 }
 
 impl Entry {
@@ -65,7 +83,7 @@ impl Entry {
         let pending = (self.pending.clamp(-PENDING_BIAS, PENDING_MAX) + PENDING_BIAS) as u64;
         let flag = |on: bool, bit: u64| if on { bit } else { 0 };
         let top = if self.blocked {
-            self.until_ms.min(u64::from(u32::MAX)) << UNTIL_SHIFT
+            u64::from(self.until_ms) << UNTIL_SHIFT
         } else {
             self.budget.min(MAX_SYNC_AFTER) << BUDGET_SHIFT
         };
@@ -83,7 +101,11 @@ impl Entry {
             dirty: word & DIRTY != 0,
             in_flight: word & IN_FLIGHT != 0,
             blocked,
-            until_ms: if blocked { word >> UNTIL_SHIFT } else { 0 },
+            until_ms: if blocked {
+                (word >> UNTIL_SHIFT) as u32
+            } else {
+                0
+            },
         }
     }
 
@@ -105,9 +127,10 @@ enum Verdict {
     Spent {
         budget: u64,
     },
-    /// Over the limit in Redis until then (ms on the store's clock).
+    /// Over the limit in Redis for this many more milliseconds, counted
+    /// from the whole millisecond `now` falls in.
     Blocked {
-        until_ms: u64,
+        left_ms: u32,
     },
     /// The cost exceeds the limit.
     Never {
@@ -132,7 +155,7 @@ impl Out {
         let (kind, value) = match verdict {
             Verdict::Allowed { budget } => (0, budget),
             Verdict::Spent { budget } => (1, budget),
-            Verdict::Blocked { until_ms } => (2, until_ms),
+            Verdict::Blocked { left_ms } => (2, u64::from(left_ms)),
             Verdict::Never { budget } => (3, budget),
         };
         debug_assert!(value <= u64::from(u32::MAX), "{verdict:?}");
@@ -145,7 +168,9 @@ impl Out {
         match self.0 & 3 {
             0 => Verdict::Allowed { budget: value },
             1 => Verdict::Spent { budget: value },
-            2 => Verdict::Blocked { until_ms: value },
+            2 => Verdict::Blocked {
+                left_ms: value as u32,
+            },
             _ => Verdict::Never { budget: value },
         }
     }
@@ -179,9 +204,9 @@ impl Transition for CheckStep<'_> {
         if let Some(word) = state
             && word & BLOCKED != 0
         {
-            let until_ms = word >> UNTIL_SHIFT;
-            if now < until_ms.saturating_mul(NANOS_PER_MS) {
-                return (Out::new(Verdict::Blocked { until_ms }, false), None);
+            let left_ms = hold_left_ms((word >> UNTIL_SHIFT) as u32, now);
+            if left_ms > 0 {
+                return (Out::new(Verdict::Blocked { left_ms }, false), None);
             }
         }
         if let (Some(word), Op::Check(cost)) = (state, self.op) {
@@ -444,8 +469,9 @@ impl NearCache {
             Verdict::Never { budget } => {
                 (Decision::never(self.limit, (budget, 1), self.span), false)
             }
-            Verdict::Blocked { until_ms } => {
-                let wait = until_ms * NANOS_PER_MS - now;
+            Verdict::Blocked { left_ms } => {
+                let until = (now / NANOS_PER_MS + u64::from(left_ms)) * NANOS_PER_MS;
+                let wait = until - now;
                 (Decision::deny(self.limit, (0, 1), self.span, wait), false)
             }
         }
@@ -487,8 +513,11 @@ impl NearCache {
             let share = share(room, instances, self.sync_after);
             let until_ms = (!r.allowed).then(|| {
                 let retry = r.retry_after_us.unwrap_or(r.reset_after_us).max(1);
-                now.saturating_add(retry.saturating_mul(1_000))
-                    .div_ceil(NANOS_PER_MS)
+                let until = now
+                    .saturating_add(retry.saturating_mul(1_000))
+                    .div_ceil(NANOS_PER_MS);
+                // Kept modulo 2^32: see `Entry::until_ms`.
+                until.min(now / NANOS_PER_MS + MAX_HOLD_MS) as u32
             });
             let settle = Update(move |mut e: Entry| {
                 e.in_flight = false;
@@ -571,9 +600,7 @@ mod tests {
                     budget: MAX_SYNC_AFTER,
                 },
                 Verdict::Spent { budget: 7 },
-                Verdict::Blocked {
-                    until_ms: u64::from(u32::MAX),
-                },
+                Verdict::Blocked { left_ms: u32::MAX },
                 Verdict::Never { budget: 1 },
             ] {
                 let out = Out::new(v, listed);
@@ -609,7 +636,7 @@ mod tests {
                 dirty: true,
                 in_flight: true,
                 blocked: true,
-                until_ms: u64::from(u32::MAX),
+                until_ms: u32::MAX,
             },
             Entry {
                 budget: 7,
@@ -678,6 +705,47 @@ mod tests {
         // After the retry-after one unit goes through, and a refresh is due.
         assert!(check(&nc, 1, 502, 1, 1).is_allowed());
         assert_eq!(nc.take_listed(at(502)), vec![(1, 1001, 1)]);
+    }
+
+    /// A hold is kept modulo 2^32 ms: it holds at any process age, past
+    /// 2^32 ms (49.7 days, where it used to be cut to nothing and a key
+    /// over its limit got a unit per sync round) and 2^40 ms.
+    #[test]
+    fn a_key_over_its_limit_stays_refused_at_any_process_age() {
+        for start in [
+            0,
+            (1 << 32) - 300,
+            1 << 32,
+            (1 << 32) + 7,
+            1 << 40,
+            (1 << 40) + 12_345,
+        ] {
+            let nc = cache(5, 100);
+            check(&nc, 1, start, 1, 1);
+            let batch = nc.take_listed(at(start));
+            nc.settle(&batch, &[reply(false, 0, 1_000)], at(start + 1), 1);
+            let admitted = (0..1_000)
+                .filter(|i| check(&nc, 1, start + 1 + i, 1, 1).is_allowed())
+                .count();
+            assert_eq!(admitted, 0, "at {start} ms");
+            let d = check(&nc, 1, start + 500, 1, 1);
+            assert_eq!(
+                d.retry_after(),
+                Some(Duration::from_millis(501)),
+                "at {start} ms"
+            );
+            assert!(
+                check(&nc, 1, start + 1_002, 1, 1).is_allowed(),
+                "at {start} ms"
+            );
+        }
+        // A hold past 2^31 ms is cut there, still a hold.
+        let nc = cache(5, 100);
+        check(&nc, 1, 0, 1, 1);
+        let batch = nc.take_listed(at(0));
+        nc.settle(&batch, &[reply(false, 0, u64::MAX / 1_000)], at(1), 1);
+        assert!(check(&nc, 1, MAX_HOLD_MS, 1, 1).is_denied());
+        assert!(check(&nc, 1, MAX_HOLD_MS + 2, 1, 1).is_allowed());
     }
 
     #[test]
