@@ -322,6 +322,30 @@ mod tests {
         Timestamp::from_nanos(ms * 1_000_000)
     }
 
+    /// The tick is 32 bits of 10 ms (497 days) and differences wrap: a
+    /// score decays right at any process age, across the tick's wrap too.
+    #[test]
+    fn decay_is_right_at_any_process_age() {
+        let wrap_ms = (1u64 << 32) * 10;
+        for start in [0, 1 << 32, 1 << 40, wrap_ms - 5_000, 3 * wrap_ms - 1] {
+            let t = ScoreTable::new(64, Duration::from_secs(10)).unwrap();
+            t.update(
+                &7u32,
+                at(start),
+                ScoreChange {
+                    points: 80.0,
+                    good: true,
+                    ..ScoreChange::default()
+                },
+            );
+            let r = t.get(&7u32, at(start + 10_000)).unwrap();
+            assert!((r.score - 40.0).abs() < 0.5, "at {start} ms: {r:?}");
+            assert_eq!(r.good, 1);
+            let r = t.get(&7u32, at(start + 20_000)).unwrap();
+            assert!((r.score - 20.0).abs() < 0.5, "at {start} ms: {r:?}");
+        }
+    }
+
     fn table() -> ScoreTable {
         ScoreTable::new(1024, Duration::from_secs(10)).unwrap()
     }

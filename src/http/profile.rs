@@ -208,6 +208,24 @@ mod tests {
         assert_eq!(t.visit(8, 1, 4, at(200 + 600_000)).1.joined, 4);
     }
 
+    /// The last-seen tick is 32 bits of 100 ms (13.6 years) and ages
+    /// wrap: a profile is kept, and forgotten when stale, at any process
+    /// age, across the tick's wrap too.
+    #[test]
+    fn staleness_is_right_at_any_process_age() {
+        let wrap_ms = (1u64 << 32) * 100;
+        for start in [1 << 32, 1 << 40, wrap_ms - 300_000] {
+            let t = ProfileTable::new(64).unwrap();
+            t.visit(7, 1, 0, at(start));
+            assert!(
+                t.visit(7, 1, 0, at(start + 599_000)).0.is_some(),
+                "at {start}"
+            );
+            let (before, after) = t.visit(7, 1, 0, at(start + 599_000 + 600_000));
+            assert_eq!((before, after.requests), (None, 1), "at {start}");
+        }
+    }
+
     #[test]
     fn requests_saturate() {
         let t = ProfileTable::new(64).unwrap();
