@@ -184,6 +184,33 @@ async fn verdict_refuses_before_reading_and_exempts_from_caps() {
 }
 
 #[tokio::test]
+async fn a_panicking_verdict_hook_does_not_stop_the_accept_loop() {
+    let gate = Gate::builder()
+        .max_connections_per_ip(1)
+        .verdict(|ip| {
+            assert_ne!(ip.to_string(), "127.0.0.9", "the hook's own bug");
+            AcceptVerdict::Normal
+        })
+        .build()
+        .unwrap();
+    let (addr, mut rx) = serve(&gate).await;
+    // The hook panics for this address: judged without it (the caps
+    // apply), counted, and the loop goes on.
+    let mut first = connect_from("127.0.0.9", addr).await;
+    assert_eq!(outcome(&mut first).await, Outcome::Admitted);
+    let _first = admitted(&mut rx).await;
+    let mut second = connect_from("127.0.0.9", addr).await;
+    assert_eq!(outcome(&mut second).await, Outcome::Refused);
+    for _ in 0..3 {
+        let mut c = connect_from("127.0.0.10", addr).await;
+        assert_eq!(outcome(&mut c).await, Outcome::Admitted);
+        drop(admitted(&mut rx).await);
+    }
+    let s = gate.stats();
+    assert_eq!((s.verdict_panics, s.accepted, s.refused_per_ip), (2, 4, 1));
+}
+
+#[tokio::test]
 async fn new_connection_rate_refuses_the_third_rapid_connection() {
     let gate = Gate::builder()
         .new_connections_per_ip(1, Duration::from_secs(10), 2)

@@ -144,6 +144,7 @@ struct Counters {
     refused_per_prefix: AtomicU64,
     refused_rate: AtomicU64,
     open: AtomicU64,
+    verdict_panics: AtomicU64,
 }
 
 /// A snapshot of a [`Gate`]'s counters since it was built.
@@ -162,6 +163,10 @@ pub struct GateStats {
     pub refused_rate: u64,
     /// Admitted connections open now (streams not yet dropped).
     pub open: u64,
+    /// Times the verdict hook panicked; the connection was then judged as
+    /// [`AcceptVerdict::Normal`] (the caps apply) and the accept loop went
+    /// on.
+    pub verdict_panics: u64,
     /// Refused connections held open by the [`Tarpit`] before their reset.
     pub tarpit: TarpitStats,
 }
@@ -221,6 +226,7 @@ impl Gate {
             refused_per_prefix: c.refused_per_prefix.load(Relaxed),
             refused_rate: c.refused_rate.load(Relaxed),
             open: c.open.load(Relaxed),
+            verdict_panics: c.verdict_panics.load(Relaxed),
             tarpit: self.shared.tarpit.stats(),
         }
     }
@@ -246,7 +252,7 @@ impl Shared {
         let verdict = self
             .verdict
             .as_ref()
-            .map_or(AcceptVerdict::Normal, |f| f(ip));
+            .map_or(AcceptVerdict::Normal, |f| self.ask(f, ip));
         let counted = match verdict {
             AcceptVerdict::Refuse => return Err(Refusal::Banned),
             AcceptVerdict::Exempt => None,
@@ -283,6 +289,28 @@ impl Shared {
             shared: Arc::clone(self),
             counted,
         })
+    }
+
+    /// The verdict hook's answer for `ip`. A hook that panics must not
+    /// take the accept loop (and every later connection) with it: its
+    /// panic is counted and logged, and the connection judged as any other.
+    fn ask(&self, hook: &VerdictFn, ip: IpAddr) -> AcceptVerdict {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| hook(ip))) {
+            Ok(v) => v,
+            Err(_) => {
+                let n = self.counters.verdict_panics.fetch_add(1, Relaxed);
+                // The first, then one in a thousand: a hook that always
+                // panics does not flood the log.
+                if n % 1_000 == 0 {
+                    tracing::error!(
+                        peer = %ip,
+                        panics = n + 1,
+                        "the gate's verdict hook panicked; the connection is judged without it"
+                    );
+                }
+                AcceptVerdict::Normal
+            }
+        }
     }
 
     fn count_refusal(&self, why: Refusal) {
@@ -391,7 +419,9 @@ impl GateBuilder {
     /// A hook asked first about every connection's (canonical) address: it
     /// can refuse it (bans, block lists) or exempt it from every cap (safe
     /// lists). Called on the accept path, so it must be quick and must not
-    /// block.
+    /// block. If it panics, the panic is caught and counted
+    /// ([`GateStats::verdict_panics`]) and the connection is judged as
+    /// [`AcceptVerdict::Normal`].
     pub fn verdict(mut self, f: impl Fn(IpAddr) -> AcceptVerdict + Send + Sync + 'static) -> Self {
         self.verdict = Some(Box::new(f));
         self
