@@ -806,3 +806,37 @@ async fn a_grpc_call_whose_wait_runs_out_gets_unavailable() {
     assert_eq!(res.headers()["content-type"], "application/grpc");
     assert_eq!(busy.await.unwrap().0, StatusCode::OK);
 }
+
+/// Per-route limits go to the application's routes only: junk paths (404s,
+/// whatever the client asks for) share the service's limit and never name
+/// a limit or a metric.
+#[cfg(feature = "axum")]
+#[tokio::test(start_paused = true)]
+async fn route_limits_go_to_real_routes_only() {
+    use axum::routing::get;
+    let g = guard(Overload::default().per_route());
+    let app = axum::Router::new()
+        .route("/search", get(|| async { "results" }))
+        .route("/product/{id}", get(|| async { "product" }))
+        .layer(g.layer());
+    let send = |path: String| {
+        let mut req = Request::get(path).body(axum::body::Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(PeerAddr(SocketAddr::from(([10, 0, 0, 1], 1))));
+        app.clone().oneshot(req)
+    };
+    for i in 0..80 {
+        let res = send(format!("/junk{i}")).await.unwrap();
+        assert_eq!(res.status(), StatusCode::NOT_FOUND);
+    }
+    for path in ["/search", "/product/7", "/product/9"] {
+        assert_eq!(send(path.into()).await.unwrap().status(), StatusCode::OK);
+    }
+    let routes: Vec<Option<String>> = g.stats().overload.into_iter().map(|l| l.route).collect();
+    assert_eq!(
+        routes,
+        [None, Some("/search".into()), Some("/product/{id}".into())]
+    );
+    let text = g.prometheus();
+    assert!(!text.contains("junk"), "{text}");
+}

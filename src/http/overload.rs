@@ -387,9 +387,12 @@ impl Overload {
 
     /// Gives every route a limit of its own, made when the route is first
     /// seen, up to [`MAX_ROUTE_LIMITS`] (later ones share the service's).
-    /// Routes are axum's route patterns, a bounded set; without axum they
-    /// are paths, so name the routes with [`route`](Self::route) instead.
-    /// A slow route then sheds its own requests and no others.
+    /// Routes are axum's route patterns, a bounded set: a request that
+    /// matched none (a 404, whatever its path) shares the service's limit,
+    /// so junk paths neither take the places nor name metrics. Without
+    /// axum there are no route patterns: name the routes with
+    /// [`route`](Self::route) instead. A slow route then sheds its own
+    /// requests and no others.
     pub fn per_route(mut self) -> Self {
         self.every_route = true;
         self
@@ -1149,8 +1152,9 @@ impl Shedder {
         self.config.every_route || !self.config.routes.is_empty()
     }
 
-    /// The limit `route` is counted in.
-    fn limit_for(&self, route: &str) -> Arc<ConcurrencyLimit> {
+    /// The limit `route` is counted in; `matched`: the route is one of the
+    /// application's (see [`Overload::per_route`]).
+    fn limit_for(&self, route: &str, matched: bool) -> Arc<ConcurrencyLimit> {
         let found = || {
             self.route_limits()
                 .find(|l| l.route.as_deref() == Some(route))
@@ -1159,7 +1163,7 @@ impl Shedder {
         if let Some(l) = found() {
             return l;
         }
-        if !self.config.every_route {
+        if !self.config.every_route || !matched {
             return Arc::clone(&self.service);
         }
         let _adding = self.adding.lock();
@@ -1189,7 +1193,7 @@ impl Shedder {
             .as_ref()
             .map_or(Criticality::Default, |f| f(parts));
         let priority = Priority::of(criticality, standing);
-        let limit = self.limit_for(route);
+        let limit = self.limit_for(route, super::peer::route_matched(parts));
         if limit.try_acquire(priority) {
             return Ok(Place::Now(Permit::new(limit, priority)));
         }

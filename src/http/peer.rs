@@ -111,6 +111,22 @@ pub(crate) fn wire_head(ext: &Extensions) -> Option<WireHead> {
     None
 }
 
+/// Whether the request matched one of the application's routes (axum's
+/// `MatchedPath`): only then is [`route`] one of a bounded set, not a path
+/// the client chose.
+pub(crate) fn route_matched(parts: &http::request::Parts) -> bool {
+    #[cfg(feature = "axum")]
+    if parts
+        .extensions
+        .get::<axum::extract::MatchedPath>()
+        .is_some()
+    {
+        return true;
+    }
+    let _ = parts;
+    false
+}
+
 /// The route a request matched: axum's route pattern if known, else the
 /// path.
 pub(crate) fn route(parts: &http::request::Parts) -> &str {
