@@ -29,6 +29,9 @@ pub struct PrefixMap<V> {
     /// Distinct lengths present, longest first, per family.
     v4_lengths: Vec<u8>,
     v6_lengths: Vec<u8>,
+    /// Entries of each length, per family (IPv4 /0-/32 first, then IPv6
+    /// /0-/128): a removal drops its length in O(1), not by a scan.
+    per_length: Box<[usize; 33 + 129]>,
 }
 
 impl<V> Default for PrefixMap<V> {
@@ -44,6 +47,7 @@ impl<V> PrefixMap<V> {
             entries: HashMap::default(),
             v4_lengths: Vec::new(),
             v6_lengths: Vec::new(),
+            per_length: Box::new([0; 33 + 129]),
         }
     }
 
@@ -59,29 +63,32 @@ impl<V> PrefixMap<V> {
 
     /// Inserts or replaces the value for `prefix`; returns the old value.
     pub fn insert(&mut self, prefix: IpPrefix, value: V) -> Option<V> {
-        let lengths = self.lengths_mut(prefix.is_ipv4());
-        if let Err(at) = lengths.binary_search_by(|l| prefix.len().cmp(l)) {
-            lengths.insert(at, prefix.len());
+        let old = self.entries.insert(prefix, value);
+        if old.is_none() {
+            self.count(&prefix, true);
         }
-        self.entries.insert(prefix, value)
+        old
     }
 
     /// Removes `prefix` (exactly that network, not the ones inside it).
     pub fn remove(&mut self, prefix: &IpPrefix) -> Option<V> {
         let old = self.entries.remove(prefix)?;
-        self.forget_length_if_unused(prefix.is_ipv4(), prefix.len());
+        self.count(prefix, false);
         Some(old)
     }
 
     /// Keeps only the entries for which `keep` returns true.
     pub fn retain(&mut self, mut keep: impl FnMut(&IpPrefix, &mut V) -> bool) {
-        self.entries.retain(|p, v| keep(p, v));
-        let (v4, v6) = (self.v4_lengths.clone(), self.v6_lengths.clone());
-        for l in v4 {
-            self.forget_length_if_unused(true, l);
-        }
-        for l in v6 {
-            self.forget_length_if_unused(false, l);
+        let mut gone = Vec::new();
+        self.entries.retain(|p, v| {
+            let kept = keep(p, v);
+            if !kept {
+                gone.push(*p);
+            }
+            kept
+        });
+        for p in &gone {
+            self.count(p, false);
         }
     }
 
@@ -128,13 +135,25 @@ impl<V> PrefixMap<V> {
         }
     }
 
-    fn forget_length_if_unused(&mut self, v4: bool, len: u8) {
-        let used = self
-            .entries
-            .keys()
-            .any(|p| p.is_ipv4() == v4 && p.len() == len);
-        if !used {
-            self.lengths_mut(v4).retain(|&l| l != len);
+    /// Counts an entry of `prefix`'s length in (`added`) or out, keeping
+    /// the list of lengths present.
+    fn count(&mut self, prefix: &IpPrefix, added: bool) {
+        let (v4, len) = (prefix.is_ipv4(), prefix.len());
+        let slot = if v4 { 0 } else { 33 } + usize::from(len);
+        let n = &mut self.per_length[slot];
+        if added {
+            *n += 1;
+            if *n == 1 {
+                let lengths = self.lengths_mut(v4);
+                if let Err(at) = lengths.binary_search_by(|l| len.cmp(l)) {
+                    lengths.insert(at, len);
+                }
+            }
+        } else {
+            *n -= 1;
+            if *n == 0 {
+                self.lengths_mut(v4).retain(|&l| l != len);
+            }
         }
     }
 }
@@ -250,5 +269,31 @@ mod tests {
         assert_eq!(s.matching(ip("192.0.2.7")), Some(p("192.0.2.0/24")));
         assert_eq!(s.matching(ip("2001:db8::1")), Some(p("::/0")));
         assert!(!s.contains(ip("198.51.100.1")));
+    }
+
+    proptest::proptest! {
+        /// Any mix of inserts, removals and retains leaves lookups as a
+        /// scan of the entries finds them, and the lengths list exact.
+        #[test]
+        fn lookups_match_a_scan(ops in proptest::collection::vec((0u8..3, 0u8..8, 0u8..4, 0u8..4), 1..200)) {
+            let mut m = PrefixMap::new();
+            for (op, a, len, v) in ops {
+                let prefix = IpPrefix::new(IpAddr::from([10, a, 0, 1]), [8, 16, 24, 32][usize::from(len)]).unwrap();
+                match op {
+                    0 => { m.insert(prefix, v); }
+                    1 => { m.remove(&prefix); }
+                    _ => m.retain(|_, x| *x != v),
+                }
+                for b in 0..8 {
+                    let addr = IpAddr::from([10, b, 0, 1]);
+                    let scan = m.entries.iter().filter(|(p, _)| p.contains(addr)).max_by_key(|(p, _)| p.len()).map(|(p, v)| (*p, *v));
+                    proptest::prop_assert_eq!(m.get(addr).map(|(p, v)| (*p, *v)), scan);
+                }
+                let mut lengths: Vec<u8> = m.entries.keys().map(|p| p.len()).collect();
+                lengths.sort_unstable_by(|a, b| b.cmp(a));
+                lengths.dedup();
+                proptest::prop_assert_eq!(&m.v4_lengths, &lengths);
+            }
+        }
     }
 }
