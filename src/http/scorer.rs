@@ -300,6 +300,9 @@ pub(crate) struct Target<'a> {
     /// The request reached a secure origin (HTTPS, or `localhost`), where
     /// browsers send `Sec-Fetch-*` and client hints.
     pub(crate) secure: bool,
+    /// The connection's peer is the client itself, not a trusted proxy:
+    /// the wire head's header order and casing are the client's.
+    pub(crate) direct: bool,
 }
 
 impl Scorer {
@@ -334,6 +337,7 @@ impl Scorer {
         let target = Target {
             route: parts.uri.path(),
             secure: super::fingerprint::secure_by_itself(parts),
+            direct: true,
         };
         self.assess_with_wire(parts, ip, wire, target, now)
     }
@@ -348,7 +352,7 @@ impl Scorer {
         target: Target<'_>,
         now: Timestamp,
     ) -> Assessment {
-        let seen = look(parts, wire.as_ref(), target.secure);
+        let seen = look(parts, wire.as_ref(), target.secure, target.direct);
         let w = &self.weights;
         let family = seen.ua.family;
         let client = subscriber(ip);
@@ -357,14 +361,17 @@ impl Scorer {
         let site_key = self.sites.hash(&site);
         let route_hash = self.detector.route_hash(target.route);
         let (before, profile) = self.profiles.visit(client_key, route_hash, now);
-        // A missing user agent is the automated-client signal's; a client
-        // hints contradiction is the inconsistency signal's: neither counts
-        // twice.
+        // A missing user agent is the automated-client signal's; client
+        // hints or a header order that contradict the user agent are the
+        // inconsistency signal's: none counts twice.
         let found = seen.anomalies;
-        let mismatch = found.contains(Anomaly::ClientHintsMismatch);
+        let hints = found.contains(Anomaly::ClientHintsMismatch);
+        let order = found.contains(Anomaly::HeaderOrderMismatch);
+        let mismatch = hints || order;
         let n = (found.len()
             - usize::from(found.contains(Anomaly::EmptyUserAgent))
-            - usize::from(mismatch)) as f32;
+            - usize::from(hints)
+            - usize::from(order)) as f32;
         let automated = match family {
             UaFamily::Tool => w.tool_user_agent,
             UaFamily::Empty => w.empty_user_agent,
@@ -422,7 +429,8 @@ impl Scorer {
         };
         let look = Look {
             anomalies: (n * w.anomaly).min(w.anomaly_cap),
-            inconsistency: if mismatch { w.inconsistency } else { 0.0 },
+            inconsistency: if hints { w.inconsistency } else { 0.0 }
+                + if order { w.header_order } else { 0.0 },
             automated,
             route_mix,
             class_surge: if newcomer && self.detector.cluster_flagged_at(ids, now) {
@@ -921,7 +929,7 @@ mod tests {
         let ids: Vec<u64> = flagged
             .iter()
             .flat_map(|p| {
-                let c = look(p, None, false).cluster;
+                let c = look(p, None, false, true).cluster;
                 c.ids()
             })
             .collect();
@@ -1044,7 +1052,7 @@ mod tests {
             sc.answered(&a.watch(), StatusCode::OK, Duration::ZERO, at(i * 2_000));
         }
         let ids = {
-            let c = look(&chrome("/", "192.0.2.5"), None, false).cluster;
+            let c = look(&chrome("/", "192.0.2.5"), None, false, true).cluster;
             c.ids()
         };
         sc.detector.force_attack(&ids, &[]);

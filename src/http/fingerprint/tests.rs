@@ -504,7 +504,7 @@ fn one_pass_matches_fingerprint_and_anomalies() {
         for wire in [wire.as_ref(), None] {
             let fp = Fingerprint::of(p, wire);
             let want = (fp, anomalies(p, fp.ua_family()));
-            let l = look(p, wire, secure_by_itself(p));
+            let l = look(p, wire, secure_by_itself(p), true);
             assert_eq!((l.fingerprint, l.anomalies), want, "{:?}", p.headers);
         }
     }
