@@ -1044,6 +1044,59 @@ mod tests {
     }
 
     #[test]
+    fn a_header_order_that_does_not_fit_the_browser_is_an_inconsistency() {
+        use crate::http::wire::{HeadScanner, Scan};
+        let sc = scorer();
+        // python-requests' order under Chrome's user agent.
+        let head = format!(
+            "GET /search HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: {CHROME}\r\n\
+             Accept-Encoding: gzip, br\r\nAccept: text/html\r\nConnection: keep-alive\r\n\
+             Accept-Language: en\r\n\r\n"
+        );
+        let Scan::Done(wire) = HeadScanner::new().feed(head.as_bytes()) else {
+            panic!("a whole head");
+        };
+        let target = |direct| Target {
+            route: "/search",
+            secure: false,
+            direct,
+        };
+        let assess = |parts: &Parts, who: &str, direct: bool| {
+            sc.assess_with_wire(parts, ip(who), Some(wire), target(direct), at(0))
+        };
+        let a = assess(&chrome("/search", "203.0.113.30"), "203.0.113.30", true);
+        assert_eq!(points(&a.report, Signal::Inconsistency), 25.0);
+        // Counted once: not among the header anomalies too.
+        assert_eq!(points(&a.report, Signal::HeaderAnomalies), 0.0);
+        // Enough own evidence to act on, not to ban by itself.
+        assert_eq!(Scorer::evidence(None, &a.look), 25.0);
+        // With contradicting client hints as well: ban evidence.
+        let a = assess(&spoofed("/search", "203.0.113.31"), "203.0.113.31", true);
+        assert_eq!(points(&a.report, Signal::Inconsistency), 50.0);
+        assert!(Scorer::evidence(None, &a.look) >= sc.ladder.ban_evidence);
+        // Behind a trusted proxy the order is the proxy's: not judged.
+        let a = assess(&chrome("/search", "203.0.113.32"), "203.0.113.32", false);
+        assert_eq!(points(&a.report, Signal::Inconsistency), 0.0);
+        // Chrome's own order fits.
+        let own = format!(
+            "GET /search HTTP/1.1\r\nHost: shop.test\r\nConnection: keep-alive\r\n\
+             User-Agent: {CHROME}\r\nAccept: text/html\r\nAccept-Encoding: gzip, br\r\n\
+             Accept-Language: en\r\n\r\n"
+        );
+        let Scan::Done(own) = HeadScanner::new().feed(own.as_bytes()) else {
+            panic!("a whole head");
+        };
+        let a = sc.assess_with_wire(
+            &chrome("/search", "203.0.113.33"),
+            ip("203.0.113.33"),
+            Some(own),
+            target(true),
+            at(0),
+        );
+        assert_eq!(points(&a.report, Signal::Inconsistency), 0.0);
+    }
+
+    #[test]
     fn known_good_clients_of_a_flagged_cluster_carry_no_surge_points() {
         let sc = scorer();
         let me = ip("192.0.2.5");
