@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use axum::Router;
@@ -13,7 +13,8 @@ use axum::routing::{any, get};
 use common::{TIMEOUT, connect_from};
 use floodguard::http::gate::Gate;
 use floodguard::http::{
-    Fingerprint, GateConnectInfo, Guard, GuardDecision, HeadScanner, Rule, Scan, WireHead,
+    ClientIpConfig, Fingerprint, GateConnectInfo, Guard, GuardDecision, HeadScanner, Rule, Scan,
+    Scoring, Signal, WireHead,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -542,4 +543,54 @@ fn extra_header_names_anywhere_do_not_change_the_verdict() {
             assert_eq!(got, want, "{}: {extra:?}", c.file);
         }
     }
+}
+
+/// Answers the inconsistency points the guard's scoring gave the request.
+async fn inconsistency(Extension(d): Extension<GuardDecision>) -> String {
+    let points = d.score().map_or(0.0, |s| {
+        s.signals()
+            .filter(|(s, _)| *s == Signal::Inconsistency)
+            .fold(0.0, |sum, (_, p)| sum + p)
+    });
+    format!("{points}")
+}
+
+#[tokio::test]
+async fn the_guard_judges_the_order_of_direct_clients_only() {
+    let all = captures();
+    let [(_, chrome), _] = browser_uas(&all);
+    let guard = Guard::builder()
+        .scoring(Scoring::new())
+        .client_ip(ClientIpConfig::new().trust("127.0.0.61".parse::<IpAddr>().unwrap().into()))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .route("/capture/page.html", get(inconsistency))
+        .layer(guard.layer());
+    let addr = serve(app).await;
+    let points = |from: &'static str, head: Vec<u8>| async move {
+        let mut client = Client::connect(from, addr).await;
+        client.send(&head).await;
+        let (status, body) = client.response().await;
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let real = all
+        .iter()
+        .find(|c| c.file == "chromium__document__plain.http")
+        .unwrap();
+    let script = all
+        .iter()
+        .find(|c| c.file == "python-requests__plain__plain.http")
+        .unwrap();
+    let spoofed = with_user_agent(&script.head, &chrome);
+    assert_eq!(points("127.0.0.60", real.head.clone()).await, "0");
+    assert_eq!(points("127.0.0.60", spoofed.clone()).await, "25");
+    // Through a trusted proxy the order is the proxy's: not judged.
+    let (start, mut headers) = lines(&spoofed);
+    headers.push((
+        "X-Forwarded-For".into(),
+        "X-Forwarded-For: 192.0.2.7".into(),
+    ));
+    assert_eq!(points("127.0.0.61", join(&start, &headers)).await, "0");
 }
