@@ -13,8 +13,9 @@
 //! * whatever `httparse` (hyper's parser) reads as a complete HTTP/1.x
 //!   request head within the limits, the scanner reads too, with the same
 //!   header names in the same order and casing;
-//! * `ua_family`, `Fingerprint` and `anomalies` take any header bytes, and
-//!   the fingerprint's text form keeps its fixed width.
+//! * `ua_family`, `Fingerprint`, `anomalies` and `WireHead::fits_browser`
+//!   take any header bytes, and the fingerprint's text form keeps its
+//!   fixed width.
 #![no_main]
 
 use floodguard::http::wire::{MAX_HEAD_BYTES, MAX_HEADER_LINES};
@@ -120,5 +121,10 @@ fn fingerprint(input: &[u8], wire: Option<WireHead>) {
         assert_eq!(fp.to_string().len(), 21, "{fp}");
         let found = anomalies(&parts, fp.ua_family());
         assert_eq!(found.len(), found.iter().count());
+    }
+    // The order check takes any head and any user agent.
+    if let Some(w) = wire {
+        assert!(w.standard_names().count() <= 25);
+        let _ = (w.name_casing(), w.fits_browser(input));
     }
 }

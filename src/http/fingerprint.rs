@@ -731,8 +731,15 @@ impl<'a> HeaderFacts<'a> {
     /// whose profile is `ua`. `secure`: the request reached a secure origin
     /// (HTTPS, or `localhost`), where browsers send `Sec-Fetch-*` and
     /// client hints; over plain HTTP they send neither, and lacking them is
-    /// no anomaly.
-    fn anomalies(&self, parts: &Parts, ua: &UaProfile, secure: bool) -> Anomalies {
+    /// no anomaly. `order`: the connection's wire head, when its order and
+    /// casing are the client's own (no trusted proxy in between).
+    fn anomalies(
+        &self,
+        parts: &Parts,
+        ua: &UaProfile,
+        secure: bool,
+        order: Option<&WireHead>,
+    ) -> Anomalies {
         let http1 = matches!(
             parts.version,
             Version::HTTP_09 | Version::HTTP_10 | Version::HTTP_11
@@ -762,6 +769,11 @@ impl<'a> HeaderFacts<'a> {
                     && ClientHints::from_values(true, self.hint_platform, self.hint_brands)
                         .contradict(&ua.details),
             );
+            let claimed = order.zip(ua.details.header_order());
+            found.insert_if(
+                Anomaly::HeaderOrderMismatch,
+                claimed.is_some_and(|(head, browser)| !browser.fits(head)),
+            );
         }
         found
     }
@@ -779,12 +791,19 @@ pub(crate) struct RequestLook {
 }
 
 /// A request's fingerprint, anomalies and cluster; `secure` as for
-/// [`HeaderFacts::anomalies`].
-pub(crate) fn look(parts: &Parts, wire: Option<&WireHead>, secure: bool) -> RequestLook {
+/// [`HeaderFacts::anomalies`]. `direct`: the connection's peer is the
+/// client, not a trusted proxy, so `wire`'s header order and casing are
+/// the client's (a proxy rewrites both).
+pub(crate) fn look(
+    parts: &Parts,
+    wire: Option<&WireHead>,
+    secure: bool,
+    direct: bool,
+) -> RequestLook {
     let facts = HeaderFacts::of(&parts.headers, wire.is_none());
     let ua = ua_profile(facts.user_agent());
     let fingerprint = Fingerprint::from_facts(parts, wire, &facts, ua.family);
-    let anomalies = facts.anomalies(parts, &ua, secure);
+    let anomalies = facts.anomalies(parts, &ua, secure, wire.filter(|_| direct));
     let cluster = Cluster::fine(ua.family, &ua.details, parts.version, facts.standard);
     RequestLook {
         fingerprint,
@@ -900,11 +919,24 @@ pub enum Anomaly {
     /// have none. A script that copied one browser's headers and another's
     /// user agent.
     ClientHintsMismatch,
+    /// A Chromium or Firefox user agent on a connection whose first request
+    /// head (read off the wire by the [gate](super::gate)) does not fit
+    /// that browser's HTTP/1.1 header order and casing (see
+    /// [`WireHead::fits_browser`]): a standard header out of place, a
+    /// standard name spelled otherwise (`user-agent`, as Node and Go
+    /// write it), or no `Connection`, `Accept-Encoding` or
+    /// `Accept-Language`, which these browsers always send. A script
+    /// wearing a browser's user agent over its library's headers. Checked
+    /// only with a wire head (HTTP/1.x through the gate) and a peer that
+    /// is not a trusted proxy (a proxy writes its own order); names that
+    /// are not standard are ignored, so extra headers neither raise nor
+    /// hide it.
+    HeaderOrderMismatch,
 }
 
 impl Anomaly {
     /// Every anomaly, in the order [`Anomalies::iter`] yields them.
-    const ALL: [Anomaly; 9] = [
+    const ALL: [Anomaly; 10] = [
         Anomaly::Http10,
         Anomaly::MissingHost,
         Anomaly::EmptyUserAgent,
@@ -914,6 +946,7 @@ impl Anomaly {
         Anomaly::BrowserWithoutSecFetch,
         Anomaly::BrowserWithoutClientHints,
         Anomaly::ClientHintsMismatch,
+        Anomaly::HeaderOrderMismatch,
     ];
 
     /// A snake-case name for logs and metrics (`browser_without_sec_fetch`).
@@ -928,6 +961,7 @@ impl Anomaly {
             Anomaly::BrowserWithoutSecFetch => "browser_without_sec_fetch",
             Anomaly::BrowserWithoutClientHints => "browser_without_client_hints",
             Anomaly::ClientHintsMismatch => "client_hints_mismatch",
+            Anomaly::HeaderOrderMismatch => "header_order_mismatch",
         }
     }
 
@@ -989,7 +1023,7 @@ pub fn anomalies(parts: &Parts, family: UaFamily) -> Anomalies {
         family,
         ..ua_profile(facts.user_agent())
     };
-    facts.anomalies(parts, &ua, secure_by_itself(parts))
+    facts.anomalies(parts, &ua, secure_by_itself(parts), None)
 }
 
 fn is_blank(value: Option<&HeaderValue>) -> bool {

@@ -814,7 +814,16 @@ impl<C: Clock> Guard<C> {
             (Some(sc), Some(c)) => {
                 let wire = peer.and_then(|p| p.wire_head(&parts.extensions));
                 let secure = self.secure(parts, peer.map(|p| p.addr.ip()));
-                let a = sc.assess_with_wire(parts, c.ip, wire, Target { route, secure }, now);
+                // Behind a trusted proxy the wire head is the proxy's,
+                // whatever client it forwards.
+                let direct = wire.is_some()
+                    && peer.is_some_and(|p| !s.client_ip.trusted().contains(p.addr.ip()));
+                let target = Target {
+                    route,
+                    secure,
+                    direct,
+                };
+                let a = sc.assess_with_wire(parts, c.ip, wire, target, now);
                 match self.climb_ladder(sc, &a, parts, c.ip, now) {
                     Step::Go(factor) => cost_factor = factor,
                     Step::Banned => return Inspection::refuse(RefusalKind::Blocked, close),

@@ -18,6 +18,7 @@ use http::{HeaderName, HeaderValue, Version};
 use parking_lot::Mutex;
 
 use super::fingerprint::UaFamily;
+use super::order::OrderFamily;
 
 /// The operating system a user agent or a client hint names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -226,6 +227,21 @@ impl UaDetails {
     /// Chromium 89 and later.
     pub(crate) fn sends_client_hints(&self) -> bool {
         self.is_chromium() && self.chromium_major >= 89
+    }
+
+    /// The browser whose HTTP/1.1 header order the user agent claims, if
+    /// it is known: a Chromium browser that states its Chromium version,
+    /// or Firefox; not on iOS, where every browser is WebKit underneath
+    /// (Chrome for iOS says `CriOS/`, not `Chrome/`, and no version).
+    pub(crate) fn header_order(&self) -> Option<OrderFamily> {
+        if self.os == Os::Ios {
+            return None;
+        }
+        match self.browser {
+            Some(b) if b.chromium() && self.chromium_major > 0 => Some(OrderFamily::Chromium),
+            Some(Browser::Firefox) => Some(OrderFamily::Firefox),
+            _ => None,
+        }
     }
 
     /// A browser that never sends client hints: Firefox and Safari.

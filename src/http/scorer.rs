@@ -309,6 +309,9 @@ pub(crate) struct Target<'a> {
     /// The request reached a secure origin (HTTPS, or `localhost`), where
     /// browsers send `Sec-Fetch-*` and client hints.
     pub(crate) secure: bool,
+    /// The connection's peer is the client itself, not a trusted proxy:
+    /// the wire head's header order and casing are the client's.
+    pub(crate) direct: bool,
 }
 
 impl Scorer {
@@ -343,6 +346,7 @@ impl Scorer {
         let target = Target {
             route: parts.uri.path(),
             secure: super::fingerprint::secure_by_itself(parts),
+            direct: true,
         };
         self.assess_with_wire(parts, ip, wire, target, now)
     }
@@ -357,7 +361,7 @@ impl Scorer {
         target: Target<'_>,
         now: Timestamp,
     ) -> Assessment {
-        let seen = look(parts, wire.as_ref(), target.secure);
+        let seen = look(parts, wire.as_ref(), target.secure, target.direct);
         let w = &self.weights;
         let family = seen.ua.family;
         let client = subscriber(ip);
@@ -367,14 +371,17 @@ impl Scorer {
         let route_hash = self.detector.route_hash(target.route);
         let busy_stamp = self.detector.busy_stamp();
         let (before, profile) = self.profiles.visit(client_key, route_hash, busy_stamp, now);
-        // A missing user agent is the automated-client signal's; a client
-        // hints contradiction is the inconsistency signal's: neither counts
-        // twice.
+        // A missing user agent is the automated-client signal's; client
+        // hints or a header order that contradict the user agent are the
+        // inconsistency signal's: none counts twice.
         let found = seen.anomalies;
-        let mismatch = found.contains(Anomaly::ClientHintsMismatch);
+        let hints = found.contains(Anomaly::ClientHintsMismatch);
+        let order = found.contains(Anomaly::HeaderOrderMismatch);
+        let mismatch = hints || order;
         let n = (found.len()
             - usize::from(found.contains(Anomaly::EmptyUserAgent))
-            - usize::from(mismatch)) as f32;
+            - usize::from(hints)
+            - usize::from(order)) as f32;
         let automated = match family {
             UaFamily::Tool => w.tool_user_agent,
             UaFamily::Empty => w.empty_user_agent,
@@ -432,7 +439,8 @@ impl Scorer {
         };
         let look = Look {
             anomalies: (n * w.anomaly).min(w.anomaly_cap),
-            inconsistency: if mismatch { w.inconsistency } else { 0.0 },
+            inconsistency: if hints { w.inconsistency } else { 0.0 }
+                + if order { w.header_order } else { 0.0 },
             automated,
             route_mix,
             class_surge: if newcomer && self.detector.cluster_flagged_at(ids, now) {
@@ -932,7 +940,7 @@ mod tests {
         let ids: Vec<u64> = flagged
             .iter()
             .flat_map(|p| {
-                let c = look(p, None, false).cluster;
+                let c = look(p, None, false, true).cluster;
                 c.ids()
             })
             .collect();
@@ -1047,6 +1055,59 @@ mod tests {
     }
 
     #[test]
+    fn a_header_order_that_does_not_fit_the_browser_is_an_inconsistency() {
+        use crate::http::wire::{HeadScanner, Scan};
+        let sc = scorer();
+        // python-requests' order under Chrome's user agent.
+        let head = format!(
+            "GET /search HTTP/1.1\r\nHost: shop.test\r\nUser-Agent: {CHROME}\r\n\
+             Accept-Encoding: gzip, br\r\nAccept: text/html\r\nConnection: keep-alive\r\n\
+             Accept-Language: en\r\n\r\n"
+        );
+        let Scan::Done(wire) = HeadScanner::new().feed(head.as_bytes()) else {
+            panic!("a whole head");
+        };
+        let target = |direct| Target {
+            route: "/search",
+            secure: false,
+            direct,
+        };
+        let assess = |parts: &Parts, who: &str, direct: bool| {
+            sc.assess_with_wire(parts, ip(who), Some(wire), target(direct), at(0))
+        };
+        let a = assess(&chrome("/search", "203.0.113.30"), "203.0.113.30", true);
+        assert_eq!(points(&a.report, Signal::Inconsistency), 25.0);
+        // Counted once: not among the header anomalies too.
+        assert_eq!(points(&a.report, Signal::HeaderAnomalies), 0.0);
+        // Enough own evidence to act on, not to ban by itself.
+        assert_eq!(Scorer::evidence(None, &a.look), 25.0);
+        // With contradicting client hints as well: ban evidence.
+        let a = assess(&spoofed("/search", "203.0.113.31"), "203.0.113.31", true);
+        assert_eq!(points(&a.report, Signal::Inconsistency), 50.0);
+        assert!(Scorer::evidence(None, &a.look) >= sc.ladder.ban_evidence);
+        // Behind a trusted proxy the order is the proxy's: not judged.
+        let a = assess(&chrome("/search", "203.0.113.32"), "203.0.113.32", false);
+        assert_eq!(points(&a.report, Signal::Inconsistency), 0.0);
+        // Chrome's own order fits.
+        let own = format!(
+            "GET /search HTTP/1.1\r\nHost: shop.test\r\nConnection: keep-alive\r\n\
+             User-Agent: {CHROME}\r\nAccept: text/html\r\nAccept-Encoding: gzip, br\r\n\
+             Accept-Language: en\r\n\r\n"
+        );
+        let Scan::Done(own) = HeadScanner::new().feed(own.as_bytes()) else {
+            panic!("a whole head");
+        };
+        let a = sc.assess_with_wire(
+            &chrome("/search", "203.0.113.33"),
+            ip("203.0.113.33"),
+            Some(own),
+            target(true),
+            at(0),
+        );
+        assert_eq!(points(&a.report, Signal::Inconsistency), 0.0);
+    }
+
+    #[test]
     fn known_good_clients_of_a_flagged_cluster_carry_no_surge_points() {
         let sc = scorer();
         let me = ip("192.0.2.5");
@@ -1055,7 +1116,7 @@ mod tests {
             sc.answered(&a.watch(), StatusCode::OK, Duration::ZERO, at(i * 2_000));
         }
         let ids = {
-            let c = look(&chrome("/", "192.0.2.5"), None, false).cluster;
+            let c = look(&chrome("/", "192.0.2.5"), None, false, true).cluster;
             c.ids()
         };
         sc.detector.force_attack(&ids, &[]);

@@ -33,7 +33,8 @@ pub enum Signal {
     /// (HTTP/1.0, no Host, a browser without Accept-Language).
     HeaderAnomalies,
     /// The request contradicts its own user agent: client hints naming
-    /// another system or version, or hints from a browser that has none.
+    /// another system or version, or hints from a browser that has none;
+    /// or a header order and casing that browser does not write.
     Inconsistency,
     /// The user agent is a scripting tool or library, or missing.
     AutomatedClient,
@@ -145,6 +146,13 @@ pub struct Weights {
     /// 25. A browser does not do this; a script that copied one browser's
     /// headers and another's user agent does.
     pub inconsistency: f32,
+    /// A header order or casing that does not fit the browser the user
+    /// agent claims
+    /// ([`Anomaly::HeaderOrderMismatch`](super::Anomaly::HeaderOrderMismatch)):
+    /// 25, reported as [`Signal::Inconsistency`] too. Own evidence enough
+    /// to act on, not to ban by itself; with contradicting client hints as
+    /// well (a copied head under another user agent), enough for a ban.
+    pub header_order: f32,
     /// Per request after the first, while every request of the client went
     /// to one route and that route surged in the attack: 8, up to
     /// `route_mix_cap` (24) ...
@@ -192,6 +200,7 @@ impl Default for Weights {
             tool_user_agent: 10.0,
             empty_user_agent: 20.0,
             inconsistency: 25.0,
+            header_order: 25.0,
             route_mix: 8.0,
             route_mix_cap: 24.0,
             route_mix_cap_browser: 24.0,

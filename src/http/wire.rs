@@ -35,6 +35,8 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// makes it give up.
 pub const MAX_HEADER_LINES: u16 = 100;
 
+use super::order::Spelling;
+
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
@@ -42,13 +44,42 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 /// colon cannot occur in a name.
 const NAME_END: u8 = b':';
 
+/// Standard names whose wire order a [`WireHead`] keeps (five bits each
+/// in a `u128`); later ones still count for presence and casing.
+const ORDER_SLOTS: u32 = 25;
+
+/// How a request head spells its standard header names, compared with how
+/// Chromium and Firefox spell them over HTTP/1.1: Title-Case (`User-Agent`,
+/// `Sec-Fetch-Site`; `DNT`, `TE`), client hints (`sec-ch-ua*`) lowercase.
+/// Names a page's script may set itself (`Accept`, `Accept-Language`,
+/// `Content-Type`, ...) and names that are not standard are not judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NameCasing {
+    /// Every judged name as the browsers spell it (also when there is
+    /// none).
+    Browser,
+    /// Every judged name lowercase, and some not as the browsers spell
+    /// it (`host`, `user-agent`): Node, Go's HTTP/2-minded clients, many
+    /// scripts.
+    Lowercase,
+    /// Some judged names spelled otherwise (`user-Agent`, `HOST`), among
+    /// capitals.
+    Mixed,
+}
+
 /// The header names of a request head in wire order and casing, summed
 /// up; made by [`HeadScanner`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct WireHead {
     names_hash: u64,
+    /// Ids of the standard names in wire order, five bits each from the
+    /// low end, a repeat of the name before collapsed into it; 0 ends it.
+    order: u128,
+    /// One bit per standard name id present.
+    present: u32,
     header_count: u16,
     http10: bool,
+    casing: NameCasing,
 }
 
 impl WireHead {
@@ -68,6 +99,74 @@ impl WireHead {
     /// Whether the request line said `HTTP/1.0` (else `HTTP/1.1`).
     pub fn is_http10(&self) -> bool {
         self.http10
+    }
+
+    /// The standard header names of the head in wire order, lowercase
+    /// (`host`, `user-agent`, `sec-fetch-site`; `sec-ch-ua` for every
+    /// client hint, `if-` and `sec-fetch-` for the other members of those
+    /// families), a name repeated right after itself once; the first 25.
+    /// Other names are left out.
+    pub fn standard_names(&self) -> impl Iterator<Item = &'static str> + use<> {
+        self.ids().filter_map(super::order::name_of)
+    }
+
+    /// How the head spells its standard names; see [`NameCasing`].
+    pub fn name_casing(&self) -> NameCasing {
+        self.casing
+    }
+
+    /// Whether this head's standard headers are in an order and casing
+    /// the browser `user_agent` claims writes over HTTP/1.1: `Some(false)`
+    /// when they are not (a script wearing a browser's user agent, or a
+    /// proxy that rewrote the head), `None` when the claim is not judged
+    /// (no Chromium or Firefox user agent, or one on iOS, where both are
+    /// WebKit). Scoring reports `false` as
+    /// [`Anomaly::HeaderOrderMismatch`](super::Anomaly::HeaderOrderMismatch).
+    ///
+    /// ```
+    /// use floodguard::http::{HeadScanner, Scan};
+    ///
+    /// let ua = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
+    /// let head = |names: &[&str]| {
+    ///     let mut h = String::from("GET / HTTP/1.1\r\n");
+    ///     for n in names {
+    ///         let v = if *n == "User-Agent" { ua } else { "x" };
+    ///         h.push_str(&format!("{n}: {v}\r\n"));
+    ///     }
+    ///     h.push_str("\r\n");
+    ///     let Scan::Done(w) = HeadScanner::new().feed(h.as_bytes()) else { panic!() };
+    ///     w
+    /// };
+    /// let firefox = ["Host", "User-Agent", "Accept", "Accept-Language",
+    ///                "Accept-Encoding", "Connection"];
+    /// assert_eq!(head(&firefox).fits_browser(ua.as_bytes()), Some(true));
+    /// // python-requests' order under Firefox's user agent.
+    /// let script = ["Host", "User-Agent", "Accept-Encoding", "Accept",
+    ///               "Connection", "Accept-Language"];
+    /// assert_eq!(head(&script).fits_browser(ua.as_bytes()), Some(false));
+    /// assert_eq!(head(&script).fits_browser(b"curl/8.5.0"), None);
+    /// ```
+    pub fn fits_browser(&self, user_agent: &[u8]) -> Option<bool> {
+        let ua = super::fingerprint::ua_profile(user_agent);
+        if ua.family != super::UaFamily::Browser {
+            return None;
+        }
+        ua.details.header_order().map(|f| f.fits(self))
+    }
+
+    /// The ids of the standard names in wire order.
+    pub(crate) fn ids(&self) -> impl Iterator<Item = u8> + use<> {
+        let mut order = self.order;
+        std::iter::from_fn(move || {
+            let id = (order & 0x1f) as u8;
+            order >>= 5;
+            (id != 0).then_some(id)
+        })
+    }
+
+    /// One bit per standard name id present.
+    pub(crate) fn present(&self) -> u32 {
+        self.present
     }
 }
 
@@ -132,7 +231,25 @@ pub struct HeadScanner {
     /// Bytes of `HTTP/1.` matched.
     matched: u8,
     http10: bool,
+    /// The first bytes of the name being read (every standard name fits),
+    /// its length so far, and whether it has a capital.
+    name: [u8; NAME_KEPT],
+    name_len: u16,
+    name_upper: bool,
+    /// The standard names so far: see [`WireHead`]; `slots` filled, the
+    /// last id written.
+    order: u128,
+    slots: u32,
+    last_id: u8,
+    present: u32,
+    /// A judged standard name not spelled as browsers spell it; one with
+    /// a capital.
+    miscased: bool,
+    upper: bool,
 }
+
+/// Bytes of each header name kept for telling standard names apart.
+const NAME_KEPT: usize = 32;
 
 impl Default for HeadScanner {
     fn default() -> Self {
@@ -150,6 +267,15 @@ impl HeadScanner {
             seen: 0,
             matched: 0,
             http10: false,
+            name: [0; NAME_KEPT],
+            name_len: 0,
+            name_upper: false,
+            order: 0,
+            slots: 0,
+            last_id: 0,
+            present: 0,
+            miscased: false,
+            upper: false,
         }
     }
 
@@ -178,8 +304,15 @@ impl HeadScanner {
         match self.state {
             State::Done => Scan::Done(WireHead {
                 names_hash: self.hash,
+                order: self.order,
+                present: self.present,
                 header_count: self.count,
                 http10: self.http10,
+                casing: match (self.miscased, self.upper) {
+                    (false, _) => NameCasing::Browser,
+                    (true, false) => NameCasing::Lowercase,
+                    (true, true) => NameCasing::Mixed,
+                },
             }),
             State::GaveUp => Scan::GaveUp,
             _ => Scan::NeedMore,
@@ -261,7 +394,9 @@ impl HeadScanner {
             return State::GaveUp;
         }
         self.count += 1;
-        self.hash = fnv(self.hash, b);
+        self.name_len = 0;
+        self.name_upper = false;
+        self.name_byte(b);
         State::Name
     }
 
@@ -270,6 +405,7 @@ impl HeadScanner {
         for (i, &b) in bytes.iter().enumerate() {
             if b == b':' {
                 self.hash = fnv(self.hash, NAME_END);
+                self.end_name();
                 self.state = State::Value;
                 return i + 1;
             }
@@ -278,9 +414,44 @@ impl HeadScanner {
                 self.state = State::GaveUp;
                 return i + 1;
             }
-            self.hash = fnv(self.hash, b);
+            self.name_byte(b);
         }
         bytes.len()
+    }
+
+    /// One byte of a name: hashed, and kept while there is room.
+    fn name_byte(&mut self, b: u8) {
+        self.hash = fnv(self.hash, b);
+        if let Some(slot) = self.name.get_mut(usize::from(self.name_len)) {
+            *slot = b;
+        }
+        // A name is shorter than the head, which is at most 16 KiB.
+        self.name_len = self.name_len.saturating_add(1);
+        self.name_upper |= b.is_ascii_uppercase();
+    }
+
+    /// A whole name read: if it is standard, note its place and casing.
+    fn end_name(&mut self) {
+        let len = usize::from(self.name_len);
+        let kept = &self.name[..len.min(NAME_KEPT)];
+        let Some((id, spelling)) = super::order::identify(kept, len) else {
+            return;
+        };
+        let judged = match spelling {
+            Spelling::Exact(s) => Some(kept == s.as_bytes()),
+            Spelling::Lowercase => Some(!self.name_upper),
+            Spelling::Any => None,
+        };
+        if let Some(right) = judged {
+            self.miscased |= !right;
+            self.upper |= self.name_upper;
+        }
+        self.present |= 1 << id;
+        if id != self.last_id && self.slots < ORDER_SLOTS {
+            self.order |= u128::from(id) << (5 * self.slots);
+            self.slots += 1;
+        }
+        self.last_id = id;
     }
 }
 
@@ -393,6 +564,133 @@ mod tests {
         names
             .iter()
             .fold(FNV_OFFSET, |h, n| n.bytes().chain([NAME_END]).fold(h, fnv))
+    }
+
+    /// Names to build heads of: standard ones (some the browsers spell
+    /// exactly, some not judged, prefixes) and look-alikes.
+    const NAMES_TO_PICK: &[&str] = &[
+        "Host",
+        "Connection",
+        "User-Agent",
+        "Accept",
+        "Accept-Language",
+        "Accept-Encoding",
+        "Cookie",
+        "Referer",
+        "DNT",
+        "sec-ch-ua",
+        "sec-ch-ua-platform",
+        "Sec-Fetch-Site",
+        "Sec-Fetch-Dest",
+        "Sec-Fetch-Storage-Access",
+        "If-None-Match",
+        "Content-Type",
+        "Hosts",
+        "Accept-Charset",
+        "sec-ch-prefers-color-scheme",
+    ];
+
+    /// A plain model of the standard-name sequence: every name looked up
+    /// in the table whole, lowercase, a name repeating the one before
+    /// (other names between them aside) collapsed, the first 25 kept.
+    fn expected_order(names: &[&str]) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        let mut last = None;
+        for n in names {
+            let lower = n.to_ascii_lowercase();
+            let Some(k) = super::super::order::NAMES.iter().find(|k| {
+                if k.prefix {
+                    lower.starts_with(k.name)
+                } else {
+                    lower == k.name
+                }
+            }) else {
+                continue;
+            };
+            if last != Some(k.name) && out.len() < ORDER_SLOTS as usize {
+                out.push(k.name);
+            }
+            last = Some(k.name);
+        }
+        out
+    }
+
+    /// A plain model of the casing summary.
+    fn expected_casing(names: &[&str]) -> NameCasing {
+        let (mut miscased, mut upper) = (false, false);
+        for n in names {
+            let lower = n.to_ascii_lowercase();
+            let Some(k) = super::super::order::NAMES.iter().find(|k| {
+                if k.prefix {
+                    lower.starts_with(k.name)
+                } else {
+                    lower == k.name
+                }
+            }) else {
+                continue;
+            };
+            let right = match k.spelling {
+                Spelling::Exact(s) => *n == s,
+                Spelling::Lowercase => *n == lower,
+                Spelling::Any => continue,
+            };
+            miscased |= !right;
+            upper |= *n != lower;
+        }
+        match (miscased, upper) {
+            (false, _) => NameCasing::Browser,
+            (true, false) => NameCasing::Lowercase,
+            (true, true) => NameCasing::Mixed,
+        }
+    }
+
+    #[test]
+    fn standard_names_in_wire_order_and_their_casing() {
+        let head = done(CHROME);
+        assert_eq!(
+            head.standard_names().collect::<Vec<_>>(),
+            [
+                "host",
+                "connection",
+                "sec-ch-ua",
+                "upgrade-insecure-requests",
+                "user-agent",
+                "accept",
+                "sec-fetch-site",
+                "sec-fetch-mode",
+                "sec-fetch-user",
+                "sec-fetch-dest",
+                "referer",
+                "accept-encoding",
+                "accept-language",
+                "cookie",
+                "priority",
+            ]
+        );
+        assert_eq!(head.name_casing(), NameCasing::Browser);
+        let lower = done(b"GET / HTTP/1.1\r\nhost: a\r\nuser-agent: b\r\nX-Odd: c\r\n\r\n");
+        assert_eq!(lower.name_casing(), NameCasing::Lowercase);
+        let mixed = done(b"GET / HTTP/1.1\r\nHost: a\r\nuser-agent: b\r\n\r\n");
+        assert_eq!(mixed.name_casing(), NameCasing::Mixed);
+        let hints = done(b"GET / HTTP/1.1\r\nSec-CH-UA: a\r\n\r\n");
+        assert_eq!(hints.name_casing(), NameCasing::Mixed);
+        // Names a page may set are not judged; other names are not looked at.
+        let free = done(b"GET / HTTP/1.1\r\naccept: a\r\nCONTENT-TYPE: b\r\nx-y: c\r\n\r\n");
+        assert_eq!(free.name_casing(), NameCasing::Browser);
+        assert_eq!(
+            free.standard_names().collect::<Vec<_>>(),
+            ["accept", "content-type"]
+        );
+        // Past 25 standard names the order is cut; presence still counts.
+        let mut many = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..30 {
+            let n = if i % 2 == 0 { "Accept" } else { "Range" };
+            many.extend_from_slice(format!("{n}: v\r\nCookie: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"Host: a\r\n\r\n");
+        let many = done(&many);
+        assert_eq!(many.standard_names().count(), 25);
+        assert_ne!(many.present() & 1 << 1, 0);
     }
 
     #[test]
@@ -551,12 +849,51 @@ mod tests {
             }
             head.push_str(eol);
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
-            let want = Scan::Done(WireHead {
-                names_hash: expected_hash(&names),
-                header_count: names.len() as u16,
-                http10: false,
-            });
-            prop_assert_eq!(split(head.as_bytes(), &cuts), want);
+            let got = split(head.as_bytes(), &cuts);
+            prop_assert_eq!(got, whole(head.as_bytes()));
+            let Scan::Done(got) = got else {
+                return Err(TestCaseError::fail(format!("{got:?}")));
+            };
+            prop_assert_eq!(got.names_hash(), expected_hash(&names));
+            prop_assert_eq!(got.header_count(), names.len() as u16);
+            prop_assert!(!got.is_http10());
+            prop_assert_eq!(got.standard_names().collect::<Vec<_>>(), expected_order(&names));
+            prop_assert_eq!(got.name_casing(), expected_casing(&names));
+        }
+
+        #[test]
+        fn standard_names_any_casing_with_extra_names_split_anywhere(
+            picks in proptest::collection::vec((0usize..NAMES_TO_PICK.len(), any::<u32>()), 0..40),
+            extras in proptest::collection::vec("[xX]-[a-zA-Z0-9]{1,10}", 0..40),
+            cuts in proptest::collection::vec(0usize..1500, 0..8),
+        ) {
+            // Standard names, each recased at random (bit i of the seed
+            // flips letter i), with random other names between them.
+            let mut names = Vec::new();
+            for (i, (pick, seed)) in picks.iter().enumerate() {
+                let name: String = NAMES_TO_PICK[*pick]
+                    .chars()
+                    .enumerate()
+                    .map(|(j, c)| if seed >> (j % 32) & 1 == 1 { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+                    .collect();
+                names.push(name);
+                if let Some(x) = extras.get(i) {
+                    names.push(x.clone());
+                }
+            }
+            let mut head = String::from("GET / HTTP/1.1\r\n");
+            for n in &names {
+                head.push_str(&format!("{n}: v\r\n"));
+            }
+            head.push_str("\r\n");
+            let names: Vec<&str> = names.iter().map(String::as_str).collect();
+            let got = split(head.as_bytes(), &cuts);
+            prop_assert_eq!(got, whole(head.as_bytes()));
+            let Scan::Done(got) = got else {
+                return Err(TestCaseError::fail(format!("{got:?}")));
+            };
+            prop_assert_eq!(got.standard_names().collect::<Vec<_>>(), expected_order(&names));
+            prop_assert_eq!(got.name_casing(), expected_casing(&names));
         }
     }
 }

@@ -503,9 +503,55 @@ fn one_pass_matches_fingerprint_and_anomalies() {
     for (p, wire) in &cases {
         for wire in [wire.as_ref(), None] {
             let fp = Fingerprint::of(p, wire);
-            let want = (fp, anomalies(p, fp.ua_family()));
-            let l = look(p, wire, secure_by_itself(p));
-            assert_eq!((l.fingerprint, l.anomalies), want, "{:?}", p.headers);
+            let mut found = anomalies(p, fp.ua_family());
+            // Behind a trusted proxy the order is not judged.
+            let proxied = look(p, wire, secure_by_itself(p), false);
+            assert_eq!((proxied.fingerprint, proxied.anomalies), (fp, found));
+            // Directly, it is (the public `anomalies` has no wire head).
+            let ua = p.headers.get(USER_AGENT).map_or(&b""[..], |v| v.as_bytes());
+            let misfit = wire.and_then(|w| w.fits_browser(ua)) == Some(false);
+            found.insert_if(Anomaly::HeaderOrderMismatch, misfit);
+            let l = look(p, wire, secure_by_itself(p), true);
+            assert_eq!((l.fingerprint, l.anomalies), (fp, found), "{:?}", p.headers);
         }
     }
+}
+
+#[test]
+fn header_order_mismatch_needs_a_direct_wire_head_and_a_browser_claim() {
+    let order = |head: &str, direct: bool| {
+        let (p, wire) = request(head);
+        look(&p, wire.as_ref(), false, direct)
+            .anomalies
+            .contains(Anomaly::HeaderOrderMismatch)
+    };
+    // Chrome's own head fits; python-requests' under Chrome's user agent
+    // does not, unless a trusted proxy wrote it.
+    assert!(!order(CHROME, true));
+    let spoofed = PYTHON_REQUESTS.replace("python-requests/2.32.3", CHROME_UA);
+    assert!(order(&spoofed, true));
+    assert!(!order(&spoofed, false));
+    // python-requests as itself claims no browser: not judged.
+    assert!(!order(PYTHON_REQUESTS, true));
+    // No wire head (HTTP/2, or no gate): not judged.
+    let (p, _) = request(&spoofed);
+    assert!(
+        !look(&p, None, false, true)
+            .anomalies
+            .contains(Anomaly::HeaderOrderMismatch)
+    );
+    // Chrome's head all lowercase, as Node writes it.
+    let mut lower = String::new();
+    for line in CHROME.split_inclusive("\r\n") {
+        match line.split_once(':') {
+            Some((n, v)) if !line.starts_with("GET ") => {
+                lower.push_str(&n.to_ascii_lowercase());
+                lower.push(':');
+                lower.push_str(v);
+            }
+            _ => lower.push_str(line),
+        }
+    }
+    assert!(order(&lower, true));
+    assert_eq!(Anomaly::HeaderOrderMismatch.name(), "header_order_mismatch");
 }
