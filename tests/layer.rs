@@ -586,9 +586,11 @@ fn a_full_ban_list_still_renews_a_ban_it_holds() {
     // longer banned prefix shares its network address.
     assert!(guard.ban(net, 2 * MINUTE));
     assert!(guard.ban(host, 2 * MINUTE));
-    assert!(!guard.ban("10.0.1.0/24".parse().unwrap(), MINUTE));
+    // A new ban in a full list takes the place of the one ending soonest.
+    assert!(guard.ban("10.0.1.0/24".parse().unwrap(), 3 * MINUTE));
     let s = guard.stats();
-    assert_eq!((s.bans, s.bans_dropped), (2, 1));
+    assert_eq!((s.bans, s.bans_evicted), (2, 1));
+    assert!(guard.is_banned("10.0.1.7".parse().unwrap()));
 }
 
 #[tokio::test]

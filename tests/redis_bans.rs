@@ -665,12 +665,15 @@ async fn a_reload_cut_at_max_bans_lifts_nothing() {
     within(PROPAGATION, "published", || shared(&a).published == 5).await;
 
     // B loads the 2 bans ending last: .8 is missing from that reply but
-    // still in force, so nothing is lifted (not even .7).
+    // still in force, so reconciling lifts nothing (not even .7); the two
+    // loaded take the places of .7 and .8, which end sooner, as a full
+    // list makes room.
     reconnect_b(&mut con, &b).await;
-    assert!(b.is_banned(ip("198.51.100.8")));
-    assert!(b.is_banned(ip("198.51.100.7")));
+    assert!(b.is_banned(ip("198.51.100.10")));
+    assert!(b.is_banned(ip("198.51.100.11")));
     let s = shared(&b);
     assert_eq!((s.reconciled_lifts, s.loaded), (0, 2), "{s:?}");
+    assert_eq!(b.stats().bans_evicted, 2);
 }
 
 /// Connections subscribed to the bans channel of namespace `shop`.

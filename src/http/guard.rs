@@ -10,6 +10,7 @@ use http::HeaderValue;
 use http::request::Parts;
 use parking_lot::RwLock;
 
+use super::ban_list::{BanList, Inserted};
 use super::challenge::ChallengePage;
 use super::client_ip::{ClientIp, ClientIpConfig, IpSource};
 use super::detect::{DetectionSnapshot, Event};
@@ -31,8 +32,8 @@ use super::tarpit::{Held, Tarpit, TarpitState, TarpitStats};
 use crate::ip::canonical;
 use crate::stats::Striped;
 use crate::{
-    Clock, CoarseClock, CompositeDecision, ConfigError, Decision, IpPrefix, Pending, PrefixMap,
-    PrefixSet, Timestamp, check_all,
+    Clock, CoarseClock, CompositeDecision, ConfigError, Decision, IpPrefix, Pending, PrefixSet,
+    Timestamp, check_all,
 };
 
 /// Enforced rules whose checks fit on the stack; more use the heap.
@@ -72,7 +73,7 @@ enum GuardCount {
     Safelisted,
     NoPeer,
     Malformed,
-    BansDropped,
+    BansEvicted,
     RefusedScore,
     RefusedChallenge,
     RefusedOverload,
@@ -264,8 +265,10 @@ pub struct GuardStats {
     pub malformed_forwarding: u64,
     /// Runtime bans in force (expired ones may linger until the next ban).
     pub bans: usize,
-    /// Bans not recorded because [`GuardBuilder::max_bans`] were held.
-    pub bans_dropped: u64,
+    /// Bans lifted early to make room for a new one while
+    /// [`GuardBuilder::max_bans`] unexpired bans were held (the one that
+    /// would have ended soonest goes).
+    pub bans_evicted: u64,
     /// Requests refused because their score reached the ban threshold (the
     /// client was banned with them).
     pub refused_score: u64,
@@ -344,7 +347,7 @@ struct Shared<C> {
     client_ip: ClientIpConfig,
     safelist: PrefixSet,
     blocklist: PrefixSet,
-    bans: RwLock<PrefixMap<Timestamp>>,
+    bans: RwLock<BanList>,
     ban_count: AtomicUsize,
     max_bans: usize,
     missing_peer: MissingPeer,
@@ -365,8 +368,9 @@ struct Shared<C> {
 
 impl<C> Shared<C> {
     /// Puts a ban in the list, replacing any ban of the same prefix (or,
-    /// with `extend_only`, keeping it if it ends later); false, counted,
-    /// when the list is full.
+    /// with `extend_only`, keeping it if it ends later). When the list is
+    /// full, the ban that would end soonest is lifted to make room
+    /// (counted; logged once per thousand). O(log n) under the lock.
     fn insert_ban(
         &self,
         prefix: IpPrefix,
@@ -376,20 +380,22 @@ impl<C> Shared<C> {
     ) -> bool {
         let until = now.saturating_add(duration);
         let mut bans = self.bans.write();
-        if bans.len() >= self.max_bans {
-            bans.retain(|_, until| *until > now);
-        }
-        if bans.len() >= self.max_bans && !bans.contains_prefix(&prefix) {
-            self.counters.add(GuardCount::BansDropped, 1);
-            tracing::warn!(%prefix, max = self.max_bans, "floodguard: ban not recorded, ban list full");
-            return false;
-        }
-        if let Some(old) = bans.insert(prefix, until) {
-            if extend_only && old > until {
-                bans.insert(prefix, old);
+        let inserted = bans.insert(prefix, until, now, extend_only);
+        self.ban_count.store(bans.len(), Ordering::Release);
+        drop(bans);
+        if let Inserted::Evicted(lifted) = inserted {
+            let n = self.counters.sum(GuardCount::BansEvicted);
+            self.counters.add(GuardCount::BansEvicted, 1);
+            if n % 1_000 == 0 {
+                tracing::warn!(
+                    %prefix,
+                    %lifted,
+                    max = self.max_bans,
+                    evicted = n + 1,
+                    "floodguard: ban list full, the ban ending soonest lifted early"
+                );
             }
         }
-        self.ban_count.store(bans.len(), Ordering::Release);
         true
     }
 
@@ -521,8 +527,11 @@ impl<C: Clock> Guard<C> {
     /// Bans `prefix` (a single address is a /32 or /128 prefix) for
     /// `duration`, replacing any ban of the same prefix. Banned clients are
     /// refused with 403 by the layer and closed at accept by the gate.
-    /// Returns false, and counts it in [`GuardStats::bans_dropped`], if
-    /// [`GuardBuilder::max_bans`] unexpired bans are already held.
+    /// Returns true: the ban is always recorded. When
+    /// [`GuardBuilder::max_bans`] unexpired bans are already held, the one
+    /// that would end soonest is lifted to make room (counted in
+    /// [`GuardStats::bans_evicted`]); each ban costs O(log n) under the
+    /// list's lock, however full it is.
     pub fn ban(&self, prefix: IpPrefix, duration: Duration) -> bool {
         let banned = self.record_ban(prefix, duration, self.shared.clock.now());
         if banned {
@@ -644,7 +653,7 @@ impl<C: Clock> Guard<C> {
             no_peer_address: c(GuardCount::NoPeer),
             malformed_forwarding: c(GuardCount::Malformed),
             bans: s.ban_count.load(Ordering::Acquire),
-            bans_dropped: c(GuardCount::BansDropped),
+            bans_evicted: c(GuardCount::BansEvicted),
             refused_score: c(GuardCount::RefusedScore),
             refused_challenge: c(GuardCount::RefusedChallenge),
             refused_suspect: c(GuardCount::RefusedSuspect),
@@ -1277,7 +1286,8 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     }
 
     /// Cap on runtime bans held at once (default [`DEFAULT_MAX_BANS`]), so a
-    /// ban-happy policy cannot grow memory without bound.
+    /// ban-happy policy cannot grow memory without bound. A new ban in a
+    /// full list takes the place of the one that would end soonest.
     pub fn max_bans(mut self, max: usize) -> Self {
         self.max_bans = max;
         self
@@ -1418,7 +1428,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             client_ip: self.client_ip,
             safelist: self.safelist,
             blocklist: self.blocklist,
-            bans: RwLock::new(PrefixMap::new()),
+            bans: RwLock::new(BanList::new(self.max_bans)),
             ban_count: AtomicUsize::new(0),
             max_bans: self.max_bans,
             missing_peer: self.missing_peer,

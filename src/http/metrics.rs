@@ -29,7 +29,7 @@ impl<C: Clock> Guard<C> {
     /// | `floodguard_requests_total`, `_admitted_total` | |
     /// | `floodguard_refused_total` | `reason`: `rate_limit`, `blocked`, `score`, `challenge`, `no_peer_address` |
     /// | `floodguard_safelisted_total`, `_malformed_forwarding_total` | |
-    /// | `floodguard_bans` (gauge), `_bans_dropped_total` | |
+    /// | `floodguard_bans` (gauge), `_bans_evicted_total` | |
     /// | `floodguard_tarpit_held_total`, `_tarpit_full_total`, `_tarpit_holding` (gauge) | |
     /// | `floodguard_rule_admitted_total`, `_rule_denied_total`, `_rule_keys`, `_rule_key_capacity`, `_rule_evictions_total` | `rule`, `shadow` |
     ///
@@ -328,9 +328,9 @@ fn write_guard(t: &mut Text<'_>, s: &GuardStats, bans: usize) {
     );
     t.gauge("floodguard_bans", "Runtime bans in force.", bans);
     t.counter(
-        "floodguard_bans_dropped_total",
-        "Bans not recorded because the ban list was full.",
-        s.bans_dropped,
+        "floodguard_bans_evicted_total",
+        "Bans lifted early to make room for a new one in a full ban list.",
+        s.bans_evicted,
     );
     t.counter(
         "floodguard_tarpit_held_total",

@@ -32,6 +32,7 @@
 //! held for a while first (the [`Tarpit`]), so that a flood tool waiting
 //! on its answers slows down.
 
+mod ban_list;
 mod body;
 mod challenge;
 pub mod client_ip;
