@@ -1144,4 +1144,73 @@ mod tests {
             0
         );
     }
+
+    fn with_session(sc: &Scorer, p: &Parts, ip: IpAddr, session: Presented, t: u64) -> Assessment {
+        let target = Target {
+            route: p.uri.path(),
+            secure: false,
+            session: Some(session),
+        };
+        sc.assess_with_wire(p, ip, None, target, at(t))
+    }
+
+    #[test]
+    fn a_valid_session_is_no_newcomer_in_an_attack() {
+        let sc = under_attack(&[chrome("/", "192.0.2.1")]);
+        let me = ip("198.51.100.40");
+        let a = with_session(&sc, &chrome("/", "198.51.100.40"), me, Presented::Valid, 0);
+        assert_eq!(points(&a.report, Signal::ClassSurge), 0.0);
+        assert!(!a.flagged_newcomer() && !a.newcomer_in_trouble() && a.seen());
+        // Without it, the same client is the attack's likely member.
+        let b = with_session(
+            &sc,
+            &chrome("/", "198.51.100.41"),
+            ip("198.51.100.41"),
+            Presented::Absent,
+            0,
+        );
+        assert_eq!(points(&b.report, Signal::ClassSurge), 40.0);
+        assert!(b.flagged_newcomer() && b.newcomer_in_trouble() && !b.seen());
+    }
+
+    #[test]
+    fn an_invalid_session_throttles_but_never_bans_even_in_a_surge() {
+        let calm = scorer();
+        let a = with_session(
+            &calm,
+            &chrome("/", "198.51.100.50"),
+            ip("198.51.100.50"),
+            Presented::Invalid,
+            0,
+        );
+        assert_eq!(points(&a.report, Signal::SessionInvalid), 35.0);
+        assert_eq!(a.action, Action::Throttle, "{}", a.report);
+        // A newcomer of a surging cluster: 35 + 15 + 40 reach the ban
+        // score, but the cookie is no ban evidence.
+        let sc = under_attack(&[chrome("/", "192.0.2.1")]);
+        let a = with_session(
+            &sc,
+            &chrome("/", "198.51.100.51"),
+            ip("198.51.100.51"),
+            Presented::Invalid,
+            0,
+        );
+        assert!(a.report.score() >= sc.ladder.ban, "{}", a.report);
+        assert_eq!(a.action, Action::Challenge, "{}", a.report);
+        // With its own ban evidence (a tool, a route mix) it may be banned.
+        let sc = under_attack(&[tool("/", "192.0.2.1")]);
+        let actions: Vec<Action> = (0..4)
+            .map(|i| {
+                with_session(
+                    &sc,
+                    &tool("/search", "203.0.113.60"),
+                    ip("203.0.113.60"),
+                    Presented::Invalid,
+                    i * 500,
+                )
+                .action
+            })
+            .collect();
+        assert_eq!(actions.last(), Some(&Action::Ban));
+    }
 }
