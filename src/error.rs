@@ -163,4 +163,11 @@ pub enum ConfigError {
         /// The allowed range, e.g. `[0, 1)`.
         range: &'static str,
     },
+    /// A [`SessionCookie`](crate::http::SessionCookie) that browsers
+    /// would refuse or that cannot work.
+    #[error("session cookie: {reason}")]
+    BadSessionCookie {
+        /// What is wrong.
+        reason: &'static str,
+    },
 }

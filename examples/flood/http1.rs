@@ -26,6 +26,8 @@ pub struct Reply {
     /// What floodguard's scoring did with the request, from the shop's
     /// `x-fg-action` header (served requests of a scoring guard only).
     pub action: Option<Scored>,
+    /// The `name=value` of the response's first `Set-Cookie`, if any.
+    pub set_cookie: Option<String>,
 }
 
 /// The scoring ladder's action for a served request, as the shop reports
@@ -106,6 +108,7 @@ impl Conn {
         let http10 = line.starts_with("HTTP/1.0");
         let (mut length, mut chunked, mut closing) = (0usize, false, http10);
         let mut action = None;
+        let mut set_cookie = None;
         loop {
             line.clear();
             self.read_line(&mut line, &mut head_len).await?;
@@ -125,6 +128,9 @@ impl Conn {
                 closing = value.eq_ignore_ascii_case("close");
             } else if name.eq_ignore_ascii_case("x-fg-action") {
                 action = Scored::parse(value);
+            } else if name.eq_ignore_ascii_case("set-cookie") && set_cookie.is_none() {
+                let pair = value.split(';').next().unwrap_or_default().trim();
+                set_cookie = Some(pair.to_owned());
             }
         }
         if chunked {
@@ -136,6 +142,7 @@ impl Conn {
             status,
             closing,
             action,
+            set_cookie,
         })
     }
 

@@ -26,7 +26,11 @@
 //! floodguard rows' overload limits at `N` instead of letting them adapt,
 //! and `--overload-queue CAPACITY,MS` gives each a waiting room
 //! (`Overload::queue`), to see what each costs in goodput and buys in
-//! latency.
+//! latency. `--session` turns on floodguard's session cookie
+//! (`GuardBuilder::session`) in the floodguard rows' shop: the people
+//! (the shoppers and the detection shapes' newcomers) keep the cookie the
+//! shop sets and send it back, as a browser does; API clients, tools and
+//! bots keep none.
 //!
 //! The search overload has figures of its own:
 //!
@@ -111,7 +115,7 @@ use tokio::task::JoinSet;
 
 use report::RunResult;
 use shapes::{Plan, Shape};
-use shop::OverloadTweaks;
+use shop::ShopTweaks;
 use traffic::Recorder;
 
 /// An attack, or a crowd that is not one (`shapes`).
@@ -275,8 +279,8 @@ struct Options {
     check: bool,
     /// `--show`: print what the new shapes' clients send, and stop.
     show: bool,
-    /// `--overload-limit` and `--overload-queue`.
-    overload: OverloadTweaks,
+    /// `--overload-limit`, `--overload-queue` and `--session`.
+    overload: ShopTweaks,
     /// `--shared-cores`: no cores of their own for the shop and the load
     /// generator.
     shared_cores: bool,
@@ -312,7 +316,7 @@ fn options() -> Result<Options, String> {
         samples: None,
         check: false,
         show: false,
-        overload: OverloadTweaks::default(),
+        overload: ShopTweaks::default(),
         shared_cores: false,
     };
     let mut scenario_given = false;
@@ -340,6 +344,7 @@ fn options() -> Result<Options, String> {
             "--show" => o.show = true,
             "--shared-cores" => o.shared_cores = true,
             "--overload-limit" | "--overload-queue" => o.overload.set(&a, &value()?)?,
+            "--session" => o.overload.session = true,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -375,8 +380,9 @@ fn scenarios(arg: &str) -> Result<Vec<Scenario>, String> {
     Ok(out)
 }
 
-impl OverloadTweaks {
-    /// Takes `--overload-limit N` or `--overload-queue CAPACITY,MS`.
+impl ShopTweaks {
+    /// Takes `--overload-limit N`, `--overload-queue CAPACITY,MS` or
+    /// `--session on`.
     fn set(&mut self, flag: &str, value: &str) -> Result<(), String> {
         let number = |v: &str| {
             v.trim()
@@ -385,6 +391,7 @@ impl OverloadTweaks {
                 .filter(|n| (1..=10_000).contains(n))
         };
         match flag {
+            "--session" => self.session = value == "on",
             "--overload-limit" => {
                 let n =
                     number(value).ok_or("--overload-limit takes a whole number from 1 to 10000")?;
@@ -415,6 +422,9 @@ impl OverloadTweaks {
         if let Some((capacity, timeout)) = self.queue {
             args += &format!(" --overload-queue {capacity},{}", timeout.as_millis());
         }
+        if self.session {
+            args += " --session on";
+        }
         args
     }
 }
@@ -427,7 +437,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             &DEFENCES,
             Defence::name,
         )?;
-        let mut tweaks = OverloadTweaks::default();
+        let mut tweaks = ShopTweaks::default();
         for pair in args.get(3..).unwrap_or_default().chunks(2) {
             match pair {
                 [flag, value] if flag == "--cpus" => {
@@ -447,7 +457,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("flood: {e}");
             }
             eprintln!(
-                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--overload-limit N] [--overload-queue CAPACITY,MS] [--shared-cores] [--check] [--show]"
+                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--overload-limit N] [--overload-queue CAPACITY,MS] [--session] [--shared-cores] [--check] [--show]"
             );
             std::process::exit(2);
         }
@@ -533,11 +543,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
     );
     let shop_cpus = shop_cpus.map(|(shop, _)| shop);
-    if o.overload.limit.is_some() || o.overload.queue.is_some() {
-        eprintln!(
-            "flood: floodguard's overload protection changed:{}",
-            o.overload.args()
-        );
+    if o.overload.limit.is_some() || o.overload.queue.is_some() || o.overload.session {
+        eprintln!("flood: floodguard's shop changed:{}", o.overload.args());
     }
     // Shoppers and attackers on runtimes of their own: the operating system
     // shares the cores between them, but no attack task ever waits in
@@ -615,7 +622,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// against one defence, in a fresh shop process.
 async fn run(
     (scenario, plan): (Scenario, Option<std::sync::Arc<Plan>>),
-    (defence, overload, cpus): (Defence, OverloadTweaks, Option<&[usize]>),
+    (defence, overload, cpus): (Defence, ShopTweaks, Option<&[usize]>),
     scale: f64,
     attackers: &tokio::runtime::Handle,
 ) -> Result<RunResult, Box<dyn std::error::Error>> {
@@ -734,7 +741,7 @@ struct Shop {
 /// what it prints until it exits.
 fn spawn_shop(
     defence: Defence,
-    overload: OverloadTweaks,
+    overload: ShopTweaks,
     cpus: Option<&[usize]>,
 ) -> Result<Shop, Box<dyn std::error::Error>> {
     let exe = std::env::current_exe()?;

@@ -285,7 +285,8 @@ impl Plan {
                     // of its own.
                     let join = s.start + s.ramp.mul_f64(f64::from(n) / f64::from(*count));
                     let from = v4(50 + n % 16, (n / 16) % 256, 1 + n / 4096);
-                    let client = Legit::new(NEWCOMER_IDS + n, from, s.shop, &s.rec);
+                    let client =
+                        Legit::new(NEWCOMER_IDS + n, from, s.shop, &s.rec).keeping_cookies();
                     set.spawn_on(newcomer(client, n, *search, (join, s.stop)), rt);
                 }
             }

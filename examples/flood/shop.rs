@@ -12,7 +12,7 @@ use axum::response::Html;
 use axum::routing::{get, post};
 use floodguard::http::{
     ClientIpConfig, Event, GateConnectInfo, Guard, GuardBuilder, GuardDecision, Overload, Rule,
-    Scoring,
+    Scoring, SessionCookie,
 };
 use tokio::io::AsyncBufReadExt;
 use tower_governor::GovernorLayer;
@@ -106,7 +106,7 @@ fn shop() -> Router {
 /// floodguard as documented for this shop ("tuned"): the defaults, plus a
 /// per-address budget and a global ceiling on the expensive search route,
 /// and a login rule.
-pub fn tuned_guard(tweaks: OverloadTweaks) -> Guard {
+pub fn tuned_guard(tweaks: ShopTweaks) -> Guard {
     let second = Duration::from_secs(1);
     defaults(tweaks)
         .rule(
@@ -131,27 +131,37 @@ pub fn tuned_guard(tweaks: OverloadTweaks) -> Guard {
 }
 
 /// floodguard's defaults: the default rules, scoring and overload
-/// protection, the proxy trusted; its events go to the harness.
-fn defaults(tweaks: OverloadTweaks) -> GuardBuilder {
-    Guard::builder()
+/// protection, the proxy trusted; its events go to the harness. With
+/// `--session`, the session cookie too.
+fn defaults(tweaks: ShopTweaks) -> GuardBuilder {
+    let b = Guard::builder()
         .default_rules()
         .scoring(Scoring::default())
         .overload(tweaks.apply(Overload::default().per_route()))
         .on_event(report_event)
-        .client_ip(ClientIpConfig::new().trust(PROXY.parse().expect("address")))
+        .client_ip(ClientIpConfig::new().trust(PROXY.parse().expect("address")));
+    if tweaks.session {
+        // A fixed key: the shop is a test rig, and runs stay comparable.
+        b.session(SessionCookie::new(*b"flood shop key!!"))
+    } else {
+        b
+    }
 }
 
-/// The harness's changes to the floodguard rows' overload protection, to
-/// trace what a limit or a waiting room costs and buys.
+/// The harness's changes to the floodguard rows: overload protection, to
+/// trace what a limit or a waiting room costs and buys, and the session
+/// cookie.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct OverloadTweaks {
+pub struct ShopTweaks {
     /// `--overload-limit N`: every limit pinned at `N`.
     pub limit: Option<u32>,
     /// `--overload-queue CAPACITY,MS`: a waiting room (`Overload::queue`).
     pub queue: Option<(usize, Duration)>,
+    /// `--session`: the session cookie on (`GuardBuilder::session`).
+    pub session: bool,
 }
 
-impl OverloadTweaks {
+impl ShopTweaks {
     fn apply(self, mut o: Overload) -> Overload {
         if let Some(n) = self.limit {
             o = o.limits(n, n, n);
@@ -163,7 +173,7 @@ impl OverloadTweaks {
     }
 }
 
-fn default_guard(tweaks: OverloadTweaks) -> Guard {
+fn default_guard(tweaks: ShopTweaks) -> Guard {
     defaults(tweaks).build().expect("valid configuration")
 }
 
@@ -298,7 +308,7 @@ where
 /// prints `PORT <shop> <calibration>`, and stops when standard input
 /// closes (the harness ends the run), printing a `SHED` summary
 /// (`ShedTimes::summary`).
-pub fn serve(defence: Defence, tweaks: OverloadTweaks) -> Result<(), Box<dyn std::error::Error>> {
+pub fn serve(defence: Defence, tweaks: ShopTweaks) -> Result<(), Box<dyn std::error::Error>> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -324,6 +334,9 @@ pub fn serve(defence: Defence, tweaks: OverloadTweaks) -> Result<(), Box<dyn std
         });
         let app = shop();
         let shed_times = ShedTimes::default();
+        // The guard, for the session counters at the end.
+        let built = Arc::new(std::sync::OnceLock::<Guard>::new());
+        let built_here = Arc::clone(&built);
         let timer = shed_times.clone();
         let server = async move {
             match defence {
@@ -344,6 +357,7 @@ pub fn serve(defence: Defence, tweaks: OverloadTweaks) -> Result<(), Box<dyn std
                         tuned_guard(tweaks)
                     };
                     let gate = guard.gate().build()?;
+                    let _ = built_here.set(guard.clone());
                     tokio::spawn(report_limits(guard.clone()));
                     let app = app.layer(axum::middleware::from_fn(report_action));
                     let app = timer.around(app.layer(guard.layer()));
@@ -360,6 +374,12 @@ pub fn serve(defence: Defence, tweaks: OverloadTweaks) -> Result<(), Box<dyn std
             () = stdin_closed() => Ok(()),
         };
         println!("{}", shed_times.summary());
+        if let Some(s) = built.get().and_then(|g| g.stats().session) {
+            eprintln!(
+                "shop: session cookies: {} valid, {} invalid, {} issued, {} clients not returning them",
+                s.valid, s.invalid, s.issued, s.not_returned
+            );
+        }
         r
     })
 }

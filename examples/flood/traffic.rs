@@ -335,7 +335,7 @@ pub fn shoppers(
     (start, stop): (Instant, Instant),
 ) {
     for i in ids {
-        let mut client = Legit::new(i, v4(20, i, 1), shop, rec);
+        let mut client = Legit::new(i, v4(20, i, 1), shop, rec).keeping_cookies();
         set.spawn(async move {
             tokio::time::sleep_until(start.into()).await;
             let mut rng = Rng::new(u64::from(i) + 1);
@@ -356,13 +356,65 @@ pub fn shoppers(
 }
 
 /// A legitimate client: its id and address, its keep-alive connection to
-/// the shop, and where its requests are recorded.
+/// the shop, where its requests are recorded, and, for a browser, its
+/// cookie jar.
 pub struct Legit {
     id: u32,
     from: IpAddr,
     shop: SocketAddr,
     rec: Arc<Recorder>,
     conn: Option<Conn>,
+    jar: Option<Jar>,
+}
+
+/// A browser's cookie jar, one cookie deep: the last `name=value` the shop
+/// set (floodguard's session cookie, with `--session`), sent back in the
+/// request's `Cookie` header. Without one set, requests go out unchanged.
+#[derive(Default)]
+struct Jar(Option<String>);
+
+impl Jar {
+    /// `request` with the held cookie added: at the end of its `Cookie`
+    /// header, where Chrome puts a newer cookie, or in a `Cookie` header of
+    /// its own at the end of the head.
+    fn apply<'r>(&self, request: &'r [u8]) -> std::borrow::Cow<'r, [u8]> {
+        let Some(cookie) = &self.0 else {
+            return request.into();
+        };
+        let Some(end) = find(request, b"\r\n\r\n") else {
+            return request.into();
+        };
+        let head = &request[..end];
+        let mut out = Vec::with_capacity(request.len() + cookie.len() + 12);
+        match find(head, b"\r\nCookie: ") {
+            Some(at) => {
+                let eol = at + 2 + find(&head[at + 2..], b"\r\n").unwrap_or(head.len() - at - 2);
+                out.extend_from_slice(&request[..eol]);
+                out.extend_from_slice(b"; ");
+                out.extend_from_slice(cookie.as_bytes());
+                out.extend_from_slice(&request[eol..]);
+            }
+            None => {
+                out.extend_from_slice(&request[..end + 2]);
+                out.extend_from_slice(b"Cookie: ");
+                out.extend_from_slice(cookie.as_bytes());
+                out.extend_from_slice(b"\r\n");
+                out.extend_from_slice(&request[end + 2..]);
+            }
+        }
+        out.into()
+    }
+
+    /// Keeps the cookie a response set.
+    fn keep(&mut self, set: Option<String>) {
+        if let Some(c) = set {
+            self.0 = Some(c);
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 impl Legit {
@@ -375,16 +427,32 @@ impl Legit {
             shop,
             rec: Arc::clone(rec),
             conn: None,
+            jar: None,
         }
+    }
+
+    /// Keeps the cookies the shop sets and sends them back, as a browser
+    /// does (API clients and tools keep none).
+    pub fn keeping_cookies(mut self) -> Legit {
+        self.jar = Some(Jar::default());
+        self
     }
 
     /// Sends `request` (to `route`, the shop's route pattern) on the
     /// client's connection, reconnecting if needed, and records it.
     pub async fn request(&mut self, request: &[u8], route: &'static str) -> Outcome {
         let began = Instant::now();
-        let reply = legit_exchange(&mut self.conn, self.from, self.shop, request).await;
-        self.rec.legit((self.id, route), began, reply);
-        reply.0
+        let request = match &self.jar {
+            Some(jar) => jar.apply(request),
+            None => request.into(),
+        };
+        let (outcome, scored, set_cookie) =
+            legit_exchange(&mut self.conn, self.from, self.shop, &request).await;
+        if let Some(jar) = &mut self.jar {
+            jar.keep(set_cookie);
+        }
+        self.rec.legit((self.id, route), began, (outcome, scored));
+        outcome
     }
 
     /// Closes the connection: the next request opens a new one.
@@ -399,7 +467,7 @@ async fn legit_exchange(
     from: IpAddr,
     shop: SocketAddr,
     request: &[u8],
-) -> (Outcome, Option<Scored>) {
+) -> (Outcome, Option<Scored>, Option<String>) {
     let failed = |e: std::io::Error, connecting: bool| match e.kind() {
         std::io::ErrorKind::TimedOut => Outcome::Timeout,
         _ if connecting => Outcome::ConnectFailed,
@@ -408,7 +476,7 @@ async fn legit_exchange(
     if conn.is_none() {
         match http1::connect(from, shop, CONNECT_TIMEOUT).await {
             Ok(c) => *conn = Some(c),
-            Err(e) => return (failed(e, true), None),
+            Err(e) => return (failed(e, true), None, None),
         }
     }
     let c = conn.as_mut().expect("just connected");
@@ -417,11 +485,15 @@ async fn legit_exchange(
             if reply.closing {
                 *conn = None;
             }
-            (Outcome::Status(reply.status), reply.action)
+            (
+                Outcome::Status(reply.status),
+                reply.action,
+                reply.set_cookie,
+            )
         }
         Err(e) => {
             *conn = None;
-            (failed(e, false), None)
+            (failed(e, false), None, None)
         }
     }
 }

@@ -21,13 +21,14 @@ use super::layer::GuardLayer;
 use super::look::Cluster;
 use super::overload::{LimitStats, Overload, Place, Shedder};
 use super::peer::{peer, route};
-use super::refusal::RefusalKind;
+use super::refusal::{RefusalKind, claims_grpc};
 use super::rules::{CompiledRule, Rule, RuleStats};
 use super::scorer::{
     Assessment, EventHook, HEAVY_VOLUME, LIGHT_VOLUME, Offender, ScoreCount, Scorer, Scoring,
     Target, Watch,
 };
 use super::scoring::{Action, ScoreReport};
+use super::session::{Presented, Session, SessionCookie, SessionStats};
 use super::tarpit::{Held, Tarpit, TarpitState, TarpitStats};
 use crate::ip::canonical;
 use crate::stats::Striped;
@@ -78,8 +79,12 @@ enum GuardCount {
     RefusedChallenge,
     RefusedOverload,
     RefusedSuspect,
+    SessionValid,
+    SessionInvalid,
+    SessionIssued,
+    SessionNotReturned,
 }
-const GUARD_COUNTS: usize = 12;
+const GUARD_COUNTS: usize = 16;
 
 impl From<GuardCount> for usize {
     fn from(c: GuardCount) -> usize {
@@ -190,13 +195,15 @@ pub(crate) enum Inspection {
     /// Serve; `headers` when rate-limit headers go on successful responses;
     /// `watch` when scoring watches the answer; `permit` the request's place
     /// in an overload limit; `at` the time the request was decided at, on
-    /// the guard's clock.
+    /// the guard's clock; `session` the client address to send a session
+    /// cookie for, if the answer is a success.
     Pass {
         decision: GuardDecision,
         headers: Option<RateInfo>,
         watch: Option<Watch>,
         permit: Option<Place>,
         at: Timestamp,
+        session: Option<IpAddr>,
     },
     /// Answer with a refusal (or a challenge `page`); `close` the
     /// connection after it (HTTP/1).
@@ -281,6 +288,9 @@ pub struct GuardStats {
     pub refused_overload: u64,
     /// Scoring's counters, when scoring is on.
     pub scoring: Option<ScoringStats>,
+    /// The session cookie's counters, when [`GuardBuilder::session`] is
+    /// on.
+    pub session: Option<SessionStats>,
     /// Each adaptive limit's counters (the service's first, then each
     /// route's), when overload protection is on.
     pub overload: Vec<LimitStats>,
@@ -361,6 +371,7 @@ struct Shared<C> {
     no_peer_logged: AtomicU64,
     scorer: Option<Scorer>,
     shedder: Option<Shedder>,
+    session: Option<Session>,
     /// Where bans and lifts go to be published to the fleet.
     #[cfg(feature = "redis")]
     shared_bans: Option<crate::redis::bans::BanSink>,
@@ -507,6 +518,7 @@ impl Guard {
             scoring: None,
             on_event: None,
             overload: None,
+            session: None,
             #[cfg(feature = "redis")]
             share_bans: None,
         }
@@ -659,6 +671,12 @@ impl<C: Clock> Guard<C> {
             refused_suspect: c(GuardCount::RefusedSuspect),
             refused_overload: c(GuardCount::RefusedOverload),
             overload: s.shedder.as_ref().map_or_else(Vec::new, Shedder::stats),
+            session: s.session.as_ref().map(|_| SessionStats {
+                valid: c(GuardCount::SessionValid),
+                invalid: c(GuardCount::SessionInvalid),
+                issued: c(GuardCount::SessionIssued),
+                not_returned: c(GuardCount::SessionNotReturned),
+            }),
             scoring: s.scorer.as_ref().map(|sc| {
                 let n = |w| sc.counters.sum(w);
                 ScoringStats {
@@ -803,6 +821,7 @@ impl<C: Clock> Guard<C> {
                     watch: None,
                     permit: None,
                     at: now,
+                    session: None,
                 };
             }
             if s.blocklist.contains(c.ip) || self.banned_at(c.ip, now) {
@@ -813,6 +832,19 @@ impl<C: Clock> Guard<C> {
                 return Inspection::refuse(RefusalKind::Blocked, close);
             }
         }
+        // gRPC clients keep no cookies: sessions leave them alone.
+        let presented = match (&s.session, client) {
+            (Some(session), Some(c)) if !claims_grpc(&parts.headers) => {
+                let p = session.check(&parts.headers, c.ip, now);
+                match p {
+                    Presented::Valid => s.counters.add(GuardCount::SessionValid, 1),
+                    Presented::Invalid => s.counters.add(GuardCount::SessionInvalid, 1),
+                    Presented::Absent => {}
+                }
+                Some(p)
+            }
+            _ => None,
+        };
         let mut cost_factor = 1;
         let route = if s.needs_route || s.scorer.is_some() {
             route(parts)
@@ -831,8 +863,12 @@ impl<C: Clock> Guard<C> {
                     route,
                     secure,
                     direct,
+                    session: presented,
                 };
                 let a = sc.assess_with_wire(parts, c.ip, wire, target, now);
+                if a.session_unreturned_news {
+                    s.counters.add(GuardCount::SessionNotReturned, 1);
+                }
                 match self.climb_ladder(sc, &a, parts, c.ip, now) {
                     Step::Go(factor) => cost_factor = factor,
                     Step::Banned => return Inspection::refuse(RefusalKind::Blocked, close),
@@ -926,7 +962,28 @@ impl<C: Clock> Guard<C> {
             watch: assessment.as_ref().map(Assessment::watch),
             permit,
             at: now,
+            session: client
+                .filter(|_| matches!(presented, Some(Presented::Absent | Presented::Invalid)))
+                .map(|c| c.ip),
         }
+    }
+
+    /// The session cookie for a client at `ip` whose request, decided at
+    /// `at`, was answered with a success; marks it sent in the client's
+    /// profile when scoring watched the request.
+    pub(crate) fn issue_session(
+        &self,
+        ip: IpAddr,
+        at: Timestamp,
+        watch: Option<&Watch>,
+    ) -> Option<HeaderValue> {
+        let s = &*self.shared;
+        let session = s.session.as_ref()?;
+        s.counters.add(GuardCount::SessionIssued, 1);
+        if let (Some(sc), Some(w)) = (&s.scorer, watch) {
+            sc.session_issued(w, at);
+        }
+        Some(session.set_cookie(ip, at))
     }
 
     /// A scored client's standing for overload admission, from −2 to +2.
@@ -934,11 +991,12 @@ impl<C: Clock> Guard<C> {
     /// By its record: one step down for a suspicious score (the throttle
     /// threshold or more), and for a newcomer while the service is in
     /// trouble (under attack or shedding, and no good exchange from
-    /// before: the attack's most likely member, as scoring's no-history
-    /// points say); one up for a clean score (under 10: a known-good
-    /// client, or a browser without misbehaviour while calm) of a client
-    /// seen before (a good exchange) that came before the current busy
-    /// period (see below).
+    /// before nor a valid session cookie: the attack's most likely member,
+    /// as scoring's no-history points say); one up for a clean score
+    /// (under 10: a known-good client, or a browser without misbehaviour
+    /// while calm) of a client seen before (a good exchange, or a valid
+    /// session cookie returned) that came before the current busy period
+    /// (see below).
     ///
     /// By its pace: one down for a heavy user (several requests a second,
     /// sustained), one up for a light one (about two a second or less, as
@@ -961,7 +1019,7 @@ impl<C: Clock> Guard<C> {
             .map_or(f32::MAX, |sc| sc.ladder.throttle);
         let score = a.report.score();
         let heavy = a.volume >= HEAVY_VOLUME;
-        let seen = a.good() > 0 && a.came_before_the_rush();
+        let seen = a.seen() && a.came_before_the_rush();
         // A heavy user's clean record (earned in its first moments, before
         // its volume showed) does not lift it.
         let by_score = if a.flagged_newcomer() {
@@ -1179,6 +1237,7 @@ pub struct GuardBuilder<C = CoarseClock> {
     scoring: Option<Scoring>,
     on_event: Option<EventHook>,
     overload: Option<Overload>,
+    session: Option<SessionCookie>,
     /// Shared bans: the store, and the conversion set by `share_bans` (lost
     /// by `clock`, which changes the clock's type).
     #[cfg(feature = "redis")]
@@ -1211,6 +1270,39 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     /// also logged with `tracing`.
     pub fn on_event(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Arc::new(hook));
+        self
+    }
+
+    /// Turns on the session cookie (off by default; APIs do not need it):
+    /// the layer sets a signed cookie, bound to the client's network, on
+    /// successful answers to requests that did not carry a valid one, and
+    /// checks it on every request. Sending a valid one back is evidence of
+    /// a browser session: with [scoring](Self::scoring) on, the client
+    /// ranks as known under overload and is never a newcomer of a surging
+    /// cluster. One that is forged, expired or from another network
+    /// ([`Weights::session_invalid`](super::Weights::session_invalid)),
+    /// and never sending it back
+    /// ([`Weights::session_not_returned`](super::Weights::session_not_returned)),
+    /// are the client's own evidence. gRPC requests are left alone, and
+    /// [`Guard::check`] checks the cookie but cannot set one. Counters are
+    /// in [`GuardStats::session`].
+    ///
+    /// ```
+    /// use floodguard::http::{Guard, Scoring, SessionCookie};
+    ///
+    /// // Draw the key once, keep it in the configuration, share it across
+    /// // the fleet: a new key voids every cookie.
+    /// let key = *b"an example key!!";
+    /// let guard = Guard::builder()
+    ///     .default_rules()
+    ///     .scoring(Scoring::new())
+    ///     .session(SessionCookie::new(key).secure(true))
+    ///     .build()?;
+    /// assert_eq!(guard.stats().session.map(|s| s.issued), Some(0));
+    /// # Ok::<(), floodguard::ConfigError>(())
+    /// ```
+    pub fn session(mut self, cookie: SessionCookie) -> Self {
+        self.session = Some(cookie);
         self
     }
 
@@ -1362,6 +1454,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             scoring: self.scoring,
             on_event: self.on_event,
             overload: self.overload,
+            session: self.session,
             #[cfg(feature = "redis")]
             share_bans: self.share_bans.map(|(setup, _)| (setup, None)),
         }
@@ -1392,6 +1485,8 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             }
         }
         let shedder = self.overload.map(Shedder::new).transpose()?;
+        let now = self.clock.now();
+        let session = self.session.map(|c| c.compile(now)).transpose()?;
         let needs_route = enforced.iter().chain(&shadow).any(CompiledRule::uses_route)
             || shedder.as_ref().is_some_and(Shedder::needs_route);
         #[cfg(feature = "redis")]
@@ -1440,6 +1535,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             no_peer_logged: AtomicU64::new(0),
             scorer,
             shedder,
+            session,
             #[cfg(feature = "redis")]
             shared_bans: sink,
         });

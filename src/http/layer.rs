@@ -109,8 +109,14 @@ where
                 watch,
                 permit,
                 at,
+                session,
             } => {
                 parts.extensions.insert(decision);
+                let issue = session.map(|ip| Issue {
+                    guard: self.guard.clone(),
+                    ip,
+                    at,
+                });
                 // The answer's latency counts from the time the request was
                 // decided at: no second clock read.
                 let watch = watch.map(|watch| Watched {
@@ -138,6 +144,7 @@ where
                         fut,
                         headers,
                         watch,
+                        issue,
                         permit,
                         waiting,
                     },
@@ -195,6 +202,14 @@ struct Watched<C> {
     started: Timestamp,
 }
 
+/// A session cookie to send with the answer if it is a success: the
+/// client's address and when its request was decided.
+struct Issue<C> {
+    guard: Guard<C>,
+    ip: std::net::IpAddr,
+    at: Timestamp,
+}
+
 pin_project_lite::pin_project! {
     /// The future of a [`GuardService`] call.
     pub struct ResponseFuture<F, B, C = CoarseClock> {
@@ -210,6 +225,7 @@ pin_project_lite::pin_project! {
             #[pin] fut: F,
             headers: Option<RateInfo>,
             watch: Option<Watched<C>>,
+            issue: Option<Issue<C>>,
             // Dropped with the future if the answer never comes.
             permit: Option<Permit>,
             // Until its place comes, the inner future is not polled.
@@ -261,6 +277,7 @@ where
                 fut,
                 headers,
                 watch,
+                issue,
                 permit,
                 waiting: _,
             } => {
@@ -271,6 +288,15 @@ where
                     p.answered();
                 }
                 let mut res = res?;
+                if let Some(i) = issue.take() {
+                    let status = res.status();
+                    if status.is_success() || status.is_redirection() {
+                        let w = watch.as_ref().map(|w| &w.watch);
+                        if let Some(v) = i.guard.issue_session(i.ip, i.at, w) {
+                            res.headers_mut().append(http::header::SET_COOKIE, v);
+                        }
+                    }
+                }
                 if let Some(w) = watch.take() {
                     w.guard.answered(&w.watch, res.status(), w.started);
                 }

@@ -11,6 +11,7 @@ use super::gate::Gate;
 use super::guard::{Guard, GuardStats, ScoringStats};
 use super::overload::{LimitStats, WaitingRoomStats};
 use super::scorer::Offender;
+use super::session::SessionStats;
 use crate::Clock;
 
 /// The `Content-Type` of the Prometheus text format this module writes:
@@ -62,6 +63,11 @@ impl<C: Clock> Guard<C> {
     /// `floodguard_shared_rule_redis_available` (0 or 1) and
     /// `floodguard_shared_rule_instances` (the fleet's size), by `rule`.
     ///
+    /// With the [session cookie](super::GuardBuilder::session) on, also
+    /// `floodguard_session_cookies_total` (label `outcome`: `valid`,
+    /// `invalid`, `issued`, `not_returned`; see
+    /// [`SessionStats`](super::SessionStats)).
+    ///
     /// With [shared bans](super::GuardBuilder::share_bans) on, also
     /// `floodguard_shared_bans_total` (label `event`: `published`,
     /// `received`, `loaded`, `reconciled_lifts`, `dropped`, `errors`,
@@ -106,6 +112,9 @@ impl<C: Clock> Guard<C> {
         write_rules(&mut t, &snap.stats);
         if let Some(sc) = &snap.stats.scoring {
             write_scoring(&mut t, sc);
+        }
+        if let Some(se) = &snap.stats.session {
+            write_session(&mut t, se);
         }
         if let Some(d) = &snap.detection {
             let attack_for = d
@@ -442,6 +451,28 @@ fn write_scoring(t: &mut Text<'_>, s: &ScoringStats) {
         "Client score records dropped to make room.",
         s.client_evictions,
     );
+}
+
+fn write_session(t: &mut Text<'_>, s: &SessionStats) {
+    t.family(
+        "floodguard_session_cookies_total",
+        Kind::Counter,
+        "The session cookie, by outcome: valid and invalid count requests that carried one \
+         (invalid: forged, malformed, expired or from another network), issued counts cookies \
+         sent, not_returned counts clients sent one that came back three times without it.",
+    );
+    for (outcome, n) in [
+        ("valid", s.valid),
+        ("invalid", s.invalid),
+        ("issued", s.issued),
+        ("not_returned", s.not_returned),
+    ] {
+        t.sample(
+            "floodguard_session_cookies_total",
+            &[("outcome", outcome)],
+            n,
+        );
+    }
 }
 
 /// The attack state at the detector's last tick.
@@ -915,7 +946,7 @@ mod tests {
 
     use super::*;
     use crate::ManualClock;
-    use crate::http::{Detection, PeerAddr, Rule, Scoring};
+    use crate::http::{Detection, PeerAddr, Rule, Scoring, SessionCookie};
 
     /// One parsed sample line.
     #[derive(Debug)]
@@ -1075,6 +1106,7 @@ mod tests {
                     .shadow(),
             )
             .scoring(Scoring::new().detection(detection))
+            .session(SessionCookie::new([3; 16]))
             .clock(clock.clone())
             .build()
             .unwrap();
@@ -1102,6 +1134,11 @@ mod tests {
     #[test]
     fn exposition_is_well_formed_and_matches_the_stats() {
         let (_, guard) = flooded();
+        let mut forged = parts(v4(1, 1, 1), BROWSER);
+        forged
+            .headers
+            .insert(http::header::COOKIE, "__fg=0123".parse().unwrap());
+        let _ = guard.check(&forged);
         let text = guard.prometheus();
         let samples = parse(&text);
         let s = guard.stats();
@@ -1150,6 +1187,19 @@ mod tests {
                 &[("rule", "would-be"), ("shadow", "true")]
             ) > 0.0
         );
+        let se = s.session.unwrap();
+        assert_eq!(se.invalid, 1);
+        for (outcome, n) in [
+            ("valid", se.valid),
+            ("invalid", se.invalid),
+            ("issued", se.issued),
+            ("not_returned", se.not_returned),
+        ] {
+            assert_eq!(
+                v("floodguard_session_cookies_total", &[("outcome", outcome)]),
+                n as f64
+            );
+        }
         let sc = s.scoring.unwrap();
         let actions = |a, shadow| {
             v(

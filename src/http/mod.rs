@@ -17,6 +17,8 @@
 //! * [`Scoring`]: client scores from how requests look and how clients
 //!   behave, attack detection ([`Detection`], [`Event`]) and the
 //!   [`Ladder`] of actions: throttle, [`Challenge`], ban.
+//! * [`SessionCookie`]: an opt-in signed cookie, bound to the client's
+//!   network, that browsers return and most bots do not.
 //! * [`Overload`]: an adaptive concurrency limit around the service that
 //!   sheds the lowest [`Priority`] first ([`Criticality`] and the client's
 //!   standing).
@@ -51,6 +53,7 @@ mod refusal;
 mod rules;
 mod scorer;
 mod scoring;
+mod session;
 mod tarpit;
 mod waiting;
 pub mod wire;
@@ -81,5 +84,6 @@ pub use refusal::RefusalKind;
 pub use rules::{Rule, RuleStats};
 pub use scorer::{Offender, Scoring};
 pub use scoring::{Action, Ladder, ScoreReport, Signal, Weights};
+pub use session::{SameSite, SessionCookie, SessionStats};
 pub use tarpit::{Tarpit, TarpitStats};
 pub use wire::{HeadScanner, NameCasing, Scan, WireHead};

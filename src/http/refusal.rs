@@ -56,6 +56,14 @@ pub(crate) fn grpc_content_type(parts: &Parts) -> Option<&HeaderValue> {
     })
 }
 
+/// Whether the request says it is gRPC (`application/grpc…`, any HTTP
+/// version): such clients keep no cookies.
+pub(crate) fn claims_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
 /// Every refusal is about this request at this moment: no cache may keep
 /// it (a cached gRPC refusal is an empty 200).
 fn no_store(headers: &mut HeaderMap) {

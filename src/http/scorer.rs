@@ -15,6 +15,7 @@ use super::fingerprint::{Anomaly, Fingerprint, UaFamily, look};
 use super::look::Cluster;
 use super::profile::{Profile, ProfileTable};
 use super::scoring::{Action, Ladder, ScoreReport, Signal, Weights};
+use super::session::Presented;
 use super::wire::WireHead;
 use crate::ip::PrefixLengths;
 use crate::stats::Striped;
@@ -177,6 +178,9 @@ pub(crate) struct Assessment {
     busy_stamp: u8,
     pub(crate) report: ScoreReport,
     pub(crate) action: Action,
+    /// This request found the client not returning the session cookie
+    /// (its third miss): counted once.
+    pub(crate) session_unreturned_news: bool,
 }
 
 /// What watching a request's answer needs of its assessment.
@@ -198,9 +202,16 @@ impl Assessment {
     }
 
     /// A client without a good exchange, while the service is under
-    /// attack or degraded.
+    /// attack or degraded. One that returned a valid session cookie is no
+    /// newcomer.
     pub(crate) fn newcomer_in_trouble(&self) -> bool {
-        self.look.under_attack && self.good() == 0
+        self.look.under_attack && self.good() == 0 && !self.look.session_valid
+    }
+
+    /// The client has a record of its own: good exchanges, or a valid
+    /// session cookie (a browser session that began before).
+    pub(crate) fn seen(&self) -> bool {
+        self.good() > 0 || self.look.session_valid
     }
 
     /// The client came before the current busy period (or the service is
@@ -234,12 +245,19 @@ struct Look {
     inconsistency: f32,
     automated: f32,
     route_mix: f32,
+    /// A session cookie that is not this client's (forged, expired, from
+    /// another network): acts, never bans (see [`Scorer::action`]).
+    session_invalid: f32,
+    /// The session cookie sent and not returned.
+    session_not_returned: f32,
     /// Context: what the client's cluster and network did.
     class_surge: f32,
     hot_prefix: f32,
     under_attack: bool,
     /// A browser or text browser with nothing anomalous.
     people_like: bool,
+    /// The request returned a valid session cookie.
+    session_valid: bool,
 }
 
 /// A ban the guard should put in place.
@@ -312,6 +330,9 @@ pub(crate) struct Target<'a> {
     /// The connection's peer is the client itself, not a trusted proxy:
     /// the wire head's header order and casing are the client's.
     pub(crate) direct: bool,
+    /// What it showed of the session cookie, when sessions are on (and
+    /// the request is not gRPC).
+    pub(crate) session: Option<Presented>,
 }
 
 impl Scorer {
@@ -347,6 +368,7 @@ impl Scorer {
             route: parts.uri.path(),
             secure: super::fingerprint::secure_by_itself(parts),
             direct: true,
+            session: None,
         };
         self.assess_with_wire(parts, ip, wire, target, now)
     }
@@ -370,7 +392,10 @@ impl Scorer {
         let site_key = self.sites.hash(&site);
         let route_hash = self.detector.route_hash(target.route);
         let busy_stamp = self.detector.busy_stamp();
-        let (before, profile) = self.profiles.visit(client_key, route_hash, busy_stamp, now);
+        let (before, profile) =
+            self.profiles
+                .visit(client_key, route_hash, target.session, busy_stamp, now);
+        let session_valid = target.session == Some(Presented::Valid);
         // A missing user agent is the automated-client signal's; client
         // hints or a header order that contradict the user agent are the
         // inconsistency signal's: none counts twice.
@@ -397,7 +422,7 @@ impl Scorer {
                 site,
                 route: target.route,
                 route_hash,
-                new_client: before.is_none(),
+                new_client: before.is_none() && !session_valid,
                 suspect: automated > 0.0 || n > 0.0 || mismatch,
             },
         );
@@ -411,7 +436,10 @@ impl Scorer {
         let record = self.clients.get_hashed(client_key, now);
         // Not known good yet: a bot may have had a page or two served
         // before the attack was seen.
-        let newcomer = record.is_none_or(|r| r.good < self.ladder.known_good_after);
+        // A valid session cookie says the client was here before, whatever
+        // its record (forgotten, or kept under another address of its /64).
+        let newcomer =
+            record.is_none_or(|r| r.good < self.ladder.known_good_after) && !session_valid;
         let volume = self
             .volume
             .update_hashed(client_key, now, ScoreChange::points(1.0))
@@ -443,6 +471,16 @@ impl Scorer {
                 + if order { w.header_order } else { 0.0 },
             automated,
             route_mix,
+            session_invalid: if target.session == Some(Presented::Invalid) {
+                w.session_invalid
+            } else {
+                0.0
+            },
+            session_not_returned: if profile.session_misses() >= 3 {
+                w.session_not_returned
+            } else {
+                0.0
+            },
             class_surge: if newcomer && self.detector.cluster_flagged_at(ids, now) {
                 w.class_surge
             } else {
@@ -455,6 +493,7 @@ impl Scorer {
             },
             under_attack,
             people_like: matches!(family, UaFamily::Browser | UaFamily::Other) && found.is_empty(),
+            session_valid,
         };
         let report = self.report(record, &look);
         Assessment {
@@ -470,28 +509,36 @@ impl Scorer {
             busy_stamp,
             report,
             action: self.action(record, &look, &report),
+            session_unreturned_news: profile.session_misses() >= 3
+                && before.is_some_and(|b| b.session_misses() == 2),
         }
     }
 
     /// The client's own evidence: its stored behaviour and what its own
-    /// requests show (anomalies, inconsistency, automation, route mix);
-    /// not what its cluster or network did.
+    /// requests show (anomalies, inconsistency, automation, route mix,
+    /// what it did with the session cookie); not what its cluster or
+    /// network did.
     fn evidence(record: Option<ScoreRecord>, look: &Look) -> f32 {
         record.map_or(0.0, |r| r.score)
             + look.anomalies
             + look.inconsistency
             + look.automated
             + look.route_mix
+            + look.session_invalid
+            + look.session_not_returned
     }
 
     /// The ladder's action at `report`'s score, held back to what the
     /// client's own evidence supports: guilt is per client, and a cluster
-    /// or network alone never bans, throttles or holds anyone.
+    /// or network alone never bans, throttles or holds anyone. An invalid
+    /// session cookie is evidence enough to act on, never toward a ban: a
+    /// browser that moved to another network presents one too, until its
+    /// next answer brings it a new one.
     fn action(&self, record: Option<ScoreRecord>, look: &Look, report: &ScoreReport) -> Action {
         let evidence = Self::evidence(record, look);
         let l = &self.ladder;
         match l.action(report.score()) {
-            Action::Ban if evidence < l.ban_evidence => {
+            Action::Ban if evidence - look.session_invalid < l.ban_evidence => {
                 if evidence < l.act_evidence {
                     Action::Allow
                 } else {
@@ -518,6 +565,8 @@ impl Scorer {
         r.add(Signal::Inconsistency, look.inconsistency);
         r.add(Signal::AutomatedClient, look.automated);
         r.add(Signal::RouteMix, look.route_mix);
+        r.add(Signal::SessionInvalid, look.session_invalid);
+        r.add(Signal::SessionNotReturned, look.session_not_returned);
         r.add(Signal::ClassSurge, look.class_surge);
         r.add(Signal::HotPrefix, look.hot_prefix);
         if good < self.ladder.known_good_after {
@@ -594,6 +643,12 @@ impl Scorer {
             self.sites
                 .update_hashed(a.site_key, now, ScoreChange::points(points));
         }
+    }
+
+    /// The session cookie was sent in the answer to a request of the
+    /// client `a` watches.
+    pub(crate) fn session_issued(&self, a: &Watch, now: Timestamp) {
+        self.profiles.session_issued(a.client_key, now);
     }
 
     /// The ban for an assessment whose action is [`Action::Ban`]: records
@@ -1071,6 +1126,7 @@ mod tests {
             route: "/search",
             secure: false,
             direct,
+            session: None,
         };
         let assess = |parts: &Parts, who: &str, direct: bool| {
             sc.assess_with_wire(parts, ip(who), Some(wire), target(direct), at(0))
@@ -1160,5 +1216,75 @@ mod tests {
             sc.assess(&tool("/", "203.0.113.31"), bot, at(9_000)).good(),
             0
         );
+    }
+
+    fn with_session(sc: &Scorer, p: &Parts, ip: IpAddr, session: Presented, t: u64) -> Assessment {
+        let target = Target {
+            route: p.uri.path(),
+            secure: false,
+            direct: true,
+            session: Some(session),
+        };
+        sc.assess_with_wire(p, ip, None, target, at(t))
+    }
+
+    #[test]
+    fn a_valid_session_is_no_newcomer_in_an_attack() {
+        let sc = under_attack(&[chrome("/", "192.0.2.1")]);
+        let me = ip("198.51.100.40");
+        let a = with_session(&sc, &chrome("/", "198.51.100.40"), me, Presented::Valid, 0);
+        assert_eq!(points(&a.report, Signal::ClassSurge), 0.0);
+        assert!(!a.flagged_newcomer() && !a.newcomer_in_trouble() && a.seen());
+        // Without it, the same client is the attack's likely member.
+        let b = with_session(
+            &sc,
+            &chrome("/", "198.51.100.41"),
+            ip("198.51.100.41"),
+            Presented::Absent,
+            0,
+        );
+        assert_eq!(points(&b.report, Signal::ClassSurge), 40.0);
+        assert!(b.flagged_newcomer() && b.newcomer_in_trouble() && !b.seen());
+    }
+
+    #[test]
+    fn an_invalid_session_throttles_but_never_bans_even_in_a_surge() {
+        let calm = scorer();
+        let a = with_session(
+            &calm,
+            &chrome("/", "198.51.100.50"),
+            ip("198.51.100.50"),
+            Presented::Invalid,
+            0,
+        );
+        assert_eq!(points(&a.report, Signal::SessionInvalid), 35.0);
+        assert_eq!(a.action, Action::Throttle, "{}", a.report);
+        // A newcomer of a surging cluster: 35 + 15 + 40 reach the ban
+        // score, but the cookie is no ban evidence.
+        let sc = under_attack(&[chrome("/", "192.0.2.1")]);
+        let a = with_session(
+            &sc,
+            &chrome("/", "198.51.100.51"),
+            ip("198.51.100.51"),
+            Presented::Invalid,
+            0,
+        );
+        assert!(a.report.score() >= sc.ladder.ban, "{}", a.report);
+        assert_eq!(a.action, Action::Challenge, "{}", a.report);
+        // With its own ban evidence (a tool, a route mix) it may be banned.
+        let sc = under_attack(&[tool("/", "192.0.2.1")]);
+        let actions: Vec<Action> = (0..4)
+            .map(|i| {
+                with_session(
+                    &sc,
+                    &tool("/search", "203.0.113.60"),
+                    ip("203.0.113.60"),
+                    Presented::Invalid,
+                    i * 500,
+                )
+                .action
+            })
+            .collect();
+        assert_eq!(actions.last(), Some(&Action::Ban));
     }
 }

@@ -51,11 +51,18 @@ pub enum Signal {
     NoHistory,
     /// The client had good exchanges before; takes points away.
     KnownGood,
+    /// The request carried a session cookie that is not the client's:
+    /// forged, expired, or issued to another network (one cookie shared
+    /// across many addresses).
+    SessionInvalid,
+    /// The client was sent the session cookie and keeps coming back
+    /// without it, as browsers do not.
+    SessionNotReturned,
 }
 
 impl Signal {
     /// Every signal, in declaration order.
-    pub const ALL: [Signal; 11] = [
+    pub const ALL: [Signal; 13] = [
         Signal::RatePressure,
         Signal::ErrorResponses,
         Signal::NotFoundScanning,
@@ -67,6 +74,8 @@ impl Signal {
         Signal::HotPrefix,
         Signal::NoHistory,
         Signal::KnownGood,
+        Signal::SessionInvalid,
+        Signal::SessionNotReturned,
     ];
 
     /// A short snake_case name, as in logs and metrics.
@@ -83,6 +92,8 @@ impl Signal {
             Signal::HotPrefix => "hot_prefix",
             Signal::NoHistory => "no_history",
             Signal::KnownGood => "known_good",
+            Signal::SessionInvalid => "session_invalid",
+            Signal::SessionNotReturned => "session_not_returned",
         }
     }
 }
@@ -101,7 +112,7 @@ impl fmt::Display for Signal {
 /// threshold (a curl user or an odd browser is not punished for what it
 /// is), and that what a client's cluster or network did never acts on it
 /// alone: the ladder acts only on a client's own evidence (its behaviour,
-/// anomalies, inconsistency, automation, route mix; see
+/// anomalies, inconsistency, automation, route mix, session cookie; see
 /// [`Ladder::ban_evidence`]). Context (a surging cluster, a hot network, no
 /// history during an attack) adds to it, and ranks newcomers low in
 /// overload shedding.
@@ -186,6 +197,20 @@ pub struct Weights {
     pub no_history_under_attack: f32,
     /// At least [`Ladder::known_good_after`] good exchanges: −20.
     pub known_good: f32,
+    /// A [session cookie](super::SessionCookie) that is not the client's:
+    /// forged, expired, or issued to another network: 35. Own evidence that
+    /// acts (a new client that presents one is throttled: 35 + 5 of no
+    /// history reach the throttle threshold) but never counts toward a
+    /// ban, however much context joins it: a browser that moved to another
+    /// network presents its old cookie once, and gets a new one with its
+    /// next answer; a bot sharing one cookie across its addresses keeps
+    /// presenting it.
+    pub session_invalid: f32,
+    /// The session cookie was sent and the client came back without it at
+    /// least three times, a second or more after: 6. Own evidence, under
+    /// [`Ladder::act_evidence`] by itself (a curl user, an API client is
+    /// not punished for keeping no cookies), that adds to any other.
+    pub session_not_returned: f32,
 }
 
 impl Default for Weights {
@@ -209,6 +234,8 @@ impl Default for Weights {
             no_history: 5.0,
             no_history_under_attack: 15.0,
             known_good: -20.0,
+            session_invalid: 35.0,
+            session_not_returned: 6.0,
         }
     }
 }
@@ -259,8 +286,9 @@ pub struct Ladder {
     /// Score from which the client is banned: 80 ...
     pub ban: f32,
     /// ... if its own evidence (behaviour, anomalies, inconsistency,
-    /// automation, route mix: the score without its cluster's, network's
-    /// and history's points) is at least this: 30. With less, a ban score
+    /// automation, route mix, a session cookie not returned: the score
+    /// without its cluster's, network's and history's points, nor an
+    /// invalid session cookie's) is at least this: 30. With less, a ban score
     /// challenges (or, without a challenge hook, holds the request) instead.
     pub ban_evidence: f32,
     /// No action at all (throttle, challenge, hold) without this much own
