@@ -30,7 +30,10 @@
 //! (`GuardBuilder::session`) in the floodguard rows' shop: the people
 //! (the shoppers and the detection shapes' newcomers) keep the cookie the
 //! shop sets and send it back, as a browser does; API clients, tools and
-//! bots keep none.
+//! bots keep none. `--without header-order,route-mix,…` zeroes those
+//! scoring signals' weights in the floodguard rows (`header-order`,
+//! `client-hints`, `anomalies`, `automation`, `route-mix`, `class-surge`,
+//! `session`), to measure what each contributes.
 //!
 //! The search overload has figures of its own:
 //!
@@ -345,6 +348,7 @@ fn options() -> Result<Options, String> {
             "--shared-cores" => o.shared_cores = true,
             "--overload-limit" | "--overload-queue" => o.overload.set(&a, &value()?)?,
             "--session" => o.overload.session = true,
+            "--without" => o.overload.set(&a, &value()?)?,
             "--help" | "-h" => return Err(String::new()),
             other => return Err(format!("unknown argument {other:?}")),
         }
@@ -392,6 +396,21 @@ impl ShopTweaks {
         };
         match flag {
             "--session" => self.session = value == "on",
+            "--without" => {
+                for name in value.split(',').filter(|n| !n.is_empty()) {
+                    let i = shop::SIGNALS
+                        .iter()
+                        .position(|(n, _)| *n == name.trim())
+                        .ok_or_else(|| {
+                            let names: Vec<&str> = shop::SIGNALS.iter().map(|(n, _)| *n).collect();
+                            format!(
+                                "--without: unknown signal {name:?}; one of {}",
+                                names.join(", ")
+                            )
+                        })?;
+                    self.without |= 1 << i;
+                }
+            }
             "--overload-limit" => {
                 let n =
                     number(value).ok_or("--overload-limit takes a whole number from 1 to 10000")?;
@@ -425,6 +444,15 @@ impl ShopTweaks {
         if self.session {
             args += " --session on";
         }
+        if self.without != 0 {
+            let names: Vec<&str> = shop::SIGNALS
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| self.without & (1 << i) != 0)
+                .map(|(_, (n, _))| *n)
+                .collect();
+            args += &format!(" --without {}", names.join(","));
+        }
         args
     }
 }
@@ -457,7 +485,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("flood: {e}");
             }
             eprintln!(
-                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--overload-limit N] [--overload-queue CAPACITY,MS] [--session] [--shared-cores] [--check] [--show]"
+                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH] [--samples PATH] [--overload-limit N] [--overload-queue CAPACITY,MS] [--session] [--without SIGNAL,…] [--shared-cores] [--check] [--show]"
             );
             std::process::exit(2);
         }
@@ -543,7 +571,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
     );
     let shop_cpus = shop_cpus.map(|(shop, _)| shop);
-    if o.overload.limit.is_some() || o.overload.queue.is_some() || o.overload.session {
+    if o.overload.limit.is_some()
+        || o.overload.queue.is_some()
+        || o.overload.session
+        || o.overload.without != 0
+    {
         eprintln!("flood: floodguard's shop changed:{}", o.overload.args());
     }
     // Shoppers and attackers on runtimes of their own: the operating system

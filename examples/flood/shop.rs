@@ -12,7 +12,7 @@ use axum::response::Html;
 use axum::routing::{get, post};
 use floodguard::http::{
     ClientIpConfig, Event, GateConnectInfo, Guard, GuardBuilder, GuardDecision, Overload, Rule,
-    Scoring, SessionCookie,
+    Scoring, SessionCookie, Weights,
 };
 use tokio::io::AsyncBufReadExt;
 use tower_governor::GovernorLayer;
@@ -136,7 +136,7 @@ pub fn tuned_guard(tweaks: ShopTweaks) -> Guard {
 fn defaults(tweaks: ShopTweaks) -> GuardBuilder {
     let b = Guard::builder()
         .default_rules()
-        .scoring(Scoring::default())
+        .scoring(Scoring::default().weights(tweaks.weights()))
         .overload(tweaks.apply(Overload::default().per_route()))
         .on_event(report_event)
         .client_ip(ClientIpConfig::new().trust(PROXY.parse().expect("address")));
@@ -159,9 +159,40 @@ pub struct ShopTweaks {
     pub queue: Option<(usize, Duration)>,
     /// `--session`: the session cookie on (`GuardBuilder::session`).
     pub session: bool,
+    /// `--without a,b`: these scoring signals weigh nothing (bits of
+    /// [`SIGNALS`]), to measure what each contributes.
+    pub without: u8,
 }
 
+/// The signals `--without` can switch off, and the weights each zeroes.
+pub const SIGNALS: [(&str, fn(&mut Weights)); 7] = [
+    ("header-order", |w| w.header_order = 0.0),
+    ("client-hints", |w| w.inconsistency = 0.0),
+    ("anomalies", |w| w.anomaly = 0.0),
+    ("automation", |w| {
+        w.tool_user_agent = 0.0;
+        w.empty_user_agent = 0.0;
+    }),
+    ("route-mix", |w| w.route_mix = 0.0),
+    ("class-surge", |w| w.class_surge = 0.0),
+    ("session", |w| {
+        w.session_invalid = 0.0;
+        w.session_not_returned = 0.0;
+    }),
+];
+
 impl ShopTweaks {
+    /// The default weights less the signals `--without` names.
+    fn weights(self) -> Weights {
+        let mut w = Weights::default();
+        for (i, (_, zero)) in SIGNALS.iter().enumerate() {
+            if self.without & (1 << i) != 0 {
+                zero(&mut w);
+            }
+        }
+        w
+    }
+
     fn apply(self, mut o: Overload) -> Overload {
         if let Some(n) = self.limit {
             o = o.limits(n, n, n);
