@@ -164,8 +164,11 @@ pub struct ShopTweaks {
     pub without: u8,
 }
 
+/// Zeroes one signal's weights.
+type Zero = fn(&mut Weights);
+
 /// The signals `--without` can switch off, and the weights each zeroes.
-pub const SIGNALS: [(&str, fn(&mut Weights)); 7] = [
+pub const SIGNALS: [(&str, Zero); 7] = [
     ("header-order", |w| w.header_order = 0.0),
     ("client-hints", |w| w.inconsistency = 0.0),
     ("anomalies", |w| w.anomaly = 0.0),

@@ -817,7 +817,8 @@ impl Detector {
     /// The busy period a client first seen now joins in: 0 while the
     /// service is at ease, else a number from 1 to 255 for the period
     /// (which wraps). A busy period begins at a tick whose request rate is
-    /// raised or whose service is degraded, and ends after
+    /// rising (half the margin and half the significance of a surge) or
+    /// whose service is degraded, and ends after
     /// [`Detection::cooldown`] without either. Overload protection serves
     /// the clients who came before it first (sessions under way before
     /// new ones, as session-based admission control does): a crowd that
@@ -1144,7 +1145,19 @@ impl Detector {
         // enough traffic: a service that starts quiet does not take its
         // first visitors for a surge.
         let armed = now >= st.armed_at && st.seen >= WARM_WINDOWS * min;
-        self.mark_busy_period(&mut st, armed && (j.surge || j.degraded()), now);
+        // A busy period begins on a gentler rise than a surge (half the
+        // margin and half the significance): it only ranks the clients who
+        // come during it behind those who came before, when overload
+        // protection has to choose, and the earlier it begins, the fewer of
+        // a crowd's first members rank with the customers it found.
+        let rising = enough
+            && st.rate.raised(
+                rate,
+                1.0 + (c.rate_margin - 1.0) / 2.0,
+                c.significance / 2.0,
+                span,
+            );
+        self.mark_busy_period(&mut st, armed && (rising || j.degraded()), now);
         let attacking = self.under_attack();
         let mut events = Vec::new();
         if armed && !attacking && j.attack() {
