@@ -6,8 +6,8 @@
 
 Reads the `--json` files of several runs and prints, per scenario and
 defence, the lowest and highest value of each figure over the runs
-(`lo-hi`, or one value when all runs agree) as a Markdown table, then
-each target of the detection shapes with how many runs met it.
+(`lo-hi`, or one value when all runs agree; p99 ratios with their
+median) as a Markdown table.
 """
 import json
 import sys
@@ -18,12 +18,15 @@ def pct(x):
     return None if x is None else 100.0 * x
 
 
-def span(values, fmt):
-    values = [v for v in values if v is not None]
+def span(values, fmt, median=False):
+    values = sorted(v for v in values if v is not None)
     if not values:
         return "-"
-    lo, hi = fmt(min(values)), fmt(max(values))
-    return lo if lo == hi else f"{lo}-{hi}"
+    lo, hi = fmt(values[0]), fmt(values[-1])
+    if lo == hi:
+        return lo
+    mid = f" (median {fmt(values[len(values) // 2])})" if median and len(values) > 2 else ""
+    return f"{lo}-{hi}{mid}"
 
 
 def banned_within(run, ms):
@@ -45,10 +48,10 @@ def banned_within(run, ms):
 COLUMNS = [
     ("legit ok", lambda r: pct(r["legit_success"]), lambda v: f"{v:.2f}%"),
     ("legit refused", lambda r: pct(r["confusion"]["legit_refused_share"]), lambda v: f"{v:.2f}%"),
-    ("legit p99 vs no attack", lambda r: r["p99_vs_baseline"], lambda v: f"{v:.1f}×"),
-    ("after 1 s", lambda r: r["settled_vs_baseline"], lambda v: f"{v:.1f}×"),
+    ("legit p99 vs no attack", lambda r: r["p99_vs_baseline"], lambda v: f"{v:.1f}×", True),
+    ("after 1 s", lambda r: r["settled_vs_baseline"], lambda v: f"{v:.1f}×", True),
     ("known-good ok", lambda r: pct((r.get("known_good") or {}).get("success")), lambda v: f"{v:.2f}%"),
-    ("known-good p99", lambda r: (r.get("known_good") or {}).get("p99_vs_baseline"), lambda v: f"{v:.1f}×"),
+    ("known-good p99", lambda r: (r.get("known_good") or {}).get("p99_vs_baseline"), lambda v: f"{v:.1f}×", True),
     ("search goodput", lambda r: pct((r.get("goodput") or {}).get("ratio")), lambda v: f"{v:.0f}%"),
     ("legit banned", lambda r: r["legit_banned"], lambda v: f"{v}"),
     ("legit throttled / challenged", lambda r: r["confusion"]["legit_throttled"] + r["confusion"]["legit_challenged"], lambda v: f"{v}"),
@@ -77,7 +80,7 @@ def main(paths):
     for key in order:
         runs = groups[key]
         cells = []
-        for name, get, fmt in COLUMNS:
+        for name, get, fmt, *median in COLUMNS:
             if name.startswith("bots banned /"):
                 c = [r["confusion"] for r in runs]
                 if not c[0].get("bots"):
@@ -89,8 +92,11 @@ def main(paths):
                 f = lambda v: f"{v / 1000:.1f} s"
                 cells.append(span([x.get("declared_after_ms") for x in c], f) + " / " + span([x.get("ended_after_ms") for x in c], f))
             else:
-                cells.append(span([get(r) for r in runs], fmt))
+                cells.append(span([get(r) for r in runs], fmt, bool(median)))
         print(f"| {key[0]} | {key[1]} | {len(runs)} | " + " | ".join(cells) + " |")
+    print()
+    print("p99 ratios: lowest-highest over the runs, with the median; a ratio's")
+    print("spread on a row without any attack (mixed-clients) is this machine's noise.")
 
 
 if __name__ == "__main__":
