@@ -42,6 +42,19 @@ const QUEUE: usize = 4096;
 const MIN_RETRY: Duration = Duration::from_millis(250);
 /// Longest wait before retrying Redis.
 const MAX_RETRY: Duration = Duration::from_secs(1);
+
+/// `delay` spread evenly over ½× to 1½×: a fleet that lost Redis at once
+/// does not come back at once, every instance reloading the ban set in
+/// the same instant.
+fn jittered(delay: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Each `RandomState` is keyed afresh: random enough for a retry.
+    let r = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    let unit = (r >> 11) as f64 / (1u64 << 53) as f64;
+    delay.mul_f64(0.5 + unit)
+}
 /// Time to connect (and subscribe) before giving up on an attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time to load the bans in force (up to `max_bans` of them).
@@ -605,7 +618,7 @@ async fn publish_loop(core: Arc<Core>, mut rx: mpsc::Receiver<Outgoing>, class_t
                     if rx.is_closed() {
                         return;
                     }
-                    tokio::time::sleep(delay).await;
+                    tokio::time::sleep(jittered(delay)).await;
                     delay = (delay * 2).min(MAX_RETRY);
                 }
             }
@@ -877,7 +890,7 @@ async fn subscribe_loop(core: Arc<Core>, target: Weak<dyn BanTarget>) {
             );
         }
         up = Some(false);
-        tokio::time::sleep(delay).await;
+        tokio::time::sleep(jittered(delay)).await;
         delay = (delay * 2).min(MAX_RETRY);
     }
 }
@@ -938,6 +951,19 @@ async fn listen(core: &Core, target: &Weak<dyn BanTarget>, pubsub: redis::aio::P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retries_are_spread_over_half_to_one_and_a_half_times() {
+        let d = Duration::from_millis(400);
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(d)).collect();
+        assert!(
+            waits.iter().all(|w| *w >= d / 2 && *w < d * 3 / 2),
+            "{waits:?}"
+        );
+        let early = waits.iter().filter(|w| **w < d).count();
+        // Both halves are used: no lockstep.
+        assert!((40..160).contains(&early), "{early} of 200 below the delay");
+    }
 
     fn prefix(s: &str) -> IpPrefix {
         s.parse().unwrap()
