@@ -264,9 +264,49 @@ fn scoring(c: &mut Criterion) {
     g.finish();
 }
 
+/// A request's cost with 1,000 and with 100,000 bans held (one /32 each,
+/// none covering the client), and a new ban in a full list of each size:
+/// the list's lock must not cost more as it fills.
+fn bans(c: &mut Criterion) {
+    let mut g = c.benchmark_group("bans");
+    let peer: SocketAddr = "192.0.2.1:4000".parse().unwrap();
+    for held in [1_000u32, 100_000] {
+        let guard = Guard::builder()
+            .rule(
+                Rule::per_ip("per-ip")
+                    .gcra(1, Duration::from_nanos(1))
+                    .burst(1_000_000),
+            )
+            .max_bans(held as usize)
+            .close_refused_connections(false)
+            .build()
+            .unwrap();
+        let ban = |i: u32| {
+            let ip = std::net::Ipv4Addr::from(0x0a00_0000 + i);
+            guard.ban(std::net::IpAddr::V4(ip).into(), Duration::from_secs(3600))
+        };
+        for i in 0..held {
+            ban(i);
+        }
+        let mut svc = router().layer(guard.layer());
+        g.bench_function(format!("request/{held}_held"), |b| {
+            b.iter(|| black_box(call(&mut svc, peer)))
+        });
+        let mut next = held;
+        g.bench_function(format!("ban_into_full_list/{held}_held"), |b| {
+            b.iter(|| {
+                next += 1;
+                black_box(ban(next))
+            })
+        });
+        assert_eq!(guard.stats().bans, held as usize);
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = layer, fingerprint, scoring
+    targets = layer, fingerprint, scoring, bans
 }
 criterion_main!(benches);
