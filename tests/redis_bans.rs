@@ -385,6 +385,97 @@ async fn a_full_queue_drops_and_counts_without_blocking() {
     assert_eq!(a.stats().bans, 6_000);
 }
 
+/// With a store secret, ban messages are signed: two guards sharing the
+/// secret share bans; a message anyone else publishes on the channel,
+/// unsigned or signed with another key, bans nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_secret_only_signed_messages_ban() {
+    let server = RedisServer::start();
+    let secret_store = || {
+        RedisStore::builder(server.url())
+            .namespace("shop")
+            .secret(*b"fleet secret key")
+            .timeout(Duration::from_millis(500))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (
+        sharing_guard(&secret_store()),
+        sharing_guard(&secret_store()),
+    );
+    subscribed(&[&a, &b]).await;
+    assert!(a.ban(prefix("198.51.100.7/32"), BAN));
+    within(PROPAGATION, "a signed ban reaches B", || {
+        b.is_banned(ip("198.51.100.7"))
+    })
+    .await;
+    let mut con = raw(&server).await;
+    let sender = "00000000000000aa";
+    for forged in [
+        format!("1 ban {sender} 198.51.100.9/32 60000"),
+        format!("1 ban {sender} 198.51.100.9/32 60000 {}", "0".repeat(32)),
+        format!("1 ban {sender} 10.0.0.0/8 60000 {}", "f".repeat(32)),
+    ] {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("shop:{bans}")
+            .arg(&forged)
+            .query_async(&mut con)
+            .await
+            .unwrap();
+    }
+    within(PROPAGATION, "forged messages rejected", || {
+        shared(&b).rejected == 3
+    })
+    .await;
+    assert!(!b.is_banned(ip("198.51.100.9")));
+    assert!(!b.is_banned(ip("10.1.2.3")));
+    assert_eq!(shared(&b).received, 1);
+}
+
+/// The README's locked-down user: keys and channels of its namespace only,
+/// no dangerous commands. Bans are shared, and limits too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_runs_as_a_user_locked_to_its_namespace() {
+    let server = RedisServer::start();
+    let mut con = raw(&server).await;
+    acl(
+        &mut con,
+        &[
+            "fleet",
+            "on",
+            ">secret",
+            "~shop:*",
+            "&shop:*",
+            "+@read",
+            "+@write",
+            "+@scripting",
+            "+@pubsub",
+            "-@dangerous",
+            "+time",
+        ],
+    )
+    .await;
+    let (a, b) = (
+        sharing_guard(&store_as(&server, "fleet").build().unwrap()),
+        sharing_guard(&store_as(&server, "fleet").build().unwrap()),
+    );
+    subscribed(&[&a, &b]).await;
+    assert!(a.ban(prefix("198.51.100.7/32"), BAN));
+    within(PROPAGATION, "the ban reaches B", || {
+        b.is_banned(ip("198.51.100.7"))
+    })
+    .await;
+    let limiter = floodguard::redis::SharedLimiter::builder("logins")
+        .sliding_window(2, Duration::from_secs(60))
+        .mode(floodguard::redis::Mode::Strict)
+        .build(&store_as(&server, "fleet").build().unwrap())
+        .unwrap();
+    assert!(limiter.check("alice").await.is_allowed());
+    assert!(limiter.check("alice").await.is_allowed());
+    assert!(limiter.check("alice").await.is_denied());
+    assert_eq!(shared(&a).errors + shared(&b).errors, 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_and_entries_are_counted_and_ignored() {
     let server = RedisServer::start();

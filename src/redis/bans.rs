@@ -502,6 +502,37 @@ fn millis_ceil(d: Duration) -> u64 {
     u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
+/// `message` followed by its signature under `key`: a space and the
+/// SipHash-2-4 128-bit MAC of the message, in 32 lowercase hex digits.
+fn sign(key: (u64, u64), message: String) -> String {
+    format!("{message} {:032x}", mac(key, message.as_bytes()))
+}
+
+fn mac((k0, k1): (u64, u64), message: &[u8]) -> u128 {
+    use siphasher::sip128::{Hasher128, SipHasher24};
+    use std::hash::Hasher;
+    let mut h = SipHasher24::new_with_keys(k0, k1);
+    h.write(message);
+    h.finish128().as_u128()
+}
+
+/// The message of a payload signed under `key`, if the signature is
+/// right. Compared without an early exit on the first differing byte.
+fn verify(key: (u64, u64), payload: &[u8]) -> Option<&[u8]> {
+    if payload.len() > MAX_MESSAGE + 33 {
+        return None;
+    }
+    let at = payload.len().checked_sub(33)?;
+    let (message, tail) = payload.split_at(at);
+    let hex = tail.strip_prefix(b" ")?;
+    let want = format!("{:032x}", mac(key, message));
+    let diff = hex
+        .iter()
+        .zip(want.as_bytes())
+        .fold(0u8, |d, (a, b)| d | (a ^ b));
+    (diff == 0).then_some(message)
+}
+
 fn encode(sender: u64, change: &Change) -> String {
     match change {
         Change::Ban { prefix, ttl_ms } => format!("{VERSION} ban {sender:016x} {prefix} {ttl_ms}"),
@@ -663,7 +694,10 @@ impl Core {
                 )
             }
         };
-        let message = encode(self.sender, &change);
+        let message = match self.store.message_key {
+            Some(key) => sign(key, encode(self.sender, &change)),
+            None => encode(self.sender, &change),
+        };
         let mut call = script.key(key);
         call.arg(&member);
         match change {
@@ -709,7 +743,12 @@ impl Core {
             Change::Ban { .. } | Change::Lift { .. } => on_bans,
             Change::Class { .. } => channel == self.classes_key,
         };
-        let Some((sender, change)) = decode(payload).filter(|(_, c)| fits(c)) else {
+        // With a store secret, only messages signed with it count.
+        let message = match self.store.message_key {
+            Some(key) => verify(key, payload),
+            None => Some(payload),
+        };
+        let Some((sender, change)) = message.and_then(decode).filter(|(_, c)| fits(c)) else {
             self.reject("message", payload);
             return;
         };
@@ -951,6 +990,26 @@ async fn listen(core: &Core, target: &Weak<dyn BanTarget>, pubsub: redis::aio::P
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_signed_message_verifies_only_unchanged_and_under_its_key() {
+        let key = (1, 2);
+        let change = Change::Ban {
+            prefix: prefix("198.51.100.7/32"),
+            ttl_ms: 60_000,
+        };
+        let text = sign(key, encode(7, &change));
+        assert!(text.len() <= MAX_MESSAGE + 33, "{text}");
+        let message = verify(key, text.as_bytes()).unwrap();
+        assert_eq!(decode(message), Some((7, change)));
+        assert_eq!(verify((1, 3), text.as_bytes()), None, "another key");
+        let tampered = text.replace("198.51.100.7/32", "198.51.100.8/32");
+        assert_eq!(verify(key, tampered.as_bytes()), None);
+        assert_eq!(verify(key, encode(7, &change).as_bytes()), None, "unsigned");
+        for bad in [&b""[..], b" ", &[0xff; 40], &[b'a'; 400]] {
+            assert_eq!(verify(key, bad), None);
+        }
+    }
 
     #[test]
     fn retries_are_spread_over_half_to_one_and_a_half_times() {

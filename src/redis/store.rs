@@ -156,6 +156,10 @@ pub(crate) struct StoreInner {
     /// SipHash keys: the same on every instance, so a key lands on the same
     /// Redis key everywhere.
     pub(crate) sip_keys: (u64, u64),
+    /// With a [secret](RedisStoreBuilder::secret): the key that signs
+    /// shared-ban messages (derived from it, apart from `sip_keys`).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) message_key: Option<(u64, u64)>,
     /// Live instances of the fleet, from the registry (at least 1).
     instances: AtomicU64,
     /// When this instance last wrote itself into the registry (ns; 0 never).
@@ -421,7 +425,11 @@ impl RedisStoreBuilder {
     /// The key of the hash that turns request keys into Redis keys. Every
     /// instance of a fleet must use the same one. By default it is derived
     /// from the namespace; set a secret one so that nobody can aim two
-    /// clients at one counter.
+    /// clients at one counter. With a secret, shared-ban messages are also
+    /// signed with a key derived from it, and unsigned or badly signed ones
+    /// are rejected (counted in `SharedBanStats::rejected`): whoever can
+    /// publish on the Redis channel can no longer ban anyone fleet-wide
+    /// without the secret.
     pub fn secret(mut self, secret: [u8; 16]) -> Self {
         self.secret = Some(secret);
         self
@@ -486,6 +494,16 @@ impl RedisStoreBuilder {
             .set_max_delay(self.retry_every);
         let con = ConnectionManager::new_lazy_with_config(client.clone(), config)
             .map_err(StoreError::Connection)?;
+        // Its own key, so that a signature says nothing of the keys that
+        // place request keys.
+        let message_key = self.secret.map(|secret| {
+            let k = u128::from_le_bytes(secret);
+            let base = (k as u64, (k >> 64) as u64);
+            (
+                sip(base, "floodguard shared-ban messages"),
+                sip(base, &("floodguard shared-ban messages", 1u8)),
+            )
+        });
         let sip_keys = match self.secret {
             Some(secret) => {
                 let k = u128::from_le_bytes(secret);
@@ -511,6 +529,7 @@ impl RedisStoreBuilder {
                 clock: CoarseClock::new(),
                 instance: ahash::RandomState::new().hash_one(std::process::id()),
                 sip_keys,
+                message_key,
                 instances: AtomicU64::new(1),
                 heartbeat_at: AtomicU64::new(0),
                 registry: redis::Script::new(REGISTRY_SCRIPT),
