@@ -138,7 +138,7 @@ pub enum ConfigError {
         ban: String,
     },
     /// A sliding window too short for its limit: its packed window
-    /// counter would wrap within [`MAX_STALENESS`](crate::algo::MAX_STALENESS),
+    /// counter would wrap within [`MAX_STALENESS`](crate::algo::sliding_window::MAX_STALENESS),
     /// and a caller whose clock reading is that stale could not be told
     /// from a long-idle key.
     #[error(
