@@ -71,9 +71,8 @@ impl BanList {
         };
         let mut inserted = Inserted::Recorded;
         if self.by_prefix.len() >= self.max
-            && let Some((end, soonest)) = self.by_end.pop_first()
+            && let Some((_, soonest)) = self.by_end.pop_first()
         {
-            let _ = end;
             self.by_prefix.remove(&soonest);
             inserted = Inserted::Evicted(soonest);
         }
