@@ -590,6 +590,17 @@ mod tests {
         "sec-ch-prefers-color-scheme",
     ];
 
+    /// The table's entry for a lowercase header name, looked up whole.
+    fn table_entry(lower: &str) -> Option<&'static super::super::order::Known> {
+        super::super::order::NAMES.iter().find(|k| {
+            if k.prefix {
+                lower.starts_with(k.name)
+            } else {
+                lower == k.name
+            }
+        })
+    }
+
     /// A plain model of the standard-name sequence: every name looked up
     /// in the table whole, lowercase, a name repeating the one before
     /// (other names between them aside) collapsed, the first 25 kept.
@@ -598,13 +609,7 @@ mod tests {
         let mut last = None;
         for n in names {
             let lower = n.to_ascii_lowercase();
-            let Some(k) = super::super::order::NAMES.iter().find(|k| {
-                if k.prefix {
-                    lower.starts_with(k.name)
-                } else {
-                    lower == k.name
-                }
-            }) else {
+            let Some(k) = table_entry(&lower) else {
                 continue;
             };
             if last != Some(k.name) && out.len() < ORDER_SLOTS as usize {
@@ -620,13 +625,7 @@ mod tests {
         let (mut miscased, mut upper) = (false, false);
         for n in names {
             let lower = n.to_ascii_lowercase();
-            let Some(k) = super::super::order::NAMES.iter().find(|k| {
-                if k.prefix {
-                    lower.starts_with(k.name)
-                } else {
-                    lower == k.name
-                }
-            }) else {
+            let Some(k) = table_entry(&lower) else {
                 continue;
             };
             let right = match k.spelling {
