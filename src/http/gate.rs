@@ -8,20 +8,43 @@
 //! 1. the [verdict hook](GateBuilder::verdict) (bans, block and safe lists)
 //!    may refuse the address or exempt it from every cap below;
 //! 2. at most [`max_connections_per_ip`](GateBuilder::max_connections_per_ip)
-//!    connections open at once from one address, and optionally at most
+//!    connections open at once from one address, and at most
 //!    [`max_connections_per_prefix`](GateBuilder::max_connections_per_prefix)
-//!    from one network;
-//! 3. at most [`new_connections_per_ip`](GateBuilder::new_connections_per_ip)
-//!    new connections admitted per address over time (GCRA, bounded table).
+//!    from one network (by default 64 per IPv6 /64, 1,024 per IPv4 /24 or
+//!    IPv6 /48);
+//! 3. an address whose connection was closed with a head half sent (the
+//!    slowloris signature, below) waits out the
+//!    [`slow_penalty`](GateBuilder::slow_penalty) before it connects again;
+//! 4. at most [`new_connections_per_ip`](GateBuilder::new_connections_per_ip)
+//!    new connections admitted per address, and
+//!    [`new_connections_per_prefix`](GateBuilder::new_connections_per_prefix)
+//!    per network, over time (GCRA, bounded tables);
+//! 5. the [descriptor budget](GateBuilder::descriptor_budget): at the
+//!    budget a new connection closes the connection that has waited
+//!    longest for its request head, else the one idle longest, and is
+//!    refused only when every open connection is being served.
+//!
+//! Once admitted, a connection is held to [`Deadlines`]: its request head
+//! must arrive within 10 seconds (more if it arrives at 500 bytes a second
+//! or faster, up to 30), and a keep-alive connection idle for 60 seconds is
+//! closed. As open connections pass half the budget the deadlines shrink,
+//! to a tenth at the budget. A sweep every quarter second enforces them.
+//! Nothing the gate does ever closes a connection whose request head is
+//! complete and whose response has not started. The gate follows HTTP/1.x
+//! heads and responses; over TLS or HTTP/2 it sees only up to the
+//! handshake (the server's own timeouts apply after it;
+//! [`serve`](super::serve) sets hyper's header timeout).
 //!
 //! A refused connection is closed with a reset (`SO_LINGER` 0, so no
 //! `TIME_WAIT` piles up on the server), counted in [`GateStats`] and logged
-//! at `debug`. One the verdict hook refuses (a banned or blocklisted
+//! at `debug`; a connection the gate closes later is counted by reason.
+//! One the verdict hook refuses (a banned or blocklisted
 //! address) is first held open, unread, for the [`Tarpit`]'s hold (one
 //! second by default, at most 1,024 at once): a flood tool that reconnects
 //! the moment it is reset would otherwise keep the server accepting and
-//! resetting as fast as it can. An admitted one becomes a [`GatedStream`] that holds its
-//! place in the counts until it is dropped.
+//! resetting as fast as it can; the tarpit never holds more than the
+//! budget leaves free. An admitted one becomes a [`GatedStream`] that holds
+//! its place in the counts until it is dropped.
 //!
 //! Each [`GatedStream`] also reads the first request head of its
 //! connection as it passes through, without consuming or changing a byte,
@@ -58,8 +81,8 @@ use std::hash::Hash;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock, Weak};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -71,6 +94,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
+pub use super::watch::Deadlines;
+use super::watch::{Closed, Epoch, Kill, Registry, Tracker, Watch, default_budget, tightening};
 use super::wire::{HeadScanner, Scan, WireHead};
 use crate::ip::{PrefixLengths, canonical};
 use crate::{ConfigError, DEFAULT_CAPACITY, IpPrefix, KeyedLimiter};
@@ -79,6 +104,26 @@ use crate::{ConfigError, DEFAULT_CAPACITY, IpPrefix, KeyedLimiter};
 const DEFAULT_MAX_PER_IP: u32 = 16;
 /// New connections per second from one address when not configured.
 const DEFAULT_RATE: (u64, Duration, u64) = (20, Duration::from_secs(1), 40);
+/// Connection caps per network when not configured: 64 per IPv6 /64 (one
+/// subscriber's devices; the IPv4 side is the address itself, already
+/// capped tighter), and 1,024 per IPv4 /24 or IPv6 /48 (a site or a
+/// carrier's NAT pool, whose many people each count against their own
+/// address's cap first).
+const DEFAULT_NETWORK_CAPS: [(PrefixLengths, u32); 2] = [
+    (PrefixLengths::HOST_V4_SUBNET_V6, 64),
+    (PrefixLengths::SUBNET_V4_SITE_V6, 1_024),
+];
+/// New connections per second from one IPv4 /24 or IPv6 /64 when not
+/// configured: ten times one address's, so that a NAT pool's people pass.
+const DEFAULT_NETWORK_RATE: (PrefixLengths, u64, Duration, u64) =
+    (PrefixLengths::SUBNET, 200, Duration::from_secs(1), 400);
+/// Most network caps a gate takes.
+const MAX_NETWORK_CAPS: usize = 4;
+/// How long an address whose connection was closed mid-head waits before
+/// it may connect again, when not configured.
+const DEFAULT_SLOW_PENALTY: Duration = Duration::from_secs(5);
+/// How often the deadlines are enforced.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Pause after an accept error such as `EMFILE`, so the loop does not spin
 /// while the process is out of descriptors.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(10);
@@ -120,20 +165,31 @@ pub struct Gate {
 
 struct Shared {
     max_per_ip: u32,
-    per_prefix: Option<(PrefixLengths, u32)>,
+    network_caps: Vec<(PrefixLengths, u32)>,
     rate: KeyedLimiter<IpAddr>,
+    network_rate: Option<(PrefixLengths, KeyedLimiter<IpPrefix>)>,
+    /// Addresses serving the slow-client penalty: one unit per penalty
+    /// period, spent when one of their connections is closed mid-head.
+    slow: Option<KeyedLimiter<IpAddr>>,
+    deadlines: Deadlines,
+    budget: u64,
+    epoch: Epoch,
     verdict: Option<Box<VerdictFn>>,
-    open: Mutex<OpenCounts>,
+    open: Mutex<Open>,
     counters: Counters,
     tarpit: TarpitState,
+    sweeping: AtomicBool,
 }
 
-/// Open connections per address and per prefix. Entries are removed when
-/// they reach zero, so the maps hold only peers with a connection open.
+/// Open connections per address and per network, and the watched ones.
+/// Count entries are removed when they reach zero, so the maps hold only
+/// peers with a connection open.
 #[derive(Default)]
-struct OpenCounts {
+struct Open {
     ips: HashMap<IpAddr, u32, ahash::RandomState>,
-    prefixes: HashMap<IpPrefix, u32, ahash::RandomState>,
+    /// Keyed by the cap's index too: two caps may share a length.
+    prefixes: HashMap<(u8, IpPrefix), u32, ahash::RandomState>,
+    watched: Registry,
 }
 
 #[derive(Default)]
@@ -143,7 +199,15 @@ struct Counters {
     refused_per_ip: AtomicU64,
     refused_per_prefix: AtomicU64,
     refused_rate: AtomicU64,
+    refused_network_rate: AtomicU64,
+    refused_slow: AtomicU64,
+    refused_budget: AtomicU64,
+    closed_head_timeout: AtomicU64,
+    closed_idle: AtomicU64,
+    closed_budget: AtomicU64,
     open: AtomicU64,
+    /// Closed by the gate, their streams not yet dropped.
+    dying: AtomicU64,
     verdict_panics: AtomicU64,
 }
 
@@ -157,12 +221,27 @@ pub struct GateStats {
     pub refused_banned: u64,
     /// Refused because the address had its maximum of connections open.
     pub refused_per_ip: u64,
-    /// Refused because the address's network had its maximum open.
+    /// Refused because one of the address's networks had its maximum open.
     pub refused_per_prefix: u64,
-    /// Refused by the new-connection rate.
+    /// Refused by the address's new-connection rate.
     pub refused_rate: u64,
+    /// Refused by the network's new-connection rate.
+    pub refused_network_rate: u64,
+    /// Refused because the address serves the slow-client penalty.
+    pub refused_slow: u64,
+    /// Refused at the descriptor budget with every open connection being
+    /// served.
+    pub refused_budget: u64,
+    /// Closed for a request head not complete by its deadline.
+    pub closed_head_timeout: u64,
+    /// Closed after the keep-alive time idle.
+    pub closed_idle: u64,
+    /// Closed to make room for a new connection at the budget.
+    pub closed_budget: u64,
     /// Admitted connections open now (streams not yet dropped).
     pub open: u64,
+    /// The descriptor budget.
+    pub budget: u64,
     /// Times the verdict hook panicked; the connection was then judged as
     /// [`AcceptVerdict::Normal`] (the caps apply) and the accept loop went
     /// on.
@@ -178,6 +257,9 @@ enum Refusal {
     PerIp,
     PerPrefix,
     Rate,
+    NetworkRate,
+    Slow,
+    Budget,
 }
 
 impl Refusal {
@@ -187,19 +269,29 @@ impl Refusal {
             Refusal::PerIp => "too many connections from address",
             Refusal::PerPrefix => "too many connections from network",
             Refusal::Rate => "new connections too fast",
+            Refusal::NetworkRate => "new connections from network too fast",
+            Refusal::Slow => "address sent a slow request head",
+            Refusal::Budget => "descriptor budget spent on requests being served",
         }
     }
 }
 
 impl Gate {
     /// Starts a builder with the defaults: 16 connections open per address,
-    /// no per-network cap, 20 new connections a second per address with a
-    /// burst of 40, no verdict hook, the default [`Tarpit`].
+    /// 64 per IPv6 /64 and 1,024 per IPv4 /24 or IPv6 /48; 20 new
+    /// connections a second per address (burst 40) and 200 per IPv4 /24 or
+    /// IPv6 /64 (burst 400); the default [`Deadlines`]; a descriptor budget
+    /// of four fifths of the open-file limit; a 5-second slow-client
+    /// penalty; no verdict hook; the default [`Tarpit`].
     pub fn builder() -> GateBuilder {
         GateBuilder {
             max_per_ip: DEFAULT_MAX_PER_IP,
-            per_prefix: None,
+            network_caps: DEFAULT_NETWORK_CAPS.to_vec(),
             rate: DEFAULT_RATE,
+            network_rate: Some(DEFAULT_NETWORK_RATE),
+            slow_penalty: DEFAULT_SLOW_PENALTY,
+            deadlines: Deadlines::default(),
+            budget: None,
             capacity: DEFAULT_CAPACITY,
             verdict: None,
             tarpit: Tarpit::default(),
@@ -225,10 +317,22 @@ impl Gate {
             refused_per_ip: c.refused_per_ip.load(Relaxed),
             refused_per_prefix: c.refused_per_prefix.load(Relaxed),
             refused_rate: c.refused_rate.load(Relaxed),
+            refused_network_rate: c.refused_network_rate.load(Relaxed),
+            refused_slow: c.refused_slow.load(Relaxed),
+            refused_budget: c.refused_budget.load(Relaxed),
+            closed_head_timeout: c.closed_head_timeout.load(Relaxed),
+            closed_idle: c.closed_idle.load(Relaxed),
+            closed_budget: c.closed_budget.load(Relaxed),
             open: c.open.load(Relaxed),
+            budget: self.shared.budget,
             verdict_panics: c.verdict_panics.load(Relaxed),
             tarpit: self.shared.tarpit.stats(),
         }
+    }
+
+    /// The deadlines the gate holds connections to.
+    pub fn deadlines(&self) -> Deadlines {
+        self.shared.deadlines
     }
 }
 
@@ -237,8 +341,14 @@ impl fmt::Debug for Gate {
         let s = &self.shared;
         f.debug_struct("Gate")
             .field("max_connections_per_ip", &s.max_per_ip)
-            .field("max_connections_per_prefix", &s.per_prefix)
+            .field("max_connections_per_prefix", &s.network_caps)
             .field("new_connections_per_ip", s.rate.algorithm())
+            .field(
+                "new_connections_per_prefix",
+                &s.network_rate.as_ref().map(|(l, r)| (l, r.algorithm())),
+            )
+            .field("deadlines", &s.deadlines)
+            .field("descriptor_budget", &s.budget)
             .field("verdict", &s.verdict.is_some())
             .field("stats", &self.stats())
             .finish()
@@ -253,42 +363,118 @@ impl Shared {
             .verdict
             .as_ref()
             .map_or(AcceptVerdict::Normal, |f| self.ask(f, ip));
-        let counted = match verdict {
+        let watched = match verdict {
             AcceptVerdict::Refuse => return Err(Refusal::Banned),
             AcceptVerdict::Exempt => None,
-            AcceptVerdict::Normal => {
-                let prefix = self
-                    .per_prefix
-                    .map(|(lengths, max)| (IpPrefix::of(ip, lengths), max));
-                // One lock for the check and the increment, so two listeners
-                // sharing the gate cannot both take the last place.
-                let mut open = self.open.lock();
-                if open.ips.get(&ip).is_some_and(|&n| n >= self.max_per_ip) {
-                    return Err(Refusal::PerIp);
-                }
-                if let Some((p, max)) = prefix {
-                    if open.prefixes.get(&p).is_some_and(|&n| n >= max) {
-                        return Err(Refusal::PerPrefix);
-                    }
-                }
-                // Charged last: a connection refused for the caps does not
-                // spend the address's rate.
-                if self.rate.check(&ip).is_denied() {
-                    return Err(Refusal::Rate);
-                }
-                *open.ips.entry(ip).or_insert(0) += 1;
-                if let Some((p, _)) = prefix {
-                    *open.prefixes.entry(p).or_insert(0) += 1;
-                }
-                Some((ip, prefix.map(|(p, _)| p)))
-            }
+            AcceptVerdict::Normal => Some(self.admit_counted(ip)?),
         };
         self.counters.accepted.fetch_add(1, Relaxed);
         self.counters.open.fetch_add(1, Relaxed);
         Ok(Slot {
             shared: Arc::clone(self),
-            counted,
+            watched,
         })
+    }
+
+    /// The caps, the penalty, the rates and the budget, in that order; on
+    /// admission the connection's counts and watch.
+    fn admit_counted(&self, ip: IpAddr) -> Result<Counted, Refusal> {
+        let mut prefixes = [None; MAX_NETWORK_CAPS];
+        for (i, &(lengths, _)) in self.network_caps.iter().enumerate() {
+            prefixes[i] = Some((i as u8, IpPrefix::of(ip, lengths)));
+        }
+        // One lock for the checks and the increments, so two listeners
+        // sharing the gate cannot both take the last place.
+        let mut open = self.open.lock();
+        if open.ips.get(&ip).is_some_and(|&n| n >= self.max_per_ip) {
+            return Err(Refusal::PerIp);
+        }
+        for (key, &(_, max)) in prefixes.iter().flatten().zip(&self.network_caps) {
+            if open.prefixes.get(key).is_some_and(|&n| n >= max) {
+                return Err(Refusal::PerPrefix);
+            }
+        }
+        if let Some(slow) = &self.slow {
+            if slow.peek_at(&ip, 1, slow.now()).is_denied() {
+                return Err(Refusal::Slow);
+            }
+        }
+        // Charged after the caps: a connection refused for them does not
+        // spend the rates.
+        if self.rate.check(&ip).is_denied() {
+            return Err(Refusal::Rate);
+        }
+        if let Some((lengths, rate)) = &self.network_rate {
+            if rate.check(&IpPrefix::of(ip, *lengths)).is_denied() {
+                return Err(Refusal::NetworkRate);
+            }
+        }
+        let now = self.epoch.now();
+        if self.used() >= self.budget {
+            match open.watched.evict(now) {
+                Some(kill) => self.closed(kill),
+                None => return Err(Refusal::Budget),
+            }
+        }
+        *open.ips.entry(ip).or_insert(0) += 1;
+        for key in prefixes.iter().flatten() {
+            *open.prefixes.entry(*key).or_insert(0) += 1;
+        }
+        let watch = Arc::new(Watch::new(ip, now));
+        let index = open.watched.insert(Arc::clone(&watch));
+        Ok(Counted {
+            ip,
+            prefixes,
+            index,
+            watch,
+        })
+    }
+
+    /// Descriptors the gate's connections hold: admitted ones not yet
+    /// closed, and refusals the tarpit holds.
+    fn used(&self) -> u64 {
+        let c = &self.counters;
+        let tarpit = self.tarpit.stats().holding as u64;
+        c.open.load(Relaxed).saturating_sub(c.dying.load(Relaxed)) + tarpit
+    }
+
+    /// Counts a connection the gate closed, and puts an address that
+    /// left a head half sent in the penalty box.
+    fn closed(&self, kill: Kill) {
+        let c = &self.counters;
+        c.dying.fetch_add(1, Relaxed);
+        let counter = match kill.why {
+            Closed::HeadTimeout => &c.closed_head_timeout,
+            Closed::Idle => &c.closed_idle,
+            Closed::Budget => &c.closed_budget,
+        };
+        counter.fetch_add(1, Relaxed);
+        if kill.partial_head {
+            if let Some(slow) = &self.slow {
+                let _ = slow.check(&kill.ip);
+            }
+        }
+        tracing::debug!(peer = %kill.ip, reason = ?kill.why, "connection closed by the gate");
+    }
+
+    /// Closes every connection past its deadline.
+    fn sweep(&self) {
+        let factor = tightening(self.used(), self.budget);
+        let now = self.epoch.now();
+        let kills = self.open.lock().watched.sweep(now, &self.deadlines, factor);
+        for kill in kills {
+            self.closed(kill);
+        }
+    }
+
+    /// Starts the sweep once per gate, on the runtime of the first
+    /// listener polled; it stops when the gate is dropped.
+    fn start_sweeping(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Relaxed) {
+            return;
+        }
+        let shared = Arc::downgrade(self);
+        tokio::spawn(sweep_loop(shared));
     }
 
     /// The verdict hook's answer for `ip`. A hook that panics must not
@@ -320,28 +506,57 @@ impl Shared {
             Refusal::PerIp => &c.refused_per_ip,
             Refusal::PerPrefix => &c.refused_per_prefix,
             Refusal::Rate => &c.refused_rate,
+            Refusal::NetworkRate => &c.refused_network_rate,
+            Refusal::Slow => &c.refused_slow,
+            Refusal::Budget => &c.refused_budget,
         };
         counter.fetch_add(1, Relaxed);
+    }
+}
+
+async fn sweep_loop(shared: Weak<Shared>) {
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        shared.sweep();
     }
 }
 
 /// An admitted connection's place in the counts, given back on drop.
 struct Slot {
     shared: Arc<Shared>,
-    /// The address and network counted; `None` for an exempt connection.
-    counted: Option<(IpAddr, Option<IpPrefix>)>,
+    /// `None` for an exempt connection.
+    watched: Option<Counted>,
+}
+
+/// What a counted connection holds: its address's and networks' places
+/// and its watch.
+struct Counted {
+    ip: IpAddr,
+    prefixes: [Option<(u8, IpPrefix)>; MAX_NETWORK_CAPS],
+    index: usize,
+    watch: Arc<Watch>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        if let Some((ip, prefix)) = self.counted {
+        let c = &self.shared.counters;
+        if let Some(counted) = &self.watched {
             let mut open = self.shared.open.lock();
-            release(&mut open.ips, ip);
-            if let Some(p) = prefix {
-                release(&mut open.prefixes, p);
+            release(&mut open.ips, counted.ip);
+            for key in counted.prefixes.iter().flatten() {
+                release(&mut open.prefixes, *key);
+            }
+            open.watched.remove(counted.index);
+            if counted.watch.close() {
+                c.dying.fetch_sub(1, Relaxed);
             }
         }
-        self.shared.counters.open.fetch_sub(1, Relaxed);
+        c.open.fetch_sub(1, Relaxed);
     }
 }
 
@@ -364,8 +579,12 @@ fn release<K: Hash + Eq>(map: &mut HashMap<K, u32, ahash::RandomState>, key: K) 
 #[must_use = "a builder does nothing until `.build()`"]
 pub struct GateBuilder {
     max_per_ip: u32,
-    per_prefix: Option<(PrefixLengths, u32)>,
+    network_caps: Vec<(PrefixLengths, u32)>,
     rate: (u64, Duration, u64),
+    network_rate: Option<(PrefixLengths, u64, Duration, u64)>,
+    slow_penalty: Duration,
+    deadlines: Deadlines,
+    budget: Option<u64>,
     capacity: usize,
     verdict: Option<Box<VerdictFn>>,
     tarpit: Tarpit,
@@ -395,9 +614,16 @@ impl GateBuilder {
     }
 
     /// At most `n` connections open at once from one network, the prefix of
-    /// the address at `lengths` (default: no such cap).
+    /// the address at `lengths`. Replaces the cap at the same lengths, or
+    /// adds one (at most four). The defaults are 64 per
+    /// `PrefixLengths::new(32, 64)` (an IPv6 /64, one subscriber; the IPv4
+    /// side is the address) and 1,024 per `PrefixLengths::new(24, 48)`;
+    /// [`no_network_limits`](Self::no_network_limits) removes them.
     pub fn max_connections_per_prefix(mut self, lengths: PrefixLengths, n: u32) -> Self {
-        self.per_prefix = Some((lengths, n));
+        match self.network_caps.iter_mut().find(|(l, _)| *l == lengths) {
+            Some(cap) => cap.1 = n,
+            None => self.network_caps.push((lengths, n)),
+        }
         self
     }
 
@@ -409,8 +635,62 @@ impl GateBuilder {
         self
     }
 
-    /// Addresses the new-connection rate tracks at once (16 bytes each;
-    /// default [`DEFAULT_CAPACITY`]).
+    /// At most `rate` new connections per `per` admitted from one network,
+    /// the prefix at `lengths`, `burst` at once (GCRA; default 200 a
+    /// second, burst 400, per IPv4 /24 or IPv6 /64: one IPv6 subscriber
+    /// can take any number of addresses, so a per-address rate alone does
+    /// not hold it).
+    pub fn new_connections_per_prefix(
+        mut self,
+        lengths: PrefixLengths,
+        rate: u64,
+        per: Duration,
+        burst: u64,
+    ) -> Self {
+        self.network_rate = Some((lengths, rate, per, burst));
+        self
+    }
+
+    /// No network caps and no network rate: only per-address limits, for a
+    /// gate behind something that already limits networks.
+    pub fn no_network_limits(mut self) -> Self {
+        self.network_caps.clear();
+        self.network_rate = None;
+        self
+    }
+
+    /// The request-head and keep-alive deadlines; see [`Deadlines`].
+    pub fn deadlines(mut self, deadlines: Deadlines) -> Self {
+        self.deadlines = deadlines;
+        self
+    }
+
+    /// At most this many descriptors for connections: admitted ones and
+    /// refusals the tarpit holds. Past half of it the [`Deadlines`] shrink,
+    /// to a tenth at the budget; at the budget a new connection closes the
+    /// connection that has waited longest for a request head, else the one
+    /// idle longest (never one being served), and is refused when there is
+    /// none. Default: four fifths of the process's open-file limit
+    /// (`RLIMIT_NOFILE`, read at [`build`](Self::build)) on Linux, so that
+    /// open connections stay clear of `EMFILE` with room for files and
+    /// upstream connections; 8,192 elsewhere.
+    pub fn descriptor_budget(mut self, n: u64) -> Self {
+        self.budget = Some(n);
+        self
+    }
+
+    /// How long an address waits before it may connect again once one of
+    /// its connections was closed with a request head half sent (default
+    /// 5 seconds; zero turns it off). Without it a slowloris client
+    /// reconnects the moment it is closed. A connection that sent nothing
+    /// (a browser's preconnect) earns no penalty.
+    pub fn slow_penalty(mut self, d: Duration) -> Self {
+        self.slow_penalty = d;
+        self
+    }
+
+    /// Addresses the new-connection rates and the slow-client penalty
+    /// track at once (16 bytes each; default [`DEFAULT_CAPACITY`]).
     pub fn capacity(mut self, keys: usize) -> Self {
         self.capacity = keys;
         self
@@ -427,8 +707,9 @@ impl GateBuilder {
         self
     }
 
-    /// Checks every field and builds the gate. Zero caps are refused with
-    /// [`ConfigError::Zero`]; the rate reports its fields as
+    /// Checks every field and builds the gate. Zero caps and a zero budget
+    /// are refused with [`ConfigError::Zero`], more than four network caps
+    /// with [`ConfigError::TooLarge`]; the rates report their fields as
     /// [`KeyedLimiter`]'s builder does (`rate`, `period`, `burst`,
     /// `capacity`).
     pub fn build(self) -> Result<Gate, ConfigError> {
@@ -437,37 +718,78 @@ impl GateBuilder {
                 field: "max_connections_per_ip",
             });
         }
-        if let Some((_, 0)) = self.per_prefix {
+        if self.network_caps.iter().any(|&(_, n)| n == 0) {
             return Err(ConfigError::Zero {
                 field: "max_connections_per_prefix",
             });
         }
+        if self.network_caps.len() > MAX_NETWORK_CAPS {
+            return Err(ConfigError::TooLarge {
+                field: "max_connections_per_prefix",
+                value: self.network_caps.len() as u64,
+                max: MAX_NETWORK_CAPS as u64,
+            });
+        }
+        if self.budget == Some(0) {
+            return Err(ConfigError::Zero {
+                field: "descriptor_budget",
+            });
+        }
+        let keys = self.capacity;
         let (rate, per, burst) = self.rate;
-        let rate = KeyedLimiter::<IpAddr>::builder()
-            .gcra(rate, per)
-            .burst(burst)
-            .capacity(self.capacity)
-            .build()?;
+        let rate = gcra(rate, per, burst, keys)?;
+        let network_rate = match self.network_rate {
+            Some((lengths, rate, per, burst)) => Some((lengths, gcra(rate, per, burst, keys)?)),
+            None => None,
+        };
+        let slow = if self.slow_penalty.is_zero() {
+            None
+        } else {
+            Some(gcra(1, self.slow_penalty, 1, keys)?)
+        };
         Ok(Gate {
             shared: Arc::new(Shared {
                 max_per_ip: self.max_per_ip,
-                per_prefix: self.per_prefix,
+                network_caps: self.network_caps,
                 rate,
+                network_rate,
+                slow,
+                deadlines: self.deadlines,
+                budget: self.budget.unwrap_or_else(default_budget),
+                epoch: Epoch::new(),
                 verdict: self.verdict,
                 open: Mutex::default(),
                 counters: Counters::default(),
                 tarpit: TarpitState::new(self.tarpit),
+                sweeping: AtomicBool::new(false),
             }),
         })
     }
+}
+
+fn gcra<K: Hash + Eq + Clone + Send + Sync + 'static>(
+    rate: u64,
+    per: Duration,
+    burst: u64,
+    keys: usize,
+) -> Result<KeyedLimiter<K>, ConfigError> {
+    KeyedLimiter::builder()
+        .gcra(rate, per)
+        .burst(burst)
+        .capacity(keys)
+        .build()
 }
 
 impl fmt::Debug for GateBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("GateBuilder")
             .field("max_connections_per_ip", &self.max_per_ip)
-            .field("max_connections_per_prefix", &self.per_prefix)
+            .field("max_connections_per_prefix", &self.network_caps)
             .field("new_connections_per_ip", &self.rate)
+            .field("new_connections_per_prefix", &self.network_rate)
+            .field("deadlines", &self.deadlines)
+            .field("descriptor_budget", &self.budget)
+            .field("slow_penalty", &self.slow_penalty)
             .field("capacity", &self.capacity)
             .field("verdict", &self.verdict.is_some())
             .field("tarpit", &self.tarpit)
@@ -515,6 +837,7 @@ impl GatedListener {
         // which spends tokio's cooperative budget: a flood of refused
         // connections makes this return `Pending` now and then instead of
         // starving the worker thread.
+        self.gate.shared.start_sweeping();
         loop {
             if let Some(sleep) = self.backoff.as_mut() {
                 ready!(sleep.as_mut().poll(cx));
@@ -523,7 +846,8 @@ impl GatedListener {
             match ready!(self.listener.poll_accept(cx)) {
                 Ok((stream, peer)) => match self.gate.shared.admit(canonical(peer.ip())) {
                     Ok(slot) => {
-                        return Poll::Ready((GatedStream::new(stream, peer, slot), peer));
+                        let stream = GatedStream::new(stream, peer, slot, self.gate.shared.epoch);
+                        return Poll::Ready((stream, peer));
                     }
                     Err(why) => self.refuse(stream, peer, why),
                 },
@@ -544,8 +868,11 @@ impl GatedListener {
         // Counted first, so the stats never lag what the client saw.
         self.gate.shared.count_refusal(why);
         tracing::debug!(%peer, reason = why.as_str(), "connection refused");
+        // Held only while the budget has room: a held refusal keeps its
+        // descriptor.
+        let shared = &self.gate.shared;
         let held = match why {
-            Refusal::Banned => self.gate.shared.tarpit.hold(),
+            Refusal::Banned if shared.used() < shared.budget => shared.tarpit.hold(),
             _ => None,
         };
         if let Some((hold, place)) = held {
@@ -602,8 +929,11 @@ pin_project! {
     ///
     /// It reads the connection's first request head as it passes through
     /// [`poll_read`](AsyncRead::poll_read), before the server sees it, and
-    /// keeps its [`WireHead`] for [`connect_info`](Self::connect_info);
-    /// then it stops looking. Nothing is consumed or changed.
+    /// keeps its [`WireHead`] for [`connect_info`](Self::connect_info).
+    /// Nothing is consumed or changed. It also follows each request head
+    /// and response for the gate's [`Deadlines`]: once the gate has closed
+    /// the connection, reads and writes fail with
+    /// [`io::ErrorKind::TimedOut`] and the server drops it.
     pub struct GatedStream {
         #[pin]
         inner: TcpStream,
@@ -611,17 +941,24 @@ pin_project! {
         // `None` once the first head is read, or given up on.
         scanner: Option<HeadScanner>,
         head: Arc<OnceLock<WireHead>>,
+        // `None` for an exempt connection.
+        tracker: Option<Tracker>,
         _slot: Slot,
     }
 }
 
 impl GatedStream {
-    fn new(inner: TcpStream, peer: SocketAddr, slot: Slot) -> Self {
+    fn new(inner: TcpStream, peer: SocketAddr, slot: Slot, epoch: Epoch) -> Self {
+        let tracker = slot
+            .watched
+            .as_ref()
+            .map(|c| Tracker::new(Arc::clone(&c.watch), epoch));
         GatedStream {
             inner,
             peer,
             scanner: Some(HeadScanner::new()),
             head: Arc::new(OnceLock::new()),
+            tracker,
             _slot: slot,
         }
     }
@@ -694,20 +1031,61 @@ impl AsyncRead for GatedStream {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        if this.scanner.is_none() {
-            return this.inner.poll_read(cx, buf);
+        let mut this = self.project();
+        let Some(tracker) = this.tracker else {
+            return read_and_scan(this.inner, this.scanner, this.head, cx, buf);
+        };
+        if tracker.killed() {
+            return Poll::Ready(Err(closed_by_gate(&this.inner)));
         }
         let before = buf.filled().len();
-        let res = ready!(this.inner.poll_read(cx, buf));
-        if res.is_ok() {
-            // Before returning: the server parses these bytes only after
-            // this read, so the head is known by the time it dispatches.
-            let read = buf.filled().get(before..).unwrap_or_default();
-            scan(this.scanner, this.head, read);
+        match read_and_scan(this.inner.as_mut(), this.scanner, this.head, cx, buf) {
+            Poll::Pending => {
+                if tracker.killed_or_register(cx) {
+                    return Poll::Ready(Err(closed_by_gate(&this.inner)));
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Ok(())) => {
+                tracker.on_read(buf.filled().get(before..).unwrap_or_default());
+                Poll::Ready(Ok(()))
+            }
+            err => err,
         }
-        Poll::Ready(res)
     }
+}
+
+/// Reads, and scans the bytes read for the first head's wire facts.
+#[inline]
+fn read_and_scan(
+    inner: Pin<&mut TcpStream>,
+    scanner: &mut Option<HeadScanner>,
+    head: &OnceLock<WireHead>,
+    cx: &mut Context<'_>,
+    buf: &mut ReadBuf<'_>,
+) -> Poll<io::Result<()>> {
+    if scanner.is_none() {
+        return inner.poll_read(cx, buf);
+    }
+    let before = buf.filled().len();
+    let res = ready!(inner.poll_read(cx, buf));
+    if res.is_ok() {
+        // Before returning: the server parses these bytes only after
+        // this read, so the head is known by the time it dispatches.
+        let read = buf.filled().get(before..).unwrap_or_default();
+        scan(scanner, head, read);
+    }
+    Poll::Ready(res)
+}
+
+/// The error a stream the gate closed returns; the reset spares the
+/// server a `TIME_WAIT`.
+fn closed_by_gate(stream: &TcpStream) -> io::Error {
+    let _ = stream.set_zero_linger();
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "connection closed by the gate (request head deadline, keep-alive time or descriptor budget)",
+    )
 }
 
 /// The connection a request came on: its peer address and, once read, its
@@ -767,7 +1145,15 @@ impl AsyncWrite for GatedStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write(cx, buf)
+        let mut this = self.project();
+        let Some(tracker) = this.tracker else {
+            return this.inner.poll_write(cx, buf);
+        };
+        if tracker.killed() {
+            return Poll::Ready(Err(closed_by_gate(&this.inner)));
+        }
+        let res = this.inner.as_mut().poll_write(cx, buf);
+        watch_write(tracker, cx, &this.inner, res, |n| buf.get(..n))
     }
 
     #[inline]
@@ -776,7 +1162,19 @@ impl AsyncWrite for GatedStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().inner.poll_write_vectored(cx, bufs)
+        let mut this = self.project();
+        let Some(tracker) = this.tracker else {
+            return this.inner.poll_write_vectored(cx, bufs);
+        };
+        if tracker.killed() {
+            return Poll::Ready(Err(closed_by_gate(&this.inner)));
+        }
+        let res = this.inner.as_mut().poll_write_vectored(cx, bufs);
+        // The start of a response is in the first slice with bytes.
+        let first = bufs.iter().find(|b| !b.is_empty());
+        watch_write(tracker, cx, &this.inner, res, |n| {
+            first.map(|b| &b[..n.min(b.len())])
+        })
     }
 
     #[inline]
@@ -792,6 +1190,26 @@ impl AsyncWrite for GatedStream {
     #[inline]
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
+    }
+}
+
+/// After a write: tells the tracker what went out, or keeps the waker of
+/// a write that must wait, so that a close by the gate reaches it.
+#[inline]
+fn watch_write<'a>(
+    tracker: &mut Tracker,
+    cx: &Context<'_>,
+    stream: &TcpStream,
+    res: Poll<io::Result<usize>>,
+    written: impl FnOnce(usize) -> Option<&'a [u8]>,
+) -> Poll<io::Result<usize>> {
+    match res {
+        Poll::Pending if tracker.killed_or_register(cx) => Poll::Ready(Err(closed_by_gate(stream))),
+        Poll::Ready(Ok(n)) => {
+            tracker.on_write(written(n).unwrap_or_default());
+            Poll::Ready(Ok(n))
+        }
+        other => other,
     }
 }
 
@@ -968,6 +1386,7 @@ mod tests {
     async fn open_counts_are_empty_after_every_stream_drops() {
         let gate = Gate::builder()
             .max_connections_per_ip(2)
+            .no_network_limits()
             .max_connections_per_prefix(PrefixLengths::SUBNET, 3)
             .build()
             .unwrap();
@@ -1024,6 +1443,7 @@ mod tests {
         let open = gate.shared.open.lock();
         assert!(open.ips.is_empty(), "{:?}", open.ips);
         assert!(open.prefixes.is_empty(), "{:?}", open.prefixes);
+        assert_eq!(open.watched.len(), 0, "no connection watched");
         assert_eq!(gate.stats().open, 0);
     }
 
@@ -1117,5 +1537,135 @@ mod tests {
             zero(Gate::builder().capacity(0)),
             ConfigError::Zero { field: "capacity" }
         );
+    }
+
+    fn v6(net: u16, host: u32) -> IpAddr {
+        IpAddr::V6(std::net::Ipv6Addr::new(
+            0x2001,
+            0xdb8,
+            net,
+            0,
+            0,
+            0,
+            (host >> 16) as u16,
+            host as u16,
+        ))
+    }
+
+    #[test]
+    fn one_ipv6_network_holds_64_connections_by_default_however_many_addresses() {
+        let gate = Gate::builder().build().unwrap();
+        let mut slots: Vec<Slot> = (0..64)
+            .map(|h| gate.shared.admit(v6(1, h)).ok().unwrap())
+            .collect();
+        assert!(matches!(
+            gate.shared.admit(v6(1, 64)),
+            Err(Refusal::PerPrefix)
+        ));
+        // The next /64 of the same /48 has its own 64.
+        slots.push(gate.shared.admit(v6(2, 0)).ok().unwrap());
+        // A place freed goes to the next address of the network.
+        drop(slots.swap_remove(0));
+        assert!(gate.shared.admit(v6(1, 1_000)).is_ok());
+    }
+
+    #[test]
+    fn one_ipv4_slash_24_holds_1024_and_one_ipv6_slash_48_too() {
+        let gate = Gate::builder()
+            .max_connections_per_ip(1_000)
+            .no_network_limits()
+            .max_connections_per_prefix(PrefixLengths::SUBNET_V4_SITE_V6, 3)
+            .build()
+            .unwrap();
+        // Three /64s of one /48 (2001:db8:7::/48).
+        let in_48 = |n: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 7, n, 0, 0, 0, 1));
+        let _held: Vec<Slot> = (0..3)
+            .map(|n| gate.shared.admit(in_48(n)).ok().unwrap())
+            .collect();
+        assert!(matches!(
+            gate.shared.admit(in_48(9)),
+            Err(Refusal::PerPrefix)
+        ));
+        assert!(gate.shared.admit(v6(8, 1)).is_ok(), "another /48");
+        // The default caps; the network rate out of the way.
+        let defaults = Gate::builder()
+            .max_connections_per_ip(2_000)
+            .new_connections_per_prefix(PrefixLengths::SUBNET, 5_000, Duration::from_secs(1), 5_000)
+            .build()
+            .unwrap();
+        let v4 = |h: u32| IpAddr::from([198, 51, 100, (h % 250) as u8]);
+        let _held: Vec<Slot> = (0..1_024)
+            .map(|h| defaults.shared.admit(v4(h)).ok().unwrap())
+            .collect();
+        assert!(matches!(
+            defaults.shared.admit(v4(7)),
+            Err(Refusal::PerPrefix)
+        ));
+    }
+
+    #[test]
+    fn new_connections_from_one_ipv6_network_are_rate_limited_by_default() {
+        let gate = Gate::builder().build().unwrap();
+        // Each connection from a new address of the same /64, closed at once.
+        let admitted = (0..1_000)
+            .take_while(|&h| gate.shared.admit(v6(3, h)).is_ok())
+            .count();
+        // The burst of 400, give or take what refilled meanwhile.
+        assert!((400..420).contains(&admitted), "{admitted}");
+        assert!(matches!(
+            gate.shared.admit(v6(3, 5_000)),
+            Err(Refusal::NetworkRate)
+        ));
+        assert!(
+            gate.shared.admit(v6(4, 0)).is_ok(),
+            "another /64 is not charged"
+        );
+    }
+
+    #[test]
+    fn builder_refuses_a_zero_budget_and_a_fifth_network_cap() {
+        let err = Gate::builder().descriptor_budget(0).build().unwrap_err();
+        assert_eq!(
+            err,
+            ConfigError::Zero {
+                field: "descriptor_budget"
+            }
+        );
+        let mut b = Gate::builder();
+        for len in 20..23 {
+            b = b.max_connections_per_prefix(PrefixLengths::new(len, 64).unwrap(), 10);
+        }
+        assert!(matches!(
+            b.build().unwrap_err(),
+            ConfigError::TooLarge {
+                field: "max_connections_per_prefix",
+                value: 5,
+                max: 4
+            }
+        ));
+        // Setting a default's lengths again replaces it.
+        let gate = Gate::builder()
+            .max_connections_per_prefix(PrefixLengths::HOST_V4_SUBNET_V6, 2)
+            .build()
+            .unwrap();
+        let _a = gate.shared.admit(v6(5, 1)).ok().unwrap();
+        let _b = gate.shared.admit(v6(5, 2)).ok().unwrap();
+        assert!(matches!(
+            gate.shared.admit(v6(5, 3)),
+            Err(Refusal::PerPrefix)
+        ));
+    }
+
+    #[test]
+    fn the_tarpit_holds_nothing_the_budget_has_no_room_for() {
+        let gate = Gate::builder().descriptor_budget(2).build().unwrap();
+        let _a = gate.shared.admit(v6(6, 1)).ok().unwrap();
+        assert!(gate.shared.used() < gate.shared.budget);
+        let _b = gate.shared.admit(v6(6, 2)).ok().unwrap();
+        assert_eq!(gate.shared.used(), gate.shared.budget);
+        // Both wait for a head: the third closes the older and comes in.
+        let _c = gate.shared.admit(v6(6, 3)).ok().unwrap();
+        assert_eq!(gate.stats().closed_budget, 1);
+        assert_eq!(gate.shared.used(), 2, "the closed one no longer counts");
     }
 }

@@ -257,21 +257,44 @@ impl Gate {
             "floodguard_gate_refused_total",
             Kind::Counter,
             "Connections the gate refused at accept, by reason: blocked (the verdict hook: \
-             blocklisted or banned), per_ip and per_prefix (too many open), rate (new \
-             connections too fast).",
+             blocklisted or banned), per_ip and per_prefix (too many open), rate and \
+             network_rate (new connections too fast), slow (the address left a request head \
+             half sent), budget (the descriptor budget full of requests being served).",
         );
         for (reason, n) in [
             ("blocked", s.refused_banned),
             ("per_ip", s.refused_per_ip),
             ("per_prefix", s.refused_per_prefix),
             ("rate", s.refused_rate),
+            ("network_rate", s.refused_network_rate),
+            ("slow", s.refused_slow),
+            ("budget", s.refused_budget),
         ] {
             t.sample("floodguard_gate_refused_total", &[("reason", reason)], n);
+        }
+        t.family(
+            "floodguard_gate_closed_total",
+            Kind::Counter,
+            "Admitted connections the gate closed, by reason: head_timeout (a request head \
+             not complete by its deadline), idle (keep-alive time), budget (room made for a \
+             new connection).",
+        );
+        for (reason, n) in [
+            ("head_timeout", s.closed_head_timeout),
+            ("idle", s.closed_idle),
+            ("budget", s.closed_budget),
+        ] {
+            t.sample("floodguard_gate_closed_total", &[("reason", reason)], n);
         }
         t.gauge(
             "floodguard_gate_open_connections",
             "Admitted connections open now.",
             s.open,
+        );
+        t.gauge(
+            "floodguard_gate_descriptor_budget",
+            "Descriptors the gate lets its connections and tarpit hold.",
+            s.budget,
         );
         t.counter(
             "floodguard_gate_tarpit_held_total",

@@ -53,9 +53,12 @@ mod refusal;
 mod rules;
 mod scorer;
 mod scoring;
+#[cfg(feature = "axum")]
+mod serve;
 mod session;
 mod tarpit;
 mod waiting;
+mod watch;
 pub mod wire;
 
 pub use body::RefusalBody;
@@ -64,7 +67,8 @@ pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, IpSource};
 pub use detect::{AttackCause, Detection, DetectionSnapshot, Event, Share};
 pub use fingerprint::{Anomalies, Anomaly, Fingerprint, UaFamily, anomalies, ua_family};
 pub use gate::{
-    AcceptVerdict, Gate, GateBuilder, GateConnectInfo, GateStats, GatedListener, GatedStream,
+    AcceptVerdict, Deadlines, Gate, GateBuilder, GateConnectInfo, GateStats, GatedListener,
+    GatedStream,
 };
 pub use guard::{
     DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal,
@@ -84,6 +88,8 @@ pub use refusal::RefusalKind;
 pub use rules::{Rule, RuleStats};
 pub use scorer::{Offender, Scoring};
 pub use scoring::{Action, Ladder, ScoreReport, Signal, Weights};
+#[cfg(feature = "axum")]
+pub use serve::{HEADER_READ_TIMEOUT, Serve, WithGracefulShutdown, serve};
 pub use session::{SameSite, SessionCookie, SessionStats};
 pub use tarpit::{Tarpit, TarpitStats};
 pub use wire::{HeadScanner, NameCasing, Scan, WireHead};
