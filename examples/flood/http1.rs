@@ -57,7 +57,14 @@ impl Scored {
 pub async fn connect(from: IpAddr, to: SocketAddr, timeout: Duration) -> io::Result<Conn> {
     let socket = match from {
         IpAddr::V4(_) => TcpSocket::new_v4()?,
-        IpAddr::V6(_) => TcpSocket::new_v6()?,
+        IpAddr::V6(_) => {
+            let socket = TcpSocket::new_v6()?;
+            // Addresses of a /64 routed to loopback (`ip -6 route add
+            // local ... dev lo`) are not assigned to it: binding one needs
+            // IP_FREEBIND.
+            socket2::SockRef::from(&socket).set_freebind_v6(true)?;
+            socket
+        }
     };
     socket.bind(SocketAddr::new(from, 0))?;
     let stream = tokio::time::timeout(timeout, socket.connect(to))

@@ -130,6 +130,8 @@ pub enum Scenario {
     MimicBotnet,
     Ipv6Rotation,
     Slowloris,
+    SlowlorisWide,
+    SlowlorisV6,
     SearchOverload,
     FlashCrowd,
     FlashCrowdOverload,
@@ -172,6 +174,9 @@ const DETECTION: [Scenario; 8] = [
     Scenario::SpoofedBrowser,
     Scenario::PerfectBrowser,
 ];
+/// `--scenario slow`: slow connections from many addresses (issue 18),
+/// each address holding one, against a shop with 8,192 descriptors.
+const SLOW: [Scenario; 2] = [Scenario::SlowlorisWide, Scenario::SlowlorisV6];
 /// What `--check` adds to the default run: the cheapest of `DETECTION`
 /// (a few seconds each at the check's scale).
 const CHECK_DETECTION: [Scenario; 3] = [
@@ -194,6 +199,8 @@ impl Scenario {
             Scenario::MimicBotnet => "mimic-botnet",
             Scenario::Ipv6Rotation => "ipv6-rotation",
             Scenario::Slowloris => "slowloris",
+            Scenario::SlowlorisWide => "slowloris-wide",
+            Scenario::SlowlorisV6 => "slowloris-v6",
             Scenario::SearchOverload => "search-overload",
             Scenario::FlashCrowd => "flash-crowd",
             Scenario::FlashCrowdOverload => "flash-crowd-overload",
@@ -216,6 +223,8 @@ impl Scenario {
             | Scenario::MimicBotnet
             | Scenario::Ipv6Rotation
             | Scenario::Slowloris => (s(1_500), s(3_000), 0, 0),
+            // Long enough for every deadline to have fired several times.
+            Scenario::SlowlorisWide | Scenario::SlowlorisV6 => (s(1_500), s(30_000), 0, 0),
             // The crowd arrives over 10 s, then stays for 20 s.
             Scenario::FlashCrowd | Scenario::FlashCrowdOverload => (s(5_000), s(30_000), 0, 10_000),
             // Five times the shoppers after a minute, then 10 s more.
@@ -270,7 +279,7 @@ const CALIBRATION: Duration = Duration::from_millis(1_000);
 const KNOWN_GOOD_BASELINE: Duration = Duration::from_millis(1_500);
 
 /// File descriptors the shop may hold, as a modest deployment would set.
-const SHOP_FD_LIMIT: u32 = 8192;
+pub const SHOP_FD_LIMIT: u32 = 8192;
 
 struct Options {
     scenarios: Vec<Scenario>,
@@ -365,19 +374,25 @@ fn options() -> Result<Options, String> {
 }
 
 /// `--scenario`'s list: names, and the groups `default` (the six attacks
-/// floodguard was tuned on), `detection` (the eight shapes it was not)
-/// and `all`.
+/// floodguard was tuned on), `detection` (the eight shapes it was not),
+/// `slow` (slowloris from many addresses) and `all`.
 fn scenarios(arg: &str) -> Result<Vec<Scenario>, String> {
-    let every: Vec<Scenario> = SCENARIOS.iter().chain(&DETECTION).copied().collect();
+    let every: Vec<Scenario> = SCENARIOS
+        .iter()
+        .chain(&DETECTION)
+        .chain(&SLOW)
+        .copied()
+        .collect();
     let mut out = Vec::new();
     for a in arg.split(',') {
         match a.trim() {
             "default" => out.extend(SCENARIOS),
             "detection" => out.extend(DETECTION),
+            "slow" => out.extend(SLOW),
             "all" => out.extend(&every),
             one => out.extend(
                 parse_list(one, &every, Scenario::name)
-                    .map_err(|e| format!("{e}; or a group: default, detection, all"))?,
+                    .map_err(|e| format!("{e}; or a group: default, detection, slow, all"))?,
             ),
         }
     }
@@ -531,6 +546,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         return Ok(());
     }
+    if o.scenarios.contains(&Scenario::SlowlorisV6) {
+        if let Err(e) = route_v6_loopback() {
+            eprintln!(
+                "flood: slowloris-v6 needs {}/64 routed to loopback: {e}",
+                traffic::SLOW_V6_NET
+            );
+            std::process::exit(2);
+        }
+    }
     let run_time: Duration = o
         .scenarios
         .iter()
@@ -624,6 +648,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("\n{}", report::table(&results));
     println!("{}", report::confusion_table(&results));
+    println!("{}", report::connections_table(&results));
     if results.iter().any(|r| r.goodput.is_some()) {
         println!("{}", report::search_table(&results));
     }
@@ -662,7 +687,7 @@ async fn run(
     let (baseline, attack) = (phases.baseline, phases.attack);
     let Shop {
         mut child,
-        ports: (port, calibration_port),
+        ports: (port, calibration_port, port_v6),
         output,
     } = spawn_shop(defence, overload, cpus)?;
     let shop = SocketAddr::from(([127, 0, 0, 1], port));
@@ -702,10 +727,23 @@ async fn run(
         &mut set,
         attackers,
         (scenario, capacity),
-        shop,
+        (shop, port_v6),
         &rec,
         attack_stop,
     );
+    traffic::fresh_visitors(&mut set, shop, &rec, attack_stop);
+    // The shop's open descriptors, sampled through the attack.
+    let fds = {
+        let pid = pid.clone();
+        tokio::spawn(async move {
+            let mut peak = 0;
+            while Instant::now() < attack_stop {
+                peak = peak.max(procfs::open_fds(&pid));
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            peak
+        })
+    };
     if let Some(plan) = &plan {
         let shape = Shape {
             shop,
@@ -728,6 +766,7 @@ async fn run(
     }
     let cpu_at_end = procfs::cpu_seconds(&pid);
     let server = report::Usage {
+        peak_fds: fds.await.unwrap_or(0),
         peak_rss_mb: procfs::peak_rss_mib(&pid),
         cpu_s: cpu_at_end - cpu_at_start,
         attack_cpu_s: cpu_at_end - cpu_at_attack.0,
@@ -759,11 +798,11 @@ async fn run(
 /// What the shop reports as it runs: its guard's events and limits.
 type OutputReader = std::thread::JoinHandle<report::ShopOutput>;
 
-/// A shop process: its ports (the shop's and the bare calibration one's)
-/// and the thread that collects its output.
+/// A shop process: its ports (the shop's, the bare calibration one's, and
+/// the shop's on `[::1]`) and the thread that collects its output.
 struct Shop {
     child: Child,
-    ports: (u16, u16),
+    ports: (u16, u16, u16),
     output: OutputReader,
 }
 
@@ -799,8 +838,10 @@ fn spawn_shop(
     let ports = line
         .trim()
         .strip_prefix("PORT ")
-        .and_then(|p| p.split_once(' '))
-        .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
+        .and_then(|p| {
+            let mut ports = p.split(' ').map(|n| n.parse().ok());
+            Some((ports.next()??, ports.next()??, ports.next()??))
+        })
         .ok_or_else(|| format!("shop did not start: {line:?}"))?;
     let output = std::thread::spawn(move || {
         let mut out = report::ShopOutput::default();
@@ -814,6 +855,24 @@ fn spawn_shop(
         ports,
         output,
     })
+}
+
+/// Routes the IPv6 slowloris's /64 to loopback, so that its addresses can
+/// connect to the shop on `[::1]` (Linux, as root or with `CAP_NET_ADMIN`).
+fn route_v6_loopback() -> Result<(), String> {
+    let net = format!("{}/64", traffic::SLOW_V6_NET);
+    let out = Command::new("ip")
+        .args(["-6", "route", "replace", "local", &net, "dev", "lo"])
+        .output()
+        .map_err(|e| format!("cannot run `ip` ({e})"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`ip -6 route replace local {net} dev lo` failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
 }
 
 /// `--check`: the harness checks itself (no performance thresholds).

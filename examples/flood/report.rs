@@ -32,6 +32,8 @@ pub struct Bucket {
 /// The shop's memory and CPU, and the load generator's CPU.
 #[derive(Clone, Copy, Debug)]
 pub struct Usage {
+    /// Most file descriptors the shop held open at once during the attack.
+    pub peak_fds: usize,
     pub peak_rss_mb: f64,
     pub cpu_s: f64,
     pub attack_cpu_s: f64,
@@ -373,6 +375,10 @@ pub struct RunResult {
     /// Shoppers' failed requests during the attack, by route and outcome.
     pub failures: Vec<Failure>,
     pub events: Vec<ShopEvent>,
+    /// Fresh visitors during the attack: each one's first answer.
+    pub fresh: Fresh,
+    /// Most file descriptors the shop held at once during the attack.
+    pub server_peak_fds: usize,
     /// Every overload limit every 100 ms (floodguard defences).
     pub limit_trace: Vec<LimitSample>,
     pub timeline: Vec<Bucket>,
@@ -531,6 +537,8 @@ pub fn summarise(
         attack_admitted_share: ratio(attack_admitted, attack_sent),
         time_to_block_ms: time_to_block(&timeline[first.min(timeline.len())..]),
         server_peak_rss_mb: server.peak_rss_mb,
+        server_peak_fds: server.peak_fds,
+        fresh: Fresh::of(&rec.fresh.lock(), attack_start, end),
         server_cpu_s: server.cpu_s,
         server_attack_cpu_s: server.attack_cpu_s,
         generator_attack_cpu_s: server.generator_attack_cpu_s,
@@ -824,6 +832,67 @@ pub fn search_table(results: &[RunResult]) -> String {
             client.1,
             r.server_attack_cpu_s,
             r.generator_attack_cpu_s,
+        ));
+    }
+    out
+}
+
+/// Fresh visitors during an attack: one new connection from a new
+/// address every 200 ms, asking for the home page.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Fresh {
+    pub visitors: u64,
+    /// Not answered within `traffic::FRESH_TIMEOUT`.
+    pub unanswered: u64,
+    /// Time to the first answer; an unanswered visitor counts as the
+    /// timeout.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+}
+
+impl Fresh {
+    fn of(visits: &[(Duration, Option<Duration>)], start: Duration, end: Duration) -> Self {
+        let timeout = crate::traffic::FRESH_TIMEOUT.as_secs_f64() * 1e3;
+        let mut ms: Vec<f64> = visits
+            .iter()
+            .filter(|(at, _)| *at >= start && *at < end)
+            .map(|(_, took)| took.map_or(timeout, |d| d.as_secs_f64() * 1e3))
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        Fresh {
+            visitors: ms.len() as u64,
+            unanswered: visits
+                .iter()
+                .filter(|(at, took)| *at >= start && *at < end && took.is_none())
+                .count() as u64,
+            p50_ms: quantile(&ms, 0.50),
+            p99_ms: quantile(&ms, 0.99),
+            max_ms: ms.last().copied().unwrap_or(f64::NAN),
+        }
+    }
+}
+
+/// Connections during the attacks: how long a visitor who has never been
+/// to the shop waits for its first answer, and the shop's descriptors.
+pub fn connections_table(results: &[RunResult]) -> String {
+    let mut out = String::from(
+        "| scenario | defence | fresh visitors | unanswered in 5 s | first answer p50 | p99 | max | shop's peak descriptors (of 8,192) |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for r in results {
+        let f = &r.fresh;
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {:.1} ms | {:.1} ms | {:.1} ms | {} ({:.0}%) |\n",
+            r.scenario.name(),
+            r.defence.name(),
+            f.visitors,
+            f.unanswered,
+            f.p50_ms,
+            f.p99_ms,
+            f.max_ms,
+            r.server_peak_fds,
+            r.server_peak_fds as f64 / f64::from(crate::SHOP_FD_LIMIT) * 100.0,
         ));
     }
     out

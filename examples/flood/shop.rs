@@ -11,8 +11,8 @@ use axum::extract::{Path, Query};
 use axum::response::Html;
 use axum::routing::{get, post};
 use floodguard::http::{
-    ClientIpConfig, Event, GateConnectInfo, Guard, GuardBuilder, GuardDecision, Overload, Rule,
-    Scoring, SessionCookie, Weights,
+    ClientIpConfig, Event, Guard, GuardBuilder, GuardDecision, Overload, Rule, Scoring,
+    SessionCookie, Weights,
 };
 use tokio::io::AsyncBufReadExt;
 use tower_governor::GovernorLayer;
@@ -356,12 +356,17 @@ pub fn serve(defence: Defence, tweaks: ShopTweaks) -> Result<(), Box<dyn std::er
         let socket = tokio::net::TcpSocket::new_v4()?;
         socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
         let listener = socket.listen(4096)?;
+        // The same shop on [::1], for attacks over IPv6.
+        let socket = tokio::net::TcpSocket::new_v6()?;
+        socket.bind(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, 0)))?;
+        let listener_v6 = socket.listen(4096)?;
         let calibration =
             tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
         println!(
-            "PORT {} {}",
+            "PORT {} {} {}",
             listener.local_addr()?.port(),
-            calibration.local_addr()?.port()
+            calibration.local_addr()?.port(),
+            listener_v6.local_addr()?.port()
         );
         tokio::spawn(async move {
             let _ = serve_plain(calibration, shop()).await;
@@ -374,7 +379,10 @@ pub fn serve(defence: Defence, tweaks: ShopTweaks) -> Result<(), Box<dyn std::er
         let timer = shed_times.clone();
         let server = async move {
             match defence {
-                Defence::None => serve_plain(listener, app).await,
+                Defence::None => {
+                    tokio::spawn(serve_plain(listener_v6, app.clone()));
+                    serve_plain(listener, app).await
+                }
                 Defence::TowerGovernor => {
                     let config = GovernorConfigBuilder::default()
                         .key_extractor(PeerIpKeyExtractor)
@@ -382,7 +390,9 @@ pub fn serve(defence: Defence, tweaks: ShopTweaks) -> Result<(), Box<dyn std::er
                         .burst_size(40)
                         .finish()
                         .expect("valid quota");
-                    serve_plain(listener, app.layer(GovernorLayer::new(Arc::new(config)))).await
+                    let app = app.layer(GovernorLayer::new(Arc::new(config)));
+                    tokio::spawn(serve_plain(listener_v6, app.clone()));
+                    serve_plain(listener, app).await
                 }
                 Defence::Floodguard | Defence::FloodguardTuned => {
                     let guard = if defence == Defence::Floodguard {
@@ -395,10 +405,12 @@ pub fn serve(defence: Defence, tweaks: ShopTweaks) -> Result<(), Box<dyn std::er
                     tokio::spawn(report_limits(guard.clone()));
                     let app = app.layer(axum::middleware::from_fn(report_action));
                     let app = timer.around(app.layer(guard.layer()));
-                    // The gate's connect info carries each connection's
-                    // wire fingerprint (header order and casing).
-                    let make = app.into_make_service_with_connect_info::<GateConnectInfo>();
-                    axum::serve(gate.listen(listener), make).await?;
+                    // As the README shows: through the gate, with hyper's
+                    // header timeout, the connect info carrying each
+                    // connection's wire fingerprint. Both listeners share
+                    // the gate's caps and budget.
+                    tokio::spawn(floodguard::http::serve(gate.listen(listener_v6), app.clone()).into_future());
+                    floodguard::http::serve(gate.listen(listener), app).await?;
                     Ok(())
                 }
             }
@@ -414,7 +426,7 @@ pub fn serve(defence: Defence, tweaks: ShopTweaks) -> Result<(), Box<dyn std::er
                 s.valid, s.invalid, s.issued, s.not_returned
             );
         }
-        r
+        r.map_err(|e| -> Box<dyn std::error::Error> { e })
     })
 }
 
@@ -444,7 +456,7 @@ async fn report_action(
 async fn serve_plain(
     listener: tokio::net::TcpListener,
     app: Router,
-) -> Result<(), Box<dyn std::error::Error>> {
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let make = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, make).await?;
     Ok(())

@@ -29,6 +29,16 @@ pub const BOTS: u32 = 5_000;
 const FLOOD_CONNECTIONS: u32 = 64;
 const SLOW_ADDRESSES: u32 = 30;
 const SLOW_PER_ADDRESS: u32 = 300;
+/// The wide slowloris: this many addresses, one slow connection each, each
+/// address in a /24 of its own (and, over IPv6, all in one /64).
+pub const SLOW_WIDE: u32 = 9_000;
+/// The /64 the IPv6 slowloris comes from, routed to loopback by the
+/// harness (`main::route_v6_loopback`).
+pub const SLOW_V6_NET: &str = "fd00:f1::";
+/// A fresh visitor every this long, each from an address never seen.
+const FRESH_EVERY: Duration = Duration::from_millis(200);
+/// How long a fresh visitor waits for its first answer.
+pub const FRESH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The search overload's crowd offers this many times the search
 /// route's measured capacity.
 const OVERLOAD_FACTOR: f64 = 5.0;
@@ -146,6 +156,9 @@ pub struct Recorder {
     pub legit_clients: Mutex<HashMap<IpAddr, u32>>,
     /// Every attacking client's record, by address (`bot_key`).
     pub bots: Mutex<HashMap<IpAddr, BotRecord>>,
+    /// Fresh visitors: when each came (since `start`), and how long its
+    /// first answer took (`None`: none within `FRESH_TIMEOUT`).
+    pub fresh: Mutex<Vec<(Duration, Option<Duration>)>>,
 }
 
 impl Recorder {
@@ -163,6 +176,7 @@ impl Recorder {
             shed_round_trips: Mutex::new(Vec::with_capacity(16_384)),
             legit_clients: Mutex::new(HashMap::new()),
             bots: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(Vec::new()),
         })
     }
 
@@ -506,7 +520,7 @@ pub fn attack(
     set: &mut JoinSet<()>,
     rt: &tokio::runtime::Handle,
     (scenario, search_capacity): (Scenario, Option<f64>),
-    shop: SocketAddr,
+    (shop, shop_v6_port): (SocketAddr, u16),
     rec: &Arc<Recorder>,
     stop: Instant,
 ) {
@@ -541,8 +555,27 @@ pub fn attack(
             for a in 0..SLOW_ADDRESSES {
                 for c in 0..SLOW_PER_ADDRESS {
                     let rec = Arc::clone(rec);
-                    set.spawn_on(slow_client(v4(88, 0, a + 1), shop, rec, stop, c), rt);
+                    let from = v4(88, 0, a + 1);
+                    set.spawn_on(slow_client(from, shop, rec, stop, c, false), rt);
                 }
+            }
+        }
+        Scenario::SlowlorisWide => {
+            for k in 0..SLOW_WIDE {
+                let rec = Arc::clone(rec);
+                let from = v4(100 + k / 256, k % 256, 9);
+                set.spawn_on(slow_client(from, shop, rec, stop, k, true), rt);
+            }
+        }
+        Scenario::SlowlorisV6 => {
+            let net: std::net::Ipv6Addr = SLOW_V6_NET.parse().expect("address");
+            let shop_v6 = SocketAddr::new("::1".parse().expect("address"), shop_v6_port);
+            let mut rng = Rng::new(0x5106);
+            for k in 0..SLOW_WIDE {
+                let rec = Arc::clone(rec);
+                let host = u128::from(rng.below(u64::MAX)) | 1;
+                let from = IpAddr::V6((u128::from(net) | host).into());
+                set.spawn_on(slow_client(from, shop_v6, rec, stop, k, true), rt);
             }
         }
         Scenario::SearchOverload => {
@@ -682,30 +715,84 @@ async fn bot(
 
 /// Slowloris: opens a connection and sends a header line a second, never
 /// finishing the request. Each second a connection is still open counts as
-/// one admitted unit; a refused or closed one as a sent unit only.
-async fn slow_client(from: IpAddr, shop: SocketAddr, rec: Arc<Recorder>, stop: Instant, c: u32) {
+/// one admitted unit; a refused or closed one as a sent unit only. With
+/// `reconnect`, a connection the server closes is opened again straight
+/// away, and a refused one a second later, as a slowloris tool keeps its
+/// count of sockets (retrying a refusal faster would make it a SYN flood,
+/// which the kernel's SYN cookies and not the service answer).
+async fn slow_client(
+    from: IpAddr,
+    shop: SocketAddr,
+    rec: Arc<Recorder>,
+    stop: Instant,
+    c: u32,
+    reconnect: bool,
+) {
     let mut rng = Rng::new(0x510 + u64::from(c));
     nap(rng.millis(0, 1_000), stop).await;
-    let Ok(mut conn) = http1::connect(from, shop, CONNECT_TIMEOUT).await else {
-        rec.attack(from, Unit::Refused);
-        return;
-    };
-    let mut open = conn
-        .send_raw(b"GET / HTTP/1.1\r\nHost: shop.test\r\n")
-        .await
-        .is_ok();
     while Instant::now() < stop {
-        open = open && !conn.closed_by_peer().await;
-        rec.attack(from, if open { Unit::Served } else { Unit::Refused });
-        if !open {
-            return;
-        }
-        nap(Duration::from_secs(1), stop).await;
-        open = conn
-            .send_raw(format!("X-Pad-{c}: {}\r\n", rng.below(1000)).as_bytes())
+        let Ok(mut conn) = http1::connect(from, shop, CONNECT_TIMEOUT).await else {
+            rec.attack(from, Unit::Refused);
+            if !reconnect {
+                return;
+            }
+            nap(Duration::from_secs(1), stop).await;
+            continue;
+        };
+        let mut open = conn
+            .send_raw(b"GET / HTTP/1.1\r\nHost: shop.test\r\n")
             .await
             .is_ok();
+        while Instant::now() < stop {
+            open = open && !conn.closed_by_peer().await;
+            rec.attack(from, if open { Unit::Served } else { Unit::Refused });
+            if !open {
+                break;
+            }
+            nap(Duration::from_secs(1), stop).await;
+            open = conn
+                .send_raw(format!("X-Pad-{c}: {}\r\n", rng.below(1000)).as_bytes())
+                .await
+                .is_ok();
+        }
+        if !reconnect {
+            return;
+        }
     }
+}
+
+/// Fresh visitors from `start` to `stop`: every `FRESH_EVERY` a browser
+/// from an address never seen before asks for the home page on a new
+/// connection; each one's time to its first answer (the status line)
+/// is recorded.
+pub fn fresh_visitors(set: &mut JoinSet<()>, shop: SocketAddr, rec: &Arc<Recorder>, stop: Instant) {
+    let rec = Arc::clone(rec);
+    set.spawn(async move {
+        let mut visitors = JoinSet::new();
+        let mut i = 0u32;
+        while Instant::now() < stop {
+            let rec = Arc::clone(&rec);
+            let from = v4(250, i / 250, i % 250 + 1);
+            visitors.spawn(async move {
+                let began = Instant::now();
+                let request = browser_request("/", "GET", 300_000 + i);
+                let answered = tokio::time::timeout(FRESH_TIMEOUT, async {
+                    let mut conn = http1::connect(from, shop, FRESH_TIMEOUT).await.ok()?;
+                    conn.exchange(&request, FRESH_TIMEOUT).await.ok()
+                })
+                .await
+                .ok()
+                .flatten()
+                .map(|_| began.elapsed());
+                rec.fresh
+                    .lock()
+                    .push((began.duration_since(rec.start), answered));
+            });
+            i += 1;
+            nap(FRESH_EVERY, stop).await;
+        }
+        while visitors.join_next().await.is_some() {}
+    });
 }
 
 /// How many `overload_client`s offer `OVERLOAD_FACTOR` times `capacity`

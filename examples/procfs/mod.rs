@@ -31,3 +31,8 @@ pub fn peak_rss_mib(pid: &str) -> f64 {
         .unwrap_or(f64::NAN);
     kib / 1024.0
 }
+
+/// File descriptors `pid` holds open now (0 if it cannot be read).
+pub fn open_fds(pid: &str) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
