@@ -33,6 +33,7 @@ pub fn peak_rss_mib(pid: &str) -> f64 {
 }
 
 /// File descriptors `pid` holds open now (0 if it cannot be read).
+#[allow(dead_code)] // http_bench measures CPU only
 pub fn open_fds(pid: &str) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
 }
