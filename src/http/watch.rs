@@ -19,6 +19,13 @@
 //! to a tenth at the budget. At the budget a new connection closes the
 //! connection that has waited longest for a head, else the one idle
 //! longest. Nothing ever closes a connection in the request phase.
+//!
+//! The tracker reads heads, not bodies: any write the server makes ends
+//! the request phase (a pipelined response can start in the middle of a
+//! write), so a pipelined request whose answer takes longer than the
+//! keep-alive time may be closed. Browsers do not pipeline. Over TLS or
+//! HTTP/2 it sees only up to the handshake; a request body is never
+//! timed (the server's own body timeouts apply).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -473,7 +480,14 @@ pub(crate) struct Tracker {
     epoch: Epoch,
     kind: Kind,
     end: HeadEnd,
+    /// The connection's first bytes, to tell HTTP/2's preface.
+    start: [u8; PREFACE.len()],
+    started: usize,
 }
+
+/// How HTTP/2 with prior knowledge opens: a "head" the tracker would take
+/// for HTTP/1's.
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
 
 impl Tracker {
     pub(crate) fn new(watch: Arc<Watch>, epoch: Epoch) -> Self {
@@ -482,7 +496,18 @@ impl Tracker {
             epoch,
             kind: Kind::Unknown,
             end: HeadEnd::default(),
+            start: [0; PREFACE.len()],
+            started: 0,
         }
+    }
+
+    /// Keeps the connection's first bytes; whether they are HTTP/2's
+    /// preface.
+    fn is_http2(&mut self, read: &[u8]) -> bool {
+        let n = read.len().min(self.start.len() - self.started);
+        self.start[self.started..self.started + n].copy_from_slice(&read[..n]);
+        self.started += n;
+        self.start[..self.started] == *PREFACE
     }
 
     /// Whether the gate closed the connection (checked before each read
@@ -503,10 +528,13 @@ impl Tracker {
         match self.kind {
             Kind::Done => return,
             Kind::Unknown => {
-                // A request line starts with a method's letters (or a
-                // stray line end); TLS with 0x16, HTTP/2's preface with
-                // "PRI", which the first answer sorts out (`on_write`).
-                self.kind = if first.is_ascii_alphabetic() || first == b'\r' || first == b'\n' {
+                // A request line starts with a method, a token (or a
+                // stray line end): anything an HTTP/1 server would answer
+                // as a request is followed as one, or a made-up method
+                // would buy an untracked connection. TLS starts with
+                // 0x16; HTTP/2's preface with "PRI", which the first
+                // answer sorts out (`on_write`).
+                self.kind = if is_token(first) || first == b'\r' || first == b'\n' {
                     Kind::Http1
                 } else {
                     Kind::Opaque
@@ -517,8 +545,13 @@ impl Tracker {
         match (self.kind, self.watch.phase()) {
             (Kind::Opaque, Phase::Fresh) => self.watch.add_head_bytes(read.len()),
             (Kind::Http1, Phase::Fresh | Phase::Next) => {
+                let http2 = self.watch.phase() == Phase::Fresh && self.is_http2(read);
                 if self.end.feed(read) {
                     self.watch.enter(Phase::Request, self.epoch.now(), 0);
+                    if http2 {
+                        // Frames from now on: the server's own limits apply.
+                        self.kind = Kind::Done;
+                    }
                 } else {
                     self.watch.add_head_bytes(read.len());
                 }
@@ -550,12 +583,11 @@ impl Tracker {
                 self.kind = Kind::Done;
             }
             (Kind::Http1, Phase::Request) => {
-                let Some(rest) = written.strip_prefix(b"HTTP/1.") else {
-                    // Not an HTTP/1 response: HTTP/2 after its preface.
-                    self.kind = Kind::Done;
-                    return;
-                };
-                match rest.get(2..5) {
+                // Any write ends the request phase, whatever it starts
+                // with (a pipelined response's head can follow the end of
+                // the one before in one write): trusting what a write looks
+                // like would let a client steer the tracker.
+                match written.strip_prefix(b"HTTP/1.").and_then(|r| r.get(2..5)) {
                     // Switching protocols: a WebSocket or such from now on.
                     Some(b"101") => self.kind = Kind::Done,
                     // 100 Continue: the body comes next.
@@ -573,6 +605,11 @@ impl Tracker {
             _ => {}
         }
     }
+}
+
+/// An HTTP token character (RFC 9110 `tchar`), as a method is made of.
+fn is_token(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// Finds where a request head ends (an empty line after at least one
@@ -678,6 +715,29 @@ mod tests {
         assert_eq!(w.phase(), Phase::Request);
         t.on_write(b"HTTP/1.1 201 Created\r\n\r\n");
         assert_eq!(w.phase(), Phase::Idle);
+        // A pipelined head completes while the last response is still
+        // being written: the next write is body bytes, and still ends the
+        // request phase (no write buys an untracked connection).
+        t.on_read(b"GET /c HTTP/1.1\r\n\r\n");
+        assert_eq!(w.phase(), Phase::Request);
+        t.on_write(b"...the rest of the last body...");
+        assert_eq!(w.phase(), Phase::Idle);
+        t.on_read(b"GET /d HTTP/1.1\r\n");
+        assert_eq!(w.phase(), Phase::Next);
+    }
+
+    #[test]
+    fn a_made_up_method_is_followed_as_http1() {
+        // Answered by the server like any request: classing it as opaque
+        // would leave the rest of the connection untracked.
+        let epoch = Epoch::new();
+        let w = watch_at(0);
+        let mut t = Tracker::new(Arc::clone(&w), epoch);
+        t.on_read(b"1GET / HTTP/1.1\r\nHost: a\r\n\r\n");
+        t.on_write(b"HTTP/1.1 405 Method Not Allowed\r\n\r\n");
+        t.on_read(b"GET / HTTP/1.1\r\n");
+        assert_eq!(w.phase(), Phase::Next, "the next head is on the clock");
+        assert!(is_token(b'~') && !is_token(0x16) && !is_token(b' ') && !is_token(b'('));
     }
 
     #[test]
@@ -706,10 +766,12 @@ mod tests {
         let mut t = Tracker::new(Arc::clone(&w), epoch);
         t.on_write(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS before any byte in
         assert_eq!(w.phase(), Phase::Fresh);
-        t.on_read(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        t.on_read(b"PRI * HTT");
+        t.on_read(b"P/2.0\r\n\r\nSM\r\n\r\n");
         t.on_write(&[0, 0, 0, 4, 1, 0, 0, 0, 0]);
         t.on_read(&[0, 0, 5, 1, 4, 0, 0, 0, 1, 0x82, 0x84, 0x86, 0x41, 0x8a]);
         assert_eq!(w.phase(), Phase::Request);
+        assert_eq!(t.kind, Kind::Done);
     }
 
     #[test]
