@@ -82,8 +82,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let listener = gate.listen(TcpListener::bind(bind).await?);
     let addr = listener.local_addr()?;
-    let service = app(&guard).into_make_service_with_connect_info::<SocketAddr>();
-    let server = tokio::spawn(async move { axum::serve(listener.into_axum(), service).await });
+    // Through the gate, with hyper's header timeout, handlers and the layer
+    // given the connection's address.
+    let server = tokio::spawn(floodguard::http::serve(listener, app(&guard)).into_future());
     if serve_forever {
         println!("serving on http://{addr} (Ctrl-C to stop)");
         server.await??;
