@@ -411,6 +411,13 @@ impl Shared {
         }
         let now = self.epoch.now();
         if self.used() >= self.budget {
+            // A closed connection keeps its descriptor until its server
+            // task drops it, later on a starved runtime: past a tenth of
+            // the budget in that state, newcomers wait rather than push
+            // the descriptors in use further past the budget.
+            if self.counters.dying.load(Relaxed) >= (self.budget / 10).max(1) {
+                return Err(Refusal::Budget);
+            }
             match open.watched.evict(now) {
                 Some(kill) => self.closed(kill),
                 None => return Err(Refusal::Budget),
@@ -670,7 +677,9 @@ impl GateBuilder {
     /// to a tenth at the budget; at the budget a new connection closes the
     /// connection that has waited longest for a request head, else the one
     /// idle longest (never one being served), and is refused when there is
-    /// none. Default: four fifths of the process's open-file limit
+    /// none, or while a tenth of the budget's worth of closed connections
+    /// still wait for their server tasks to let go of them (so descriptors
+    /// in use stay under 1.1 times the budget). Default: four fifths of the process's open-file limit
     /// (`RLIMIT_NOFILE`, read at [`build`](Self::build)) on Linux, so that
     /// open connections stay clear of `EMFILE` with room for files and
     /// upstream connections; 8,192 elsewhere.
@@ -1667,5 +1676,20 @@ mod tests {
         let _c = gate.shared.admit(v6(6, 3)).ok().unwrap();
         assert_eq!(gate.stats().closed_budget, 1);
         assert_eq!(gate.shared.used(), 2, "the closed one no longer counts");
+    }
+
+    #[test]
+    fn closed_connections_not_yet_dropped_hold_newcomers_back_past_a_tenth_of_the_budget() {
+        let gate = Gate::builder().descriptor_budget(20).build().unwrap();
+        let mut held: Vec<Slot> = (0..20)
+            .map(|h| gate.shared.admit(v6(7, h)).ok().unwrap())
+            .collect();
+        // Two closed for room (a tenth of 20), their streams not dropped.
+        held.push(gate.shared.admit(v6(8, 1)).ok().unwrap());
+        held.push(gate.shared.admit(v6(8, 2)).ok().unwrap());
+        assert!(matches!(gate.shared.admit(v6(8, 3)), Err(Refusal::Budget)));
+        // The server lets go of one: room again.
+        held.remove(0);
+        assert!(gate.shared.admit(v6(8, 4)).is_ok());
     }
 }
