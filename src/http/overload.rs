@@ -646,7 +646,8 @@ pub(crate) struct ConcurrencyLimit {
     floor: f64,
     /// Where [`last_used`](Self::last_used) counts from.
     origin: tokio::time::Instant,
-    /// When a request last arrived or left, in ms since `origin`.
+    /// When a request last left (or the limit was made), in ms since
+    /// `origin`.
     last_used: AtomicU64,
 }
 
@@ -696,7 +697,7 @@ impl ConcurrencyLimit {
         }
     }
 
-    /// A request arrived or left at `now`.
+    /// A request left at `now`.
     fn touch(&self, now: tokio::time::Instant) {
         let ms = since(self.origin, now);
         // Read first: most requests find it up to date, and write nothing.
@@ -1186,7 +1187,6 @@ impl Ticket {
         if granted {
             self.limit.waited.fetch_add(1, Ordering::Relaxed);
             let now = tokio::time::Instant::now();
-            self.limit.touch(now);
             Poll::Ready(Some(Permit::new(
                 Arc::clone(&self.limit),
                 self.priority,
@@ -1272,15 +1272,18 @@ impl Shedder {
                 .find(|l| l.route.as_deref() == Some(route))
                 .cloned()
         };
-        let now_ms = since(self.origin, now);
         {
             let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
             if let Some(l) = find(&routes) {
                 return l;
             }
-            if !self.config.every_route || !matched {
-                return Arc::clone(&self.service);
-            }
+        }
+        if !self.config.every_route || !matched {
+            return Arc::clone(&self.service);
+        }
+        let now_ms = since(self.origin, now);
+        {
+            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
             // Every place taken: look for an idle one at most once a
             // second, and take the write lock only when there is one.
             if routes.len() >= self.places {
@@ -1364,8 +1367,9 @@ impl Shedder {
             .map_or(Criticality::Default, |f| f(parts));
         let priority = Priority::of(criticality, standing);
         let now = tokio::time::Instant::now();
+        // Not touched now: admitted, waiting or shed (when others are in
+        // flight), the route is busy until a request leaves, which touches.
         let limit = self.limit_for(route, super::peer::route_matched(parts), now);
-        limit.touch(now);
         if limit.try_acquire(priority) {
             return Ok(Place::Now(Permit::new(limit, priority, now)));
         }
@@ -1780,7 +1784,6 @@ mod tests {
         fn take(s: &Shedder, route: &str) -> Permit {
             let now = Instant::now();
             let l = s.limit_for(route, true, now);
-            l.touch(now);
             assert!(l.try_acquire(Priority::Normal));
             Permit::new(l, Priority::Normal, now)
         }
@@ -1886,7 +1889,6 @@ mod tests {
             let old = s.limit_for("/r0", true, now);
             assert_eq!(counted_in(&s, "/r64").as_deref(), Some("/r64"));
             // The request found /r0's old limit: admitted there.
-            old.touch(now);
             assert!(old.try_acquire(Priority::Normal));
             let late = Permit::new(Arc::clone(&old), Priority::Normal, now);
             // /r0 comes back: a limit of its own again, a new one.
