@@ -840,3 +840,75 @@ async fn route_limits_go_to_real_routes_only() {
     let text = g.prometheus();
     assert!(!text.contains("junk"), "{text}");
 }
+
+/// Once every place for a route's limit is taken, a new route shares the
+/// service's limit until a route has gone five minutes without requests;
+/// then the new route takes that route's place, in the stats and in the
+/// metrics, which never name more than `MAX_ROUTE_LIMITS` routes.
+#[cfg(feature = "axum")]
+#[tokio::test(start_paused = true)]
+async fn a_route_idle_for_five_minutes_gives_its_limit_to_a_new_route() {
+    use axum::routing::get;
+    use floodguard::http::MAX_ROUTE_LIMITS;
+    let g = guard(Overload::default().per_route());
+    let mut app = axum::Router::new();
+    for i in 0..=MAX_ROUTE_LIMITS {
+        app = app.route(&format!("/r{i}"), get(|| async { "ok" }));
+    }
+    let app = app.layer(g.layer());
+    let send = |path: String| {
+        let mut req = Request::get(path).body(axum::body::Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(PeerAddr(SocketAddr::from(([10, 0, 0, 1], 1))));
+        app.clone().oneshot(req)
+    };
+    let routes = || -> Vec<String> {
+        g.stats()
+            .overload
+            .into_iter()
+            .filter_map(|l| l.route)
+            .collect()
+    };
+    for i in 0..MAX_ROUTE_LIMITS {
+        assert_eq!(
+            send(format!("/r{i}")).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    let last = format!("/r{MAX_ROUTE_LIMITS}");
+    // Every place taken, every route used a moment ago.
+    assert_eq!(send(last.clone()).await.unwrap().status(), StatusCode::OK);
+    assert_eq!(routes().len(), MAX_ROUTE_LIMITS);
+    assert!(!routes().contains(&last));
+    assert_eq!(
+        g.stats().overload[0].admitted,
+        1,
+        "counted in the service's"
+    );
+
+    // All but /r0 used again a minute later; five minutes after the start
+    // /r0 has been idle for five minutes and gives its place.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    for i in 1..MAX_ROUTE_LIMITS {
+        assert_eq!(
+            send(format!("/r{i}")).await.unwrap().status(),
+            StatusCode::OK
+        );
+    }
+    tokio::time::advance(Duration::from_secs(240)).await;
+    assert_eq!(send(last.clone()).await.unwrap().status(), StatusCode::OK);
+    let now = routes();
+    assert_eq!(now.len(), MAX_ROUTE_LIMITS);
+    assert!(now.contains(&last) && !now.contains(&"/r0".to_owned()));
+    let text = g.prometheus();
+    assert!(
+        text.contains(&format!("floodguard_in_flight{{route=\"{last}\"}} 0\n")),
+        "{text}"
+    );
+    assert!(!text.contains("route=\"/r0\""), "{text}");
+    let named = text
+        .lines()
+        .filter(|l| l.starts_with("floodguard_in_flight{"))
+        .count();
+    assert_eq!(named, MAX_ROUTE_LIMITS + 1, "the service's and the routes'");
+}

@@ -817,3 +817,83 @@ fn share_bans_needs_its_clock_first() {
             .is_ok()
     );
 }
+
+/// The `i`th of a large set of bans: `10.0.x.y/32`.
+fn many(i: u32) -> IpPrefix {
+    let [_, _, x, y] = i.to_be_bytes();
+    IpPrefix::from(IpAddr::from([10, 0, x, y]))
+}
+
+/// Writes bans `0..n` of [`many`] straight into namespace `shop`'s set
+/// (no messages), ban `i` ending `i` × 10 ms after ten minutes from now on
+/// Redis's clock.
+async fn fill(con: &mut redis::aio::MultiplexedConnection, n: u32) {
+    let (secs, micros): (u64, u64) = redis::cmd("TIME").query_async(con).await.unwrap();
+    let end = secs * 1_000 + micros / 1_000 + 600_000;
+    for chunk in (0..n).collect::<Vec<_>>().chunks(500) {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg("shop:{bans}");
+        for &i in chunk {
+            cmd.arg(end + u64::from(i) * 10).arg(many(i).to_string());
+        }
+        let _: i64 = cmd.query_async(con).await.unwrap();
+    }
+}
+
+/// 2,500 bans load in three pages of at most 1,000, and a reload after
+/// two were lifted while the instance was cut off (one that the first
+/// page would hold, one the last) lifts exactly those two: a load in
+/// several pages still reconciles, and only what no page held.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_ban_set_loads_in_pages_and_reconciles_over_all_of_them() {
+    let server = RedisServer::start();
+    fill(&mut raw(&server).await, 2_500).await;
+    let (mut con, a, b) = a_and_b(&server).await;
+    let s = shared(&b);
+    assert_eq!((s.loaded, s.load_pages, s.rejected), (2_500, 3, 0), "{s:?}");
+    assert_eq!(b.bans().len(), 2_500);
+    assert!(b.is_banned(ip("10.0.0.0")) && b.is_banned(ip("10.0.9.195")));
+    let text = b.prometheus();
+    assert!(
+        text.contains("floodguard_shared_bans_total{event=\"load_pages\"} 3\n"),
+        "{text}"
+    );
+
+    // Ban 2,400 ends among the last to (first page), ban 10 among the
+    // first (last page).
+    cut_off_b(&mut con, &b).await;
+    for i in [2_400, 10] {
+        a.unban(&many(i));
+    }
+    within(PROPAGATION, "lifts published", || shared(&a).published == 2).await;
+    reconnect_b(&mut con, &b).await;
+    let s = shared(&b);
+    assert_eq!(
+        (s.reconciled_lifts, s.loaded, s.load_pages),
+        (2, 4_998, 6),
+        "{s:?}"
+    );
+    assert_eq!(b.bans().len(), 2_498);
+    assert!(!b.is_banned(ip("10.0.9.96")) && !b.is_banned(ip("10.0.0.10")));
+    assert!(b.is_banned(ip("10.0.9.95")) && b.is_banned(ip("10.0.0.11")));
+}
+
+/// A guard holding at most 1,500 bans reads 1,500 of 2,500 in two pages:
+/// those that end last, and no more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_cut_at_max_bans_reads_only_the_pages_it_needs() {
+    let server = RedisServer::start();
+    fill(&mut raw(&server).await, 2_500).await;
+    let c = Guard::builder()
+        .max_bans(1_500)
+        .share_bans(&store(&server, "shop"))
+        .build()
+        .unwrap();
+    subscribed(&[&c]).await;
+    let s = shared(&c);
+    assert_eq!((s.loaded, s.load_pages), (1_500, 2), "{s:?}");
+    let mut held: Vec<IpPrefix> = c.bans().into_iter().map(|(p, _)| p).collect();
+    held.sort();
+    let want: Vec<IpPrefix> = (1_000..2_500).map(many).collect();
+    assert_eq!(held, want);
+}

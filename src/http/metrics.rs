@@ -70,8 +70,8 @@ impl<C: Clock> Guard<C> {
     ///
     /// With [shared bans](super::GuardBuilder::share_bans) on, also
     /// `floodguard_shared_bans_total` (label `event`: `published`,
-    /// `received`, `loaded`, `reconciled_lifts`, `dropped`, `errors`,
-    /// `rejected`) and
+    /// `received`, `loaded`, `load_pages`, `reconciled_lifts`, `dropped`,
+    /// `errors`, `rejected`) and
     /// `floodguard_shared_bans_subscribed` (0 or 1).
     ///
     /// `reason="no_peer_address"` counts requests that carried no peer
@@ -202,7 +202,8 @@ fn write_shared_bans(t: &mut Text<'_>, s: &crate::redis::SharedBanStats) {
         Kind::Counter,
         "Shared bans, by event: published (bans, lifts and flagged classes this guard \
          published), received (messages from other instances applied), loaded (bans and \
-         classes loaded from Redis on connecting), reconciled_lifts (bans from Redis's set, \
+         classes loaded from Redis on connecting), load_pages (pages of the ban set read \
+         on connecting, 1,000 bans each), reconciled_lifts (bans from Redis's set, \
          learned or written by this guard, lifted on reconnecting, having been lifted \
          elsewhere meanwhile), dropped (not \
          published: queue full), errors (failed calls to Redis, lost connections), rejected \
@@ -212,6 +213,7 @@ fn write_shared_bans(t: &mut Text<'_>, s: &crate::redis::SharedBanStats) {
         ("published", s.published),
         ("received", s.received),
         ("loaded", s.loaded),
+        ("load_pages", s.load_pages),
         ("reconciled_lifts", s.reconciled_lifts),
         ("dropped", s.dropped),
         ("errors", s.errors),

@@ -80,8 +80,8 @@ pub use metrics::PROMETHEUS_CONTENT_TYPE;
 #[cfg(feature = "axum")]
 pub use metrics::{metrics_handler, metrics_handler_with_gate};
 pub use overload::{
-    Aimd, Criticality, DEFAULT_LATENCY_FLOOR, Gradient2, LimitAlgorithm, LimitStats,
-    MAX_ROUTE_LIMITS, Overload, Priority, TokioClock, WaitingRoomStats,
+    Aimd, Criticality, DEFAULT_LATENCY_FLOOR, DEFAULT_ROUTE_IDLE, Gradient2, LimitAlgorithm,
+    LimitStats, MAX_ROUTE_LIMITS, Overload, Priority, TokioClock, WaitingRoomStats,
 };
 pub use peer::PeerAddr;
 pub use refusal::RefusalKind;

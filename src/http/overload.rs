@@ -12,9 +12,10 @@
 //! critical requests last.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
+use crossbeam_utils::sync::ShardedLock;
 use http::request::Parts;
 use parking_lot::Mutex;
 
@@ -288,6 +289,7 @@ pub struct Overload {
     criticality: Option<CriticalityFn>,
     routes: Vec<String>,
     every_route: bool,
+    route_idle: Duration,
     queue: Option<WaitQueue>,
     latency_floor: Duration,
 }
@@ -303,6 +305,15 @@ struct WaitQueue {
 /// Most routes given a limit of their own by [`Overload::per_route`].
 pub const MAX_ROUTE_LIMITS: usize = 64;
 
+/// How long a route's limit from [`Overload::per_route`] must have gone
+/// without requests before a new route may take its place, by default:
+/// five minutes. See [`Overload::route_idle`].
+pub const DEFAULT_ROUTE_IDLE: Duration = Duration::from_secs(300);
+
+/// How often a new route that found every place taken, and no route idle
+/// long enough to give up its place, looks again.
+const RECLAIM_RETRY_MS: u64 = 1_000;
+
 impl std::fmt::Debug for Overload {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Overload")
@@ -311,6 +322,7 @@ impl std::fmt::Debug for Overload {
             .field("criticality", &self.criticality.is_some())
             .field("routes", &self.routes)
             .field("every_route", &self.every_route)
+            .field("route_idle", &self.route_idle)
             .field("queue", &self.queue)
             .finish()
     }
@@ -326,6 +338,7 @@ impl Default for Overload {
             criticality: None,
             routes: Vec::new(),
             every_route: false,
+            route_idle: DEFAULT_ROUTE_IDLE,
             queue: None,
             latency_floor: DEFAULT_LATENCY_FLOOR,
         }
@@ -386,15 +399,47 @@ impl Overload {
     }
 
     /// Gives every route a limit of its own, made when the route is first
-    /// seen, up to [`MAX_ROUTE_LIMITS`] (later ones share the service's).
-    /// Routes are axum's route patterns, a bounded set: a request that
-    /// matched none (a 404, whatever its path) shares the service's limit,
-    /// so junk paths neither take the places nor name metrics. Without
-    /// axum there are no route patterns: name the routes with
-    /// [`route`](Self::route) instead. A slow route then sheds its own
+    /// seen, up to [`MAX_ROUTE_LIMITS`]. Once they are all taken, a new
+    /// route shares the service's limit until a route's limit has gone
+    /// [`route_idle`](Self::route_idle) without requests: the new route
+    /// then takes its place. Routes are axum's route patterns, a bounded
+    /// set: a request that matched none (a 404, whatever its path) shares
+    /// the service's limit, so junk paths neither take the places nor name
+    /// metrics. Without axum there are no route patterns: name the routes
+    /// with [`route`](Self::route) instead. A slow route then sheds its own
     /// requests and no others.
     pub fn per_route(mut self) -> Self {
         self.every_route = true;
+        self
+    }
+
+    /// How long a route's limit from [`per_route`](Self::per_route) must go
+    /// without requests (none arriving, none in flight, none waiting)
+    /// before a new route may take its place once all
+    /// [`MAX_ROUTE_LIMITS`] are taken. Default five minutes
+    /// ([`DEFAULT_ROUTE_IDLE`]).
+    ///
+    /// A route's limit holds what it learned of the route (its limit and
+    /// uncongested latency); a route that comes back after losing its
+    /// place starts again from the initial limit, and its metrics start
+    /// again from zero (as after a restart). Minutes, not seconds, so that
+    /// a route used now and then keeps what it learned and its metrics
+    /// series survive between scrapes, while one nobody asked for in that
+    /// long has nothing current to keep. Reclaiming is lazy: only a new
+    /// route that finds every place taken looks for the route idle
+    /// longest (at most once a second). A route with a request in flight
+    /// or waiting never gives up its place, and routes named with
+    /// [`route`](Self::route) keep theirs for good. Zero lets any route
+    /// with nothing in flight give up its place.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use floodguard::http::Overload;
+    /// let o = Overload::default().per_route().route_idle(Duration::from_secs(600));
+    /// # let _ = o;
+    /// ```
+    pub fn route_idle(mut self, idle: Duration) -> Self {
+        self.route_idle = idle;
         self
     }
 
@@ -599,11 +644,24 @@ pub(crate) struct ConcurrencyLimit {
     turned_away: AtomicU64,
     /// [`Overload::latency_floor`] in nanoseconds.
     floor: f64,
+    /// Where [`last_used`](Self::last_used) counts from.
+    origin: tokio::time::Instant,
+    /// When a request last left (or the limit was made), in ms since
+    /// `origin`.
+    last_used: AtomicU64,
 }
 
 impl ConcurrencyLimit {
-    fn new(config: &Overload, route: Option<String>) -> Self {
+    /// A limit last used at `now`, its clock starting at `origin`.
+    fn new(
+        config: &Overload,
+        route: Option<String>,
+        origin: tokio::time::Instant,
+        now: tokio::time::Instant,
+    ) -> Self {
         ConcurrencyLimit {
+            origin,
+            last_used: AtomicU64::new(since(origin, now)),
             route,
             algorithm: config.algorithm,
             min: f64::from(config.min),
@@ -637,6 +695,28 @@ impl ConcurrencyLimit {
             turned_away: AtomicU64::new(0),
             floor: config.latency_floor.as_nanos() as f64,
         }
+    }
+
+    /// A request left at `now`.
+    fn touch(&self, now: tokio::time::Instant) {
+        let ms = since(self.origin, now);
+        // Read first: most requests find it up to date, and write nothing.
+        if self.last_used.load(Ordering::Relaxed) < ms {
+            self.last_used.fetch_max(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// How long it has gone without requests at `now` (ms since
+    /// `origin`); `None` while one is in flight or waiting.
+    fn idle_for(&self, now_ms: u64) -> Option<u64> {
+        let waiting = self
+            .waiting
+            .as_ref()
+            .is_some_and(|(room, _)| room.len() > 0);
+        if self.in_flight.load(Ordering::SeqCst) > 0 || waiting {
+            return None;
+        }
+        Some(now_ms.saturating_sub(self.last_used.load(Ordering::Relaxed)))
     }
 
     /// How many requests of each priority and below may be in flight.
@@ -1003,16 +1083,28 @@ impl LimitStats {
     }
 }
 
+/// Milliseconds from `origin` to `now` (zero before it).
+fn since(origin: tokio::time::Instant, now: tokio::time::Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(origin).as_millis()).unwrap_or(u64::MAX)
+}
+
 /// The overload state of a guard.
 pub(crate) struct Shedder {
     config: Overload,
     service: Arc<ConcurrencyLimit>,
-    /// The routes' limits, filled in order (the configured routes', then,
-    /// with `every_route`, each new route's up to [`MAX_ROUTE_LIMITS`] in
-    /// all): a request finds its route's limit without taking a lock.
-    routes: Box<[OnceLock<Arc<ConcurrencyLimit>>]>,
-    /// Held while a route's limit is added.
-    adding: Mutex<()>,
+    /// The routes' limits: the configured routes' (for good), then, with
+    /// `every_route`, each new route's, up to `places` in all. Read by
+    /// every request and written only to add a route or give a place to a
+    /// new one: a read takes its thread's shard of the lock only, so
+    /// requests on different cores do not contend for it.
+    routes: ShardedLock<Vec<Arc<ConcurrencyLimit>>>,
+    /// Most route limits at once.
+    places: usize,
+    /// Where the limits' idle clocks start (Tokio's clock).
+    origin: tokio::time::Instant,
+    /// Until then (ms since `origin`), a new route that finds every place
+    /// taken does not look for an idle one again.
+    next_reclaim: AtomicU64,
 }
 
 /// A request's place in a limit; given back when its answer comes (with a
@@ -1026,12 +1118,13 @@ pub(crate) struct Permit {
 }
 
 impl Permit {
-    fn new(limit: Arc<ConcurrencyLimit>, priority: Priority) -> Self {
+    /// A place in `limit` taken at `now`.
+    fn new(limit: Arc<ConcurrencyLimit>, priority: Priority, now: tokio::time::Instant) -> Self {
         Permit {
             epoch: limit.epoch.load(Ordering::Relaxed),
             priority,
             limit,
-            started: tokio::time::Instant::now(),
+            started: now,
             done: false,
         }
     }
@@ -1041,6 +1134,7 @@ impl Permit {
         let latency = self.started.elapsed();
         let in_flight = self.limit.in_flight.load(Ordering::Relaxed);
         self.limit.answered(latency, in_flight, self.epoch);
+        self.limit.touch(self.started + latency);
         self.limit.release(self.priority);
         self.done = true;
         latency
@@ -1092,7 +1186,12 @@ impl Ticket {
         self.settled = true;
         if granted {
             self.limit.waited.fetch_add(1, Ordering::Relaxed);
-            Poll::Ready(Some(Permit::new(Arc::clone(&self.limit), self.priority)))
+            let now = tokio::time::Instant::now();
+            Poll::Ready(Some(Permit::new(
+                Arc::clone(&self.limit),
+                self.priority,
+                now,
+            )))
         } else {
             self.limit.shed[self.priority as usize].fetch_add(1, Ordering::Relaxed);
             Poll::Ready(None)
@@ -1107,6 +1206,7 @@ impl Drop for Ticket {
             // meanwhile goes to the next waiter.
             self.rx.close();
             if self.rx.try_recv().is_ok() {
+                self.limit.touch(tokio::time::Instant::now());
                 self.limit.release(self.priority);
             }
         }
@@ -1116,6 +1216,7 @@ impl Drop for Ticket {
 impl Drop for Permit {
     fn drop(&mut self) {
         if !self.done {
+            self.limit.touch(tokio::time::Instant::now());
             self.limit.release(self.priority);
         }
     }
@@ -1129,22 +1230,27 @@ impl Shedder {
         } else {
             config.routes.len()
         };
-        let routes: Box<[OnceLock<Arc<ConcurrencyLimit>>]> =
-            (0..places).map(|_| OnceLock::new()).collect();
-        for (place, r) in routes.iter().zip(&config.routes) {
-            let _ = place.set(Arc::new(ConcurrencyLimit::new(&config, Some(r.clone()))));
-        }
+        let origin = tokio::time::Instant::now();
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                Arc::new(ConcurrencyLimit::new(
+                    &config,
+                    Some(r.clone()),
+                    origin,
+                    origin,
+                ))
+            })
+            .collect();
         Ok(Shedder {
-            service: Arc::new(ConcurrencyLimit::new(&config, None)),
-            routes,
-            adding: Mutex::new(()),
+            service: Arc::new(ConcurrencyLimit::new(&config, None, origin, origin)),
+            routes: ShardedLock::new(routes),
+            places,
+            origin,
+            next_reclaim: AtomicU64::new(0),
             config,
         })
-    }
-
-    /// The routes' limits made so far, in order.
-    fn route_limits(&self) -> impl Iterator<Item = &Arc<ConcurrencyLimit>> {
-        self.routes.iter().map_while(OnceLock::get)
     }
 
     /// Whether any limit is per route (the guard must then find routes).
@@ -1152,30 +1258,97 @@ impl Shedder {
         self.config.every_route || !self.config.routes.is_empty()
     }
 
-    /// The limit `route` is counted in; `matched`: the route is one of the
-    /// application's (see [`Overload::per_route`]).
-    fn limit_for(&self, route: &str, matched: bool) -> Arc<ConcurrencyLimit> {
-        let found = || {
-            self.route_limits()
+    /// The limit `route` is counted in at `now`; `matched`: the route is
+    /// one of the application's (see [`Overload::per_route`]).
+    fn limit_for(
+        &self,
+        route: &str,
+        matched: bool,
+        now: tokio::time::Instant,
+    ) -> Arc<ConcurrencyLimit> {
+        let find = |routes: &[Arc<ConcurrencyLimit>]| {
+            routes
+                .iter()
                 .find(|l| l.route.as_deref() == Some(route))
                 .cloned()
         };
-        if let Some(l) = found() {
-            return l;
+        {
+            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+            if let Some(l) = find(&routes) {
+                return l;
+            }
         }
         if !self.config.every_route || !matched {
             return Arc::clone(&self.service);
         }
-        let _adding = self.adding.lock();
-        if let Some(l) = found() {
+        let now_ms = since(self.origin, now);
+        {
+            let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+            // Every place taken: look for an idle one at most once a
+            // second, and take the write lock only when there is one.
+            if routes.len() >= self.places {
+                if now_ms < self.next_reclaim.load(Ordering::Relaxed) {
+                    return Arc::clone(&self.service);
+                }
+                if self.idle_longest(&routes, now_ms).is_none() {
+                    self.next_reclaim
+                        .store(now_ms.saturating_add(RECLAIM_RETRY_MS), Ordering::Relaxed);
+                    return Arc::clone(&self.service);
+                }
+            }
+        }
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        if let Some(l) = find(&routes) {
             return l;
         }
-        let Some(place) = self.routes.iter().find(|p| p.get().is_none()) else {
+        let place = if routes.len() < self.places {
+            None
+        } else if let Some(i) = self.idle_longest(&routes, now_ms) {
+            Some(i)
+        } else {
+            // Busy again since the look under the read lock.
+            self.next_reclaim
+                .store(now_ms.saturating_add(RECLAIM_RETRY_MS), Ordering::Relaxed);
             return Arc::clone(&self.service);
         };
-        let l = Arc::new(ConcurrencyLimit::new(&self.config, Some(route.to_owned())));
-        let _ = place.set(Arc::clone(&l));
+        let config = &self.config;
+        let l = Arc::new(ConcurrencyLimit::new(
+            config,
+            Some(route.to_owned()),
+            self.origin,
+            now,
+        ));
+        match place {
+            None => routes.push(Arc::clone(&l)),
+            Some(i) => {
+                // Requests it still holds (one may have found it just
+                // before) give their places back to it, not to `l`.
+                let old = std::mem::replace(&mut routes[i], Arc::clone(&l));
+                tracing::debug!(
+                    route = old.route.as_deref().unwrap_or_default(),
+                    idle_ms = now_ms.saturating_sub(old.last_used.load(Ordering::Relaxed)),
+                    new_route = route,
+                    "floodguard: an idle route's limit gave its place to a new route"
+                );
+            }
+        }
         l
+    }
+
+    /// The place of the route limit idle longest at `now_ms`, if it has
+    /// been idle for `route_idle` at least. Configured routes keep their
+    /// places.
+    fn idle_longest(&self, routes: &[Arc<ConcurrencyLimit>], now_ms: u64) -> Option<usize> {
+        let least = u64::try_from(self.config.route_idle.as_millis()).unwrap_or(u64::MAX);
+        let fixed = self.config.routes.len();
+        let (i, idle) = routes
+            .iter()
+            .enumerate()
+            .skip(fixed)
+            .filter_map(|(i, l)| Some((i, l.idle_for(now_ms)?)))
+            // The first of those idle longest.
+            .min_by_key(|&(i, idle)| (std::cmp::Reverse(idle), i))?;
+        (idle >= least).then_some(i)
     }
 
     /// A place for this request, a wait for one, or `Err(priority)` when
@@ -1193,9 +1366,12 @@ impl Shedder {
             .as_ref()
             .map_or(Criticality::Default, |f| f(parts));
         let priority = Priority::of(criticality, standing);
-        let limit = self.limit_for(route, super::peer::route_matched(parts));
+        let now = tokio::time::Instant::now();
+        // Not touched now: admitted, waiting or shed (when others are in
+        // flight), the route is busy until a request leaves, which touches.
+        let limit = self.limit_for(route, super::peer::route_matched(parts), now);
         if limit.try_acquire(priority) {
-            return Ok(Place::Now(Permit::new(limit, priority)));
+            return Ok(Place::Now(Permit::new(limit, priority, now)));
         }
         let Some((room, timeout)) = &limit.waiting else {
             return Err(priority);
@@ -1222,8 +1398,9 @@ impl Shedder {
     }
 
     pub(crate) fn stats(&self) -> Vec<LimitStats> {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
         std::iter::once(&self.service)
-            .chain(self.route_limits())
+            .chain(routes.iter())
             .map(|l| l.stats())
             .collect()
     }
@@ -1234,7 +1411,8 @@ mod tests {
     use super::*;
 
     fn limit(config: &Overload) -> ConcurrencyLimit {
-        ConcurrencyLimit::new(config, None)
+        let now = tokio::time::Instant::now();
+        ConcurrencyLimit::new(config, None, now, now)
     }
 
     #[test]
@@ -1583,5 +1761,154 @@ mod tests {
             .validate()
             .unwrap_err();
         assert!(e.to_string().contains("smoothing"));
+    }
+
+    /// Route limits on Tokio's paused clock: routes `/r0` to `/r63` fill
+    /// every place at the start.
+    mod idle_routes {
+        use super::*;
+        use tokio::time::{Instant, advance};
+
+        const MINUTE: Duration = Duration::from_secs(60);
+
+        fn full_table(config: Overload) -> Shedder {
+            let s = Shedder::new(config.per_route()).unwrap();
+            for i in 0..MAX_ROUTE_LIMITS {
+                take(&s, &format!("/r{i}")).answered();
+            }
+            assert_eq!(routes(&s).len(), MAX_ROUTE_LIMITS);
+            s
+        }
+
+        /// A request to `route` now, admitted.
+        fn take(s: &Shedder, route: &str) -> Permit {
+            let now = Instant::now();
+            let l = s.limit_for(route, true, now);
+            assert!(l.try_acquire(Priority::Normal));
+            Permit::new(l, Priority::Normal, now)
+        }
+
+        /// The route each request to `route` now is counted in.
+        fn counted_in(s: &Shedder, route: &str) -> Option<String> {
+            s.limit_for(route, true, Instant::now()).route.clone()
+        }
+
+        fn routes(s: &Shedder) -> Vec<String> {
+            s.stats().into_iter().filter_map(|l| l.route).collect()
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_new_route_takes_the_place_of_the_route_idle_longest() {
+            let s = full_table(Overload::default());
+            advance(MINUTE).await;
+            for i in 1..MAX_ROUTE_LIMITS {
+                take(&s, &format!("/r{i}")).answered();
+            }
+            // Nobody idle for five minutes: /r64 shares the service's.
+            assert_eq!(counted_in(&s, "/r64"), None);
+            let ms = Duration::from_millis(1);
+            advance(4 * MINUTE - ms).await;
+            assert_eq!(counted_in(&s, "/r64"), None);
+            // /r0 has been idle for five minutes now; the table is looked
+            // at again a second after the last look, and /r0 makes room.
+            advance(ms).await;
+            assert_eq!(counted_in(&s, "/r64"), None);
+            advance(Duration::from_secs(1) - 2 * ms).await;
+            assert_eq!(counted_in(&s, "/r64"), None);
+            advance(ms).await;
+            assert_eq!(counted_in(&s, "/r64").as_deref(), Some("/r64"));
+            let now = routes(&s);
+            assert_eq!(now.len(), MAX_ROUTE_LIMITS);
+            assert!(!now.contains(&"/r0".to_owned()), "{now:?}");
+            // The others were used four minutes ago: /r65 waits for them.
+            assert_eq!(counted_in(&s, "/r65"), None);
+            advance(MINUTE + Duration::from_secs(1)).await;
+            assert_eq!(counted_in(&s, "/r65").as_deref(), Some("/r65"));
+            assert!(!routes(&s).contains(&"/r1".to_owned()));
+            // /r64 is in use, so /r0 coming back takes /r2's place.
+            assert_eq!(counted_in(&s, "/r0").as_deref(), Some("/r0"));
+            let now = routes(&s);
+            assert!(now.contains(&"/r64".to_owned()) && !now.contains(&"/r2".to_owned()));
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_route_with_a_request_in_flight_keeps_its_place() {
+            let s = full_table(Overload::default());
+            let held: Vec<Permit> = (0..MAX_ROUTE_LIMITS)
+                .map(|i| take(&s, &format!("/r{i}")))
+                .collect();
+            advance(60 * MINUTE).await;
+            assert_eq!(counted_in(&s, "/r64"), None);
+            // An hour-long request ends: five minutes later its route's
+            // place goes to /r64.
+            let mut held = held.into_iter();
+            drop(held.next());
+            advance(5 * MINUTE + Duration::from_secs(1)).await;
+            assert_eq!(counted_in(&s, "/r64").as_deref(), Some("/r64"));
+            assert!(!routes(&s).contains(&"/r0".to_owned()));
+            drop(held);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_route_with_a_request_waiting_keeps_its_place() {
+            let config = Overload::default()
+                .limits(1, 1, 1)
+                .queue(4, Duration::from_secs(3_600));
+            let l = limit(&config);
+            assert!(l.try_acquire(Priority::Normal));
+            let (room, _) = l.waiting.as_ref().unwrap();
+            let _ticket = room.enter(Priority::Normal).unwrap();
+            // Its place given back without handing it over: only the
+            // waiter is left.
+            l.untake(Priority::Normal);
+            assert_eq!(l.idle_for(3_600_000), None);
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn configured_routes_keep_their_places() {
+            let s = full_table(Overload::default().route("/search"));
+            assert_eq!(routes(&s)[0], "/search");
+            advance(60 * MINUTE).await;
+            for i in 64..200 {
+                counted_in(&s, &format!("/r{i}"));
+                advance(Duration::from_secs(1)).await;
+            }
+            assert!(routes(&s).contains(&"/search".to_owned()));
+            assert_eq!(routes(&s).len(), MAX_ROUTE_LIMITS);
+        }
+
+        /// A request that found its route's limit just before the route
+        /// lost its place gives its place back to that limit, which no
+        /// longer counts for the route: nothing goes negative, the new
+        /// limits start at zero.
+        #[tokio::test(start_paused = true)]
+        async fn permits_of_a_route_that_lost_its_place_still_give_it_back() {
+            let s = full_table(Overload::default());
+            advance(6 * MINUTE).await;
+            let now = Instant::now();
+            let old = s.limit_for("/r0", true, now);
+            assert_eq!(counted_in(&s, "/r64").as_deref(), Some("/r64"));
+            // The request found /r0's old limit: admitted there.
+            assert!(old.try_acquire(Priority::Normal));
+            let late = Permit::new(Arc::clone(&old), Priority::Normal, now);
+            // /r0 comes back: a limit of its own again, a new one.
+            let unanswered = take(&s, "/r0");
+            let fresh = s.limit_for("/r0", true, Instant::now());
+            assert!(!Arc::ptr_eq(&old, &fresh));
+            assert_eq!(fresh.stats().in_flight, 1);
+            advance(Duration::from_millis(5)).await;
+            assert_eq!(late.answered(), Duration::from_millis(5));
+            drop(unanswered);
+            let (o, f) = (old.stats(), fresh.stats());
+            assert_eq!((o.in_flight, o.admitted, o.answers), (0, 2, 2), "{o:?}");
+            assert_eq!((f.in_flight, f.admitted, f.answers), (0, 1, 0), "{f:?}");
+            assert!(o.in_flight_by.iter().all(|(_, n)| *n == 0));
+            assert!(f.in_flight_by.iter().all(|(_, n)| *n == 0));
+            // What the guard reports: one limit per route, none twice.
+            let mut now = routes(&s);
+            now.sort();
+            now.dedup();
+            assert_eq!(now.len(), MAX_ROUTE_LIMITS);
+        }
     }
 }

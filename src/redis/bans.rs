@@ -13,7 +13,12 @@
 //! holds its own pub/sub connection; on each (re)connection it subscribes,
 //! then loads the bans and classes in force from the sets (so an instance
 //! started late, or cut off for a while, catches up), then applies every
-//! message from another guard. A reload also lifts the bans this guard holds
+//! message from another guard. Bans load in pages of 1,000, those ending
+//! last first, each applied as it comes: no reply is unbounded, however
+//! many bans the fleet holds and however many instances reconnect at once.
+//! A page resumes after the last entry of the one before (its score and
+//! member), not at an offset, so a ban added or lifted between pages moves
+//! no other past the reader; the change itself arrives as a message. A reload also lifts the bans this guard holds
 //! only because Redis told it (a message or an earlier load) that are no
 //! longer in the set: they were lifted while it was cut off. While Redis is
 //! unreachable it retries every second at most. Both tasks end once the
@@ -57,7 +62,7 @@ fn jittered(delay: Duration) -> Duration {
 }
 /// Time to connect (and subscribe) before giving up on an attempt.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Time to load the bans in force (up to `max_bans` of them).
+/// Time for each page of the bans in force (and for the classes).
 const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 /// A silent pub/sub connection is pinged this often, to notice one that is
 /// gone without a word (a network partition).
@@ -108,21 +113,74 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return redis.call('PUBLISH', ARGV[2], ARGV[3])
 ";
 
-/// The `ARGV[1]` members of `KEYS[1]` that end last, each followed by the
-/// milliseconds it has left on the server's clock. Expired members are left
-/// out; a reply of `ARGV[1]` members may have left others out too.
-const LOAD_SCRIPT: &str = r"
+/// One page of the members of `KEYS[1]` in force, those that end last
+/// first (and, ending together, by member descending, as `ZREVRANGE`
+/// orders them): at most `ARGV[1]` members, each followed by the
+/// milliseconds it has left on the server's clock. `ARGV[2]` and `ARGV[3]`
+/// are the cursor, the score and member of the last entry of the page
+/// before (both empty for the first page): the page holds the members that
+/// come after that entry in this order, wherever they are now, so members
+/// added or removed between pages shift no one past the cursor. When the
+/// cursor's member is gone (lifted, or ending anew), its place is found
+/// among the members ending with it by binary search, comparing bytes as
+/// Redis does.
+///
+/// The reply is `{more, score, member, m1, ms1, m2, ms2, ...}`: `more` is 1
+/// when the page is full and another may follow from the cursor `score`
+/// and `member` (the page's last entry), else 0. A page stops at the first
+/// ended member: all after it have ended too.
+const LOAD_PAGE_SCRIPT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local r = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', '(' .. now,
-  'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
-local out = {}
+local key, count = KEYS[1], tonumber(ARGV[1])
+local function below(a, b)
+  local n = math.min(#a, #b)
+  for i = 1, n do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x < y end
+  end
+  return #a < #b
+end
+local start = 0
+if ARGV[2] ~= '' then
+  local score, member = tonumber(ARGV[2]), ARGV[3]
+  local s = redis.call('ZSCORE', key, member)
+  if s and tonumber(s) == score then
+    start = redis.call('ZREVRANK', key, member) + 1
+  else
+    local lo = redis.call('ZCOUNT', key, '(' .. ARGV[2], '+inf')
+    local hi = lo + redis.call('ZCOUNT', key, ARGV[2], ARGV[2])
+    while lo < hi do
+      local mid = math.floor((lo + hi) / 2)
+      if below(redis.call('ZREVRANGE', key, mid, mid)[1], member) then
+        hi = mid
+      else
+        lo = mid + 1
+      end
+    end
+    start = lo
+  end
+end
+local r = redis.call('ZREVRANGE', key, start, start + count - 1, 'WITHSCORES')
+local out = {#r == 2 * count and 1 or 0, 0, ''}
 for i = 1, #r, 2 do
+  local left = tonumber(r[i + 1]) - now
+  if left <= 0 then
+    out[1] = 0
+    break
+  end
   out[#out + 1] = r[i]
-  out[#out + 1] = tonumber(r[i + 1]) - now
+  out[#out + 1] = left
+  out[2], out[3] = tonumber(r[i + 1]), r[i]
 end
 return out
 ";
+
+/// Bans read per round trip when loading the set: a reply stays small (a
+/// few tens of kilobytes) however many bans the fleet holds, so that a
+/// fleet reconnecting at once does not make Redis build one huge reply per
+/// instance.
+const LOAD_PAGE: usize = 1_000;
 
 /// Counters of a guard's shared bans, in
 /// [`GuardStats::shared_bans`](crate::http::GuardStats::shared_bans).
@@ -135,6 +193,9 @@ pub struct SharedBanStats {
     pub received: u64,
     /// Bans and flagged classes loaded from Redis on (re)connecting.
     pub loaded: u64,
+    /// Pages of the ban set read on (re)connecting: the bans in force are
+    /// read 1,000 at a time, so no reply from Redis is unbounded.
+    pub load_pages: u64,
     /// Bans lifted on reconnecting because another instance lifted them
     /// while this guard's subscriber was cut off: bans this guard learned
     /// from Redis or wrote to it itself, in force here, and no longer in
@@ -158,6 +219,7 @@ struct Counters {
     published: AtomicU64,
     received: AtomicU64,
     loaded: AtomicU64,
+    load_pages: AtomicU64,
     reconciled_lifts: AtomicU64,
     dropped: AtomicU64,
     errors: AtomicU64,
@@ -223,7 +285,11 @@ struct Core {
     max_bans: usize,
     record: redis::Script,
     lift: redis::Script,
-    load: redis::Script,
+    load_page: redis::Script,
+    /// Called with the number of pages read so far after each page of a
+    /// load is applied, for tests to change the set between pages.
+    #[cfg(test)]
+    after_page: std::sync::OnceLock<Box<dyn Fn(u64) + Send + Sync>>,
     counters: Counters,
     /// Which bans a reload may lift.
     tracked: Mutex<Tracked>,
@@ -371,7 +437,9 @@ impl Setup {
             max_bans,
             record: redis::Script::new(RECORD_SCRIPT),
             lift: redis::Script::new(LIFT_SCRIPT),
-            load: redis::Script::new(LOAD_SCRIPT),
+            load_page: redis::Script::new(LOAD_PAGE_SCRIPT),
+            #[cfg(test)]
+            after_page: std::sync::OnceLock::new(),
             counters: Counters::default(),
             tracked: Mutex::new(Tracked::default()),
         });
@@ -467,6 +535,7 @@ impl BanSink {
             published: n(&c.published),
             received: n(&c.received),
             loaded: n(&c.loaded),
+            load_pages: n(&c.load_pages),
             reconciled_lifts: n(&c.reconciled_lifts),
             dropped: n(&c.dropped),
             errors: n(&c.errors),
@@ -592,16 +661,35 @@ fn decode(payload: &[u8]) -> Option<(u64, Change)> {
     next().is_none().then_some((sender, change))
 }
 
-/// Parses a `LOAD_SCRIPT` reply: members and the milliseconds each has
-/// left. Bad pairs come back as `None`.
-fn decode_entries(reply: &Value) -> Option<Vec<Option<(&str, u64)>>> {
+/// A page of a set, as `LOAD_PAGE_SCRIPT` answers.
+#[derive(Debug, PartialEq, Eq)]
+struct Page<'a> {
+    /// Members and the milliseconds each has left; bad pairs are `None`.
+    entries: Vec<Option<(&'a str, u64)>>,
+    /// Where the next page starts (the score and member of this one's last
+    /// entry), when another may follow.
+    next: Option<(i64, &'a [u8])>,
+}
+
+/// Parses a `LOAD_PAGE_SCRIPT` reply; `None` when it is malformed.
+fn decode_page(reply: &Value) -> Option<Page<'_>> {
     let Value::Array(items) = reply else {
         return None;
     };
-    if items.len() % 2 != 0 {
+    let [more, score, member, entries @ ..] = &items[..] else {
+        return None;
+    };
+    let next = match (more, score, member) {
+        (Value::Int(0), Value::Int(_), Value::BulkString(_)) => None,
+        (Value::Int(1), Value::Int(score), Value::BulkString(member)) => {
+            Some((*score, member.as_slice()))
+        }
+        _ => return None,
+    };
+    if entries.len() % 2 != 0 {
         return None;
     }
-    let entries = items.chunks_exact(2).map(|pair| match pair {
+    let entries = entries.chunks_exact(2).map(|pair| match pair {
         [Value::BulkString(member), Value::Int(ms)] => {
             let member = std::str::from_utf8(member).ok()?;
             let ms = u64::try_from(*ms)
@@ -611,7 +699,28 @@ fn decode_entries(reply: &Value) -> Option<Vec<Option<(&str, u64)>>> {
         }
         _ => None,
     });
-    Some(entries.collect())
+    Some(Page {
+        entries: entries.collect(),
+        next,
+    })
+}
+
+/// Asks for the page of `key` after `cursor` (from the start without one),
+/// of at most `count` members.
+async fn read_page(
+    script: &redis::Script,
+    con: &mut redis::aio::MultiplexedConnection,
+    key: &str,
+    count: usize,
+    cursor: Option<(i64, &[u8])>,
+) -> Result<Value, String> {
+    let mut call = script.key(key);
+    call.arg(count);
+    match cursor {
+        Some((score, member)) => call.arg(score).arg(member),
+        None => call.arg("").arg(""),
+    };
+    call.invoke_async(con).await.map_err(|e| e.to_string())
 }
 
 async fn publish_loop(core: Arc<Core>, mut rx: mpsc::Receiver<Outgoing>, class_ttl: Duration) {
@@ -789,30 +898,25 @@ impl Core {
         tracked.in_set_until(prefix, until, now, self.max_bans);
     }
 
-    /// A `LOAD_SCRIPT` reply's entries; a malformed reply is rejected.
-    fn entries<'a>(&self, reply: &'a Value) -> Option<Vec<Option<(&'a str, u64)>>> {
-        let entries = decode_entries(reply);
-        if entries.is_none() {
+    /// A page's entries; a malformed reply is rejected.
+    fn page<'a>(&self, reply: &'a Value) -> Option<Page<'a>> {
+        let page = decode_page(reply);
+        if page.is_none() {
             self.reject("set", format!("{reply:?}").as_bytes());
         }
-        entries
+        page
     }
 
-    /// Applies the bans of a `LOAD_SCRIPT` reply (`None`: malformed), then
-    /// lifts the bans recorded as in the set up to change `asked` (when
-    /// the reply was asked for) that it lacks, unless it may be incomplete.
-    fn load_bans(
+    /// Applies a page of bans to `target`, adding those it holds to
+    /// `in_set`; false if an entry did not parse.
+    fn apply_bans(
         &self,
         target: &dyn BanTarget,
-        entries: Option<Vec<Option<(&str, u64)>>>,
-        asked: u64,
-    ) {
-        let Some(entries) = entries else {
-            return;
-        };
-        let mut in_set: ahash::HashSet<IpPrefix> =
-            std::collections::HashSet::with_capacity_and_hasher(entries.len(), Default::default());
-        for entry in &entries {
+        entries: &[Option<(&str, u64)>],
+        in_set: &mut ahash::HashSet<IpPrefix>,
+    ) -> bool {
+        let mut clean = true;
+        for entry in entries {
             match *entry {
                 Some((member, ms)) => match parse_prefix(member) {
                     Some(prefix) => {
@@ -822,17 +926,79 @@ impl Core {
                         });
                         bump(&self.counters.loaded);
                     }
-                    None => self.reject("set member", member.as_bytes()),
+                    None => {
+                        clean = false;
+                        self.reject("set member", member.as_bytes());
+                    }
                 },
-                None => self.reject("set member", b"(not a member and a time)"),
+                None => {
+                    clean = false;
+                    self.reject("set member", b"(not a member and a time)");
+                }
             }
         }
-        // A reply cut at `max_bans` (the script's limit) leaves bans out,
-        // and an entry that did not parse may be any of them: absence
-        // proves a lift only in a whole, clean reply.
-        if entries.len() >= self.max_bans || entries.iter().any(Option::is_none) {
-            return;
+        clean
+    }
+
+    /// Loads the bans in force into `target` in pages of [`LOAD_PAGE`],
+    /// those that end last first and at most `max_bans` of them, applying
+    /// each page as it comes. Then lifts the bans recorded as in the set
+    /// before the first page was asked for that no page held, unless the
+    /// pages may have left some out.
+    ///
+    /// A change made while the pages are read reaches the guard whatever
+    /// page it falls in: the subscriber listens already, and applies the
+    /// change's message once the load is done. A ban lifted, or added
+    /// again with a new end, between pages may be missing from them: it
+    /// is lifted here (when recorded before), then its message is applied.
+    async fn load_bans(
+        &self,
+        con: &mut redis::aio::MultiplexedConnection,
+        target: &Weak<dyn BanTarget>,
+    ) -> Result<(), String> {
+        let asked = self.tracked.lock().changes;
+        let mut in_set: ahash::HashSet<IpPrefix> = Default::default();
+        // Every entry parsed, and the pages held the whole set.
+        let (mut clean, mut whole) = (true, true);
+        let (mut read, mut cursor) = (0usize, None::<(i64, Vec<u8>)>);
+        loop {
+            let count = LOAD_PAGE.min(self.max_bans - read);
+            let at = cursor.as_ref().map(|(s, m)| (*s, m.as_slice()));
+            let reply = read_page(&self.load_page, con, &self.bans_key, count, at).await?;
+            bump(&self.counters.load_pages);
+            let Some(page) = self.page(&reply) else {
+                return Ok(());
+            };
+            let Some(target) = target.upgrade() else {
+                return Ok(());
+            };
+            clean &= self.apply_bans(&*target, &page.entries, &mut in_set);
+            drop(target);
+            #[cfg(test)]
+            if let Some(hook) = self.after_page.get() {
+                hook(self.counters.load_pages.load(Ordering::Relaxed));
+            }
+            // A full page always holds `count` entries: `read` grows.
+            read += page.entries.len();
+            match page.next {
+                None => break,
+                // Cut at `max_bans`: the rest end sooner.
+                Some(_) if read >= self.max_bans => {
+                    whole = false;
+                    break;
+                }
+                Some((score, member)) => cursor = Some((score, member.to_vec())),
+            }
         }
+        // A load cut at `max_bans` leaves bans out, and an entry that did
+        // not parse may be any of them: absence proves a lift only in a
+        // whole, clean set.
+        if !(clean && whole) {
+            return Ok(());
+        }
+        let Some(target) = target.upgrade() else {
+            return Ok(());
+        };
         self.tracked.lock().missing(&in_set, asked, |prefix| {
             // Lifting a ban that has ended here too is harmless, not counted.
             if target.apply_lift(prefix) {
@@ -840,6 +1006,7 @@ impl Core {
                 tracing::debug!(%prefix, "floodguard: shared ban lifted on reconnecting");
             }
         });
+        Ok(())
     }
 
     /// Loads the bans and classes in force into `target`.
@@ -853,24 +1020,20 @@ impl Core {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| e.to_string())?;
-        let asked = self.tracked.lock().changes;
-        let mut call = self.load.key(&self.bans_key);
-        call.arg(self.max_bans);
-        let bans: Value = call
-            .invoke_async(&mut con)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut call = self.load.key(&self.classes_key);
-        call.arg(MAX_CLASSES);
-        let classes: Value = call
-            .invoke_async(&mut con)
-            .await
-            .map_err(|e| e.to_string())?;
+        self.load_bans(&mut con, target).await?;
+        let reply = read_page(
+            &self.load_page,
+            &mut con,
+            &self.classes_key,
+            MAX_CLASSES,
+            None,
+        )
+        .await?;
         let Some(target) = target.upgrade() else {
             return Ok(());
         };
-        self.load_bans(&*target, self.entries(&bans), asked);
-        for entry in self.entries(&classes).into_iter().flatten() {
+        let entries = self.page(&reply).map(|p| p.entries);
+        for entry in entries.into_iter().flatten() {
             match entry {
                 Some((member, ms)) => match parse_hex16(member) {
                     Some(class) => {
@@ -1141,7 +1304,13 @@ mod tests {
     #[test]
     fn stored_entries_are_parsed_strictly() {
         let bulk = |s: &str| Value::BulkString(s.as_bytes().to_vec());
-        let reply = Value::Array(vec![
+        let page = |head: [Value; 3], entries: &[Value]| {
+            let mut items = head.to_vec();
+            items.extend_from_slice(entries);
+            Value::Array(items)
+        };
+        let last = [Value::Int(0), Value::Int(0), bulk("")];
+        let entries = [
             bulk("192.0.2.7/32"),
             Value::Int(1_500),
             bulk("192.0.2.8/32"),
@@ -1150,12 +1319,260 @@ mod tests {
             bulk("x"),
             bulk("192.0.2.9/32"),
             Value::Int(i64::MAX),
-        ]);
-        let entries = decode_entries(&reply).unwrap();
-        assert_eq!(entries, [Some(("192.0.2.7/32", 1_500)), None, None, None]);
-        assert!(decode_entries(&Value::Array(vec![bulk("a")])).is_none());
-        assert!(decode_entries(&Value::Int(3)).is_none());
-        assert_eq!(decode_entries(&Value::Array(vec![])), Some(vec![]));
+        ];
+        let reply = page(last.clone(), &entries);
+        let p = decode_page(&reply).unwrap();
+        assert_eq!(p.entries, [Some(("192.0.2.7/32", 1_500)), None, None, None]);
+        assert_eq!(p.next, None);
+        let more = [Value::Int(1), Value::Int(1_700_000_000_000), bulk("x")];
+        let reply = page(more, &entries[..2]);
+        let p = decode_page(&reply).unwrap();
+        assert_eq!(p.next, Some((1_700_000_000_000, &b"x"[..])));
+        assert_eq!(p.entries, [Some(("192.0.2.7/32", 1_500))]);
+        for bad in [
+            page(last.clone(), &[bulk("a")]),
+            page([Value::Int(2), Value::Int(0), bulk("")], &[]),
+            page([Value::Int(1), bulk("1"), bulk("")], &[]),
+            page([Value::Int(1), Value::Int(1), Value::Int(1)], &[]),
+            Value::Array(vec![Value::Int(0), Value::Int(0)]),
+            Value::Int(3),
+        ] {
+            assert!(decode_page(&bad).is_none(), "{bad:?}");
+        }
+        let empty = page(last, &[]);
+        let p = decode_page(&empty).unwrap();
+        assert_eq!((p.entries.len(), p.next), (0, None));
+    }
+
+    /// Against a real redis-server: the paged load.
+    mod paged {
+        use super::*;
+        use crate::redis::RedisStore;
+        use crate::redis::redis_server::RedisServer;
+        use std::collections::HashMap;
+
+        /// A guard's bans, as the subscriber sees them.
+        #[derive(Default)]
+        struct Bans(Mutex<HashMap<IpPrefix, Duration>>);
+
+        impl BanTarget for Bans {
+            fn apply_ban(&self, prefix: IpPrefix, remaining: Duration, extend_only: bool) -> bool {
+                let mut bans = self.0.lock();
+                let ban = bans.entry(prefix).or_insert(remaining);
+                if !extend_only || remaining > *ban {
+                    *ban = remaining;
+                }
+                true
+            }
+
+            fn apply_lift(&self, prefix: &IpPrefix) -> bool {
+                self.0.lock().remove(prefix).is_some()
+            }
+
+            fn apply_class(&self, _: u64, _: Duration) -> bool {
+                false
+            }
+        }
+
+        const KEY: &str = "shop:{bans}";
+        /// Another guard's id in messages.
+        const OTHER: u64 = 0xaa;
+
+        /// The `i`th of the test's bans.
+        fn member(i: u32) -> String {
+            let [_, a, b, c] = i.to_be_bytes();
+            format!("10.{a}.{b}.{c}/32")
+        }
+
+        /// The server's clock in ms.
+        fn server_now(con: &mut redis::Connection) -> u64 {
+            let (secs, micros): (u64, u64) = redis::cmd("TIME").query(con).unwrap();
+            secs * 1_000 + micros / 1_000
+        }
+
+        /// Adds `(score, member)` pairs to the set as they are.
+        fn zadd(con: &mut redis::Connection, entries: &[(u64, String)]) {
+            for chunk in entries.chunks(500) {
+                let mut cmd = redis::cmd("ZADD");
+                cmd.arg(KEY);
+                for (score, member) in chunk {
+                    cmd.arg(*score).arg(member);
+                }
+                let _: i64 = cmd.query(con).unwrap();
+            }
+        }
+
+        /// The member at `rank` (those ending last first).
+        fn at_rank(con: &mut redis::Connection, rank: usize) -> String {
+            let r: Vec<String> = redis::cmd("ZREVRANGE")
+                .arg(KEY)
+                .arg(rank)
+                .arg(rank)
+                .query(con)
+                .unwrap();
+            r[0].clone()
+        }
+
+        /// What another guard does: writes (or lifts) and publishes.
+        fn record(con: &mut redis::Connection, change: Change) {
+            let message = encode(OTHER, &change);
+            let _: i64 = match change {
+                Change::Ban { prefix, ttl_ms } => redis::Script::new(RECORD_SCRIPT)
+                    .key(KEY)
+                    .arg(prefix.to_string())
+                    .arg(ttl_ms)
+                    .arg(100_000)
+                    .arg(KEY)
+                    .arg(message)
+                    .invoke(con)
+                    .unwrap(),
+                Change::Lift { prefix } => redis::Script::new(LIFT_SCRIPT)
+                    .key(KEY)
+                    .arg(prefix.to_string())
+                    .arg(KEY)
+                    .arg(message)
+                    .invoke(con)
+                    .unwrap(),
+                Change::Class { .. } => unreachable!(),
+            };
+        }
+
+        /// 2,500 bans, ending in groups of five together, load in three
+        /// pages; between the first two, another guard lifts the first
+        /// page's last ban (the cursor), bans one address for longer than
+        /// all (behind the cursor) and one for less (ahead of it), and
+        /// bans ahead of the cursor end or are removed. Nothing is lost,
+        /// and nothing ended is applied.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_load_in_pages_misses_no_change_made_between_pages() {
+            let server = RedisServer::start();
+            let client = redis::Client::open(server.url()).unwrap();
+            let mut con = client.get_connection().unwrap();
+            let now = server_now(&mut con);
+            let bans: Vec<(u64, String)> = (0..2_500u32)
+                .map(|i| (now + 600_000 - u64::from(i / 5) * 10, member(i)))
+                .collect();
+            zadd(&mut con, &bans);
+
+            let store = RedisStore::builder(server.url())
+                .namespace("shop")
+                .build()
+                .unwrap();
+            let (sink, starter) = Setup::new(&store).open(100_000).unwrap();
+            let cursor = prefix(&at_rank(&mut con, LOAD_PAGE - 1));
+            let removed = prefix(&at_rank(&mut con, 2_200));
+            let url = server.url();
+            let hook = move |pages: u64| {
+                if pages != 1 {
+                    return;
+                }
+                let mut con = redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_connection()
+                    .unwrap();
+                record(&mut con, Change::Lift { prefix: cursor });
+                for (net, ttl_ms) in [("192.0.2.1/32", 3_600_000), ("192.0.2.2/32", 30_000)] {
+                    let prefix = prefix(net);
+                    record(&mut con, Change::Ban { prefix, ttl_ms });
+                }
+                let _: i64 = redis::cmd("ZREM")
+                    .arg(KEY)
+                    .arg(removed.to_string())
+                    .query(&mut con)
+                    .unwrap();
+                // Ended ones, after the recording dropped those it found.
+                let now = server_now(&mut con);
+                let ended: Vec<(u64, String)> = (0..20)
+                    .map(|i| (now - 1_000 - i, format!("10.99.0.{i}/32")))
+                    .collect();
+                zadd(&mut con, &ended);
+            };
+            assert!(starter.core.after_page.set(Box::new(hook)).is_ok());
+            let target: Arc<Bans> = Arc::default();
+            let weak: Weak<dyn BanTarget> = Arc::downgrade(&target) as Weak<dyn BanTarget>;
+            starter.start(weak, DEFAULT_CLASS_TTL);
+
+            let start = std::time::Instant::now();
+            while sink.stats().received < 3 {
+                assert!(
+                    start.elapsed() < Duration::from_secs(10),
+                    "{:?}",
+                    sink.stats()
+                );
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let s = sink.stats();
+            assert_eq!(
+                (s.load_pages, s.loaded, s.received, s.rejected),
+                (3, 2_500, 3, 0),
+                "{s:?}"
+            );
+            assert_eq!(s.reconciled_lifts, 0);
+            let held = target.0.lock().clone();
+            let mut want: Vec<IpPrefix> = bans.iter().map(|(_, m)| prefix(m)).collect();
+            want.retain(|p| *p != cursor && *p != removed);
+            want.extend([prefix("192.0.2.1/32"), prefix("192.0.2.2/32")]);
+            let mut got: Vec<IpPrefix> = held.keys().copied().collect();
+            got.sort_by_key(ToString::to_string);
+            want.sort_by_key(ToString::to_string);
+            assert_eq!(got.len(), 2_500);
+            assert_eq!(got, want);
+            assert!(held[&prefix("192.0.2.1/32")] > Duration::from_secs(3_500));
+        }
+
+        /// The pages of a set whose members mostly end together, read 3 at
+        /// a time while each page's last member is removed or ends anew
+        /// before the next is asked for: together they are the whole set,
+        /// in order, each member once.
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn pages_resume_after_their_cursor_even_when_it_is_gone() {
+            let server = RedisServer::start();
+            let client = redis::Client::open(server.url()).unwrap();
+            let mut sync = client.get_connection().unwrap();
+            let mut con = client.get_multiplexed_async_connection().await.unwrap();
+            let now = server_now(&mut sync);
+            // Four groups of ten ending together, and names that sort
+            // differently as bytes and as numbers (10.0.0.10 < 10.0.0.9).
+            let entries: Vec<(u64, String)> = (0..40u32)
+                .map(|i| (now + 60_000 + u64::from(i % 4) * 1_000, member(i)))
+                .collect();
+            zadd(&mut sync, &entries);
+            let order: Vec<String> = redis::cmd("ZREVRANGE")
+                .arg(KEY)
+                .arg(0)
+                .arg(-1)
+                .query(&mut sync)
+                .unwrap();
+            let script = redis::Script::new(LOAD_PAGE_SCRIPT);
+            let (mut seen, mut cursor, mut pages) = (Vec::new(), None::<(i64, Vec<u8>)>, 0);
+            loop {
+                let at = cursor.as_ref().map(|(s, m)| (*s, m.as_slice()));
+                let reply = read_page(&script, &mut con, KEY, 3, at).await.unwrap();
+                let page = decode_page(&reply).unwrap();
+                pages += 1;
+                seen.extend(page.entries.iter().map(|e| e.unwrap().0.to_owned()));
+                let Some((score, member)) = page.next else {
+                    break;
+                };
+                assert_eq!(member, seen.last().unwrap().as_bytes());
+                // Gone, or ending later (behind the cursor), in turn.
+                let mut cmd = if pages % 2 == 0 {
+                    redis::cmd("ZREM")
+                } else {
+                    let mut c = redis::cmd("ZADD");
+                    c.arg(KEY).arg(now + 120_000);
+                    c
+                };
+                if pages % 2 == 0 {
+                    cmd.arg(KEY);
+                }
+                let _: i64 = cmd.arg(member).query(&mut sync).unwrap();
+                cursor = Some((score, member.to_vec()));
+                assert!(pages < 20);
+            }
+            assert_eq!(seen, order);
+            assert_eq!(pages, 14);
+        }
     }
 
     #[test]

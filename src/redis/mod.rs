@@ -81,7 +81,10 @@
 //!
 //! One Lua script writes a change to its set and publishes it, atomically.
 //! A guard's subscriber subscribes first, then loads the sets, so no change
-//! made in between is missed. On reconnecting, it also lifts the bans in
+//! made in between is missed. The bans load in pages of 1,000 (those
+//! ending last first, each page resuming after the last entry of the one
+//! before), so no reply is unbounded; [`SharedBanStats::load_pages`] counts
+//! them. On reconnecting, it also lifts the bans in
 //! force here that the set held and no longer does (lifted elsewhere while
 //! it was cut off), counted in [`SharedBanStats::reconciled_lifts`]: bans it
 //! learned from Redis, and its own once written there; not its own while
