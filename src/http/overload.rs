@@ -1085,7 +1085,12 @@ impl LimitStats {
 
 /// Milliseconds from `origin` to `now` (zero before it).
 fn since(origin: tokio::time::Instant, now: tokio::time::Instant) -> u64 {
-    u64::try_from(now.saturating_duration_since(origin).as_millis()).unwrap_or(u64::MAX)
+    // Whole seconds and milliseconds: no 128-bit arithmetic on every
+    // request's way out.
+    let d = now.saturating_duration_since(origin);
+    d.as_secs()
+        .saturating_mul(1_000)
+        .saturating_add(u64::from(d.subsec_millis()))
 }
 
 /// The overload state of a guard.
