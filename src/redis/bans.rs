@@ -205,7 +205,7 @@ enum Outgoing {
 
 /// A change as carried by a message or a stored entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Change {
+pub(super) enum Change {
     Ban { prefix: IpPrefix, ttl_ms: u64 },
     Lift { prefix: IpPrefix },
     Class { class: u64, ttl_ms: u64 },
@@ -504,7 +504,7 @@ fn millis_ceil(d: Duration) -> u64 {
 
 /// `message` followed by its signature under `key`: a space and the
 /// SipHash-2-4 128-bit MAC of the message, in 32 lowercase hex digits.
-fn sign(key: (u64, u64), message: String) -> String {
+pub(super) fn sign(key: (u64, u64), message: String) -> String {
     format!("{message} {:032x}", mac(key, message.as_bytes()))
 }
 
@@ -518,7 +518,7 @@ fn mac((k0, k1): (u64, u64), message: &[u8]) -> u128 {
 
 /// The message of a payload signed under `key`, if the signature is
 /// right. Compared without an early exit on the first differing byte.
-fn verify(key: (u64, u64), payload: &[u8]) -> Option<&[u8]> {
+pub(super) fn verify(key: (u64, u64), payload: &[u8]) -> Option<&[u8]> {
     if payload.len() > MAX_MESSAGE + 33 {
         return None;
     }
@@ -533,7 +533,7 @@ fn verify(key: (u64, u64), payload: &[u8]) -> Option<&[u8]> {
     (diff == 0).then_some(message)
 }
 
-fn encode(sender: u64, change: &Change) -> String {
+pub(super) fn encode(sender: u64, change: &Change) -> String {
     match change {
         Change::Ban { prefix, ttl_ms } => format!("{VERSION} ban {sender:016x} {prefix} {ttl_ms}"),
         Change::Lift { prefix } => format!("{VERSION} lift {sender:016x} {prefix}"),
@@ -564,7 +564,7 @@ fn parse_ttl(s: &str) -> Option<u64> {
 }
 
 /// Parses a message: its sender and change.
-fn decode(payload: &[u8]) -> Option<(u64, Change)> {
+pub(super) fn decode(payload: &[u8]) -> Option<(u64, Change)> {
     if payload.len() > MAX_MESSAGE {
         return None;
     }
@@ -594,7 +594,7 @@ fn decode(payload: &[u8]) -> Option<(u64, Change)> {
 
 /// Parses a `LOAD_SCRIPT` reply: members and the milliseconds each has
 /// left. Bad pairs come back as `None`.
-fn decode_entries(reply: &Value) -> Option<Vec<Option<(&str, u64)>>> {
+pub(super) fn decode_entries(reply: &Value) -> Option<Vec<Option<(&str, u64)>>> {
     let Value::Array(items) = reply else {
         return None;
     };

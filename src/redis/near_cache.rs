@@ -45,21 +45,21 @@ const NANOS_PER_MS: u64 = 1_000_000;
 
 /// One key's local view, unpacked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Entry {
+pub(super) struct Entry {
     /// Units this instance may still admit before hearing from Redis.
-    budget: u64,
+    pub(super) budget: u64,
     /// Admitted (minus given back) here and not pushed yet.
-    pending: i64,
+    pub(super) pending: i64,
     /// Listed for the next push.
-    dirty: bool,
+    pub(super) dirty: bool,
     /// Pushed, answer not back yet.
-    in_flight: bool,
+    pub(super) in_flight: bool,
     /// Redis said the key is over its limit...
-    blocked: bool,
+    pub(super) blocked: bool,
     /// ...until then: ms on the store's clock, modulo 2^32 (a hold is cut
     /// at [`MAX_HOLD_MS`], so the wrapping difference from now tells which
     /// side of it now is, at any process age). The budget is 0 meanwhile.
-    until_ms: u32,
+    pub(super) until_ms: u32,
 }
 
 /// Longest hold a key over its limit is refused for locally before asking
@@ -79,7 +79,7 @@ fn hold_left_ms(until_ms: u32, now: u64) -> u32 {
 }
 
 impl Entry {
-    fn pack(self) -> u64 {
+    pub(super) fn pack(self) -> u64 {
         let pending = (self.pending.clamp(-PENDING_BIAS, PENDING_MAX) + PENDING_BIAS) as u64;
         let flag = |on: bool, bit: u64| if on { bit } else { 0 };
         let top = if self.blocked {
@@ -93,7 +93,7 @@ impl Entry {
             | flag(self.blocked, BLOCKED)
     }
 
-    fn unpack(word: u64) -> Self {
+    pub(super) fn unpack(word: u64) -> Self {
         let blocked = word & BLOCKED != 0;
         Entry {
             budget: if blocked { 0 } else { word >> BUDGET_SHIFT },

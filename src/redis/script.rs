@@ -404,7 +404,7 @@ fn is_noscript(result: &RedisResult<Value>) -> bool {
 
 /// Reads `[allowed, remaining, reset_after_us, retry_after_us]`; anything
 /// else is an error, never a guess.
-fn parse_reply(value: Value) -> RedisResult<Reply> {
+pub(super) fn parse_reply(value: Value) -> RedisResult<Reply> {
     let int = |v: &Value| match v {
         Value::Int(i) => Some(*i),
         _ => None,
