@@ -3,7 +3,7 @@
 //! the documented behaviour, over arbitrary sequences of checks, peeks,
 //! refunds, syncs (with script replies built as Redis would send them, and
 //! parsed as they are) and failed syncs, at any process age and across
-//! idle spans far past the word's 2^32 ms clock.
+//! idle spans far past the word's 2^36 ms clock.
 //!
 //! The target panics at the first broken guarantee:
 //!
@@ -14,8 +14,11 @@
 //!   Redis reported (`⌈room / instances⌉`, at most `sync_after`) and then
 //!   waits for a sync; a cost over the limit is never admitted;
 //! * a key Redis reported over its limit is refused until its
-//!   retry-after, exactly, with the wait to it, and no longer, however
-//!   long it sat idle; after the hold one unit is admitted;
+//!   retry-after, exactly, with the wait to it, and no longer; after the
+//!   hold one unit is admitted. The hold's end is kept modulo 2^36 ms, as
+//!   documented: a key first checked again 2^36 − 2^31 ms (2.11 years) or
+//!   more past its hold's end may be refused again, and is left alone from
+//!   then on;
 //! * a sync pushes exactly the units admitted (minus those given back)
 //!   since the last one, and a failed sync's units go with the next one;
 //! * nothing panics or overflows, whatever the timestamps.
@@ -37,6 +40,11 @@ const KEYS: u64 = 6;
 const MS: u64 = 1_000_000;
 /// Longest hold (`near_cache::MAX_HOLD_MS`).
 const MAX_HOLD_MS: u64 = (1 << 31) - 1;
+/// A hold's end is kept modulo 2^36 ms.
+const UNTIL_MASK: u64 = (1 << 36) - 1;
+/// Idle past a hold's end from which it may be misread (a documented
+/// limit).
+const ALIASED_MS: u64 = (1 << 36) - (1 << 31);
 const PENDING_MIN: i64 = -(1 << 23);
 const PENDING_MAX: i64 = (1 << 23) - 1;
 const SYNC_EVERY: Duration = Duration::from_millis(10);
@@ -60,7 +68,7 @@ struct NearEntryIn {
     dirty: bool,
     in_flight: bool,
     blocked: bool,
-    until_ms: u32,
+    until_ms: u64,
 }
 
 #[derive(Arbitrary, Debug)]
@@ -164,7 +172,11 @@ fuzz_target!(|input: Input| {
             dirty: e.dirty,
             in_flight: e.in_flight,
             blocked: e.blocked,
-            until_ms: if e.blocked { e.until_ms } else { 0 },
+            until_ms: if e.blocked {
+                e.until_ms & UNTIL_MASK
+            } else {
+                0
+            },
         };
         let e = NearEntry {
             budget: if e.blocked { 0 } else { e.budget },
@@ -180,6 +192,8 @@ fuzz_target!(|input: Input| {
     };
     let sync_after = sync_after.clamp(1, MAX_SYNC_AFTER);
     let mut keys: HashMap<u64, Key> = HashMap::new();
+    // Keys whose hold may be misread (see `ALIASED_MS`): left alone.
+    let mut aliased: HashMap<u64, bool> = HashMap::new();
     let mut now = input.start;
     // The last hold set, for `Tick::HoldEnd`.
     let mut last_hold: Option<u64> = None;
@@ -214,7 +228,7 @@ fuzz_target!(|input: Input| {
                 instances,
             } => {
                 let check = matches!(step, Step::Check { .. });
-                let key = u64::from(key) % KEYS;
+                let key = spread(u64::from(key) % KEYS);
                 let cost = match *cost {
                     Cost::Units(n) => u64::from(n),
                     Cost::Wide(n) => n,
@@ -225,6 +239,9 @@ fuzz_target!(|input: Input| {
                 } else {
                     Op::Peek(cost)
                 };
+                if touches_alias(&keys, &mut aliased, key, now_ms) {
+                    continue;
+                }
                 let (d, _) = nc.apply(key, t, op, instances);
                 let ctx = || format!("step {i}: {op:?} key {key} at {now} -> {d:?}");
                 assert!(d.retry_after().is_none_or(|w| !w.is_zero()), "{}", ctx());
@@ -235,7 +252,7 @@ fuzz_target!(|input: Input| {
                     assert!(d.is_denied(), "admitted while held; {}", ctx());
                     assert_eq!(
                         d.retry_after(),
-                        Some(Duration::from_nanos(end * MS - now)),
+                        Some(Duration::from_nanos((end_of_time(end) - now).max(1))),
                         "wait is not to the hold's end; {}",
                         ctx()
                     );
@@ -289,7 +306,10 @@ fuzz_target!(|input: Input| {
                 share: k,
                 instances,
             } => {
-                let key = u64::from(key) % KEYS;
+                let key = spread(u64::from(key) % KEYS);
+                if touches_alias(&keys, &mut aliased, key, now_ms) {
+                    continue;
+                }
                 let Some(mut e) = keys.get(&key).copied() else {
                     continue;
                 };
@@ -307,7 +327,8 @@ fuzz_target!(|input: Input| {
                 if e.blocked_until_ms.take().is_some() {
                     e.budget = 1;
                 }
-                e.budget = (e.budget + cost).min(MAX_SYNC_AFTER);
+                // Never past the limit: the budget is all a check looks at.
+                e.budget = (e.budget + cost).min(MAX_SYNC_AFTER).min(limit);
                 e.pending = clamp_pending(e.pending - cost as i64);
                 e.dirty = true;
                 e.refundable -= cost;
@@ -374,7 +395,8 @@ fuzz_target!(|input: Input| {
                 nc.settle(&batch, &parsed, t, instances);
                 for (&(k, _, _), r) in batch.iter().zip(&parsed) {
                     let e = keys.get_mut(&k).expect("pushed keys are known");
-                    let room = r.remaining + u64::from(r.allowed);
+                    // Never past the limit, whatever Redis says.
+                    let room = (r.remaining + u64::from(r.allowed)).min(limit);
                     let s = share(room, instances, sync_after);
                     e.budget = s.saturating_sub(e.pending.max(0).unsigned_abs());
                     e.blocked_until_ms = (!r.allowed).then(|| {
@@ -391,3 +413,31 @@ fuzz_target!(|input: Input| {
         }
     }
 });
+
+/// Whether `key` is, or now becomes, one whose hold may be misread: held,
+/// and touched `ALIASED_MS` or more past the hold's end.
+fn touches_alias(
+    keys: &HashMap<u64, Key>,
+    aliased: &mut HashMap<u64, bool>,
+    key: u64,
+    now_ms: u64,
+) -> bool {
+    if let Some(end) = keys.get(&key).and_then(|m| m.blocked_until_ms)
+        && now_ms >= end.saturating_add(ALIASED_MS)
+    {
+        aliased.insert(key, true);
+    }
+    aliased.get(&key).copied().unwrap_or(false)
+}
+
+/// The end of a hold ending at `end` ms, in ns: at the end of time it ends
+/// there (and a denial still asks for a wait of at least 1 ns).
+fn end_of_time(end: u64) -> u64 {
+    end.saturating_mul(MS)
+}
+
+/// The table key of key number `k`: tables take hashes, whose bits are
+/// all used (small numbers would share a tag).
+fn spread(k: u64) -> u64 {
+    (k + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}

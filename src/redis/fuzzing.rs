@@ -181,8 +181,8 @@ pub struct NearEntry {
     pub in_flight: bool,
     /// Refused until `until_ms`.
     pub blocked: bool,
-    /// Milliseconds on the store's clock, modulo 2^32.
-    pub until_ms: u32,
+    /// Milliseconds on the store's clock, modulo 2^36.
+    pub until_ms: u64,
 }
 
 impl NearEntry {
