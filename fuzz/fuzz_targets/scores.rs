@@ -132,7 +132,7 @@ fuzz_target!(|input: Input| {
                 offence,
                 tag,
             } => {
-                let key = u64::from(key) % KEYS;
+                let key = spread(u64::from(key) % KEYS);
                 let points = match *points {
                     Points::Hundredths(h) => f32::from(h) / 100.0,
                     Points::Any(p) => p,
@@ -198,7 +198,7 @@ fuzz_target!(|input: Input| {
                 }
             }
             Step::Get { key } => {
-                let key = u64::from(key) % KEYS;
+                let key = spread(u64::from(key) % KEYS);
                 let got = scores.get_hashed(key, t);
                 let Some(m) = held.get_mut(&key) else {
                     assert_eq!(got, None, "step {i}: a record appeared");
@@ -234,7 +234,7 @@ fuzz_target!(|input: Input| {
                 session,
                 busy,
             } => {
-                let key = u64::from(key) % KEYS;
+                let key = spread(u64::from(key) % KEYS);
                 let ptick = now / PROFILE_TICK;
                 let (before, after) = profiles.visit(key, route, session, busy, t);
                 let m = seen.get(&key).copied();
@@ -303,7 +303,7 @@ fuzz_target!(|input: Input| {
                 );
             }
             Step::Issued { key } => {
-                let key = u64::from(key) % KEYS;
+                let key = spread(u64::from(key) % KEYS);
                 let ptick = now / PROFILE_TICK;
                 profiles.session_issued(key, t);
                 if let Some(m) = seen.get_mut(&key)
@@ -325,4 +325,10 @@ fn check_range(r: &ScoreRecord) {
         "score {} out of range",
         r.score
     );
+}
+
+/// The table key of key number `k`: tables take hashes, whose bits are
+/// all used (small numbers would share a tag).
+fn spread(k: u64) -> u64 {
+    (k + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
