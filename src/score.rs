@@ -9,8 +9,10 @@
 //! (high scores, known-good history, past offences) are the last evicted.
 //!
 //! Layout of the word: score in hundredths of a point (14 bits), time of
-//! the last update in 10 ms ticks (32 bits, 497 days before it wraps, and
-//! an entry untouched that long has decayed to nothing anyway), good
+//! the last update in 10 ms ticks (32 bits, 497 days before it wraps:
+//! decay is worked out from the ticks elapsed modulo 2^32, so an entry
+//! left untouched, and not evicted, for 497 days or more decays only as
+//! far as the time past the last multiple of 497 days says), good
 //! exchanges (8 bits, saturating), offences (8 bits, saturating) and a
 //! 2-bit tag naming what last added points. The score never has all its
 //! bits set, so no record is the table's reserved word.

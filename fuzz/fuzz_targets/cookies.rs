@@ -9,8 +9,8 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 
-use floodguard::http::{Guard, PeerAddr, SessionCookie};
 use floodguard::ManualClock;
+use floodguard::http::{Guard, PeerAddr, SessionCookie};
 use http::{HeaderValue, Request};
 use libfuzzer_sys::fuzz_target;
 

@@ -36,19 +36,54 @@ const KINDS: [ForwardedHeader; 3] = [
 fn guard(kind: ForwardedHeader) -> Guard<ManualClock> {
     let minute = Duration::from_secs(60);
     Guard::builder()
-        .rule(Rule::per_ip("ip").sliding_window(1_000_000, minute).capacity(64))
-        .rule(Rule::per_prefix("net", PrefixLengths::SUBNET).gcra(1_000_000, minute).capacity(64))
-        .rule(Rule::per_path("path").sliding_window(1_000_000, minute).capacity(64))
-        .rule(Rule::per_method("method").sliding_window(1_000_000, minute).capacity(64))
-        .rule(Rule::per_header("key", "x-api-key").sliding_window(1_000_000, minute).capacity(64))
-        .rule(Rule::global("all").sliding_window(1_000_000, minute))
         .rule(
-            Rule::per_key("ua", |p| p.headers.get("user-agent")?.to_str().ok().map(str::to_owned))
+            Rule::per_ip("ip")
                 .sliding_window(1_000_000, minute)
                 .capacity(64),
         )
-        .rule(Rule::per_ip("shadow").sliding_window(1, minute).shadow().capacity(64))
-        .client_ip(ClientIpConfig::new().trust("10.0.0.0/8".parse().unwrap()).header(kind))
+        .rule(
+            Rule::per_prefix("net", PrefixLengths::SUBNET)
+                .gcra(1_000_000, minute)
+                .capacity(64),
+        )
+        .rule(
+            Rule::per_path("path")
+                .sliding_window(1_000_000, minute)
+                .capacity(64),
+        )
+        .rule(
+            Rule::per_method("method")
+                .sliding_window(1_000_000, minute)
+                .capacity(64),
+        )
+        .rule(
+            Rule::per_header("key", "x-api-key")
+                .sliding_window(1_000_000, minute)
+                .capacity(64),
+        )
+        .rule(Rule::global("all").sliding_window(1_000_000, minute))
+        .rule(
+            Rule::per_key("ua", |p| {
+                p.headers
+                    .get("user-agent")?
+                    .to_str()
+                    .ok()
+                    .map(str::to_owned)
+            })
+            .sliding_window(1_000_000, minute)
+            .capacity(64),
+        )
+        .rule(
+            Rule::per_ip("shadow")
+                .sliding_window(1, minute)
+                .shadow()
+                .capacity(64),
+        )
+        .client_ip(
+            ClientIpConfig::new()
+                .trust("10.0.0.0/8".parse().unwrap())
+                .header(kind),
+        )
         .clock(ManualClock::new())
         .build()
         .unwrap()
@@ -89,7 +124,11 @@ fuzz_target!(|data: &[u8]| {
         Ok(decision) => {
             let client = decision.client_ip().expect("a peer was given");
             if !trusted {
-                assert_eq!(client, peer.ip(), "key taken from an untrusted peer's headers");
+                assert_eq!(
+                    client,
+                    peer.ip(),
+                    "key taken from an untrusted peer's headers"
+                );
             } else if client != peer.ip() {
                 let values = parts.headers.get_all(kind.name());
                 let hops = match kind {

@@ -24,7 +24,11 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let printed = p.to_string();
-        assert_eq!(printed.parse::<IpPrefix>().ok(), Some(p), "{text:?} → {printed}");
+        assert_eq!(
+            printed.parse::<IpPrefix>().ok(),
+            Some(p),
+            "{text:?} → {printed}"
+        );
         assert!(p.contains(p.network()), "{p}");
         assert!(p.len() <= if p.is_ipv4() { 32 } else { 128 }, "{p}");
         // Every third one removed again, the rest kept.
@@ -38,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let probe: IpAddr = p.network();
-        let scan = held.iter().filter(|q| q.contains(probe)).max_by_key(|q| q.len());
+        let scan = held
+            .iter()
+            .filter(|q| q.contains(probe))
+            .max_by_key(|q| q.len());
         assert_eq!(map.get(probe).map(|(q, _)| *q), scan.copied(), "{probe}");
         assert_eq!(map.len(), held.len());
     }

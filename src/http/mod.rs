@@ -40,6 +40,8 @@ mod challenge;
 pub mod client_ip;
 mod detect;
 pub mod fingerprint;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gate;
 mod guard;
 mod layer;

@@ -14,7 +14,9 @@ use crate::{ConfigError, Timestamp};
 /// Nanoseconds per stored tick (100 ms).
 const TICK_NANOS: u64 = 100_000_000;
 /// Ticks are kept in 24 bits (19.4 days) and compared by wrapping
-/// difference: far more than a profile lives ([`STALE`]).
+/// difference: far more than a profile lives ([`STALE`]). A profile left
+/// in the table untouched for a multiple of 19.4 days, give or take
+/// [`STALE`], reads as recent.
 const TICK_MASK: u32 = (1 << 24) - 1;
 
 /// A profile untouched this long says nothing any more, and goes first.

@@ -267,7 +267,7 @@ enum Outgoing {
 
 /// A change as carried by a message or a stored entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Change {
+pub(super) enum Change {
     Ban { prefix: IpPrefix, ttl_ms: u64 },
     Lift { prefix: IpPrefix },
     Class { class: u64, ttl_ms: u64 },
@@ -573,7 +573,7 @@ fn millis_ceil(d: Duration) -> u64 {
 
 /// `message` followed by its signature under `key`: a space and the
 /// SipHash-2-4 128-bit MAC of the message, in 32 lowercase hex digits.
-fn sign(key: (u64, u64), message: String) -> String {
+pub(super) fn sign(key: (u64, u64), message: String) -> String {
     format!("{message} {:032x}", mac(key, message.as_bytes()))
 }
 
@@ -587,7 +587,7 @@ fn mac((k0, k1): (u64, u64), message: &[u8]) -> u128 {
 
 /// The message of a payload signed under `key`, if the signature is
 /// right. Compared without an early exit on the first differing byte.
-fn verify(key: (u64, u64), payload: &[u8]) -> Option<&[u8]> {
+pub(super) fn verify(key: (u64, u64), payload: &[u8]) -> Option<&[u8]> {
     if payload.len() > MAX_MESSAGE + 33 {
         return None;
     }
@@ -602,7 +602,7 @@ fn verify(key: (u64, u64), payload: &[u8]) -> Option<&[u8]> {
     (diff == 0).then_some(message)
 }
 
-fn encode(sender: u64, change: &Change) -> String {
+pub(super) fn encode(sender: u64, change: &Change) -> String {
     match change {
         Change::Ban { prefix, ttl_ms } => format!("{VERSION} ban {sender:016x} {prefix} {ttl_ms}"),
         Change::Lift { prefix } => format!("{VERSION} lift {sender:016x} {prefix}"),
@@ -633,7 +633,7 @@ fn parse_ttl(s: &str) -> Option<u64> {
 }
 
 /// Parses a message: its sender and change.
-fn decode(payload: &[u8]) -> Option<(u64, Change)> {
+pub(super) fn decode(payload: &[u8]) -> Option<(u64, Change)> {
     if payload.len() > MAX_MESSAGE {
         return None;
     }
@@ -663,16 +663,16 @@ fn decode(payload: &[u8]) -> Option<(u64, Change)> {
 
 /// A page of a set, as `LOAD_PAGE_SCRIPT` answers.
 #[derive(Debug, PartialEq, Eq)]
-struct Page<'a> {
+pub(super) struct Page<'a> {
     /// Members and the milliseconds each has left; bad pairs are `None`.
-    entries: Vec<Option<(&'a str, u64)>>,
+    pub(super) entries: Vec<Option<(&'a str, u64)>>,
     /// Where the next page starts (the score and member of this one's last
     /// entry), when another may follow.
-    next: Option<(i64, &'a [u8])>,
+    pub(super) next: Option<(i64, &'a [u8])>,
 }
 
 /// Parses a `LOAD_PAGE_SCRIPT` reply; `None` when it is malformed.
-fn decode_page(reply: &Value) -> Option<Page<'_>> {
+pub(super) fn decode_page(reply: &Value) -> Option<Page<'_>> {
     let Value::Array(items) = reply else {
         return None;
     };

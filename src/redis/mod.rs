@@ -97,6 +97,8 @@
 #[cfg(feature = "tower")]
 pub(crate) mod bans;
 mod breaker;
+#[doc(hidden)]
+pub mod fuzzing;
 mod limiter;
 mod near_cache;
 mod script;

@@ -28,9 +28,11 @@ use super::script::Reply;
 pub const MAX_SYNC_AFTER: u64 = u16::MAX as u64;
 
 /// The word: `[budget: 16][unused: 16][pending + 2^23: 24][unused: 5][flags: 3]`;
-/// while blocked, the top 32 bits hold until when instead of the budget
-/// (ms on the store's clock), so a key over its limit is refused without a
-/// lock or a second lookup.
+/// while blocked, the top 32 bits and 4 of the 5 below the pending field
+/// hold until when instead of the budget (the low and high bits of a 36-bit
+/// ms time on the store's clock; the fifth stays clear, so no word is the
+/// table's reserved all-ones word), so a key over its limit is refused
+/// without a lock or a second lookup.
 const DIRTY: u64 = 1;
 const IN_FLIGHT: u64 = 2;
 const BLOCKED: u64 = 4;
@@ -41,25 +43,32 @@ const PENDING_MAX: i64 = PENDING_BIAS - 1;
 const PENDING_FIELD: u64 = (1 << 24) - 1;
 const BUDGET_SHIFT: u32 = 48;
 const UNTIL_SHIFT: u32 = 32;
+/// Where bits 32 to 35 of the hold's end go while blocked.
+const UNTIL_HIGH_SHIFT: u32 = 3;
+/// A hold's end is kept modulo 2^36 ms (2.18 years).
+const UNTIL_MASK: u64 = (1 << 36) - 1;
 const NANOS_PER_MS: u64 = 1_000_000;
 
 /// One key's local view, unpacked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Entry {
+pub(super) struct Entry {
     /// Units this instance may still admit before hearing from Redis.
-    budget: u64,
+    pub(super) budget: u64,
     /// Admitted (minus given back) here and not pushed yet.
-    pending: i64,
+    pub(super) pending: i64,
     /// Listed for the next push.
-    dirty: bool,
+    pub(super) dirty: bool,
     /// Pushed, answer not back yet.
-    in_flight: bool,
+    pub(super) in_flight: bool,
     /// Redis said the key is over its limit...
-    blocked: bool,
-    /// ...until then: ms on the store's clock, modulo 2^32 (a hold is cut
+    pub(super) blocked: bool,
+    /// ...until then: ms on the store's clock, modulo 2^36 (a hold is cut
     /// at [`MAX_HOLD_MS`], so the wrapping difference from now tells which
-    /// side of it now is, at any process age). The budget is 0 meanwhile.
-    until_ms: u32,
+    /// side of it now is, at any process age, for a key checked within
+    /// 2^36 − 2^31 ms, 2.11 years, of its hold's end; one left untouched
+    /// longer may be refused again, for at most [`MAX_HOLD_MS`]). The
+    /// budget is 0 meanwhile.
+    pub(super) until_ms: u64,
 }
 
 /// Longest hold a key over its limit is refused for locally before asking
@@ -67,23 +76,26 @@ struct Entry {
 const MAX_HOLD_MS: u64 = (1 << 31) - 1;
 
 /// Milliseconds from `now` (ns) until the hold ending at `until_ms` (mod
-/// 2^32) is over; 0 once it is.
+/// 2^36) is over; 0 once it is.
 #[inline(always)]
-fn hold_left_ms(until_ms: u32, now: u64) -> u32 {
-    let left = until_ms.wrapping_sub((now / NANOS_PER_MS) as u32);
-    if u64::from(left) <= MAX_HOLD_MS {
-        left
-    } else {
-        0
-    }
+fn hold_left_ms(until_ms: u64, now: u64) -> u32 {
+    let left = until_ms.wrapping_sub(now / NANOS_PER_MS) & UNTIL_MASK;
+    if left <= MAX_HOLD_MS { left as u32 } else { 0 }
+}
+
+/// The hold's end (mod 2^36 ms) of a blocked word.
+#[inline(always)]
+fn until_of(word: u64) -> u64 {
+    (word >> UNTIL_SHIFT) | ((word >> UNTIL_HIGH_SHIFT) & 15) << 32
 }
 
 impl Entry {
-    fn pack(self) -> u64 {
+    pub(super) fn pack(self) -> u64 {
         let pending = (self.pending.clamp(-PENDING_BIAS, PENDING_MAX) + PENDING_BIAS) as u64;
         let flag = |on: bool, bit: u64| if on { bit } else { 0 };
         let top = if self.blocked {
-            u64::from(self.until_ms) << UNTIL_SHIFT
+            let until = self.until_ms & UNTIL_MASK;
+            (until << UNTIL_SHIFT) | (until >> 32) << UNTIL_HIGH_SHIFT
         } else {
             self.budget.min(MAX_SYNC_AFTER) << BUDGET_SHIFT
         };
@@ -93,7 +105,7 @@ impl Entry {
             | flag(self.blocked, BLOCKED)
     }
 
-    fn unpack(word: u64) -> Self {
+    pub(super) fn unpack(word: u64) -> Self {
         let blocked = word & BLOCKED != 0;
         Entry {
             budget: if blocked { 0 } else { word >> BUDGET_SHIFT },
@@ -101,11 +113,7 @@ impl Entry {
             dirty: word & DIRTY != 0,
             in_flight: word & IN_FLIGHT != 0,
             blocked,
-            until_ms: if blocked {
-                (word >> UNTIL_SHIFT) as u32
-            } else {
-                0
-            },
+            until_ms: if blocked { until_of(word) } else { 0 },
         }
     }
 
@@ -204,7 +212,7 @@ impl Transition for CheckStep<'_> {
         if let Some(word) = state
             && word & BLOCKED != 0
         {
-            let left_ms = hold_left_ms((word >> UNTIL_SHIFT) as u32, now);
+            let left_ms = hold_left_ms(until_of(word), now);
             if left_ms > 0 {
                 return (Out::new(Verdict::Blocked { left_ms }, false), None);
             }
@@ -277,7 +285,13 @@ impl Transition for CheckStep<'_> {
                 changed.then(|| e.pack()),
             ),
             Op::Refund(cost) => {
-                e.budget = e.budget.saturating_add(cost).min(MAX_SYNC_AFTER);
+                // Never past the limit: the fast path admits any cost
+                // within the budget without looking at the limit.
+                e.budget = e
+                    .budget
+                    .saturating_add(cost)
+                    .min(MAX_SYNC_AFTER)
+                    .min(self.cache.limit);
                 e.add_pending(-i64::try_from(cost).unwrap_or(i64::MAX));
                 e.dirty = true;
                 let v = Verdict::Allowed { budget: e.budget };
@@ -470,7 +484,8 @@ impl NearCache {
                 (Decision::never(self.limit, (budget, 1), self.span), false)
             }
             Verdict::Blocked { left_ms } => {
-                let until = (now / NANOS_PER_MS + u64::from(left_ms)) * NANOS_PER_MS;
+                // Saturating: at the end of time the hold ends there.
+                let until = (now / NANOS_PER_MS + u64::from(left_ms)).saturating_mul(NANOS_PER_MS);
                 let wait = until - now;
                 (Decision::deny(self.limit, (0, 1), self.span, wait), false)
             }
@@ -509,15 +524,16 @@ impl NearCache {
         for (&(key, _, _), r) in batch.iter().zip(replies) {
             // A push answers as a peek of one unit does: `remaining` is the
             // room left after that unit, which fits if `allowed`.
-            let room = r.remaining + u64::from(r.allowed);
+            // Never past the limit, whatever Redis says (see `Op::Refund`).
+            let room = (r.remaining + u64::from(r.allowed)).min(self.limit);
             let share = share(room, instances, self.sync_after);
             let until_ms = (!r.allowed).then(|| {
                 let retry = r.retry_after_us.unwrap_or(r.reset_after_us).max(1);
                 let until = now
                     .saturating_add(retry.saturating_mul(1_000))
                     .div_ceil(NANOS_PER_MS);
-                // Kept modulo 2^32: see `Entry::until_ms`.
-                until.min(now / NANOS_PER_MS + MAX_HOLD_MS) as u32
+                // Kept modulo 2^36: see `Entry::until_ms`.
+                until.min(now / NANOS_PER_MS + MAX_HOLD_MS) & UNTIL_MASK
             });
             let settle = Update(move |mut e: Entry| {
                 e.in_flight = false;
@@ -636,7 +652,16 @@ mod tests {
                 dirty: true,
                 in_flight: true,
                 blocked: true,
-                until_ms: u32::MAX,
+                until_ms: UNTIL_MASK,
+            },
+            // Every field full: still not the table's all-ones word.
+            Entry {
+                budget: 0,
+                pending: PENDING_MAX,
+                dirty: true,
+                in_flight: true,
+                blocked: true,
+                until_ms: UNTIL_MASK,
             },
             Entry {
                 budget: 7,
@@ -791,5 +816,69 @@ mod tests {
         assert!(nc.take_listed(at(4)).is_empty());
         // A cost above the limit is never admitted.
         assert!(check(&nc, 79, 5, 11, 1).exceeds_limit());
+    }
+
+    /// Found writing the model of `fuzz/fuzz_targets/near_cache.rs`: a
+    /// hold's end was kept modulo 2^32 ms, so a key left untouched for
+    /// 2^31 ms (24.9 days) or more past it read as held again, for up to
+    /// another 24.9 days, without asking Redis.
+    #[test]
+    fn a_key_idle_long_past_its_hold_is_not_refused_again() {
+        for idle in [
+            (1 << 31) + 1,
+            (1 << 31) + 5_000,
+            3 << 30,
+            (1 << 32) - 1,
+            (1 << 32) + 1,
+            1 << 34,
+        ] {
+            let nc = cache(5, 100);
+            check(&nc, 1, 0, 1, 1);
+            let batch = nc.take_listed(at(0));
+            nc.settle(&batch, &[reply(false, 0, 1_000)], at(1), 1);
+            assert!(check(&nc, 1, 500, 1, 1).is_denied());
+            let d = check(&nc, 1, 1_001 + idle, 1, 1);
+            assert!(d.is_allowed(), "{idle} ms past the hold: {d:?}");
+        }
+    }
+
+    /// The near_cache fuzz target's finding: a held key checked within a
+    /// hold of the end of time (a `Timestamp` near `u64::MAX` ns)
+    /// overflowed working out the wait.
+    #[test]
+    fn a_hold_at_the_end_of_time_saturates() {
+        let nc = cache(5, 100);
+        let end = u64::MAX / 1_000_000 - 10;
+        check(&nc, 1, end, 1, 1);
+        let batch = nc.take_listed(at(end));
+        nc.settle(&batch, &[reply(false, 0, 60_000)], at(end), 1);
+        let d = check(&nc, 1, end + 1, 1, 1);
+        assert!(d.is_denied());
+        assert!(d.retry_after().is_some_and(|w| !w.is_zero()));
+    }
+
+    /// The near_cache fuzz target's finding: a refund after a sync, or a
+    /// reply reporting more room than the limit, lifted the budget past the
+    /// limit, and the fast path then admitted a cost above the limit.
+    #[test]
+    fn the_budget_never_passes_the_limit() {
+        let refund = |nc: &NearCache, cost| {
+            nc.apply(1, || 1, at(2), Op::Refund(cost), &AtomicU64::new(1), || {})
+        };
+        let nc = cache(5, 16);
+        assert!(check(&nc, 1, 0, 5, 1).is_allowed());
+        let batch = nc.take_listed(at(1));
+        // Redis counted the 5 and has room for 5 more (a new window).
+        nc.settle(&batch, &[reply(true, 4, 0)], at(1), 1);
+        // A later limiter refused the request: the 5 come back.
+        assert!(refund(&nc, 5).remaining() <= 5);
+        assert!(check(&nc, 1, 2, 7, 1).exceeds_limit());
+        // A reply with more room than the limit.
+        let nc = cache(5, 16);
+        check(&nc, 2, 0, 1, 1);
+        let batch = nc.take_listed(at(1));
+        nc.settle(&batch, &[reply(true, 100, 0)], at(1), 1);
+        assert!(check(&nc, 2, 2, 7, 1).exceeds_limit());
+        assert!(check(&nc, 2, 2, 5, 1).is_allowed());
     }
 }

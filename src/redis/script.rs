@@ -90,7 +90,8 @@ impl Reply {
         match (self.allowed, self.retry_after_us) {
             (true, _) => Decision::allow(limit, self.remaining, 1, reset),
             (false, None) => Decision::never(limit, room, reset),
-            (false, Some(retry)) => Decision::deny(limit, room, reset, ns(retry)),
+            // A finite wait, however long, is not "never".
+            (false, Some(retry)) => Decision::deny(limit, room, reset, ns(retry).min(u64::MAX - 1)),
         }
     }
 }
@@ -404,7 +405,7 @@ fn is_noscript(result: &RedisResult<Value>) -> bool {
 
 /// Reads `[allowed, remaining, reset_after_us, retry_after_us]`; anything
 /// else is an error, never a guess.
-fn parse_reply(value: Value) -> RedisResult<Reply> {
+pub(super) fn parse_reply(value: Value) -> RedisResult<Reply> {
     let int = |v: &Value| match v {
         Value::Int(i) => Some(*i),
         _ => None,
@@ -946,5 +947,18 @@ mod tests {
         let never = r(false, None).decision(10);
         assert!(never.exceeds_limit());
         assert_eq!(never, Decision::never(10, (3, 1), 1_500_000));
+    }
+
+    /// The redis fuzz target's finding: a reply's retry-after (up to 2^63
+    /// µs) of 2^64 ns or more saturated to the value that means "never",
+    /// and the decision claimed the cost exceeds the limit.
+    #[test]
+    fn a_finite_wait_is_not_never() {
+        let arr = |v: Vec<i64>| Value::Array(v.into_iter().map(Value::Int).collect());
+        let r = parse_reply(arr(vec![0, 3, 0, i64::MAX])).unwrap();
+        let d = r.decision(10);
+        assert!(d.is_denied());
+        assert!(!d.exceeds_limit(), "{d:?}");
+        assert!(d.retry_after().is_some_and(|w| w < Duration::MAX));
     }
 }
