@@ -325,9 +325,12 @@ fn entries(v: &Value) {
         return;
     };
     let header = match &items[..] {
-        [Value::Int(more @ (0 | 1)), Value::Int(score), Value::BulkString(member), rest @ ..]
-            if rest.len() % 2 == 0 =>
-        {
+        [
+            Value::Int(more @ (0 | 1)),
+            Value::Int(score),
+            Value::BulkString(member),
+            rest @ ..,
+        ] if rest.len() % 2 == 0 => {
             Some(((*more == 1).then_some((*score, member.as_slice())), rest))
         }
         _ => None,

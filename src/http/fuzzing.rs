@@ -163,3 +163,13 @@ impl ProfileTable {
         profile::route_bit(route_hash)
     }
 }
+
+/// The gate's stream path: a connection's bytes through its deadline
+/// tracker, in order (`true`: the client's, as the stream reads them;
+/// `false`: the server's, as it writes them). Returns whether the tracker
+/// ended in the request phase (a head complete, no answer since), and
+/// whether it stopped following the connection (an upgrade, HTTP/2, or a
+/// handshake that was not HTTP/1).
+pub fn gate_stream(events: &[(bool, &[u8])]) -> (bool, bool) {
+    super::watch::drive(events)
+}

@@ -642,6 +642,24 @@ impl HeadEnd {
     }
 }
 
+/// For the fuzz target of the gate's read path: a tracker fed `events` in
+/// order (`true`: bytes the client sent; `false`: bytes the server wrote);
+/// whether it ended in the request phase, and whether it stopped
+/// following the connection.
+pub(crate) fn drive(events: &[(bool, &[u8])]) -> (bool, bool) {
+    let epoch = Epoch::new();
+    let watch = Arc::new(Watch::new("192.0.2.1".parse().expect("address"), 0));
+    let mut t = Tracker::new(Arc::clone(&watch), epoch);
+    for &(from_client, bytes) in events {
+        if from_client {
+            t.on_read(bytes);
+        } else {
+            t.on_write(bytes);
+        }
+    }
+    (watch.phase() == Phase::Request, t.kind == Kind::Done)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
