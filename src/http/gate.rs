@@ -522,6 +522,17 @@ impl Shared {
 }
 
 async fn sweep_loop(shared: Weak<Shared>) {
+    // A runtime shut down drops this task: the next listener polled, on
+    // whatever runtime, starts the sweep again.
+    struct Restart(Weak<Shared>);
+    impl Drop for Restart {
+        fn drop(&mut self) {
+            if let Some(shared) = self.0.upgrade() {
+                shared.sweeping.store(false, Relaxed);
+            }
+        }
+    }
+    let _restart = Restart(Weak::clone(&shared));
     let mut tick = tokio::time::interval(SWEEP_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -1676,6 +1687,30 @@ mod tests {
         let _c = gate.shared.admit(v6(6, 3)).ok().unwrap();
         assert_eq!(gate.stats().closed_budget, 1);
         assert_eq!(gate.shared.used(), 2, "the closed one no longer counts");
+    }
+
+    #[test]
+    fn the_sweep_starts_again_on_a_new_runtime_when_its_runtime_is_gone() {
+        let gate = Gate::builder().build().unwrap();
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let first = runtime();
+        first.block_on(async {
+            gate.shared.start_sweeping();
+            tokio::task::yield_now().await;
+        });
+        assert!(gate.shared.sweeping.load(Relaxed));
+        drop(first);
+        assert!(!gate.shared.sweeping.load(Relaxed), "its task was dropped");
+        runtime().block_on(async {
+            gate.shared.start_sweeping();
+            tokio::task::yield_now().await;
+            assert!(gate.shared.sweeping.load(Relaxed));
+        });
     }
 
     #[test]
