@@ -441,8 +441,7 @@ impl Shared {
     /// closed, and refusals the tarpit holds.
     fn used(&self) -> u64 {
         let c = &self.counters;
-        let tarpit = self.tarpit.stats().holding as u64;
-        c.open.load(Relaxed).saturating_sub(c.dying.load(Relaxed)) + tarpit
+        c.open.load(Relaxed).saturating_sub(c.dying.load(Relaxed)) + self.tarpit.holding() as u64
     }
 
     /// Counts a connection the gate closed, and puts an address that

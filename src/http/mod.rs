@@ -47,6 +47,7 @@ mod guard;
 mod layer;
 mod look;
 mod metrics;
+mod millis;
 mod order;
 mod overload;
 mod peer;

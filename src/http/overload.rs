@@ -19,6 +19,7 @@ use crossbeam_utils::sync::ShardedLock;
 use http::request::Parts;
 use parking_lot::Mutex;
 
+use super::millis::millis_since;
 use super::waiting::{Full, WaitingRoom};
 use crate::ConfigError;
 
@@ -661,7 +662,7 @@ impl ConcurrencyLimit {
     ) -> Self {
         ConcurrencyLimit {
             origin,
-            last_used: AtomicU64::new(since(origin, now)),
+            last_used: AtomicU64::new(millis_since(origin, now)),
             route,
             algorithm: config.algorithm,
             min: f64::from(config.min),
@@ -699,7 +700,7 @@ impl ConcurrencyLimit {
 
     /// A request left at `now`.
     fn touch(&self, now: tokio::time::Instant) {
-        let ms = since(self.origin, now);
+        let ms = millis_since(self.origin, now);
         // Read first: most requests find it up to date, and write nothing.
         if self.last_used.load(Ordering::Relaxed) < ms {
             self.last_used.fetch_max(ms, Ordering::Relaxed);
@@ -1083,16 +1084,6 @@ impl LimitStats {
     }
 }
 
-/// Milliseconds from `origin` to `now` (zero before it).
-fn since(origin: tokio::time::Instant, now: tokio::time::Instant) -> u64 {
-    // Whole seconds and milliseconds: no 128-bit arithmetic on every
-    // request's way out.
-    let d = now.saturating_duration_since(origin);
-    d.as_secs()
-        .saturating_mul(1_000)
-        .saturating_add(u64::from(d.subsec_millis()))
-}
-
 /// The overload state of a guard.
 pub(crate) struct Shedder {
     config: Overload,
@@ -1286,7 +1277,7 @@ impl Shedder {
         if !self.config.every_route || !matched {
             return Arc::clone(&self.service);
         }
-        let now_ms = since(self.origin, now);
+        let now_ms = millis_since(self.origin, now);
         {
             let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
             // Every place taken: look for an idle one at most once a

@@ -136,11 +136,16 @@ impl TarpitState {
         ))
     }
 
+    /// Refusals held now (each keeps its descriptor).
+    pub(crate) fn holding(&self) -> usize {
+        self.holding.load(Ordering::Acquire)
+    }
+
     pub(crate) fn stats(&self) -> TarpitStats {
         TarpitStats {
             held: self.held.load(Ordering::Relaxed),
             full: self.full.load(Ordering::Relaxed),
-            holding: self.holding.load(Ordering::Acquire),
+            holding: self.holding(),
         }
     }
 }

@@ -38,6 +38,8 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use super::millis::millis_since;
+
 /// How long a connection may take over a request head, and stay idle
 /// between requests; set with
 /// [`GateBuilder::deadlines`](super::gate::GateBuilder::deadlines).
@@ -426,7 +428,7 @@ impl Epoch {
     }
 
     pub(crate) fn now(&self) -> u64 {
-        u64::try_from(self.0.elapsed().as_millis()).unwrap_or(u64::MAX)
+        millis_since(self.0, Instant::now())
     }
 }
 
