@@ -77,6 +77,17 @@ async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
+/// Publishes `message` on the `shop` namespace's ban channel, as anyone
+/// with write access to Redis could.
+async fn publish(con: &mut redis::aio::MultiplexedConnection, message: &str) {
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("shop:{bans}")
+        .arg(message)
+        .query_async(con)
+        .await
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_ban_reaches_the_other_instance_within_a_second_and_unban_lifts_it() {
     let server = RedisServer::start();
@@ -416,12 +427,7 @@ async fn with_a_secret_only_signed_messages_ban() {
         format!("1 ban {sender} 198.51.100.9/32 60000 {}", "0".repeat(32)),
         format!("1 ban {sender} 10.0.0.0/8 60000 {}", "f".repeat(32)),
     ] {
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg("shop:{bans}")
-            .arg(&forged)
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        publish(&mut con, &forged).await;
     }
     within(PROPAGATION, "forged messages rejected", || {
         shared(&b).rejected == 3
@@ -491,21 +497,11 @@ async fn bad_messages_and_entries_are_counted_and_ignored() {
         format!("1 class {sender} 0123456789abcdef 60000"), // wrong channel
         "\u{0}\u{ff}".to_owned(),
     ] {
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg("shop:{bans}")
-            .arg(&bad)
-            .query_async(&mut con)
-            .await
-            .unwrap();
+        publish(&mut con, &bad).await;
     }
     // A well-formed message from another instance is applied.
     let good = format!("1 ban {sender} 198.51.100.9/32 60000");
-    let _: i64 = redis::cmd("PUBLISH")
-        .arg("shop:{bans}")
-        .arg(&good)
-        .query_async(&mut con)
-        .await
-        .unwrap();
+    publish(&mut con, &good).await;
     within(PROPAGATION, "good message applied", || {
         b.is_banned(ip("198.51.100.9"))
     })

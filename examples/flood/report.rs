@@ -854,18 +854,19 @@ pub struct Fresh {
 impl Fresh {
     fn of(visits: &[(Duration, Option<Duration>)], start: Duration, end: Duration) -> Self {
         let timeout = crate::traffic::FRESH_TIMEOUT.as_secs_f64() * 1e3;
-        let mut ms: Vec<f64> = visits
+        let took: Vec<Option<Duration>> = visits
             .iter()
             .filter(|(at, _)| *at >= start && *at < end)
-            .map(|(_, took)| took.map_or(timeout, |d| d.as_secs_f64() * 1e3))
+            .map(|&(_, took)| took)
+            .collect();
+        let mut ms: Vec<f64> = took
+            .iter()
+            .map(|t| t.map_or(timeout, |d| d.as_secs_f64() * 1e3))
             .collect();
         ms.sort_by(f64::total_cmp);
         Fresh {
-            visitors: ms.len() as u64,
-            unanswered: visits
-                .iter()
-                .filter(|(at, took)| *at >= start && *at < end && took.is_none())
-                .count() as u64,
+            visitors: took.len() as u64,
+            unanswered: took.iter().filter(|t| t.is_none()).count() as u64,
             p50_ms: quantile(&ms, 0.50),
             p99_ms: quantile(&ms, 0.99),
             max_ms: ms.last().copied().unwrap_or(f64::NAN),

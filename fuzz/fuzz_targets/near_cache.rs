@@ -162,6 +162,15 @@ fn clamp_pending(p: i64) -> i64 {
     p.clamp(PENDING_MIN, PENDING_MAX)
 }
 
+/// The model of a push that failed: its units are pending again.
+fn requeue(keys: &mut HashMap<u64, Key>, batch: &[(u64, u64, i64)]) {
+    for &(k, _, units) in batch {
+        let e = keys.get_mut(&k).expect("pushed keys are known");
+        e.pending = clamp_pending(e.pending + units);
+        e.dirty = true;
+    }
+}
+
 fuzz_target!(|input: Input| {
     // Words: whatever fields fit pack and unpack to themselves.
     for (word, e) in input.words.iter().take(16) {
@@ -359,11 +368,7 @@ fuzz_target!(|input: Input| {
                 }
                 if fail || replies.is_empty() {
                     nc.restore(&batch, t);
-                    for &(k, _, units) in &batch {
-                        let e = keys.get_mut(&k).expect("pushed keys are known");
-                        e.pending = clamp_pending(e.pending + units);
-                        e.dirty = true;
-                    }
+                    requeue(&mut keys, &batch);
                     continue;
                 }
                 let mut parsed = Vec::new();
@@ -385,11 +390,7 @@ fuzz_target!(|input: Input| {
                 }
                 if parsed.len() < batch.len() {
                     nc.restore(&batch, t);
-                    for &(k, _, units) in &batch {
-                        let e = keys.get_mut(&k).expect("pushed keys are known");
-                        e.pending = clamp_pending(e.pending + units);
-                        e.dirty = true;
-                    }
+                    requeue(&mut keys, &batch);
                     continue;
                 }
                 nc.settle(&batch, &parsed, t, instances);
