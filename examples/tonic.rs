@@ -39,7 +39,7 @@ use std::error::Error;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use floodguard::http::gate::Gate;
+use floodguard::http::Gate;
 use floodguard::http::{Guard, GuardDecision, Rule};
 use tonic::codegen::BoxFuture;
 use tonic::transport::{Channel, Server};

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::extract::ConnectInfo;
 use axum::routing::get;
-use floodguard::http::gate::{Deadlines, Gate, GateBuilder};
+use floodguard::http::{Deadlines, Gate, GateBuilder};
 use floodguard::http::{GateConnectInfo, serve};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};

@@ -11,7 +11,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Extension, Request};
 use axum::routing::{any, get};
 use common::{TIMEOUT, connect_from};
-use floodguard::http::gate::Gate;
+use floodguard::http::Gate;
 use floodguard::http::{
     ClientIpConfig, Fingerprint, GateConnectInfo, Guard, GuardDecision, HeadScanner, Rule, Scan,
     Scoring, Signal, WireHead,

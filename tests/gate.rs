@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use floodguard::http::Tarpit;
-use floodguard::http::gate::{AcceptVerdict, Gate, GatedStream};
+use floodguard::http::{AcceptVerdict, Gate, GatedStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;

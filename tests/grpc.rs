@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use std::time::Duration;
 
-use floodguard::http::gate::Gate;
+use floodguard::http::Gate;
 use floodguard::http::{Guard, GuardDecision, Rule};
 use floodguard::{Clock, ManualClock};
 use hyper_util::rt::TokioIo;

@@ -20,10 +20,8 @@
 use std::net::IpAddr;
 
 use floodguard::IpPrefix;
-use floodguard::http::client_ip::{
-    ClientIp, ClientIpConfig, ForwardedHeader, Hop, IpSource, MAX_HOPS, parse_forwarded,
-    parse_x_forwarded_for,
-};
+use floodguard::http::fuzzing::{Hop, MAX_HOPS, parse_forwarded, parse_x_forwarded_for};
+use floodguard::http::{ClientIp, ClientIpConfig, ForwardedHeader, IpSource};
 use floodguard::ip::canonical;
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;

@@ -18,7 +18,7 @@
 //!   fixed width.
 #![no_main]
 
-use floodguard::http::wire::{MAX_HEAD_BYTES, MAX_HEADER_LINES};
+use floodguard::http::fuzzing::{MAX_HEAD_BYTES, MAX_HEADER_LINES};
 use floodguard::http::{Fingerprint, HeadScanner, Scan, WireHead, anomalies, ua_family};
 use libfuzzer_sys::fuzz_target;
 

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use floodguard::ManualClock;
-use floodguard::http::client_ip::{Hop, parse_forwarded, parse_x_forwarded_for};
+use floodguard::http::fuzzing::{Hop, parse_forwarded, parse_x_forwarded_for};
 use floodguard::http::{ClientIpConfig, ForwardedHeader, Guard, PeerAddr, Rule};
 use floodguard::ip::PrefixLengths;
 use http::{HeaderName, HeaderValue, Method, Request};

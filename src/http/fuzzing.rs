@@ -10,13 +10,16 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 
-use super::overload::{self, LimitStats, Overload, Priority};
-use super::profile;
-use super::session::{self, Presented, SessionCookie};
+use crate::http::identify::session::{self, Presented, SessionCookie};
+use crate::http::overload::shedder::{self, LimitStats, Overload, Priority};
+use crate::http::scoring::profile;
 use crate::{ConfigError, Timestamp};
 
+pub use crate::http::identify::client_ip::{Hop, MAX_HOPS, parse_forwarded, parse_x_forwarded_for};
+pub use crate::http::identify::wire::{MAX_HEAD_BYTES, MAX_HEADER_LINES};
+
 /// A guard's overload state: its adaptive limits and waiting rooms.
-pub struct Shedder(overload::Shedder);
+pub struct Shedder(shedder::Shedder);
 
 /// A place in a limit, now or after a wait.
 pub enum Place {
@@ -27,15 +30,15 @@ pub enum Place {
 }
 
 /// A request's place in a limit; given back when answered or dropped.
-pub struct Permit(overload::Permit);
+pub struct Permit(shedder::Permit);
 
 /// A request waiting for a place.
-pub struct Ticket(overload::Ticket);
+pub struct Ticket(shedder::Ticket);
 
 impl Shedder {
     /// Overload protection as a guard builds it.
     pub fn new(config: Overload) -> Result<Self, ConfigError> {
-        overload::Shedder::new(config).map(Shedder)
+        shedder::Shedder::new(config).map(Shedder)
     }
 
     /// Admits a request on `route` from a client of `standing` (−2 to
@@ -43,8 +46,8 @@ impl Shedder {
     /// Tokio runtime with time enabled: a wait has a deadline.
     pub fn acquire(&self, parts: &Parts, route: &str, standing: i8) -> Result<Place, Priority> {
         self.0.acquire(parts, route, standing).map(|p| match p {
-            overload::Place::Now(p) => Place::Now(Permit(p)),
-            overload::Place::Wait(t) => Place::Wait(Ticket(t)),
+            shedder::Place::Now(p) => Place::Now(Permit(p)),
+            shedder::Place::Wait(t) => Place::Wait(Ticket(t)),
         })
     }
 
@@ -171,5 +174,5 @@ impl ProfileTable {
 /// whether it stopped following the connection (an upgrade, HTTP/2, or a
 /// handshake that was not HTTP/1).
 pub fn gate_stream(events: &[(bool, &[u8])]) -> (bool, bool) {
-    super::watch::drive(events)
+    crate::http::gate::watch::drive(events)
 }

@@ -6,13 +6,13 @@
 
 use std::fmt::Write as _;
 
-use super::detect::{DetectionSnapshot, Share};
-use super::gate::Gate;
-use super::guard::{Guard, GuardStats, ScoringStats};
-use super::overload::{LimitStats, WaitingRoomStats};
-use super::scorer::Offender;
-use super::session::SessionStats;
 use crate::Clock;
+use crate::http::gate::gate::Gate;
+use crate::http::guard::guard::{Guard, GuardStats, ScoringStats};
+use crate::http::identify::session::SessionStats;
+use crate::http::overload::shedder::{LimitStats, WaitingRoomStats};
+use crate::http::scoring::detect::{DetectionSnapshot, Share};
+use crate::http::scoring::scorer::Offender;
 
 /// The `Content-Type` of the Prometheus text format this module writes:
 /// `text/plain; version=0.0.4; charset=utf-8`.
@@ -34,7 +34,7 @@ impl<C: Clock> Guard<C> {
     /// | `floodguard_tarpit_held_total`, `_tarpit_full_total`, `_tarpit_holding` (gauge) | |
     /// | `floodguard_rule_admitted_total`, `_rule_denied_total`, `_rule_keys`, `_rule_key_capacity`, `_rule_evictions_total` | `rule`, `shadow` |
     ///
-    /// With [scoring](super::GuardBuilder::scoring) on, also:
+    /// With [scoring](crate::http::GuardBuilder::scoring) on, also:
     ///
     /// | family | labels |
     /// |---|---|
@@ -56,19 +56,19 @@ impl<C: Clock> Guard<C> {
     /// they would mint new series every tick; [`Guard::snapshot`] has
     /// them.
     ///
-    /// For rules [shared through Redis](super::Rule::shared), also
+    /// For rules [shared through Redis](crate::http::Rule::shared), also
     /// `floodguard_shared_rule_total` (labels `rule` and `event`:
     /// `fallback` (decided by the failure policy), `budget_refusal` (this
     /// instance's share spent before a sync), `pushed_key`, `failed_round`),
     /// `floodguard_shared_rule_redis_available` (0 or 1) and
     /// `floodguard_shared_rule_instances` (the fleet's size), by `rule`.
     ///
-    /// With the [session cookie](super::GuardBuilder::session) on, also
+    /// With the [session cookie](crate::http::GuardBuilder::session) on, also
     /// `floodguard_session_cookies_total` (label `outcome`: `valid`,
     /// `invalid`, `issued`, `not_returned`; see
-    /// [`SessionStats`](super::SessionStats)).
+    /// [`SessionStats`](crate::http::SessionStats)).
     ///
-    /// With [shared bans](super::GuardBuilder::share_bans) on, also
+    /// With [shared bans](crate::http::GuardBuilder::share_bans) on, also
     /// `floodguard_shared_bans_total` (label `event`: `published`,
     /// `received`, `loaded`, `load_pages`, `reconciled_lifts`, `dropped`,
     /// `errors`, `rejected`) and
@@ -76,7 +76,7 @@ impl<C: Clock> Guard<C> {
     ///
     /// `reason="no_peer_address"` counts requests that carried no peer
     /// address; they are refused unless the guard was built with
-    /// [`MissingPeer::SkipAddressRules`](super::MissingPeer::SkipAddressRules),
+    /// [`MissingPeer::SkipAddressRules`](crate::http::MissingPeer::SkipAddressRules),
     /// which serves (and counts as admitted) them instead.
     ///
     /// ```
@@ -884,8 +884,8 @@ mod axum_support {
     use axum::routing::MethodRouter;
     use http::header::CONTENT_TYPE;
 
-    use super::PROMETHEUS_CONTENT_TYPE;
     use crate::Clock;
+    use crate::http::PROMETHEUS_CONTENT_TYPE;
     use crate::http::{Gate, Guard};
 
     /// A `GET` (and `HEAD`) route that answers with the guard's

@@ -16,7 +16,7 @@ use std::time::Duration;
 /// How long refusals of blocked clients (blocklisted or banned, the 403 /
 /// `PERMISSION_DENIED` answers) are held before they are sent, and how
 /// many may be held at once. Set with
-/// [`GuardBuilder::tarpit`](super::GuardBuilder::tarpit).
+/// [`GuardBuilder::tarpit`](crate::http::GuardBuilder::tarpit).
 ///
 /// The default holds each for one second, at most 1,024 at once. Rate-limit
 /// refusals (429) and overload refusals (503) are never held: those
@@ -75,7 +75,7 @@ impl Default for Tarpit {
     }
 }
 
-/// The tarpit's counters, in [`GuardStats`](super::GuardStats).
+/// The tarpit's counters, in [`GuardStats`](crate::http::GuardStats).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TarpitStats {

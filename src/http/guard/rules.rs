@@ -1,0 +1,542 @@
+//! Rules: what a request is counted by, which requests a rule applies to,
+//! and its quota.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::algo::Algorithm;
+use crate::ip::PrefixLengths;
+use crate::{Clock, ConfigError, IpPrefix, KeyedLimiter, LimiterStats, Pending};
+
+type KeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
+type WhenFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
+
+/// What a rule counts requests by.
+#[derive(Clone)]
+enum KeySpec {
+    Ip,
+    Prefix(PrefixLengths),
+    Path,
+    Method,
+    /// The header's name, parsed once when the rule is made; the text
+    /// given if it is not a header name (refused by `build()`).
+    Header(Result<HeaderName, String>),
+    Global,
+    Custom(KeyFn),
+}
+
+#[derive(Clone, Copy)]
+enum Quota {
+    SlidingWindow(u64, Duration),
+    Gcra(u64, Duration),
+}
+
+/// One rate limit of a [`Guard`](crate::http::Guard): a key (what requests are
+/// counted by), a scope (which requests it applies to), a quota, and
+/// whether it is enforced or only observed (shadow mode).
+///
+/// ```
+/// use std::time::Duration;
+/// use http::Method;
+/// use floodguard::http::Rule;
+/// use floodguard::ip::PrefixLengths;
+///
+/// let rules = [
+///     Rule::per_ip("per-ip").gcra(20, Duration::from_secs(1)).burst(40),
+///     Rule::per_prefix("per-net", PrefixLengths::SUBNET).sliding_window(600, Duration::from_secs(10)),
+///     Rule::per_ip("login")
+///         .path("/login")
+///         .method(Method::POST)
+///         .sliding_window(5, Duration::from_secs(60)),
+///     Rule::global("ceiling").gcra(5_000, Duration::from_secs(1)),
+///     Rule::per_header("api-key", "x-api-key").sliding_window(1_000, Duration::from_secs(60)).shadow(),
+/// ];
+/// # let _ = rules;
+/// ```
+#[derive(Clone)]
+#[must_use = "a rule does nothing until added to a guard"]
+pub struct Rule {
+    name: String,
+    key: KeySpec,
+    quota: Option<Quota>,
+    burst: Option<u64>,
+    capacity: Option<usize>,
+    cost: u64,
+    shadow: bool,
+    scope: Scope,
+    #[cfg(feature = "redis")]
+    shared: Option<crate::redis::RedisStore>,
+}
+
+impl fmt::Debug for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rule")
+            .field("name", &self.name)
+            .field("shadow", &self.shadow)
+            .field("cost", &self.cost)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which requests a rule applies to; all conditions must hold.
+#[derive(Clone, Default)]
+struct Scope {
+    paths: Vec<String>,
+    path_prefixes: Vec<String>,
+    methods: Vec<Method>,
+    when: Option<WhenFn>,
+}
+
+impl Scope {
+    fn matches(&self, parts: &Parts, route: &str) -> bool {
+        let path = parts.uri.path();
+        (self.paths.is_empty() || self.paths.iter().any(|p| p == route || p == path))
+            && (self.path_prefixes.is_empty()
+                || self
+                    .path_prefixes
+                    .iter()
+                    .any(|p| path.starts_with(p.as_str())))
+            && (self.methods.is_empty()
+                || self.methods.contains(&parts.method)
+                // HEAD is GET without the body: servers (axum among them)
+                // answer it with the GET handler, at the GET's cost.
+                || (parts.method == Method::HEAD && self.methods.contains(&Method::GET)))
+            && self.when.as_ref().is_none_or(|f| f(parts))
+    }
+}
+
+impl Rule {
+    fn new(name: impl Into<String>, key: KeySpec) -> Self {
+        Rule {
+            name: name.into(),
+            key,
+            quota: None,
+            burst: None,
+            capacity: None,
+            cost: 1,
+            shadow: false,
+            scope: Scope::default(),
+            #[cfg(feature = "redis")]
+            shared: None,
+        }
+    }
+
+    /// Counts requests by client address (after trusted-proxy resolution,
+    /// IPv4-mapped IPv6 as IPv4).
+    pub fn per_ip(name: impl Into<String>) -> Self {
+        Self::new(name, KeySpec::Ip)
+    }
+
+    /// Counts requests by the client's network: IPv4 and IPv6 prefix
+    /// lengths from `lengths` (for example [`PrefixLengths::SUBNET`], /24
+    /// and /64), so one host rotating through its IPv6 /64 stays one key.
+    pub fn per_prefix(name: impl Into<String>, lengths: PrefixLengths) -> Self {
+        Self::new(name, KeySpec::Prefix(lengths))
+    }
+
+    /// Counts requests by route: axum's matched route pattern when the
+    /// `axum` feature is on and the layer sits on a `Router`, otherwise the
+    /// URI path.
+    pub fn per_path(name: impl Into<String>) -> Self {
+        Self::new(name, KeySpec::Path)
+    }
+
+    /// Counts requests by HTTP method.
+    pub fn per_method(name: impl Into<String>) -> Self {
+        Self::new(name, KeySpec::Method)
+    }
+
+    /// Counts requests by the value of header `header` (for example an API
+    /// key). Requests without the header are not counted by this rule.
+    pub fn per_header(name: impl Into<String>, header: impl Into<String>) -> Self {
+        let header = header.into();
+        let parsed = HeaderName::try_from(header.as_str()).map_err(|_| header);
+        Self::new(name, KeySpec::Header(parsed))
+    }
+
+    /// One counter for all requests it applies to: a ceiling for the
+    /// service.
+    pub fn global(name: impl Into<String>) -> Self {
+        Self::new(name, KeySpec::Global)
+    }
+
+    /// Counts requests by a key the closure derives from the request; a
+    /// request for which it returns `None` is not counted by this rule.
+    pub fn per_key(
+        name: impl Into<String>,
+        key: impl Fn(&Parts) -> Option<String> + Send + Sync + 'static,
+    ) -> Self {
+        Self::new(name, KeySpec::Custom(Arc::new(key)))
+    }
+
+    /// At most `limit` requests per `window` per key, sliding-window
+    /// counter.
+    pub fn sliding_window(mut self, limit: u64, window: Duration) -> Self {
+        self.quota = Some(Quota::SlidingWindow(limit, window));
+        self
+    }
+
+    /// `rate` requests per `period` per key on average, GCRA.
+    pub fn gcra(mut self, rate: u64, period: Duration) -> Self {
+        self.quota = Some(Quota::Gcra(rate, period));
+        self
+    }
+
+    /// GCRA only: requests a key may make at once after idling (defaults
+    /// to `rate`).
+    pub fn burst(mut self, burst: u64) -> Self {
+        self.burst = Some(burst);
+        self
+    }
+
+    /// Keys this rule tracks at once (16 bytes each); defaults to
+    /// [`DEFAULT_CAPACITY`](crate::DEFAULT_CAPACITY), and to 1 for
+    /// [`Rule::global`].
+    pub fn capacity(mut self, keys: usize) -> Self {
+        self.capacity = Some(keys);
+        self
+    }
+
+    /// What one request costs against the quota (default 1).
+    pub fn cost(mut self, cost: u64) -> Self {
+        self.cost = cost;
+        self
+    }
+
+    /// Shadow mode: the rule counts and logs the requests it would refuse
+    /// (see [`RuleStats::shadow_refusals`]) but never refuses one.
+    pub fn shadow(mut self) -> Self {
+        self.shadow = true;
+        self
+    }
+
+    /// Applies only to requests for this route pattern or exact path; may
+    /// be given several times (any matches).
+    pub fn path(mut self, path: impl Into<String>) -> Self {
+        self.scope.paths.push(path.into());
+        self
+    }
+
+    /// Applies only to paths starting with `prefix`; may be given several
+    /// times (any matches).
+    pub fn path_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.scope.path_prefixes.push(prefix.into());
+        self
+    }
+
+    /// Applies only to this method; may be given several times (any
+    /// matches). `GET` covers `HEAD` too, which servers answer with the
+    /// `GET` handler (axum does): a rule on `GET` cannot be dodged by
+    /// asking for the head only.
+    pub fn method(mut self, method: Method) -> Self {
+        self.scope.methods.push(method);
+        self
+    }
+
+    /// Applies only to requests for which `when` returns true.
+    pub fn when(mut self, when: impl Fn(&Parts) -> bool + Send + Sync + 'static) -> Self {
+        self.scope.when = Some(Arc::new(when));
+        self
+    }
+
+    /// The rule's name, as shown in stats, logs and `RateLimit` headers.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Counts this rule across a fleet: every instance whose guard has a
+    /// rule of this name shared through the same store namespace counts in
+    /// one place in Redis. Checks never wait for Redis: the rule uses the
+    /// near-cache ([`Mode::NearCache`](crate::redis::Mode::NearCache)), with
+    /// the accuracy bound given in [`crate::redis`]; while Redis is
+    /// unreachable the store's [`OnFailure`](crate::redis::OnFailure)
+    /// policy decides. The guard must be built inside a Tokio runtime.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use floodguard::http::{Guard, Rule};
+    /// use floodguard::redis::RedisStore;
+    ///
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379/").namespace("shop").build()?;
+    /// let guard = Guard::builder()
+    ///     .rule(Rule::per_ip("per-ip").sliding_window(600, Duration::from_secs(60)).shared(&store))
+    ///     .build()?;
+    /// # let _ = guard; Ok(()) }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn shared(mut self, store: &crate::redis::RedisStore) -> Self {
+        self.shared = Some(store.clone());
+        self
+    }
+
+    pub(crate) fn compile<C: Clock + Clone>(
+        self,
+        clock: &C,
+    ) -> Result<CompiledRule<C>, ConfigError> {
+        let in_rule = |e: ConfigError| ConfigError::InRule {
+            rule: self.name.clone(),
+            source: Box::new(e),
+        };
+        if self.name.is_empty()
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            return Err(ConfigError::BadRuleName { input: self.name });
+        }
+        if self.cost == 0 {
+            return Err(in_rule(ConfigError::Zero { field: "cost" }));
+        }
+        if let KeySpec::Header(Err(input)) = &self.key {
+            return Err(in_rule(ConfigError::BadHeaderName {
+                field: "per_header",
+                input: input.clone(),
+            }));
+        }
+        let key = self.key;
+        let default_capacity = match key {
+            KeySpec::Global => 1,
+            _ => crate::DEFAULT_CAPACITY,
+        };
+        let capacity = self.capacity.unwrap_or(default_capacity);
+        #[cfg(feature = "redis")]
+        let shared = self.shared.is_some();
+        #[cfg(not(feature = "redis"))]
+        let shared = false;
+        // A shared rule counts in its near-cache; its own limiter only
+        // carries the quota, so it gets the smallest table.
+        let mut builder = KeyedLimiter::<[u8]>::builder()
+            .capacity(if shared { 1 } else { capacity })
+            .clock(clock.clone());
+        builder = match self.quota {
+            None => return Err(in_rule(ConfigError::MissingAlgorithm)),
+            Some(Quota::SlidingWindow(limit, window)) => builder.sliding_window(limit, window),
+            Some(Quota::Gcra(rate, period)) => builder.gcra(rate, period),
+        };
+        if let Some(b) = self.burst {
+            builder = builder.burst(b);
+        }
+        let limiter = builder.build().map_err(in_rule)?;
+        #[cfg(feature = "redis")]
+        let shared = match &self.shared {
+            None => None,
+            Some(store) => {
+                Some(share(&self.name, store, limiter.algorithm(), capacity).map_err(in_rule)?)
+            }
+        };
+        let quota = limiter.algorithm().limit();
+        // The policy's window: the sliding window, or the time GCRA takes
+        // to refill a whole burst.
+        let window_nanos = match limiter.algorithm() {
+            Algorithm::SlidingWindow(a) => a.window().as_nanos(),
+            Algorithm::Gcra(a) => a.interval().as_nanos() * u128::from(a.burst()),
+        };
+        let seconds = window_nanos.div_ceil(1_000_000_000).max(1);
+        let policy = HeaderValue::from_str(&format!("\"{}\";q={quota};w={seconds}", self.name))
+            .map_err(|_| ConfigError::BadRuleName {
+                input: self.name.clone(),
+            })?;
+        Ok(CompiledRule {
+            name: self.name.into(),
+            key,
+            scope: self.scope,
+            cost: self.cost,
+            shadow: self.shadow,
+            limiter,
+            #[cfg(feature = "redis")]
+            shared,
+            policy,
+        })
+    }
+}
+
+/// A rule ready to check requests, with its own limiter.
+pub(crate) struct CompiledRule<C> {
+    pub(crate) name: Arc<str>,
+    key: KeySpec,
+    scope: Scope,
+    cost: u64,
+    pub(crate) shadow: bool,
+    limiter: KeyedLimiter<[u8], C>,
+    /// Counts in Redis instead of `limiter` when the rule is shared.
+    #[cfg(feature = "redis")]
+    shared: Option<crate::redis::SharedLimiter<[u8]>>,
+    /// Pre-formatted `RateLimit-Policy` value.
+    pub(crate) policy: HeaderValue,
+}
+
+impl<C: Clock> CompiledRule<C> {
+    /// Whether the rule keys on or is scoped by the request's route.
+    pub(crate) fn uses_route(&self) -> bool {
+        matches!(self.key, KeySpec::Path) || !self.scope.paths.is_empty()
+    }
+
+    /// The check this request owes the rule (its cost times
+    /// `cost_factor`), or `None` if the rule does not apply to it (out of
+    /// scope, or no key: header absent, no address).
+    pub(crate) fn pending(
+        &self,
+        parts: &Parts,
+        client: Option<IpAddr>,
+        route: &str,
+        cost_factor: u64,
+    ) -> Option<Pending<'_>> {
+        if !self.scope.matches(parts, route) {
+            return None;
+        }
+        let c = self.cost.saturating_mul(cost_factor);
+        let charge = |key: &[u8]| self.charge(key, c);
+        match &self.key {
+            KeySpec::Ip => {
+                let (buf, n) = ip_key(client?);
+                charge(&buf[..n])
+            }
+            KeySpec::Prefix(lengths) => {
+                let p = IpPrefix::of(client?, *lengths);
+                let (mut buf, n) = ip_key(p.network());
+                buf[n] = p.len();
+                charge(&buf[..=n])
+            }
+            KeySpec::Path => charge(route.as_bytes()),
+            KeySpec::Method => charge(parts.method.as_str().as_bytes()),
+            KeySpec::Header(Ok(h)) => charge(parts.headers.get(h)?.as_bytes()),
+            KeySpec::Header(Err(_)) => None,
+            KeySpec::Global => charge(&[]),
+            KeySpec::Custom(f) => charge(f(parts)?.as_bytes()),
+        }
+    }
+
+    /// The check of `key`, on the shared limiter if the rule has one.
+    #[inline]
+    fn charge(&self, key: &[u8], cost: u64) -> Option<Pending<'_>> {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            return shared.pending_n(key, cost);
+        }
+        Some(self.limiter.pending_n(key, cost))
+    }
+
+    pub(crate) fn stats(&self) -> RuleStats {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared {
+            let st = shared.stats();
+            let limiter = LimiterStats {
+                admitted: st.checked - st.denied,
+                denied: st.denied,
+                evictions: st.evictions,
+                occupancy: st.cached_keys,
+                capacity: st.capacity,
+            };
+            return RuleStats {
+                name: self.name.to_string(),
+                shadow: self.shadow,
+                shadow_refusals: if self.shadow { limiter.denied } else { 0 },
+                limiter,
+                shared: Some(st),
+            };
+        }
+        let limiter = self.limiter.stats();
+        RuleStats {
+            name: self.name.to_string(),
+            shadow: self.shadow,
+            // A shadow rule's limiter only ever sees its own checks, so
+            // what it denied is exactly what it would have refused.
+            shadow_refusals: if self.shadow { limiter.denied } else { 0 },
+            limiter,
+            #[cfg(feature = "redis")]
+            shared: None,
+        }
+    }
+}
+
+/// An address as key bytes: family tag then the address, with one spare
+/// byte for a prefix length.
+fn ip_key(ip: IpAddr) -> ([u8; 18], usize) {
+    let mut buf = [0u8; 18];
+    match ip {
+        IpAddr::V4(a) => {
+            buf[0] = 4;
+            buf[1..5].copy_from_slice(&a.octets());
+            (buf, 5)
+        }
+        IpAddr::V6(a) => {
+            buf[0] = 6;
+            buf[1..17].copy_from_slice(&a.octets());
+            (buf, 17)
+        }
+    }
+}
+
+/// One rule's counters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RuleStats {
+    /// The rule's name.
+    pub name: String,
+    /// Whether the rule runs in shadow mode.
+    pub shadow: bool,
+    /// Its limiter's counters. For an enforced rule, `denied` counts the
+    /// requests it refused; for a shadow rule, those it would have refused.
+    pub limiter: LimiterStats,
+    /// Requests a shadow rule would have refused (0 for enforced rules).
+    pub shadow_refusals: u64,
+    /// The shared limiter's counters, for a rule counted in Redis.
+    #[cfg(feature = "redis")]
+    pub shared: Option<crate::redis::SharedStats>,
+}
+
+/// The near-cached shared limiter for rule `name`.
+#[cfg(feature = "redis")]
+fn share(
+    name: &str,
+    store: &crate::redis::RedisStore,
+    algorithm: &Algorithm,
+    capacity: usize,
+) -> Result<crate::redis::SharedLimiter<[u8]>, ConfigError> {
+    let builder = crate::redis::SharedLimiter::<[u8]>::builder(name).capacity(capacity);
+    let builder = match *algorithm {
+        Algorithm::SlidingWindow(a) => builder.sliding_window(a.limit(), a.window()),
+        Algorithm::Gcra(a) => builder.gcra(a.rate(), a.period()).burst(a.burst()),
+    };
+    builder.build(store).map_err(|e| ConfigError::SharedStore {
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts(method: Method, path: &str) -> Parts {
+        http::Request::builder()
+            .method(method)
+            .uri(path)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0
+    }
+
+    #[test]
+    fn a_get_rule_covers_head_and_nothing_else() {
+        let rule = Rule::per_ip("search").path("/search").method(Method::GET);
+        let on = |m: Method| rule.scope.matches(&parts(m, "/search"), "/search");
+        assert!(on(Method::GET));
+        assert!(on(Method::HEAD));
+        assert!(!on(Method::POST));
+        assert!(!on(Method::OPTIONS));
+        // A HEAD rule does not cover GET.
+        let head = Rule::per_ip("head").method(Method::HEAD);
+        assert!(!head.scope.matches(&parts(Method::GET, "/"), "/"));
+        // A POST rule does not cover HEAD.
+        let post = Rule::per_ip("post").method(Method::POST);
+        assert!(!post.scope.matches(&parts(Method::HEAD, "/"), "/"));
+    }
+}

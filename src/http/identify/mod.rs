@@ -1,0 +1,20 @@
+//! Who sent a request and how it was built: the TCP peer, the client
+//! address behind trusted proxies, the session cookie, the request's
+//! fingerprint and the first head as it came off the wire.
+
+pub(crate) mod client_ip;
+pub(crate) mod connect_info;
+pub(crate) mod fingerprint;
+pub(crate) mod look;
+pub(crate) mod order;
+pub(crate) mod peer;
+pub(crate) mod session;
+pub(crate) mod wire;
+
+pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, IpSource};
+pub use connect_info::GateConnectInfo;
+pub use fingerprint::{Anomalies, Anomaly, Fingerprint, UaFamily, anomalies, ua_family};
+pub use look::{Cluster, Os};
+pub use peer::PeerAddr;
+pub use session::{SameSite, SessionCookie, SessionStats};
+pub use wire::{HeadScanner, NameCasing, Scan, WireHead};

@@ -1,0 +1,14 @@
+//! Client scoring: each request's score from how it looks and how its
+//! client behaves, attack detection, and the ladder of actions (throttle,
+//! challenge, ban) with the verdict the guard applies.
+
+pub(crate) mod challenge;
+pub(crate) mod detect;
+pub(crate) mod ladder;
+pub(crate) mod profile;
+pub(crate) mod scorer;
+
+pub use challenge::{Challenge, ChallengePage};
+pub use detect::{AttackCause, Detection, DetectionSnapshot, Event, Share};
+pub use ladder::{Action, Ladder, ScoreReport, Signal, Weights};
+pub use scorer::{Offender, Scoring};
