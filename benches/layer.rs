@@ -2,7 +2,7 @@
 //! `Router` with one constant route, bare and behind floodguard or
 //! tower_governor (same GCRA quota, peer address from `ConnectInfo`),
 //! called in-process. The difference to `bare` is the middleware's own cost,
-//! which `examples/http_bench.rs` sets against a whole HTTP exchange.
+//! which `benches/http_bench.rs` sets against a whole HTTP exchange.
 //!
 //! The `fingerprint` group measures what client scoring will add per
 //! request: a fingerprint and its anomalies for a Chrome navigation of 18

@@ -5,6 +5,26 @@ command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get ins
 callgrind_out=$(mktemp -d)
 trap 'rm -rf "$callgrind_out"' EXIT
 
+# bench_binary NAME [CARGO FLAG ...]: builds benches/NAME.rs (a
+# `harness = false` bench, in cargo's bench profile) and prints the path of
+# its executable, which cargo names target/release/deps/NAME-HASH: the path
+# is read from cargo's own report of what it built.
+bench_binary() {
+    local name=$1
+    shift
+    cargo bench --no-run -q --bench "$name" "$@" --message-format=json |
+        python3 -c '
+import json, sys
+name = sys.argv[1]
+built = [m["executable"] for m in map(json.loads, sys.stdin)
+         if m.get("reason") == "compiler-artifact" and m["target"]["name"] == name
+         and "bench" in m["target"]["kind"] and m.get("executable")]
+if not built:
+    sys.exit(f"cargo reported no executable for bench {name}")
+print(built[-1])
+' "$name"
+}
+
 # total BIN MODE N: instructions of one run (profile kept as cg-MODE-N).
 # With CALLGRIND_MAIN_THREAD=1, only the main thread's: a background
 # thread that runs on a timer (floodguard's coarse clock ticks every

@@ -6,8 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/callgrind_lib.sh
-cargo build --release --example instructions --features redis -q
-bin=target/release/examples/instructions
+bin=$(bench_binary instructions --features redis)
 # Counts the main thread only (the one that checks), except for near_cache,
 # whose Redis traffic for those checks runs on other threads.
 per_check() {

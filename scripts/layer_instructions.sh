@@ -10,8 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/callgrind_lib.sh
-cargo build --release --example layer_instructions --features axum -q
-bin=target/release/examples/layer_instructions
+bin=$(bench_binary layer_instructions --features axum)
 large=100000
 per_request() { per_op "$bin" "$1" 20000 "$large"; }
 bare=$(per_request bare)

@@ -101,7 +101,6 @@
 mod cpus;
 mod heads;
 mod http1;
-#[path = "../procfs/mod.rs"]
 mod procfs;
 mod report;
 mod shapes;

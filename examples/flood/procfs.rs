@@ -1,6 +1,7 @@
 //! A process's CPU time and peak memory from Linux's /proc, for the
-//! examples that measure a server. Shared by `examples/http_bench.rs` and
-//! `examples/flood`. `NaN` where /proc cannot be read.
+//! programs that measure a server: `examples/flood`, and
+//! `benches/http_bench.rs`, which includes this file with `#[path]`.
+//! `NaN` where /proc cannot be read.
 
 /// User + system CPU seconds of process `pid` ("self" for this one).
 pub fn cpu_seconds(pid: &str) -> f64 {

@@ -3,7 +3,7 @@
 //! /64, or a botnet, produces).
 //!
 //! ```text
-//! cargo run --release --example memory [-- KEYS]
+//! cargo bench --bench memory [-- KEYS]
 //! ```
 //!
 //! Each contender runs in a child process of its own (this program runs
@@ -11,6 +11,9 @@
 //! floodguard is sized at the documented 1.6× headroom; its memory is fixed
 //! at build time and the same for any number of keys, while governor's map
 //! grows with every new key until `retain_recent` is called.
+//!
+//! A `harness = false` bench: the `--bench` flag cargo adds is ignored, so a
+//! bare `cargo bench` runs the default (1M keys, a few seconds).
 
 use floodguard::KeyedLimiter;
 use governor::{Quota, RateLimiter};
@@ -73,16 +76,24 @@ fn child(which: &str, n: usize) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if let (Some(which), Some(n)) = (args.get(2), args.get(3)) {
-        if args[1] == "--child" {
+    // Without the `--bench` that `cargo bench` adds.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    if let (Some(which), Some(n)) = (args.get(1), args.get(2)) {
+        if args[0] == "--child" {
             return child(which, n.parse().unwrap_or(1_000_000));
         }
     }
-    let n: usize = args
-        .get(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1_000_000);
+    let n: usize = match args.first().map(|s| s.parse()) {
+        None => 1_000_000,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            eprintln!("usage: memory [KEYS]");
+            return ExitCode::FAILURE;
+        }
+    };
     let exe = std::env::current_exe().expect("own path");
     println!("{n} random IPv6 keys from one /64\n");
     println!(

@@ -5,9 +5,14 @@
 //! one run.
 //!
 //! ```text
-//! scripts/http_bench.sh            # installs wrk if missing, then runs this
-//! cargo run --release --all-features --example http_bench -- [rounds] [seconds]
+//! scripts/http_bench.sh [rounds] [seconds]   # installs wrk if missing, then runs this
+//! cargo bench --all-features --bench http_bench -- <rounds> [seconds]
 //! ```
+//!
+//! The script's defaults are 3 rounds of 4 s (about 4 minutes). A
+//! `harness = false` bench: the `--bench` flag cargo adds is ignored, and
+//! with no arguments (a bare `cargo bench`) it prints its usage and exits
+//! rather than load both cores for minutes.
 //!
 //! Two cases: the limit is never hit (the cost of admitting), and the limit
 //! is hit by nearly every request (the cost of refusing); each against two
@@ -21,6 +26,7 @@
 //! bottleneck. Each cell is the median over the rounds; ratios are to bare
 //! axum with the same handler and case.
 
+#[path = "../examples/flood/procfs.rs"]
 mod procfs;
 
 use std::net::SocketAddr;
@@ -137,9 +143,22 @@ struct Run {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut args = std::env::args().skip(1);
-    let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(3);
-    let seconds: u64 = args.next().map(|a| a.parse()).transpose()?.unwrap_or(4);
+    // Without the `--bench` that `cargo bench` adds.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let (Some(rounds), seconds, None) = (args.first(), args.get(1), args.get(2)) else {
+        eprintln!(
+            "usage: http_bench <rounds> [seconds, 4] (scripts/http_bench.sh: 3 rounds of 4 s)"
+        );
+        if args.is_empty() {
+            return Ok(());
+        }
+        std::process::exit(2);
+    };
+    let rounds: usize = rounds.parse()?;
+    let seconds: u64 = seconds.map_or(Ok(4), |s| s.parse())?;
     if Command::new("wrk").arg("--version").output().is_err() {
         eprintln!(
             "wrk not found: run scripts/http_bench.sh, which installs it (apt-get install wrk)"
