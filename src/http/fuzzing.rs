@@ -11,8 +11,9 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 
 use crate::http::identify::session::{self, Presented, SessionCookie};
-use crate::http::overload::shedder::{self, LimitStats, Overload, Priority};
+use crate::http::overload::shedder;
 use crate::http::scoring::profile;
+use crate::http::{LimitStats, Overload, Priority};
 use crate::{ConfigError, Timestamp};
 
 pub use crate::http::identify::client_ip::{Hop, MAX_HOPS, parse_forwarded, parse_x_forwarded_for};

@@ -10,9 +10,9 @@ use crate::Clock;
 use crate::http::gate::gate::Gate;
 use crate::http::guard::guard::{Guard, GuardStats, ScoringStats};
 use crate::http::identify::session::SessionStats;
-use crate::http::overload::shedder::{LimitStats, WaitingRoomStats};
 use crate::http::scoring::detect::{DetectionSnapshot, Share};
 use crate::http::scoring::scorer::Offender;
+use crate::http::{LimitStats, WaitingRoomStats};
 
 /// The `Content-Type` of the Prometheus text format this module writes:
 /// `text/plain; version=0.0.4; charset=utf-8`.

@@ -1,11 +1,13 @@
 //! The gated listener as axum serves it.
 
-use super::{GatedListener, GatedStream};
-use crate::http::GateConnectInfo;
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener, ListenerExt, TapIo};
 use std::io;
 use std::net::SocketAddr;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::{IncomingStream, Listener, ListenerExt, TapIo};
+
+use super::{GatedListener, GatedStream};
+use crate::http::GateConnectInfo;
 
 impl Connected<IncomingStream<'_, GatedListener>> for GateConnectInfo {
     fn connect_info(stream: IncomingStream<'_, GatedListener>) -> Self {

@@ -1,17 +1,6 @@
 //! The gate's builder: caps, rates, deadlines, the budget and the verdict
 //! hook, checked at `build`.
 
-use crate::http::AcceptVerdict;
-use crate::http::Gate;
-use crate::http::gate::gate::Counters;
-use crate::http::gate::gate::DEFAULT_MAX_PER_IP;
-use crate::http::gate::gate::DEFAULT_NETWORK_CAPS;
-use crate::http::gate::gate::DEFAULT_NETWORK_RATE;
-use crate::http::gate::gate::DEFAULT_RATE;
-use crate::http::gate::gate::DEFAULT_SLOW_PENALTY;
-use crate::http::gate::gate::MAX_NETWORK_CAPS;
-use crate::http::gate::gate::Shared;
-use crate::http::gate::gate::VerdictFn;
 use std::fmt;
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -21,10 +10,14 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::http::tarpit::{Tarpit, TarpitState};
-
+use crate::http::gate::gate::{
+    Counters, DEFAULT_MAX_PER_IP, DEFAULT_NETWORK_CAPS, DEFAULT_NETWORK_RATE, DEFAULT_RATE,
+    DEFAULT_SLOW_PENALTY, MAX_NETWORK_CAPS, Shared, VerdictFn,
+};
 pub use crate::http::gate::watch::Deadlines;
 use crate::http::gate::watch::{Epoch, default_budget};
+use crate::http::tarpit::{Tarpit, TarpitState};
+use crate::http::{AcceptVerdict, Gate};
 use crate::ip::PrefixLengths;
 use crate::{ConfigError, DEFAULT_CAPACITY, KeyedLimiter};
 /// Builds a [`Gate`]; see [`Gate::builder`].

@@ -2,24 +2,23 @@
 //! per-network caps and rates, the slow penalty and the descriptor budget,
 //! and the counts each admitted connection holds until it is dropped.
 
-use crate::http::GateBuilder;
-use crate::http::GatedListener;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::fmt;
 use std::hash::Hash;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
-
-use crate::http::tarpit::{TarpitState, TarpitStats};
 use tokio::net::TcpListener;
 
 pub use crate::http::gate::watch::Deadlines;
 use crate::http::gate::watch::{Closed, Epoch, Kill, Registry, Watch, tightening};
+use crate::http::tarpit::{TarpitState, TarpitStats};
+use crate::http::{GateBuilder, GatedListener};
 use crate::ip::PrefixLengths;
 use crate::{IpPrefix, KeyedLimiter};
 
@@ -574,12 +573,13 @@ pub(super) fn release<K: Hash + Eq>(map: &mut HashMap<K, u32, ahash::RandomState
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use tokio::net::{TcpSocket, TcpStream};
+
     use super::*;
     use crate::ConfigError;
     use crate::http::identify::wire::{HeadScanner, Scan};
-    use std::net::SocketAddr;
-    use tokio::net::TcpSocket;
-    use tokio::net::TcpStream;
 
     async fn connect_from(src: &str, dst: SocketAddr) -> TcpStream {
         let s = TcpSocket::new_v4().unwrap();

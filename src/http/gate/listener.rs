@@ -1,20 +1,17 @@
 //! The gated listener: accepts, asks the gate, and hands out admitted
 //! connections.
 
-use crate::http::Gate;
-use crate::http::GatedStream;
-use crate::http::gate::gate::ACCEPT_ERROR_BACKOFF;
-use crate::http::gate::gate::Turned;
-use std::fmt;
 use std::future::{Future, poll_fn};
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::{fmt, io};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Sleep;
 
+use crate::http::gate::gate::{ACCEPT_ERROR_BACKOFF, Turned};
+use crate::http::{Gate, GatedStream};
 use crate::ip::canonical;
 /// A [`TcpListener`] behind a [`Gate`]; made by [`Gate::listen`].
 ///

@@ -2,20 +2,19 @@
 //! request head as it passes and follows its request cycle for the
 //! deadlines.
 
-use crate::http::gate::gate::Slot;
-use crate::http::identify::connect_info::GateConnectInfo;
-use std::fmt;
-use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, ready};
+use std::{fmt, io};
 
 use pin_project_lite::pin_project;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::http::gate::gate::Slot;
 use crate::http::gate::watch::{Epoch, Tracker};
+use crate::http::identify::connect_info::GateConnectInfo;
 use crate::http::identify::wire::{HeadScanner, Scan, WireHead};
 pin_project! {
     /// A connection the [`Gate`] admitted: a [`TcpStream`] that gives its

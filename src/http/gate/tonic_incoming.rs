@@ -1,10 +1,12 @@
 //! The gated listener as tonic serves it.
 
-use super::{GatedListener, GatedStream};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::{GatedListener, GatedStream};
 
 impl Connected for GatedStream {
     type ConnectInfo = TcpConnectInfo;

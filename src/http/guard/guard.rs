@@ -19,7 +19,7 @@ use crate::http::identify::fingerprint::secure_by_itself;
 use crate::http::identify::look::Cluster;
 use crate::http::identify::peer::{peer, route};
 use crate::http::identify::session::{Presented, Session, SessionCookie, SessionStats};
-use crate::http::overload::shedder::{LimitStats, Overload, Place, Shedder};
+use crate::http::overload::shedder::{Place, Shedder};
 use crate::http::scoring::challenge::ChallengePage;
 use crate::http::scoring::detect::{DetectionSnapshot, Event};
 use crate::http::scoring::ladder::{Action, ScoreReport};
@@ -30,6 +30,7 @@ use crate::http::scoring::scorer::{
 use crate::http::service::layer::GuardLayer;
 use crate::http::service::refusal::{RefusalKind, claims_grpc};
 use crate::http::tarpit::{Held, Tarpit, TarpitState, TarpitStats};
+use crate::http::{LimitStats, Overload};
 use crate::ip::canonical;
 use crate::stats::Striped;
 use crate::{

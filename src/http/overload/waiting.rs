@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use tokio::sync::oneshot;
 use tokio::time::{Duration, Instant};
 
-use crate::http::overload::shedder::Priority;
+use crate::http::overload::priority::Priority;
 
 /// The waiters of one limit, by priority.
 pub(crate) struct WaitingRoom {
@@ -135,8 +135,9 @@ impl WaitingRoom {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::cell::Cell;
+
+    use super::*;
 
     /// A limit of `free` places, as `hand_over` sees it.
     fn places(free: u32) -> (Cell<u32>, Cell<u32>) {
