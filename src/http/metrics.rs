@@ -8,10 +8,10 @@ use std::fmt::Write as _;
 
 use crate::Clock;
 use crate::http::gate::gate::Gate;
-use crate::http::guard::guard::{Guard, GuardStats, ScoringStats};
 use crate::http::identify::session::SessionStats;
 use crate::http::scoring::detect::{DetectionSnapshot, Share};
 use crate::http::scoring::scorer::Offender;
+use crate::http::{Guard, GuardStats, ScoringStats};
 use crate::http::{LimitStats, WaitingRoomStats};
 
 /// The `Content-Type` of the Prometheus text format this module writes:

@@ -166,7 +166,7 @@ pub(crate) struct Shared {
     wake: Arc<Notify>,
     /// Per-thread stripes: a shared atomic add would cost as much as the
     /// near-cache check itself.
-    counters: Striped<3>,
+    pub(super) counters: Striped<3>,
 }
 
 /// Which counter of `Shared::counters`.

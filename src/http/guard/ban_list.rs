@@ -102,8 +102,9 @@ impl BanList {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use std::time::Duration;
+
+    use super::*;
 
     fn p(s: &str) -> IpPrefix {
         s.parse().unwrap()

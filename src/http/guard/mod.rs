@@ -1,13 +1,21 @@
 //! The guard: the shared state (rules, lists, bans, counters), the
 //! pipeline that decides one request, and the builder.
+//!
+//! `guard` holds the state and the ban operations, `pipeline` decides one
+//! request, `decision` is what it decided, `builder` configures it,
+//! `rules` are its limits, `ban_list` its bans, `stats` its counters.
 
 pub(crate) mod ban_list;
+pub(crate) mod builder;
+pub(crate) mod decision;
 #[allow(clippy::module_inception)]
 pub(crate) mod guard;
+pub(crate) mod pipeline;
 pub(crate) mod rules;
+pub(crate) mod stats;
 
-pub use guard::{
-    DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal,
-    ScoringStats, Snapshot,
-};
+pub use builder::{DEFAULT_MAX_BANS, GuardBuilder, MissingPeer};
+pub use decision::{GuardDecision, Refusal};
+pub use guard::Guard;
 pub use rules::{Rule, RuleStats};
+pub use stats::{GuardStats, ScoringStats, Snapshot};

@@ -8,7 +8,8 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::http::guard::guard::{Guard, Inspection, RateInfo};
+use crate::http::Guard;
+use crate::http::guard::decision::{Inspection, RateInfo};
 use crate::http::overload::shedder::{Permit, Place, Ticket};
 use crate::http::scoring::scorer::Watch;
 use crate::http::service::body::RefusalBody;
@@ -25,8 +26,15 @@ pub struct GuardLayer<C = CoarseClock> {
     guard: Guard<C>,
 }
 
+impl<C: Clock> Guard<C> {
+    /// A Tower layer that guards the service it wraps with this state.
+    pub fn layer(&self) -> GuardLayer<C> {
+        GuardLayer::new(self.clone())
+    }
+}
+
 impl<C> GuardLayer<C> {
-    pub(crate) fn new(guard: Guard<C>) -> Self {
+    fn new(guard: Guard<C>) -> Self {
         GuardLayer { guard }
     }
 }

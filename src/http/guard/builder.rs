@@ -1,0 +1,418 @@
+//! The guard's builder: rules, lists, client IP, scoring, overload, the
+//! session cookie and the tarpit, checked at `build`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::time::Duration;
+
+use parking_lot::RwLock;
+
+use crate::http::guard::ban_list::BanList;
+use crate::http::guard::guard::{Shared, ToBanTarget};
+use crate::http::guard::rules::{CompiledRule, Rule};
+use crate::http::identify::client_ip::ClientIpConfig;
+use crate::http::identify::session::SessionCookie;
+use crate::http::overload::shedder::Shedder;
+use crate::http::scoring::detect::Event;
+use crate::http::scoring::scorer::{EventHook, Scorer, Scoring};
+use crate::http::tarpit::{Tarpit, TarpitState};
+use crate::http::{Guard, Overload};
+use crate::stats::Striped;
+use crate::{Clock, CoarseClock, ConfigError, IpPrefix, PrefixSet};
+
+/// What to do with a request that carries no peer address (the server was
+/// not set up to record one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MissingPeer {
+    /// Refuse it with 500 (gRPC `INTERNAL`) and log how to fix the setup,
+    /// rather than silently counting every client in one shared bucket.
+    #[default]
+    Refuse,
+    /// Serve it, skipping the address rules, lists and bans (the other
+    /// rules still apply). For services that really have no address, such
+    /// as ones behind a Unix socket.
+    SkipAddressRules,
+}
+
+/// Default cap on runtime bans held at once.
+pub const DEFAULT_MAX_BANS: usize = 100_000;
+
+/// Builds a [`Guard`]; see [`Guard::builder`].
+#[must_use = "a builder does nothing until `.build()`"]
+pub struct GuardBuilder<C = CoarseClock> {
+    pub(super) clock: C,
+    pub(super) rules: Vec<Rule>,
+    pub(super) client_ip: ClientIpConfig,
+    pub(super) safelist: PrefixSet,
+    pub(super) blocklist: PrefixSet,
+    pub(super) max_bans: usize,
+    pub(super) missing_peer: MissingPeer,
+    pub(super) headers_on_success: bool,
+    pub(super) close_refused: bool,
+    pub(super) tls: bool,
+    pub(super) tarpit: Tarpit,
+    pub(super) scoring: Option<Scoring>,
+    pub(super) on_event: Option<EventHook>,
+    pub(super) overload: Option<Overload>,
+    pub(super) session: Option<SessionCookie>,
+    /// Shared bans: the store, and the conversion set by `share_bans` (lost
+    /// by `clock`, which changes the clock's type).
+    #[cfg(feature = "redis")]
+    pub(super) share_bans: Option<(crate::redis::bans::Setup, Option<ToBanTarget<C>>)>,
+}
+
+impl<C: Clock + Clone> GuardBuilder<C> {
+    /// Turns on overload protection: an adaptive concurrency limit around
+    /// the inner service that sheds the lowest-priority requests first
+    /// (with scoring on, suspicious clients before unknown ones before
+    /// clean ones). Applies to the layer only; [`Guard::check`] does not
+    /// take places in the limit.
+    pub fn overload(mut self, overload: Overload) -> Self {
+        self.overload = Some(overload);
+        self
+    }
+
+    /// Turns on client scoring and attack detection: each request is
+    /// fingerprinted and scored from how it looks and how its client
+    /// behaves, and the [`Ladder`](crate::http::Ladder) throttles, challenges or
+    /// bans by score. See [`Scoring`] for the knobs.
+    pub fn scoring(mut self, scoring: Scoring) -> Self {
+        self.scoring = Some(scoring);
+        self
+    }
+
+    /// Calls `hook` with every [`Event`] (attack started or ended, class or
+    /// network flagged, client banned), on the request path that caused it:
+    /// keep it quick (hand the event to a channel to do more). Events are
+    /// also logged with `tracing`.
+    pub fn on_event(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
+        self.on_event = Some(Arc::new(hook));
+        self
+    }
+
+    /// Turns on the session cookie (off by default; APIs do not need it):
+    /// the layer sets a signed cookie, bound to the client's network, on
+    /// successful answers to requests that did not carry a valid one, and
+    /// checks it on every request. Sending a valid one back is evidence of
+    /// a browser session: with [scoring](Self::scoring) on, the client
+    /// ranks as known under overload and is never a newcomer of a surging
+    /// cluster. One that is forged, expired or from another network
+    /// ([`Weights::session_invalid`](crate::http::Weights::session_invalid)),
+    /// and never sending it back
+    /// ([`Weights::session_not_returned`](crate::http::Weights::session_not_returned)),
+    /// are the client's own evidence. gRPC requests are left alone, and
+    /// [`Guard::check`] checks the cookie but cannot set one. Counters are
+    /// in [`GuardStats::session`](crate::http::GuardStats::session).
+    ///
+    /// ```
+    /// use floodguard::http::{Guard, Scoring, SessionCookie};
+    ///
+    /// // Draw the key once, keep it in the configuration, share it across
+    /// // the fleet: a new key voids every cookie.
+    /// let key = *b"an example key!!";
+    /// let guard = Guard::builder()
+    ///     .default_rules()
+    ///     .scoring(Scoring::new())
+    ///     .session(SessionCookie::new(key).secure(true))
+    ///     .build()?;
+    /// assert_eq!(guard.stats().session.map(|s| s.issued), Some(0));
+    /// # Ok::<(), floodguard::ConfigError>(())
+    /// ```
+    pub fn session(mut self, cookie: SessionCookie) -> Self {
+        self.session = Some(cookie);
+        self
+    }
+
+    /// Adds a rule. A request is checked against every rule that applies to
+    /// it and charged on all enforced ones or none.
+    pub fn rule(mut self, rule: Rule) -> Self {
+        self.rules.push(rule);
+        self
+    }
+
+    /// Adds the rules floodguard recommends before you know your traffic,
+    /// one per scale of network, each ten times the one below it at most:
+    ///
+    /// | rule | key | average | at once |
+    /// |---|---|---:|---:|
+    /// | `per-ip` | the address | 20/s | 40 |
+    /// | `per-subscriber` | IPv4 address, IPv6 /64 (one host or home) | 40/s | 80 |
+    /// | `per-site` | IPv4 /24, IPv6 /48 (one office or provider block) | 200/s | 400 |
+    ///
+    /// One host rotating through its IPv6 /64 is one subscriber; a NAT or
+    /// office network still has room.
+    ///
+    /// ```
+    /// use floodguard::http::Guard;
+    /// let guard = Guard::builder().default_rules().build()?;
+    /// let names: Vec<String> = guard.stats().rules.into_iter().map(|r| r.name).collect();
+    /// assert_eq!(names, ["per-ip", "per-subscriber", "per-site"]);
+    /// # Ok::<(), floodguard::ConfigError>(())
+    /// ```
+    pub fn default_rules(self) -> Self {
+        use crate::ip::PrefixLengths;
+        let second = Duration::from_secs(1);
+        let subscriber = PrefixLengths::new(32, 64).expect("valid lengths");
+        let site = PrefixLengths::new(24, 48).expect("valid lengths");
+        self.rule(Rule::per_ip("per-ip").gcra(20, second).burst(40))
+            .rule(
+                Rule::per_prefix("per-subscriber", subscriber)
+                    .gcra(40, second)
+                    .burst(80),
+            )
+            .rule(
+                Rule::per_prefix("per-site", site)
+                    .gcra(200, second)
+                    .burst(400),
+            )
+    }
+
+    /// Adds several rules.
+    pub fn rules(mut self, rules: impl IntoIterator<Item = Rule>) -> Self {
+        self.rules.extend(rules);
+        self
+    }
+
+    /// How the client address is found: trusted proxies and the
+    /// forwarding header they set. By default nobody is trusted and the
+    /// peer address is the client.
+    pub fn client_ip(mut self, config: ClientIpConfig) -> Self {
+        self.client_ip = config;
+        self
+    }
+
+    /// Clients in `prefix` skip every rule (and the gate's caps).
+    pub fn safelist(mut self, prefix: IpPrefix) -> Self {
+        self.safelist.insert(prefix);
+        self
+    }
+
+    /// Clients in `prefix` are refused with 403 (and closed at accept by the
+    /// gate).
+    pub fn blocklist(mut self, prefix: IpPrefix) -> Self {
+        self.blocklist.insert(prefix);
+        self
+    }
+
+    /// Cap on runtime bans held at once (default [`DEFAULT_MAX_BANS`]), so a
+    /// ban-happy policy cannot grow memory without bound. A new ban in a
+    /// full list takes the place of the one that would end soonest.
+    pub fn max_bans(mut self, max: usize) -> Self {
+        self.max_bans = max;
+        self
+    }
+
+    /// Says that the server terminates TLS itself, so every request
+    /// reached a secure origin. Browsers send `Sec-Fetch-*` and client hints
+    /// only to secure origins, and scoring checks for them only there; it
+    /// also counts as secure a request to `localhost`, one with an `https`
+    /// scheme (HTTP/2 and 3 carry it), and one a trusted proxy
+    /// ([`ClientIpConfig::trust`]) marks `X-Forwarded-Proto: https`. Off by
+    /// default: over plain HTTP a browser sends neither and is still a
+    /// browser.
+    pub fn tls(mut self, on: bool) -> Self {
+        self.tls = on;
+        self
+    }
+
+    /// What to do with requests that carry no peer address.
+    pub fn on_missing_peer(mut self, policy: MissingPeer) -> Self {
+        self.missing_peer = policy;
+        self
+    }
+
+    /// Also send `RateLimit` and `RateLimit-Policy` headers on admitted
+    /// responses (refusals always carry them). Off by default.
+    pub fn rate_limit_headers(mut self, on: bool) -> Self {
+        self.headers_on_success = on;
+        self
+    }
+
+    /// Whether an HTTP/1 connection is closed after a rate-limit, block or
+    /// hold-back refusal (`Connection: close`), when the connection is the refused
+    /// client's own (not a trusted proxy's). On by default: a client that keeps
+    /// sending on a connection after a 429 is flooding, and must then
+    /// reconnect, where the [`Gate`](crate::http::Gate)'s new-connection rate
+    /// turns it away before a byte is read, for far less than an HTTP
+    /// exchange. A refused client must wait `Retry-After` anyway. HTTP/2
+    /// connections are never closed for one stream's refusal.
+    pub fn close_refused_connections(mut self, on: bool) -> Self {
+        self.close_refused = on;
+        self
+    }
+
+    /// How long refusals of blocked clients are held before they are sent,
+    /// and how many at most at once: [`Tarpit::default`] (one second, 1,024)
+    /// unless set; [`Tarpit::off`] sends them at once. A flood tool waits for
+    /// each answer, so a held refusal slows each of its connections to one
+    /// request per hold, where no connection can be closed (a trusted
+    /// proxy's, HTTP/2). Holding needs Tokio's timer, as axum and tonic
+    /// servers have.
+    pub fn tarpit(mut self, tarpit: Tarpit) -> Self {
+        self.tarpit = tarpit;
+        self
+    }
+
+    /// Uses another clock, such as a [`ManualClock`](crate::ManualClock) in
+    /// tests.
+    pub fn clock<C2: Clock + Clone>(self, clock: C2) -> GuardBuilder<C2> {
+        GuardBuilder {
+            clock,
+            rules: self.rules,
+            client_ip: self.client_ip,
+            safelist: self.safelist,
+            blocklist: self.blocklist,
+            max_bans: self.max_bans,
+            missing_peer: self.missing_peer,
+            headers_on_success: self.headers_on_success,
+            close_refused: self.close_refused,
+            tls: self.tls,
+            tarpit: self.tarpit,
+            scoring: self.scoring,
+            on_event: self.on_event,
+            overload: self.overload,
+            session: self.session,
+            #[cfg(feature = "redis")]
+            share_bans: self.share_bans.map(|(setup, _)| (setup, None)),
+        }
+    }
+
+    /// Checks every rule and builds the guard; the error names the rule
+    /// and field.
+    pub fn build(self) -> Result<Guard<C>, ConfigError> {
+        if self.max_bans == 0 {
+            return Err(ConfigError::Zero { field: "max_bans" });
+        }
+        let (mut enforced, mut shadow) = (Vec::new(), Vec::new());
+        for rule in self.rules {
+            if enforced
+                .iter()
+                .chain(&shadow)
+                .any(|r: &CompiledRule<C>| *r.name == *rule.name())
+            {
+                return Err(ConfigError::DuplicateRule {
+                    rule: rule.name().to_owned(),
+                });
+            }
+            let compiled = rule.compile(&self.clock)?;
+            if compiled.shadow {
+                shadow.push(compiled);
+            } else {
+                enforced.push(compiled);
+            }
+        }
+        let shedder = self.overload.map(Shedder::new).transpose()?;
+        let now = self.clock.now();
+        let session = self.session.map(|c| c.compile(now)).transpose()?;
+        let needs_route = enforced.iter().chain(&shadow).any(CompiledRule::uses_route)
+            || shedder.as_ref().is_some_and(Shedder::needs_route);
+        #[cfg(feature = "redis")]
+        let (on_event, sink, start) = match self.share_bans {
+            None => (self.on_event, None, None),
+            Some((setup, to_target)) => {
+                let misuse = |reason: &str| ConfigError::SharedStore {
+                    reason: format!("`share_bans` {reason}"),
+                };
+                let Some(to_target) = to_target else {
+                    return Err(misuse("was called before `.clock(..)`: call it after"));
+                };
+                let Some((sink, starter)) = setup.open(self.max_bans) else {
+                    return Err(misuse("needs the guard built inside a Tokio runtime"));
+                };
+                (
+                    Some(sink.event_hook(self.on_event)),
+                    Some(sink),
+                    Some((starter, to_target)),
+                )
+            }
+        };
+        #[cfg(not(feature = "redis"))]
+        let on_event = self.on_event;
+        let scorer = match self.scoring {
+            Some(config) => Some(Scorer::new(config, on_event, self.clock.now())?),
+            None => None,
+        };
+        let shared = Arc::new(Shared {
+            needs_route,
+            clock: self.clock,
+            enforced,
+            shadow,
+            client_ip: self.client_ip,
+            safelist: self.safelist,
+            blocklist: self.blocklist,
+            bans: RwLock::new(BanList::new(self.max_bans)),
+            ban_count: AtomicUsize::new(0),
+            max_bans: self.max_bans,
+            missing_peer: self.missing_peer,
+            headers_on_success: self.headers_on_success,
+            close_refused: self.close_refused,
+            tls: self.tls,
+            tarpit: TarpitState::new(self.tarpit),
+            counters: Striped::default(),
+            no_peer_logged: AtomicU64::new(0),
+            scorer,
+            shedder,
+            session,
+            #[cfg(feature = "redis")]
+            shared_bans: sink,
+        });
+        #[cfg(feature = "redis")]
+        if let Some((starter, to_target)) = start {
+            let class_ttl = shared
+                .scorer
+                .as_ref()
+                .map_or(crate::redis::bans::DEFAULT_CLASS_TTL, |sc| {
+                    sc.ladder.ban_base
+                });
+            starter.start(to_target(Arc::downgrade(&shared)), class_ttl);
+        }
+        Ok(Guard { shared })
+    }
+}
+
+#[cfg(feature = "redis")]
+impl<C: Clock + Clone + 'static> GuardBuilder<C> {
+    /// Shares this guard's bans with every instance of the fleet through
+    /// `store` (features `tower` and `redis`): each ban it records (by
+    /// [`Guard::ban`] or by scoring) and each [`Guard::unban`] is published,
+    /// and every guard sharing bans on a store of the same namespace applies
+    /// it, within a round trip to Redis. Fingerprint classes that attack
+    /// detection flags are shared too, for the ladder's first ban length
+    /// (60 s without scoring), so the other instances score their requests
+    /// as surging.
+    ///
+    /// Nothing waits for Redis: changes are published by a background task,
+    /// and a second task listens on a pub/sub connection of its own. On each
+    /// connection it first loads the bans in force, so a guard started
+    /// later, or cut off from Redis for a while, catches up. While Redis is
+    /// unreachable each guard keeps its own bans and retries about every
+    /// second. Both tasks stop when the guard is dropped. The key and
+    /// message layout is in [`redis`](crate::redis#shared-bans); the
+    /// counters are in [`GuardStats::shared_bans`](crate::http::GuardStats::shared_bans).
+    ///
+    /// Call it inside a Tokio runtime, after [`clock`](Self::clock) if you
+    /// use one: `build` refuses otherwise.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use floodguard::http::Guard;
+    /// use floodguard::redis::RedisStore;
+    ///
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379/").namespace("shop").build()?;
+    /// let guard = Guard::builder().default_rules().share_bans(&store).build()?;
+    /// // Refused by every instance of "shop" within a second or so.
+    /// guard.ban("198.51.100.7".parse()?, Duration::from_secs(600));
+    /// # Ok(()) }
+    /// ```
+    pub fn share_bans(mut self, store: &crate::redis::RedisStore) -> Self {
+        fn to_target<C: Clock + 'static>(
+            shared: std::sync::Weak<Shared<C>>,
+        ) -> std::sync::Weak<dyn crate::redis::bans::BanTarget> {
+            shared
+        }
+        self.share_bans = Some((crate::redis::bans::Setup::new(store), Some(to_target::<C>)));
+        self
+    }
+}

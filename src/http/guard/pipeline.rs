@@ -1,0 +1,521 @@
+//! The pipeline that decides one request: resolve the client, apply
+//! lists and bans, the session cookie and scoring's verdict, charge the
+//! enforced rules all or none, observe the shadow rules, then take a place
+//! in the overload limit.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use http::HeaderValue;
+use http::request::Parts;
+
+use crate::http::guard::decision::{Inspection, RateInfo};
+use crate::http::guard::stats::GuardCount;
+use crate::http::identify::client_ip::IpSource;
+use crate::http::identify::fingerprint::secure_by_itself;
+use crate::http::identify::peer::{peer, route};
+use crate::http::identify::session::Presented;
+use crate::http::overload::shedder::Place;
+use crate::http::scoring::challenge::ChallengePage;
+use crate::http::scoring::ladder::Action;
+use crate::http::scoring::scorer::{
+    Assessment, HEAVY_VOLUME, LIGHT_VOLUME, ScoreCount, Scorer, Target, Watch,
+};
+use crate::http::service::refusal::{RefusalKind, claims_grpc};
+use crate::http::{Guard, GuardDecision, MissingPeer, Refusal};
+use crate::{Clock, CompositeDecision, Pending, Timestamp, check_all};
+
+/// Enforced rules whose checks fit on the stack; more use the heap.
+pub(super) const INLINE_RULES: usize = 8;
+
+/// Scores below this rank a client up for overload admission.
+pub(super) const CLEAN_SCORE: f32 = 10.0;
+
+/// How often the missing-peer setup error is logged at most.
+pub(super) const NO_PEER_LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// What the score ladder made of a request.
+pub(super) enum Step {
+    /// Go on to the rate rules, charged this many times.
+    Go(u64),
+    /// The client was banned.
+    Banned,
+    /// Held back without a ban (no challenge hook).
+    Held,
+    /// Answer with the challenge hook's page.
+    Challenged(Box<ChallengePage>),
+}
+
+impl<C: Clock> Guard<C> {
+    /// Decides one request as the layer would (and charges it the same),
+    /// for servers that are not Tower services, or to test a configuration.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use floodguard::http::{Guard, PeerAddr, RefusalKind, Rule};
+    ///
+    /// let guard = Guard::builder()
+    ///     .rule(Rule::per_ip("per-ip").sliding_window(1, Duration::from_secs(60)))
+    ///     .build()?;
+    /// let (mut parts, ()) = http::Request::get("/").body(()).unwrap().into_parts();
+    /// parts.extensions.insert(PeerAddr("192.0.2.1:4000".parse().unwrap()));
+    /// assert!(guard.check(&parts).is_ok());
+    /// let refusal = guard.check(&parts).unwrap_err();
+    /// assert_eq!(refusal.kind(), RefusalKind::RateLimited);
+    /// assert_eq!(refusal.rule(), Some("per-ip"));
+    /// # Ok::<(), floodguard::ConfigError>(())
+    /// ```
+    pub fn check(&self, parts: &Parts) -> Result<GuardDecision, Refusal> {
+        match self.inspect(parts, false) {
+            Inspection::Pass { decision, .. } => Ok(decision),
+            Inspection::Refuse { kind, rate, .. } => Err(Refusal {
+                kind,
+                rate: rate.map(|r| (r.rule, r.decision)),
+            }),
+        }
+    }
+
+    /// Decides one request: resolve the client, apply lists and bans, then
+    /// charge every enforced rule that applies, all or none; then, for the
+    /// layer (`admit`), take a place in the overload limit.
+    pub(crate) fn inspect(&self, parts: &Parts, admit: bool) -> Inspection {
+        let s = &*self.shared;
+        s.counters.add(GuardCount::Requests, 1);
+        let now = s.clock.now();
+        let peer = peer(&parts.extensions);
+        let client = match peer {
+            Some(peer) => {
+                let c = s.client_ip.resolve(peer.addr.ip(), &parts.headers);
+                if c.malformed {
+                    s.counters.add(GuardCount::Malformed, 1);
+                }
+                Some(c)
+            }
+            None => {
+                s.counters.add(GuardCount::NoPeer, 1);
+                if s.missing_peer == MissingPeer::Refuse {
+                    self.log_missing_peer(now);
+                    return Inspection::refuse(RefusalKind::NoPeerAddress, false);
+                }
+                None
+            }
+        };
+        // Only a connection that is the client's own is closed after a
+        // refusal: one from a trusted proxy carries other clients too.
+        let close = s.close_refused && client.is_some_and(|c| c.source == IpSource::Peer);
+        if let Some(c) = client {
+            if s.safelist.contains(c.ip) {
+                s.counters.add(GuardCount::Safelisted, 1);
+                s.counters.add(GuardCount::Admitted, 1);
+                let decision = GuardDecision {
+                    client,
+                    safelisted: true,
+                    binding: None,
+                    score: None,
+                };
+                return Inspection::Pass {
+                    decision,
+                    headers: None,
+                    watch: None,
+                    permit: None,
+                    at: now,
+                    session: None,
+                };
+            }
+            if s.blocklist.contains(c.ip) || self.banned_at(c.ip, now) {
+                s.counters.add(GuardCount::RefusedBlocked, 1);
+                if let Some(sc) = &s.scorer {
+                    sc.detector.count_refused();
+                }
+                return Inspection::refuse(RefusalKind::Blocked, close);
+            }
+        }
+        // gRPC clients keep no cookies: sessions leave them alone.
+        let presented = match (&s.session, client) {
+            (Some(session), Some(c)) if !claims_grpc(&parts.headers) => {
+                let p = session.check(&parts.headers, c.ip, now);
+                match p {
+                    Presented::Valid => s.counters.add(GuardCount::SessionValid, 1),
+                    Presented::Invalid => s.counters.add(GuardCount::SessionInvalid, 1),
+                    Presented::Absent => {}
+                }
+                Some(p)
+            }
+            _ => None,
+        };
+        let mut cost_factor = 1;
+        let route = if s.needs_route || s.scorer.is_some() {
+            route(parts)
+        } else {
+            ""
+        };
+        let assessment = match (&s.scorer, client) {
+            (Some(sc), Some(c)) => {
+                let wire = peer.and_then(|p| p.wire_head(&parts.extensions));
+                let secure = self.secure(parts, peer.map(|p| p.addr.ip()));
+                // Behind a trusted proxy the wire head is the proxy's,
+                // whatever client it forwards.
+                let direct = wire.is_some()
+                    && peer.is_some_and(|p| !s.client_ip.trusted().contains(p.addr.ip()));
+                let target = Target {
+                    route,
+                    secure,
+                    direct,
+                    session: presented,
+                };
+                let a = sc.assess_with_wire(parts, c.ip, wire, target, now);
+                if a.session_unreturned_news {
+                    s.counters.add(GuardCount::SessionNotReturned, 1);
+                }
+                match self.climb_ladder(sc, &a, parts, c.ip, now) {
+                    Step::Go(factor) => cost_factor = factor,
+                    Step::Banned => return Inspection::refuse(RefusalKind::Blocked, close),
+                    Step::Held => return Inspection::refuse(RefusalKind::Suspect, close),
+                    Step::Challenged(page) => {
+                        return Inspection::Refuse {
+                            kind: RefusalKind::Challenged,
+                            rate: None,
+                            close: false,
+                            page: Some(page),
+                        };
+                    }
+                }
+                Some(a)
+            }
+            _ => None,
+        };
+        let ip = client.map(|c| c.ip);
+        let n = s.enforced.len();
+        let (verdict, binding) = if n <= INLINE_RULES {
+            let mut checks = [Pending::PLACEHOLDER; INLINE_RULES];
+            let mut owners = [0; INLINE_RULES];
+            let (checks, owners) = (&mut checks[..n], &mut owners[..n]);
+            self.charge_enforced(parts, ip, route, cost_factor, now, checks, owners)
+        } else {
+            let (mut checks, mut owners) = (vec![Pending::PLACEHOLDER; n], vec![0; n]);
+            self.charge_enforced(parts, ip, route, cost_factor, now, &mut checks, &mut owners)
+        };
+        let rate_info = |i: usize| {
+            let rule = &s.enforced[i];
+            RateInfo {
+                rule: Arc::clone(&rule.name),
+                policy: rule.policy.clone(),
+                decision: verdict.decision,
+            }
+        };
+        if !verdict.is_allowed() {
+            // A throttled request refused only because of its throttled
+            // cost is not pressure of its own: counting it would let a
+            // throttle climb by itself to a ban.
+            let pressure = cost_factor == 1 || !self.admits_at_normal_cost(parts, ip, route, now);
+            if let Some(sc) = &s.scorer {
+                sc.detector.count_refusal();
+            }
+            if let (Some(sc), Some(a), true) = (&s.scorer, &assessment, pressure) {
+                let after = sc.refused(a, now);
+                if after.action == Action::Ban && self.score_ban(sc, &after, now) {
+                    return Inspection::refuse(RefusalKind::Blocked, close);
+                }
+            }
+            s.counters.add(GuardCount::RefusedRate, 1);
+            return Inspection::Refuse {
+                kind: RefusalKind::RateLimited,
+                rate: binding.map(rate_info),
+                close,
+                page: None,
+            };
+        }
+        if !s.shadow.is_empty() {
+            self.observe_shadow_rules(parts, ip, route, now);
+        }
+        let permit = match (&s.shedder, admit) {
+            (Some(shedder), true) => {
+                let standing = assessment.as_ref().map_or(0, |a| self.standing(a));
+                let route = if s.needs_route { route } else { "" };
+                match shedder.acquire(parts, route, standing) {
+                    Ok(place) => Some(place),
+                    Err(_) => {
+                        self.count_shed();
+                        return Inspection::refuse(RefusalKind::Overloaded, false);
+                    }
+                }
+            }
+            _ => None,
+        };
+        // A waiting request is counted when its wait ends.
+        if !matches!(permit, Some(Place::Wait(_))) {
+            s.counters.add(GuardCount::Admitted, 1);
+        }
+        let decision = GuardDecision {
+            client,
+            safelisted: false,
+            binding: binding.map(|i| (Arc::clone(&s.enforced[i].name), verdict.decision)),
+            score: assessment
+                .as_ref()
+                .map(|a| (a.report, a.action, a.fingerprint, a.cluster)),
+        };
+        Inspection::Pass {
+            decision,
+            headers: binding.filter(|_| s.headers_on_success).map(rate_info),
+            watch: assessment.as_ref().map(Assessment::watch),
+            permit,
+            at: now,
+            session: client
+                .filter(|_| matches!(presented, Some(Presented::Absent | Presented::Invalid)))
+                .map(|c| c.ip),
+        }
+    }
+
+    /// The session cookie for a client at `ip` whose request, decided at
+    /// `at`, was answered with a success; marks it sent in the client's
+    /// profile when scoring watched the request.
+    pub(crate) fn issue_session(
+        &self,
+        ip: IpAddr,
+        at: Timestamp,
+        watch: Option<&Watch>,
+    ) -> Option<HeaderValue> {
+        let s = &*self.shared;
+        let session = s.session.as_ref()?;
+        s.counters.add(GuardCount::SessionIssued, 1);
+        if let (Some(sc), Some(w)) = (&s.scorer, watch) {
+            sc.session_issued(w, at);
+        }
+        Some(session.set_cookie(ip, at))
+    }
+
+    /// A scored client's standing for overload admission, from −2 to +2.
+    ///
+    /// By its record: one step down for a suspicious score (the throttle
+    /// threshold or more), and for a newcomer while the service is in
+    /// trouble (under attack or shedding, and no good exchange from
+    /// before nor a valid session cookie: the attack's most likely member,
+    /// as scoring's no-history points say); one up for a clean score
+    /// (under 10: a known-good client, or a browser without misbehaviour
+    /// while calm) of a client seen before (a good exchange, or a valid
+    /// session cookie returned) that came before the current busy period
+    /// (see below).
+    ///
+    /// By its pace: one down for a heavy user (several requests a second,
+    /// sustained), one up for a light one (about two a second or less, as
+    /// a person browses) seen before, that came before the busy period.
+    ///
+    /// Neither the score nor the volume of a client's first requests says
+    /// much: every new browser scores clean and looks light, as a crowd
+    /// arriving all at once shows. When the service is full, the light,
+    /// clean users it knows go first, and a crowd of newcomers last but for
+    /// the heavy and the suspicious. A client that came during a busy
+    /// period (the request rate raised, or the service degraded: a crowd,
+    /// a sale, an attack) is not lifted above the crowd it came with until
+    /// that period ends, however well it behaves: a crowd past capacity
+    /// cannot push out the customers it found there.
+    fn standing(&self, a: &Assessment) -> i8 {
+        let throttle = self
+            .shared
+            .scorer
+            .as_ref()
+            .map_or(f32::MAX, |sc| sc.ladder.throttle);
+        let score = a.report.score();
+        let heavy = a.volume >= HEAVY_VOLUME;
+        let seen = a.seen() && a.came_before_the_rush();
+        // A heavy user's clean record (earned in its first moments, before
+        // its volume showed) does not lift it.
+        let by_score = if a.flagged_newcomer() {
+            -2
+        } else if score >= throttle || a.newcomer_in_trouble() {
+            -1
+        } else if score < CLEAN_SCORE && seen && !heavy {
+            1
+        } else {
+            0
+        };
+        let by_volume = if heavy {
+            -1
+        } else if a.volume < LIGHT_VOLUME && seen {
+            1
+        } else {
+            0
+        };
+        (by_score + by_volume).max(-2)
+    }
+
+    /// Applies the ladder's action for a scored request.
+    fn climb_ladder(
+        &self,
+        sc: &Scorer,
+        a: &Assessment,
+        parts: &Parts,
+        ip: IpAddr,
+        now: Timestamp,
+    ) -> Step {
+        let ladder = &sc.ladder;
+        if a.action >= Action::Throttle {
+            sc.note_offender(a, now);
+        }
+        let throttle = || {
+            if ladder.shadow_throttle {
+                sc.counters.add(ScoreCount::ShadowThrottles, 1);
+                Step::Go(1)
+            } else {
+                sc.counters.add(ScoreCount::Throttled, 1);
+                Step::Go(ladder.throttle_factor)
+            }
+        };
+        match a.action {
+            Action::Allow => Step::Go(1),
+            Action::Throttle => throttle(),
+            Action::Ban => {
+                if self.score_ban(sc, a, now) {
+                    Step::Banned
+                } else {
+                    Step::Go(1)
+                }
+            }
+            Action::Challenge => {
+                if ladder.shadow_challenge {
+                    sc.counters.add(ScoreCount::ShadowChallenges, 1);
+                    return Step::Go(1);
+                }
+                let Some(hook) = &sc.challenge else {
+                    // Without a hook, a newcomer of a surging cluster, at a
+                    // pace no rate rule would stop, is held back. Any other
+                    // client is throttled, so that its own behaviour (the
+                    // rate rules' refusals, the service's 404s) takes it
+                    // on to a ban or back down.
+                    if !a.flagged_newcomer() || a.volume >= HEAVY_VOLUME {
+                        return throttle();
+                    }
+                    sc.detector.count_refusal();
+                    sc.counters.add(ScoreCount::Held, 1);
+                    self.shared.counters.add(GuardCount::RefusedSuspect, 1);
+                    return Step::Held;
+                };
+                sc.detector.count_refusal();
+                if hook.verify(parts, ip) {
+                    sc.counters.add(ScoreCount::ChallengesPassed, 1);
+                    return Step::Go(1);
+                }
+                sc.counters.add(ScoreCount::Challenged, 1);
+                self.shared.counters.add(GuardCount::RefusedChallenge, 1);
+                Step::Challenged(Box::new(hook.issue(parts, ip)))
+            }
+        }
+    }
+
+    /// Whether a request reached a secure origin, where browsers send
+    /// `Sec-Fetch-*` and client hints: the server terminates TLS
+    /// ([`GuardBuilder::tls`]), the request says so itself (an `https`
+    /// scheme, a `localhost` host), or a trusted proxy in front says
+    /// `X-Forwarded-Proto: https`.
+    fn secure(&self, parts: &Parts, peer: Option<IpAddr>) -> bool {
+        let s = &*self.shared;
+        s.tls
+            || secure_by_itself(parts)
+            || (peer.is_some_and(|p| s.client_ip.trusted().contains(p))
+                && parts
+                    .headers
+                    .get("x-forwarded-proto")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")))
+    }
+
+    /// Bans the client of a request that reached the ban threshold; false
+    /// when the ban is only observed (shadow mode) and the request goes on.
+    fn score_ban(&self, sc: &Scorer, a: &Assessment, now: Timestamp) -> bool {
+        let Some(order) = sc.ban(a, now) else {
+            return false;
+        };
+        sc.detector.count_refusal();
+        self.record_ban(order.client, order.duration, now);
+        self.shared.counters.add(GuardCount::RefusedScore, 1);
+        true
+    }
+
+    /// The service answered a request that scoring assessed.
+    pub(crate) fn answered(&self, a: &Watch, status: http::StatusCode, started: Timestamp) {
+        if let Some(sc) = &self.shared.scorer {
+            let now = self.shared.clock.now();
+            sc.answered(a, status, now.saturating_duration_since(started), now);
+        }
+    }
+
+    /// Writes the checks the enforced rules that apply to this request owe
+    /// into `checks` (and each one's rule index into `owners`), runs them
+    /// all or none, and returns the verdict with the binding rule's index.
+    #[allow(clippy::too_many_arguments)]
+    fn charge_enforced<'g>(
+        &'g self,
+        parts: &Parts,
+        ip: Option<IpAddr>,
+        route: &str,
+        cost_factor: u64,
+        now: Timestamp,
+        checks: &mut [Pending<'g>],
+        owners: &mut [usize],
+    ) -> (CompositeDecision, Option<usize>) {
+        let mut len = 0;
+        for (i, rule) in self.shared.enforced.iter().enumerate() {
+            if let Some(p) = rule.pending(parts, ip, route, cost_factor) {
+                checks[len] = p;
+                owners[len] = i;
+                len += 1;
+            }
+        }
+        let verdict = check_all(now, &checks[..len]);
+        (verdict, verdict.index.map(|k| owners[k]))
+    }
+
+    /// Whether every enforced rule would admit the request at its normal
+    /// cost now (peeked: nothing charged or counted).
+    fn admits_at_normal_cost(
+        &self,
+        parts: &Parts,
+        ip: Option<IpAddr>,
+        route: &str,
+        now: Timestamp,
+    ) -> bool {
+        self.shared
+            .enforced
+            .iter()
+            .filter_map(|r| r.pending(parts, ip, route, 1))
+            .all(|p| p.would_admit(now))
+    }
+
+    /// Charges each shadow rule on its own; its limiter counts what it
+    /// would have refused.
+    fn observe_shadow_rules(&self, parts: &Parts, ip: Option<IpAddr>, route: &str, now: Timestamp) {
+        for rule in &self.shared.shadow {
+            if let Some(p) = rule.pending(parts, ip, route, 1) {
+                if !check_all(now, &[p]).is_allowed() {
+                    tracing::debug!(rule = &*rule.name, client = ?ip, "floodguard: shadow rule would refuse");
+                }
+            }
+        }
+    }
+
+    fn log_missing_peer(&self, now: Timestamp) {
+        let last = &self.shared.no_peer_logged;
+        let prev = last.load(Ordering::Relaxed);
+        let due = prev == 0
+            || now.as_nanos().saturating_sub(prev - 1) >= NO_PEER_LOG_EVERY.as_nanos() as u64;
+        if due
+            && last
+                .compare_exchange(
+                    prev,
+                    now.as_nanos() + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            tracing::error!(
+                "floodguard: request has no peer address, refused with 500. Serve axum with \
+                 `into_make_service_with_connect_info::<SocketAddr>()` (or over floodguard's Gate), \
+                 serve tonic with its own server or `serve_with_incoming` over the Gate, or insert a \
+                 `floodguard::http::PeerAddr` extension; to serve such requests anyway, set \
+                 `.on_missing_peer(MissingPeer::SkipAddressRules)`"
+            );
+        }
+    }
+}
