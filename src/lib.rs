@@ -32,6 +32,8 @@
 //!   that holds per-key state (16 bytes per key); any [`Store`] can replace it.
 //! * [`KeyedLimiter`]: algorithm + store + [`Clock`], keyed by any `Hash` type,
 //!   built with a builder that names the bad field on error.
+//! * [`Quota`]: a limit as a value (sliding window or GCRA), the one every
+//!   builder takes.
 //! * [`check_all`]: several limiters for one request, charged on all or none.
 //! * [`ip`]: canonical client addresses, prefixes ([`IpPrefix`]) and compact
 //!   encodings.
@@ -68,6 +70,7 @@ pub mod http;
 pub mod ip;
 mod limiter;
 mod prefix_map;
+mod quota;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod score;
@@ -85,6 +88,7 @@ pub use error::ConfigError;
 pub use ip::IpPrefix;
 pub use limiter::{Builder, DEFAULT_CAPACITY, KeyedLimiter, LimiterStats};
 pub use prefix_map::{PrefixMap, PrefixSet};
+pub use quota::Quota;
 pub use score::{ScoreChange, ScoreRecord, ScoreTable};
 pub use store::Store;
 pub use table::{AtomicTable, MAX_CAPACITY};

@@ -1,10 +1,11 @@
 //! `KeyedLimiter`: an algorithm, a store and a clock, keyed by any `Hash` type.
 
-use crate::algo::{Algorithm, Gcra, Op, SlidingWindow};
+use crate::algo::{Algorithm, Op};
 use crate::clock::{Clock, CoarseClock, Timestamp, duration_nanos};
 use crate::compose::{Charge, Pending};
 use crate::decision::Decision;
 use crate::error::ConfigError;
+use crate::quota::Quota;
 use crate::stats::{Count, Striped};
 use crate::store::Store;
 use crate::table::AtomicTable;
@@ -77,8 +78,7 @@ impl<K: Hash + ?Sized> KeyedLimiter<K> {
     /// [`AtomicTable`].
     pub fn builder() -> Builder<K> {
         Builder {
-            spec: None,
-            burst: None,
+            quota: Quota::UNSET,
             capacity: DEFAULT_CAPACITY,
             clock: CoarseClock::new(),
             _key: PhantomData,
@@ -236,35 +236,6 @@ fn check_resolution(algorithm: &Algorithm, resolution: Duration) -> Result<(), C
     })
 }
 
-/// A quota as a builder records it, before its fields are checked.
-#[derive(Clone, Copy)]
-pub(crate) enum Spec {
-    SlidingWindow(u64, Duration),
-    Gcra(u64, Duration),
-}
-
-impl Spec {
-    /// The algorithm for `spec` (none chosen: an error) with an optional
-    /// GCRA burst (the rate if unset; refused for a sliding window).
-    pub(crate) fn algorithm(
-        spec: Option<Spec>,
-        burst: Option<u64>,
-    ) -> Result<Algorithm, ConfigError> {
-        Ok(match spec {
-            None => return Err(ConfigError::MissingAlgorithm),
-            Some(Spec::SlidingWindow(limit, window)) => {
-                if burst.is_some() {
-                    return Err(ConfigError::BurstWithoutGcra);
-                }
-                SlidingWindow::new(limit, window)?.into()
-            }
-            Some(Spec::Gcra(rate, period)) => {
-                Gcra::new(rate, period, burst.unwrap_or(rate))?.into()
-            }
-        })
-    }
-}
-
 /// Builds a [`KeyedLimiter`]; see [`KeyedLimiter::builder`].
 ///
 /// `build()` reports the first bad field as a [`ConfigError`]:
@@ -281,31 +252,39 @@ impl Spec {
 /// ```
 #[must_use = "a builder does nothing until `.build()`"]
 pub struct Builder<K: ?Sized, C = CoarseClock> {
-    spec: Option<Spec>,
-    burst: Option<u64>,
+    quota: Quota,
     capacity: usize,
     clock: C,
     _key: PhantomData<fn(&K)>,
 }
 
 impl<K: Hash + ?Sized, C: Clock> Builder<K, C> {
+    /// The quota, burst included (replacing any set before).
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
+    }
+
     /// At most `limit` requests per `window`, counted with the two-window
-    /// weighted counter ([`SlidingWindow`]).
+    /// weighted counter ([`SlidingWindow`](crate::algo::SlidingWindow)):
+    /// sets [`Quota::sliding_window`].
     pub fn sliding_window(mut self, limit: u64, window: Duration) -> Self {
-        self.spec = Some(Spec::SlidingWindow(limit, window));
+        self.quota = self.quota.switch_to(Quota::sliding_window(limit, window));
         self
     }
 
-    /// `rate` requests per `period` on average with GCRA ([`Gcra`]); the
-    /// burst defaults to `rate` (a full period's worth at once).
+    /// `rate` requests per `period` on average with GCRA
+    /// ([`Gcra`](crate::algo::Gcra)); the burst defaults to `rate` (a full
+    /// period's worth at once): sets [`Quota::gcra`].
     pub fn gcra(mut self, rate: u64, period: Duration) -> Self {
-        self.spec = Some(Spec::Gcra(rate, period));
+        self.quota = self.quota.switch_to(Quota::gcra(rate, period));
         self
     }
 
-    /// GCRA only: how many requests may come at once after idling.
+    /// GCRA only: how many requests may come at once after idling
+    /// ([`Quota::burst`]).
     pub fn burst(mut self, burst: u64) -> Self {
-        self.burst = Some(burst);
+        self.quota = self.quota.burst(burst);
         self
     }
 
@@ -320,8 +299,7 @@ impl<K: Hash + ?Sized, C: Clock> Builder<K, C> {
     /// tests.
     pub fn clock<C2: Clock>(self, clock: C2) -> Builder<K, C2> {
         Builder {
-            spec: self.spec,
-            burst: self.burst,
+            quota: self.quota,
             capacity: self.capacity,
             clock,
             _key: PhantomData,
@@ -330,7 +308,7 @@ impl<K: Hash + ?Sized, C: Clock> Builder<K, C> {
 
     /// Checks every field and builds the limiter.
     pub fn build(self) -> Result<KeyedLimiter<K, C>, ConfigError> {
-        let algorithm = Spec::algorithm(self.spec, self.burst)?;
+        let algorithm = self.quota.algorithm()?;
         check_resolution(&algorithm, self.clock.resolution())?;
         let store = AtomicTable::with_capacity(self.capacity)?;
         Ok(KeyedLimiter::with_store(algorithm, store, self.clock))
@@ -428,6 +406,35 @@ mod tests {
         assert!(l.check("k").is_allowed());
         let s = l.stats();
         assert_eq!((s.admitted, s.denied, s.occupancy), (4, 1, 1));
+    }
+
+    #[test]
+    fn a_quota_builds_what_its_shorthands_build() {
+        let d = Duration::from_secs(3);
+        let algorithm = |b: Builder<u32>| *b.build().unwrap().algorithm();
+        let b = || KeyedLimiter::<u32>::builder();
+        let q = Quota::gcra(3, d).burst(2);
+        assert_eq!(algorithm(b().quota(q)), q.algorithm().unwrap());
+        assert_eq!(algorithm(b().gcra(3, d).burst(2)), q.algorithm().unwrap());
+        // The shorthands take the burst before or after the algorithm;
+        // `.quota(q)` replaces the whole quota, burst included.
+        assert_eq!(algorithm(b().burst(2).gcra(3, d)), q.algorithm().unwrap());
+        assert_eq!(
+            algorithm(b().burst(2).quota(Quota::gcra(3, d))),
+            Quota::gcra(3, d).algorithm().unwrap()
+        );
+        assert_eq!(
+            algorithm(b().quota(q).sliding_window(5, d).quota(q)),
+            q.algorithm().unwrap()
+        );
+        assert_eq!(
+            b().quota(q).sliding_window(5, d).build().unwrap_err(),
+            ConfigError::BurstWithoutGcra
+        );
+        assert_eq!(
+            algorithm(b().quota(Quota::sliding_window(5, d))),
+            Quota::sliding_window(5, d).algorithm().unwrap()
+        );
     }
 
     #[test]

@@ -45,7 +45,15 @@ pub enum Op {
     Refund(u64),
 }
 
-/// One of the built-in algorithms with its parameters.
+/// One of the built-in algorithms with its parameters, checked and ready
+/// to run.
+///
+/// Builders take a [`Quota`](crate::Quota), the description of a limit, and
+/// turn it into an `Algorithm` in `build()` with
+/// [`Quota::algorithm`](crate::Quota::algorithm), the one place quotas are
+/// checked; `Quota::from(algorithm)` gives the quota in force back. Use an
+/// `Algorithm` directly to run a limiter on another store
+/// ([`KeyedLimiter::with_store`](crate::KeyedLimiter::with_store)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Algorithm {
     /// Two-window weighted counter.

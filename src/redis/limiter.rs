@@ -5,9 +5,8 @@ use super::script::ScriptOp;
 use super::store::{OnFailure, RedisStore, StoreError, StoreInner, check_name};
 use crate::algo::{Algorithm, Op};
 use crate::decision::Decision;
-use crate::limiter::Spec;
 use crate::stats::Striped;
-use crate::{KeyedLimiter, Timestamp};
+use crate::{KeyedLimiter, Quota, Timestamp};
 use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
@@ -223,8 +222,7 @@ impl<K: Hash + ?Sized> SharedLimiter<K> {
     pub fn builder(name: impl Into<String>) -> SharedBuilder<K> {
         SharedBuilder {
             name: name.into(),
-            quota: None,
-            burst: None,
+            quota: Quota::UNSET,
             mode: Mode::near_cache(),
             capacity: DEFAULT_LOCAL_CAPACITY,
             _key: PhantomData,
@@ -526,8 +524,7 @@ async fn sync_loop(shared: Weak<Shared>, wake: Arc<Notify>, every: Duration) {
 #[must_use = "a builder does nothing until built"]
 pub struct SharedBuilder<K: ?Sized> {
     name: String,
-    quota: Option<Spec>,
-    burst: Option<u64>,
+    quota: Quota,
     mode: Mode,
     capacity: usize,
     _key: PhantomData<fn(&K)>,
@@ -543,23 +540,31 @@ impl<K: ?Sized> std::fmt::Debug for SharedBuilder<K> {
 }
 
 impl<K: Hash + ?Sized> SharedBuilder<K> {
+    /// The quota across the fleet, burst included (replacing any set
+    /// before).
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
+        self
+    }
+
     /// At most `limit` requests per `window` across the fleet, counted with
-    /// the sliding-window counter.
+    /// the sliding-window counter: sets [`Quota::sliding_window`].
     pub fn sliding_window(mut self, limit: u64, window: Duration) -> Self {
-        self.quota = Some(Spec::SlidingWindow(limit, window));
+        self.quota = self.quota.switch_to(Quota::sliding_window(limit, window));
         self
     }
 
     /// `rate` requests per `period` across the fleet with GCRA; the burst
-    /// defaults to `rate`.
+    /// defaults to `rate`: sets [`Quota::gcra`].
     pub fn gcra(mut self, rate: u64, period: Duration) -> Self {
-        self.quota = Some(Spec::Gcra(rate, period));
+        self.quota = self.quota.switch_to(Quota::gcra(rate, period));
         self
     }
 
-    /// GCRA only: how many requests may come at once after idling.
+    /// GCRA only: how many requests may come at once after idling
+    /// ([`Quota::burst`]).
     pub fn burst(mut self, burst: u64) -> Self {
-        self.burst = Some(burst);
+        self.quota = self.quota.burst(burst);
         self
     }
 
@@ -580,7 +585,7 @@ impl<K: Hash + ?Sized> SharedBuilder<K> {
     /// its sync task on the current Tokio runtime.
     pub fn build(self, store: &RedisStore) -> Result<SharedLimiter<K>, StoreError> {
         check_name("name", &self.name)?;
-        let algorithm = Spec::algorithm(self.quota, self.burst)?;
+        let algorithm = self.quota.algorithm()?;
         let near = match self.mode {
             Mode::Strict => None,
             Mode::NearCache {
@@ -612,15 +617,9 @@ impl<K: Hash + ?Sized> SharedBuilder<K> {
                 }
                 // What an admission reports as its reset: a full window, or
                 // the time GCRA takes to refill its burst.
-                let span = match algorithm {
-                    Algorithm::SlidingWindow(a) => a.window(),
-                    Algorithm::Gcra(a) => a
-                        .interval()
-                        .saturating_mul(u32::try_from(a.burst()).unwrap_or(u32::MAX)),
-                };
                 Some(NearCache::new(
-                    algorithm.limit(),
-                    span,
+                    self.quota.limit(),
+                    self.quota.window(),
                     self.capacity,
                     sync_after,
                     sync_every,
@@ -661,5 +660,40 @@ impl<K: Hash + ?Sized> SharedBuilder<K> {
             flush_on_drop,
             _key: PhantomData,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_quota_builds_what_its_shorthands_build() {
+        // Building connects to nothing: no server needed.
+        let store = RedisStore::builder("redis://127.0.0.1:1/").build().unwrap();
+        let second = Duration::from_secs(1);
+        let build =
+            |b: SharedBuilder<str>| *b.mode(Mode::Strict).build(&store).unwrap().algorithm();
+        let q = Quota::gcra(10, second).burst(3);
+        let by_value = build(SharedLimiter::builder("v").quota(q));
+        let by_parts = build(SharedLimiter::builder("p").gcra(10, second).burst(3));
+        assert_eq!(by_value, q.algorithm().unwrap());
+        assert_eq!(by_parts, by_value);
+        let q = Quota::sliding_window(10, second);
+        assert_eq!(
+            build(SharedLimiter::builder("w").quota(q)),
+            q.algorithm().unwrap()
+        );
+        let err = SharedLimiter::<str>::builder("b")
+            .quota(q.burst(2))
+            .build(&store)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Config(crate::ConfigError::BurstWithoutGcra)
+            ),
+            "{err}"
+        );
     }
 }

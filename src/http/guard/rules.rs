@@ -9,9 +9,8 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method};
 
-use crate::algo::Algorithm;
 use crate::ip::PrefixLengths;
-use crate::{Clock, ConfigError, IpPrefix, KeyedLimiter, LimiterStats, Pending};
+use crate::{Clock, ConfigError, IpPrefix, KeyedLimiter, LimiterStats, Pending, Quota};
 
 type KeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 type WhenFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
@@ -28,12 +27,6 @@ enum KeySpec {
     Header(Result<HeaderName, String>),
     Global,
     Custom(KeyFn),
-}
-
-#[derive(Clone, Copy)]
-enum Quota {
-    SlidingWindow(u64, Duration),
-    Gcra(u64, Duration),
 }
 
 /// One rate limit of a [`Guard`](crate::http::Guard): a key (what requests are
@@ -63,8 +56,7 @@ enum Quota {
 pub struct Rule {
     name: String,
     key: KeySpec,
-    quota: Option<Quota>,
-    burst: Option<u64>,
+    quota: Quota,
     capacity: Option<usize>,
     cost: u64,
     shadow: bool,
@@ -115,8 +107,7 @@ impl Rule {
         Rule {
             name: name.into(),
             key,
-            quota: None,
-            burst: None,
+            quota: Quota::UNSET,
             capacity: None,
             cost: 1,
             shadow: false,
@@ -174,23 +165,30 @@ impl Rule {
         Self::new(name, KeySpec::Custom(Arc::new(key)))
     }
 
-    /// At most `limit` requests per `window` per key, sliding-window
-    /// counter.
-    pub fn sliding_window(mut self, limit: u64, window: Duration) -> Self {
-        self.quota = Some(Quota::SlidingWindow(limit, window));
+    /// The quota per key, burst included (replacing any set before).
+    pub fn quota(mut self, quota: Quota) -> Self {
+        self.quota = quota;
         self
     }
 
-    /// `rate` requests per `period` per key on average, GCRA.
+    /// At most `limit` requests per `window` per key, sliding-window
+    /// counter: sets [`Quota::sliding_window`].
+    pub fn sliding_window(mut self, limit: u64, window: Duration) -> Self {
+        self.quota = self.quota.switch_to(Quota::sliding_window(limit, window));
+        self
+    }
+
+    /// `rate` requests per `period` per key on average, GCRA: sets
+    /// [`Quota::gcra`].
     pub fn gcra(mut self, rate: u64, period: Duration) -> Self {
-        self.quota = Some(Quota::Gcra(rate, period));
+        self.quota = self.quota.switch_to(Quota::gcra(rate, period));
         self
     }
 
     /// GCRA only: requests a key may make at once after idling (defaults
-    /// to `rate`).
+    /// to `rate`; [`Quota::burst`]).
     pub fn burst(mut self, burst: u64) -> Self {
-        self.burst = Some(burst);
+        self.quota = self.quota.burst(burst);
         self
     }
 
@@ -312,32 +310,21 @@ impl Rule {
         let shared = false;
         // A shared rule counts in its near-cache; its own limiter only
         // carries the quota, so it gets the smallest table.
-        let mut builder = KeyedLimiter::<[u8]>::builder()
+        let limiter = KeyedLimiter::<[u8]>::builder()
+            .quota(self.quota)
             .capacity(if shared { 1 } else { capacity })
-            .clock(clock.clone());
-        builder = match self.quota {
-            None => return Err(in_rule(ConfigError::MissingAlgorithm)),
-            Some(Quota::SlidingWindow(limit, window)) => builder.sliding_window(limit, window),
-            Some(Quota::Gcra(rate, period)) => builder.gcra(rate, period),
-        };
-        if let Some(b) = self.burst {
-            builder = builder.burst(b);
-        }
-        let limiter = builder.build().map_err(in_rule)?;
+            .clock(clock.clone())
+            .build()
+            .map_err(in_rule)?;
         #[cfg(feature = "redis")]
         let shared = match &self.shared {
             None => None,
-            Some(store) => {
-                Some(share(&self.name, store, limiter.algorithm(), capacity).map_err(in_rule)?)
-            }
+            Some(store) => Some(share(&self.name, store, self.quota, capacity).map_err(in_rule)?),
         };
-        let quota = limiter.algorithm().limit();
-        // The policy's window: the sliding window, or the time GCRA takes
-        // to refill a whole burst.
-        let window_nanos = match limiter.algorithm() {
-            Algorithm::SlidingWindow(a) => a.window().as_nanos(),
-            Algorithm::Gcra(a) => a.interval().as_nanos() * u128::from(a.burst()),
-        };
+        // The policy: the quota's limit, and its window (the sliding
+        // window, or the time GCRA takes to refill a whole burst).
+        let quota = self.quota.limit();
+        let window_nanos = self.quota.window().as_nanos();
         let seconds = window_nanos.div_ceil(1_000_000_000).max(1);
         let policy = HeaderValue::from_str(&format!("\"{}\";q={quota};w={seconds}", self.name))
             .map_err(|_| ConfigError::BadRuleName {
@@ -497,17 +484,16 @@ pub struct RuleStats {
 fn share(
     name: &str,
     store: &crate::redis::RedisStore,
-    algorithm: &Algorithm,
+    quota: Quota,
     capacity: usize,
 ) -> Result<crate::redis::SharedLimiter<[u8]>, ConfigError> {
-    let builder = crate::redis::SharedLimiter::<[u8]>::builder(name).capacity(capacity);
-    let builder = match *algorithm {
-        Algorithm::SlidingWindow(a) => builder.sliding_window(a.limit(), a.window()),
-        Algorithm::Gcra(a) => builder.gcra(a.rate(), a.period()).burst(a.burst()),
-    };
-    builder.build(store).map_err(|e| ConfigError::SharedStore {
-        reason: e.to_string(),
-    })
+    crate::redis::SharedLimiter::<[u8]>::builder(name)
+        .quota(quota)
+        .capacity(capacity)
+        .build(store)
+        .map_err(|e| ConfigError::SharedStore {
+            reason: e.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -538,5 +524,34 @@ mod tests {
         // A POST rule does not cover HEAD.
         let post = Rule::per_ip("post").method(Method::POST);
         assert!(!post.scope.matches(&parts(Method::HEAD, "/"), "/"));
+    }
+
+    #[test]
+    fn the_policy_header_reads_the_quota() {
+        let clock = crate::ManualClock::new();
+        let compiled = |r: Rule| r.compile(&clock).unwrap();
+        let second = Duration::from_secs(1);
+        let q = Quota::gcra(20, second).burst(40);
+        let by_value = compiled(Rule::per_ip("r").quota(q));
+        let by_parts = compiled(Rule::per_ip("r").gcra(20, second).burst(40));
+        assert_eq!(*by_value.limiter.algorithm(), q.algorithm().unwrap());
+        assert_eq!(*by_parts.limiter.algorithm(), q.algorithm().unwrap());
+        assert_eq!(by_value.policy, "\"r\";q=40;w=2");
+        assert_eq!(by_parts.policy, "\"r\";q=40;w=2");
+        let window = Rule::global("w").quota(Quota::sliding_window(600, Duration::from_secs(90)));
+        assert_eq!(compiled(window).policy, "\"w\";q=600;w=90");
+        // Under a second rounds up to one.
+        let short = Rule::global("s").quota(Quota::gcra(10, Duration::from_millis(100)));
+        assert_eq!(compiled(short).policy, "\"s\";q=10;w=1");
+        let Err(err) = Rule::per_ip("none").burst(3).compile(&clock) else {
+            panic!("a rule without an algorithm compiled");
+        };
+        assert_eq!(
+            err,
+            ConfigError::InRule {
+                rule: "none".into(),
+                source: Box::new(ConfigError::MissingAlgorithm)
+            }
+        );
     }
 }
