@@ -57,12 +57,12 @@ pub use identify::{
 // The guard, its rules and its decisions.
 pub use guard::{
     DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal, Rule,
-    RuleStats, ScoringStats, Snapshot,
+    RuleStats, Snapshot,
 };
 // Scoring, detection and the ladder.
 pub use scoring::{
     Action, AttackCause, Challenge, ChallengePage, Detection, DetectionSnapshot, Event, Ladder,
-    Offender, ScoreReport, Scoring, Share, Signal, Weights,
+    Offender, ScoreReport, Scoring, ScoringStats, Share, Signal, Weights,
 };
 // Overload protection.
 pub use overload::{

@@ -16,11 +16,9 @@ use crate::http::guard::stats::{GUARD_COUNTS, GuardCount};
 use crate::http::identify::client_ip::ClientIpConfig;
 use crate::http::identify::session::{Session, SessionStats};
 use crate::http::overload::shedder::Shedder;
-use crate::http::scoring::scorer::{ScoreCount, Scorer};
+use crate::http::scoring::scorer::Scorer;
 use crate::http::tarpit::{Held, Tarpit, TarpitState};
-use crate::http::{
-    DEFAULT_MAX_BANS, GuardBuilder, GuardStats, MissingPeer, ScoringStats, Snapshot,
-};
+use crate::http::{DEFAULT_MAX_BANS, GuardBuilder, GuardStats, MissingPeer, Snapshot};
 use crate::ip::canonical;
 use crate::stats::Striped;
 use crate::{Clock, CoarseClock, IpPrefix, PrefixSet, Timestamp};
@@ -284,7 +282,7 @@ impl<C: Clock> Guard<C> {
             AcceptVerdict::Exempt
         } else if s.blocklist.contains(ip) || self.is_banned(ip) {
             if let Some(sc) = &s.scorer {
-                sc.detector.count_refused();
+                sc.blocked();
             }
             AcceptVerdict::Refuse
         } else {
@@ -349,22 +347,7 @@ impl<C: Clock> Guard<C> {
                 issued: c(GuardCount::SessionIssued),
                 not_returned: c(GuardCount::SessionNotReturned),
             }),
-            scoring: s.scorer.as_ref().map(|sc| {
-                let n = |w| sc.counters.sum(w);
-                ScoringStats {
-                    throttled: n(ScoreCount::Throttled),
-                    challenged: n(ScoreCount::Challenged),
-                    challenges_passed: n(ScoreCount::ChallengesPassed),
-                    held: n(ScoreCount::Held),
-                    banned: n(ScoreCount::Banned),
-                    shadow_throttles: n(ScoreCount::ShadowThrottles),
-                    shadow_challenges: n(ScoreCount::ShadowChallenges),
-                    shadow_bans: n(ScoreCount::ShadowBans),
-                    under_attack_requests: n(ScoreCount::UnderAttackRequests),
-                    clients: sc.clients_held(),
-                    client_evictions: sc.client_evictions(),
-                }
-            }),
+            scoring: s.scorer.as_ref().map(Scorer::stats),
             rules: s
                 .enforced
                 .iter()
@@ -382,7 +365,7 @@ impl<C: Clock> Guard<C> {
         let s = &*self.shared;
         s.counters.add(GuardCount::RefusedOverload, 1);
         if let Some(sc) = &s.scorer {
-            sc.detector.count_shed();
+            sc.shed();
         }
     }
 
@@ -401,7 +384,7 @@ impl<C: Clock> Guard<C> {
         let s = &*self.shared;
         Snapshot {
             stats: self.stats(),
-            detection: s.scorer.as_ref().map(|sc| sc.detector.snapshot()),
+            detection: s.scorer.as_ref().map(Scorer::detection),
             offenders: s.scorer.as_ref().map_or_else(Vec::new, Scorer::offenders),
             bans: self.bans(),
         }
@@ -412,7 +395,7 @@ impl<C: Clock> Guard<C> {
         self.shared
             .scorer
             .as_ref()
-            .is_some_and(|sc| sc.detector.under_attack())
+            .is_some_and(Scorer::under_attack)
     }
 
     pub(super) fn banned_at(&self, ip: IpAddr, now: Timestamp) -> bool {

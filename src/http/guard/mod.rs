@@ -18,4 +18,4 @@ pub use builder::{DEFAULT_MAX_BANS, GuardBuilder, MissingPeer};
 pub use decision::{GuardDecision, Refusal};
 pub use guard::Guard;
 pub use rules::{Rule, RuleStats};
-pub use stats::{GuardStats, ScoringStats, Snapshot};
+pub use stats::{GuardStats, Snapshot};

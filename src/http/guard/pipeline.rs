@@ -18,11 +18,8 @@ use crate::http::identify::fingerprint::secure_by_itself;
 use crate::http::identify::peer::{peer, route};
 use crate::http::identify::session::Presented;
 use crate::http::overload::shedder::Place;
-use crate::http::scoring::challenge::ChallengePage;
-use crate::http::scoring::ladder::Action;
-use crate::http::scoring::scorer::{
-    Assessment, HEAVY_VOLUME, LIGHT_VOLUME, ScoreCount, Scorer, Target, Watch,
-};
+use crate::http::scoring::scorer::{Assessment, Target, Watch};
+use crate::http::scoring::verdict::Verdict;
 use crate::http::service::refusal::{RefusalKind, claims_grpc};
 use crate::http::{Guard, GuardDecision, MissingPeer, Refusal};
 use crate::{Clock, CompositeDecision, Pending, Timestamp, check_all};
@@ -30,23 +27,8 @@ use crate::{Clock, CompositeDecision, Pending, Timestamp, check_all};
 /// Enforced rules whose checks fit on the stack; more use the heap.
 pub(super) const INLINE_RULES: usize = 8;
 
-/// Scores below this rank a client up for overload admission.
-pub(super) const CLEAN_SCORE: f32 = 10.0;
-
 /// How often the missing-peer setup error is logged at most.
 pub(super) const NO_PEER_LOG_EVERY: Duration = Duration::from_secs(10);
-
-/// What the score ladder made of a request.
-pub(super) enum Step {
-    /// Go on to the rate rules, charged this many times.
-    Go(u64),
-    /// The client was banned.
-    Banned,
-    /// Held back without a ban (no challenge hook).
-    Held,
-    /// Answer with the challenge hook's page.
-    Challenged(Box<ChallengePage>),
-}
 
 impl<C: Clock> Guard<C> {
     /// Decides one request as the layer would (and charges it the same),
@@ -127,7 +109,7 @@ impl<C: Clock> Guard<C> {
             if s.blocklist.contains(c.ip) || self.banned_at(c.ip, now) {
                 s.counters.add(GuardCount::RefusedBlocked, 1);
                 if let Some(sc) = &s.scorer {
-                    sc.detector.count_refused();
+                    sc.blocked();
                 }
                 return Inspection::refuse(RefusalKind::Blocked, close);
             }
@@ -146,6 +128,7 @@ impl<C: Clock> Guard<C> {
             _ => None,
         };
         let mut cost_factor = 1;
+        let mut standing = 0;
         let route = if s.needs_route || s.scorer.is_some() {
             route(parts)
         } else {
@@ -169,11 +152,22 @@ impl<C: Clock> Guard<C> {
                 if a.session_unreturned_news {
                     s.counters.add(GuardCount::SessionNotReturned, 1);
                 }
-                match self.climb_ladder(sc, &a, parts, c.ip, now) {
-                    Step::Go(factor) => cost_factor = factor,
-                    Step::Banned => return Inspection::refuse(RefusalKind::Blocked, close),
-                    Step::Held => return Inspection::refuse(RefusalKind::Suspect, close),
-                    Step::Challenged(page) => {
+                match sc.judge(&a, parts, c.ip, now) {
+                    Verdict::Serve { cost, standing: st } => {
+                        cost_factor = cost;
+                        standing = st;
+                    }
+                    Verdict::Ban(order) => {
+                        self.record_ban(order.client, order.duration, now);
+                        s.counters.add(GuardCount::RefusedScore, 1);
+                        return Inspection::refuse(RefusalKind::Blocked, close);
+                    }
+                    Verdict::Hold => {
+                        s.counters.add(GuardCount::RefusedSuspect, 1);
+                        return Inspection::refuse(RefusalKind::Suspect, close);
+                    }
+                    Verdict::Challenge(page) => {
+                        s.counters.add(GuardCount::RefusedChallenge, 1);
                         return Inspection::Refuse {
                             kind: RefusalKind::Challenged,
                             rate: None,
@@ -209,13 +203,12 @@ impl<C: Clock> Guard<C> {
             // A throttled request refused only because of its throttled
             // cost is not pressure of its own: counting it would let a
             // throttle climb by itself to a ban.
-            let pressure = cost_factor == 1 || !self.admits_at_normal_cost(parts, ip, route, now);
             if let Some(sc) = &s.scorer {
-                sc.detector.count_refusal();
-            }
-            if let (Some(sc), Some(a), true) = (&s.scorer, &assessment, pressure) {
-                let after = sc.refused(a, now);
-                if after.action == Action::Ban && self.score_ban(sc, &after, now) {
+                let pressure =
+                    cost_factor == 1 || !self.admits_at_normal_cost(parts, ip, route, now);
+                if let Some(order) = sc.rate_refused(assessment.as_ref(), pressure, now) {
+                    self.record_ban(order.client, order.duration, now);
+                    s.counters.add(GuardCount::RefusedScore, 1);
                     return Inspection::refuse(RefusalKind::Blocked, close);
                 }
             }
@@ -232,7 +225,6 @@ impl<C: Clock> Guard<C> {
         }
         let permit = match (&s.shedder, admit) {
             (Some(shedder), true) => {
-                let standing = assessment.as_ref().map_or(0, |a| self.standing(a));
                 let route = if s.needs_route { route } else { "" };
                 match shedder.acquire(parts, route, standing) {
                     Ok(place) => Some(place),
@@ -286,124 +278,6 @@ impl<C: Clock> Guard<C> {
         Some(session.set_cookie(ip, at))
     }
 
-    /// A scored client's standing for overload admission, from −2 to +2.
-    ///
-    /// By its record: one step down for a suspicious score (the throttle
-    /// threshold or more), and for a newcomer while the service is in
-    /// trouble (under attack or shedding, and no good exchange from
-    /// before nor a valid session cookie: the attack's most likely member,
-    /// as scoring's no-history points say); one up for a clean score
-    /// (under 10: a known-good client, or a browser without misbehaviour
-    /// while calm) of a client seen before (a good exchange, or a valid
-    /// session cookie returned) that came before the current busy period
-    /// (see below).
-    ///
-    /// By its pace: one down for a heavy user (several requests a second,
-    /// sustained), one up for a light one (about two a second or less, as
-    /// a person browses) seen before, that came before the busy period.
-    ///
-    /// Neither the score nor the volume of a client's first requests says
-    /// much: every new browser scores clean and looks light, as a crowd
-    /// arriving all at once shows. When the service is full, the light,
-    /// clean users it knows go first, and a crowd of newcomers last but for
-    /// the heavy and the suspicious. A client that came during a busy
-    /// period (the request rate raised, or the service degraded: a crowd,
-    /// a sale, an attack) is not lifted above the crowd it came with until
-    /// that period ends, however well it behaves: a crowd past capacity
-    /// cannot push out the customers it found there.
-    fn standing(&self, a: &Assessment) -> i8 {
-        let throttle = self
-            .shared
-            .scorer
-            .as_ref()
-            .map_or(f32::MAX, |sc| sc.ladder.throttle);
-        let score = a.report.score();
-        let heavy = a.volume >= HEAVY_VOLUME;
-        let seen = a.seen() && a.came_before_the_rush();
-        // A heavy user's clean record (earned in its first moments, before
-        // its volume showed) does not lift it.
-        let by_score = if a.flagged_newcomer() {
-            -2
-        } else if score >= throttle || a.newcomer_in_trouble() {
-            -1
-        } else if score < CLEAN_SCORE && seen && !heavy {
-            1
-        } else {
-            0
-        };
-        let by_volume = if heavy {
-            -1
-        } else if a.volume < LIGHT_VOLUME && seen {
-            1
-        } else {
-            0
-        };
-        (by_score + by_volume).max(-2)
-    }
-
-    /// Applies the ladder's action for a scored request.
-    fn climb_ladder(
-        &self,
-        sc: &Scorer,
-        a: &Assessment,
-        parts: &Parts,
-        ip: IpAddr,
-        now: Timestamp,
-    ) -> Step {
-        let ladder = &sc.ladder;
-        if a.action >= Action::Throttle {
-            sc.note_offender(a, now);
-        }
-        let throttle = || {
-            if ladder.shadow_throttle {
-                sc.counters.add(ScoreCount::ShadowThrottles, 1);
-                Step::Go(1)
-            } else {
-                sc.counters.add(ScoreCount::Throttled, 1);
-                Step::Go(ladder.throttle_factor)
-            }
-        };
-        match a.action {
-            Action::Allow => Step::Go(1),
-            Action::Throttle => throttle(),
-            Action::Ban => {
-                if self.score_ban(sc, a, now) {
-                    Step::Banned
-                } else {
-                    Step::Go(1)
-                }
-            }
-            Action::Challenge => {
-                if ladder.shadow_challenge {
-                    sc.counters.add(ScoreCount::ShadowChallenges, 1);
-                    return Step::Go(1);
-                }
-                let Some(hook) = &sc.challenge else {
-                    // Without a hook, a newcomer of a surging cluster, at a
-                    // pace no rate rule would stop, is held back. Any other
-                    // client is throttled, so that its own behaviour (the
-                    // rate rules' refusals, the service's 404s) takes it
-                    // on to a ban or back down.
-                    if !a.flagged_newcomer() || a.volume >= HEAVY_VOLUME {
-                        return throttle();
-                    }
-                    sc.detector.count_refusal();
-                    sc.counters.add(ScoreCount::Held, 1);
-                    self.shared.counters.add(GuardCount::RefusedSuspect, 1);
-                    return Step::Held;
-                };
-                sc.detector.count_refusal();
-                if hook.verify(parts, ip) {
-                    sc.counters.add(ScoreCount::ChallengesPassed, 1);
-                    return Step::Go(1);
-                }
-                sc.counters.add(ScoreCount::Challenged, 1);
-                self.shared.counters.add(GuardCount::RefusedChallenge, 1);
-                Step::Challenged(Box::new(hook.issue(parts, ip)))
-            }
-        }
-    }
-
     /// Whether a request reached a secure origin, where browsers send
     /// `Sec-Fetch-*` and client hints: the server terminates TLS
     /// ([`GuardBuilder::tls`]), the request says so itself (an `https`
@@ -418,18 +292,6 @@ impl<C: Clock> Guard<C> {
                     .headers
                     .get("x-forwarded-proto")
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")))
-    }
-
-    /// Bans the client of a request that reached the ban threshold; false
-    /// when the ban is only observed (shadow mode) and the request goes on.
-    fn score_ban(&self, sc: &Scorer, a: &Assessment, now: Timestamp) -> bool {
-        let Some(order) = sc.ban(a, now) else {
-            return false;
-        };
-        sc.detector.count_refusal();
-        self.record_ban(order.client, order.duration, now);
-        self.shared.counters.add(GuardCount::RefusedScore, 1);
-        true
     }
 
     /// The service answered a request that scoring assessed.

@@ -3,12 +3,12 @@
 use std::time::Duration;
 
 use crate::IpPrefix;
-use crate::http::LimitStats;
 use crate::http::guard::rules::RuleStats;
 use crate::http::identify::session::SessionStats;
 use crate::http::scoring::detect::DetectionSnapshot;
 use crate::http::scoring::scorer::Offender;
 use crate::http::tarpit::TarpitStats;
+use crate::http::{LimitStats, ScoringStats};
 
 /// Counters of a [`Guard`], striped per thread.
 #[derive(Clone, Copy)]
@@ -89,35 +89,6 @@ pub struct GuardStats {
     /// Shared bans' counters, when [`GuardBuilder::share_bans`](crate::http::GuardBuilder::share_bans) is on.
     #[cfg(feature = "redis")]
     pub shared_bans: Option<crate::redis::SharedBanStats>,
-}
-
-/// Counters of client scoring.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct ScoringStats {
-    /// Requests charged at the throttle factor.
-    pub throttled: u64,
-    /// Requests answered with a challenge page.
-    pub challenged: u64,
-    /// Requests that carried a solved challenge and were served.
-    pub challenges_passed: u64,
-    /// Requests held back (429, no ban) at the challenge threshold without
-    /// a challenge hook.
-    pub held: u64,
-    /// Clients banned by their score.
-    pub banned: u64,
-    /// Throttles only observed (shadow mode).
-    pub shadow_throttles: u64,
-    /// Challenges only observed (shadow mode).
-    pub shadow_challenges: u64,
-    /// Bans only observed (shadow mode).
-    pub shadow_bans: u64,
-    /// Requests that arrived while the service was under attack.
-    pub under_attack_requests: u64,
-    /// Clients remembered now.
-    pub clients: usize,
-    /// Client records dropped to make room.
-    pub client_evictions: u64,
 }
 
 /// Everything a guard can tell an operator at once: counters, the attack

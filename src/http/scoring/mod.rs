@@ -7,8 +7,11 @@ pub(crate) mod detect;
 pub(crate) mod ladder;
 pub(crate) mod profile;
 pub(crate) mod scorer;
+pub(crate) mod stats;
+pub(crate) mod verdict;
 
 pub use challenge::{Challenge, ChallengePage};
 pub use detect::{AttackCause, Detection, DetectionSnapshot, Event, Share};
 pub use ladder::{Action, Ladder, ScoreReport, Signal, Weights};
 pub use scorer::{Offender, Scoring};
+pub use stats::ScoringStats;
