@@ -10,14 +10,15 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 
+pub use crate::http::identify::client_ip::{Hop, MAX_HOPS, parse_forwarded, parse_x_forwarded_for};
+use crate::http::identify::facts::Facts;
+use crate::http::identify::peer::route_matched;
 use crate::http::identify::session::{self, Presented, SessionCookie};
+pub use crate::http::identify::wire::{MAX_HEAD_BYTES, MAX_HEADER_LINES};
 use crate::http::overload::shedder;
 use crate::http::scoring::profile;
 use crate::http::{LimitStats, Overload, Priority};
 use crate::{ConfigError, Timestamp};
-
-pub use crate::http::identify::client_ip::{Hop, MAX_HOPS, parse_forwarded, parse_x_forwarded_for};
-pub use crate::http::identify::wire::{MAX_HEAD_BYTES, MAX_HEADER_LINES};
 
 /// A guard's overload state: its adaptive limits and waiting rooms.
 pub struct Shedder(shedder::Shedder);
@@ -46,7 +47,10 @@ impl Shedder {
     /// +2), makes it wait, or sheds it (`Err`, with its priority). Needs a
     /// Tokio runtime with time enabled: a wait has a deadline.
     pub fn acquire(&self, parts: &Parts, route: &str, standing: i8) -> Result<Place, Priority> {
-        self.0.acquire(parts, route, standing).map(|p| match p {
+        let mut facts = Facts::new(parts, Timestamp::from_nanos(0));
+        facts.route = route;
+        facts.route_matched = route_matched(parts);
+        self.0.acquire(&facts, standing).map(|p| match p {
             shedder::Place::Now(p) => Place::Now(Permit(p)),
             shedder::Place::Wait(t) => Place::Wait(Ticket(t)),
         })

@@ -14,11 +14,10 @@ use http::request::Parts;
 use crate::http::guard::decision::{Inspection, RateInfo};
 use crate::http::guard::stats::GuardCount;
 use crate::http::identify::client_ip::IpSource;
-use crate::http::identify::fingerprint::secure_by_itself;
-use crate::http::identify::peer::{peer, route};
+use crate::http::identify::facts::Facts;
 use crate::http::identify::session::Presented;
 use crate::http::overload::shedder::Place;
-use crate::http::scoring::scorer::{Assessment, Target, Watch};
+use crate::http::scoring::scorer::{Assessment, Watch};
 use crate::http::scoring::verdict::Verdict;
 use crate::http::service::refusal::{RefusalKind, claims_grpc};
 use crate::http::{Guard, GuardDecision, MissingPeer, Refusal};
@@ -65,15 +64,15 @@ impl<C: Clock> Guard<C> {
     pub(crate) fn inspect(&self, parts: &Parts, admit: bool) -> Inspection {
         let s = &*self.shared;
         s.counters.add(GuardCount::Requests, 1);
-        let now = s.clock.now();
-        let peer = peer(&parts.extensions);
-        let client = match peer {
+        let mut facts = Facts::new(parts, s.clock.now());
+        let now = facts.now;
+        match &facts.peer {
             Some(peer) => {
                 let c = s.client_ip.resolve(peer.addr.ip(), &parts.headers);
                 if c.malformed {
                     s.counters.add(GuardCount::Malformed, 1);
                 }
-                Some(c)
+                facts.client = Some(c);
             }
             None => {
                 s.counters.add(GuardCount::NoPeer, 1);
@@ -81,9 +80,9 @@ impl<C: Clock> Guard<C> {
                     self.log_missing_peer(now);
                     return Inspection::refuse(RefusalKind::NoPeerAddress, false);
                 }
-                None
             }
-        };
+        }
+        let client = facts.client;
         // Only a connection that is the client's own is closed after a
         // refusal: one from a trusted proxy carries other clients too.
         let close = s.close_refused && client.is_some_and(|c| c.source == IpSource::Peer);
@@ -115,7 +114,7 @@ impl<C: Clock> Guard<C> {
             }
         }
         // gRPC clients keep no cookies: sessions leave them alone.
-        let presented = match (&s.session, client) {
+        facts.session = match (&s.session, client) {
             (Some(session), Some(c)) if !claims_grpc(&parts.headers) => {
                 let p = session.check(&parts.headers, c.ip, now);
                 match p {
@@ -127,32 +126,20 @@ impl<C: Clock> Guard<C> {
             }
             _ => None,
         };
+        if s.needs_route || s.scorer.is_some() {
+            facts.read_route();
+        }
         let mut cost_factor = 1;
         let mut standing = 0;
-        let route = if s.needs_route || s.scorer.is_some() {
-            route(parts)
-        } else {
-            ""
-        };
         let assessment = match (&s.scorer, client) {
             (Some(sc), Some(c)) => {
-                let wire = peer.and_then(|p| p.wire_head(&parts.extensions));
-                let secure = self.secure(parts, peer.map(|p| p.addr.ip()));
-                // Behind a trusted proxy the wire head is the proxy's,
-                // whatever client it forwards.
-                let direct = wire.is_some()
-                    && peer.is_some_and(|p| !s.client_ip.trusted().contains(p.addr.ip()));
-                let target = Target {
-                    route,
-                    secure,
-                    direct,
-                    session: presented,
-                };
-                let a = sc.assess_with_wire(parts, c.ip, wire, target, now);
+                let trusted = s.client_ip.trusted();
+                let seen = facts.read_look(s.tls, |p| trusted.contains(p));
+                let a = sc.assess(&facts, c.ip, &seen);
                 if a.session_unreturned_news {
                     s.counters.add(GuardCount::SessionNotReturned, 1);
                 }
-                match sc.judge(&a, parts, c.ip, now) {
+                match sc.judge(&a, &facts, c.ip) {
                     Verdict::Serve { cost, standing: st } => {
                         cost_factor = cost;
                         standing = st;
@@ -180,16 +167,15 @@ impl<C: Clock> Guard<C> {
             }
             _ => None,
         };
-        let ip = client.map(|c| c.ip);
         let n = s.enforced.len();
         let (verdict, binding) = if n <= INLINE_RULES {
             let mut checks = [Pending::PLACEHOLDER; INLINE_RULES];
             let mut owners = [0; INLINE_RULES];
             let (checks, owners) = (&mut checks[..n], &mut owners[..n]);
-            self.charge_enforced(parts, ip, route, cost_factor, now, checks, owners)
+            self.charge_enforced(&facts, cost_factor, checks, owners)
         } else {
             let (mut checks, mut owners) = (vec![Pending::PLACEHOLDER; n], vec![0; n]);
-            self.charge_enforced(parts, ip, route, cost_factor, now, &mut checks, &mut owners)
+            self.charge_enforced(&facts, cost_factor, &mut checks, &mut owners)
         };
         let rate_info = |i: usize| {
             let rule = &s.enforced[i];
@@ -200,12 +186,11 @@ impl<C: Clock> Guard<C> {
             }
         };
         if !verdict.is_allowed() {
-            // A throttled request refused only because of its throttled
-            // cost is not pressure of its own: counting it would let a
-            // throttle climb by itself to a ban.
             if let Some(sc) = &s.scorer {
-                let pressure =
-                    cost_factor == 1 || !self.admits_at_normal_cost(parts, ip, route, now);
+                // A throttled request refused only because of its throttled
+                // cost is not pressure of its own: counting it would let a
+                // throttle climb by itself to a ban.
+                let pressure = cost_factor == 1 || !self.admits_at_normal_cost(&facts);
                 if let Some(order) = sc.rate_refused(assessment.as_ref(), pressure, now) {
                     self.record_ban(order.client, order.duration, now);
                     s.counters.add(GuardCount::RefusedScore, 1);
@@ -221,12 +206,15 @@ impl<C: Clock> Guard<C> {
             };
         }
         if !s.shadow.is_empty() {
-            self.observe_shadow_rules(parts, ip, route, now);
+            self.observe_shadow_rules(&facts);
         }
         let permit = match (&s.shedder, admit) {
             (Some(shedder), true) => {
-                let route = if s.needs_route { route } else { "" };
-                match shedder.acquire(parts, route, standing) {
+                if !s.needs_route {
+                    facts.route = "";
+                    facts.route_matched = false;
+                }
+                match shedder.acquire(&facts, standing) {
                     Ok(place) => Some(place),
                     Err(_) => {
                         self.count_shed();
@@ -255,7 +243,7 @@ impl<C: Clock> Guard<C> {
             permit,
             at: now,
             session: client
-                .filter(|_| matches!(presented, Some(Presented::Absent | Presented::Invalid)))
+                .filter(|_| matches!(facts.session, Some(Presented::Absent | Presented::Invalid)))
                 .map(|c| c.ip),
         }
     }
@@ -278,22 +266,6 @@ impl<C: Clock> Guard<C> {
         Some(session.set_cookie(ip, at))
     }
 
-    /// Whether a request reached a secure origin, where browsers send
-    /// `Sec-Fetch-*` and client hints: the server terminates TLS
-    /// ([`GuardBuilder::tls`]), the request says so itself (an `https`
-    /// scheme, a `localhost` host), or a trusted proxy in front says
-    /// `X-Forwarded-Proto: https`.
-    fn secure(&self, parts: &Parts, peer: Option<IpAddr>) -> bool {
-        let s = &*self.shared;
-        s.tls
-            || secure_by_itself(parts)
-            || (peer.is_some_and(|p| s.client_ip.trusted().contains(p))
-                && parts
-                    .headers
-                    .get("x-forwarded-proto")
-                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https")))
-    }
-
     /// The service answered a request that scoring assessed.
     pub(crate) fn answered(&self, a: &Watch, status: http::StatusCode, started: Timestamp) {
         if let Some(sc) = &self.shared.scorer {
@@ -305,52 +277,42 @@ impl<C: Clock> Guard<C> {
     /// Writes the checks the enforced rules that apply to this request owe
     /// into `checks` (and each one's rule index into `owners`), runs them
     /// all or none, and returns the verdict with the binding rule's index.
-    #[allow(clippy::too_many_arguments)]
     fn charge_enforced<'g>(
         &'g self,
-        parts: &Parts,
-        ip: Option<IpAddr>,
-        route: &str,
+        facts: &Facts<'_>,
         cost_factor: u64,
-        now: Timestamp,
         checks: &mut [Pending<'g>],
         owners: &mut [usize],
     ) -> (CompositeDecision, Option<usize>) {
         let mut len = 0;
         for (i, rule) in self.shared.enforced.iter().enumerate() {
-            if let Some(p) = rule.pending(parts, ip, route, cost_factor) {
+            if let Some(p) = rule.pending(facts, cost_factor) {
                 checks[len] = p;
                 owners[len] = i;
                 len += 1;
             }
         }
-        let verdict = check_all(now, &checks[..len]);
+        let verdict = check_all(facts.now, &checks[..len]);
         (verdict, verdict.index.map(|k| owners[k]))
     }
 
     /// Whether every enforced rule would admit the request at its normal
     /// cost now (peeked: nothing charged or counted).
-    fn admits_at_normal_cost(
-        &self,
-        parts: &Parts,
-        ip: Option<IpAddr>,
-        route: &str,
-        now: Timestamp,
-    ) -> bool {
+    fn admits_at_normal_cost(&self, facts: &Facts<'_>) -> bool {
         self.shared
             .enforced
             .iter()
-            .filter_map(|r| r.pending(parts, ip, route, 1))
-            .all(|p| p.would_admit(now))
+            .filter_map(|r| r.pending(facts, 1))
+            .all(|p| p.would_admit(facts.now))
     }
 
     /// Charges each shadow rule on its own; its limiter counts what it
     /// would have refused.
-    fn observe_shadow_rules(&self, parts: &Parts, ip: Option<IpAddr>, route: &str, now: Timestamp) {
+    fn observe_shadow_rules(&self, facts: &Facts<'_>) {
         for rule in &self.shared.shadow {
-            if let Some(p) = rule.pending(parts, ip, route, 1) {
-                if !check_all(now, &[p]).is_allowed() {
-                    tracing::debug!(rule = &*rule.name, client = ?ip, "floodguard: shadow rule would refuse");
+            if let Some(p) = rule.pending(facts, 1) {
+                if !check_all(facts.now, &[p]).is_allowed() {
+                    tracing::debug!(rule = &*rule.name, client = ?facts.ip(), "floodguard: shadow rule would refuse");
                 }
             }
         }

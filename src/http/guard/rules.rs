@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method};
 
+use crate::http::identify::facts::Facts;
 use crate::ip::PrefixLengths;
 use crate::{Clock, ConfigError, IpPrefix, KeyedLimiter, LimiterStats, Pending, Quota};
 
@@ -368,13 +369,8 @@ impl<C: Clock> CompiledRule<C> {
     /// The check this request owes the rule (its cost times
     /// `cost_factor`), or `None` if the rule does not apply to it (out of
     /// scope, or no key: header absent, no address).
-    pub(crate) fn pending(
-        &self,
-        parts: &Parts,
-        client: Option<IpAddr>,
-        route: &str,
-        cost_factor: u64,
-    ) -> Option<Pending<'_>> {
+    pub(crate) fn pending(&self, facts: &Facts<'_>, cost_factor: u64) -> Option<Pending<'_>> {
+        let (parts, client, route) = (facts.parts, facts.ip(), facts.route);
         if !self.scope.matches(parts, route) {
             return None;
         }

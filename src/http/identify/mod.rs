@@ -4,6 +4,7 @@
 
 pub(crate) mod client_ip;
 pub(crate) mod connect_info;
+pub(crate) mod facts;
 pub(crate) mod fingerprint;
 pub(crate) mod look;
 pub(crate) mod order;

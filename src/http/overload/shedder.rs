@@ -7,9 +7,9 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use crossbeam_utils::sync::ShardedLock;
-use http::request::Parts;
 
 use crate::ConfigError;
+use crate::http::identify::facts::Facts;
 use crate::http::millis::millis_since;
 use crate::http::overload::limit::ConcurrencyLimit;
 use crate::http::overload::waiting::Full;
@@ -285,12 +285,8 @@ impl Shedder {
     /// A place for this request, a wait for one, or `Err(priority)` when
     /// it is shed. `standing` is the client's, from −2 (suspicious, heavy)
     /// to +2.
-    pub(crate) fn acquire(
-        &self,
-        parts: &Parts,
-        route: &str,
-        standing: i8,
-    ) -> Result<Place, Priority> {
+    pub(crate) fn acquire(&self, facts: &Facts<'_>, standing: i8) -> Result<Place, Priority> {
+        let parts = facts.parts;
         let criticality = self
             .config
             .criticality
@@ -300,11 +296,7 @@ impl Shedder {
         let now = tokio::time::Instant::now();
         // Not touched now: admitted, waiting or shed (when others are in
         // flight), the route is busy until a request leaves, which touches.
-        let limit = self.limit_for(
-            route,
-            crate::http::identify::peer::route_matched(parts),
-            now,
-        );
+        let limit = self.limit_for(facts.route, facts.route_matched, now);
         if limit.try_acquire(priority) {
             return Ok(Place::Now(Permit::new(limit, priority, now)));
         }

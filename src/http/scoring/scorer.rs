@@ -6,13 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::StatusCode;
-use http::request::Parts;
 use parking_lot::Mutex;
 
-use crate::http::identify::fingerprint::{Anomaly, Fingerprint, UaFamily, look};
+use crate::http::identify::facts::Facts;
+use crate::http::identify::fingerprint::{Anomaly, Fingerprint, RequestLook, UaFamily};
 use crate::http::identify::look::Cluster;
 use crate::http::identify::session::Presented;
-use crate::http::identify::wire::WireHead;
 use crate::http::scoring::challenge::Challenge;
 use crate::http::scoring::detect::{Detection, Detector, Event, Sighting, site};
 use crate::http::scoring::ladder::{Action, Ladder, ScoreReport, Signal, Weights};
@@ -319,22 +318,6 @@ fn subscriber(ip: IpAddr) -> IpPrefix {
     IpPrefix::of(ip, PrefixLengths::new(32, 64).expect("valid lengths"))
 }
 
-/// Where a request is going, as scoring sees it.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Target<'a> {
-    /// The route: axum's matched pattern, else the path.
-    pub(crate) route: &'a str,
-    /// The request reached a secure origin (HTTPS, or `localhost`), where
-    /// browsers send `Sec-Fetch-*` and client hints.
-    pub(crate) secure: bool,
-    /// The connection's peer is the client itself, not a trusted proxy:
-    /// the wire head's header order and casing are the client's.
-    pub(crate) direct: bool,
-    /// What it showed of the session cookie, when sessions are on (and
-    /// the request is not gRPC).
-    pub(crate) session: Option<Presented>,
-}
-
 impl Scorer {
     pub(crate) fn new(
         config: Scoring,
@@ -362,40 +345,34 @@ impl Scorer {
     /// Scores a request from `ip` to its path, secure if it says so itself,
     /// and picks the ladder's action.
     #[cfg(test)]
-    pub(crate) fn assess(&self, parts: &Parts, ip: IpAddr, now: Timestamp) -> Assessment {
-        let wire = crate::http::identify::peer::wire_head(&parts.extensions);
-        let target = Target {
-            route: parts.uri.path(),
-            secure: crate::http::identify::fingerprint::secure_by_itself(parts),
-            direct: true,
-            session: None,
-        };
-        self.assess_with_wire(parts, ip, wire, target, now)
-    }
-
-    /// Scores a request from `ip` going to `target`, with the connection's
-    /// wire head, which the guard found along with the peer address.
-    pub(crate) fn assess_with_wire(
+    pub(crate) fn assess_request(
         &self,
-        parts: &Parts,
+        parts: &http::request::Parts,
         ip: IpAddr,
-        wire: Option<WireHead>,
-        target: Target<'_>,
         now: Timestamp,
     ) -> Assessment {
-        let seen = look(parts, wire.as_ref(), target.secure, target.direct);
+        let mut facts = Facts::new(parts, now);
+        facts.route = parts.uri.path();
+        let seen = facts.read_look(false, |_| false);
+        self.assess(&facts, ip, &seen)
+    }
+
+    /// Scores a request from `ip` that looks as `seen`, and picks the
+    /// ladder's action.
+    pub(crate) fn assess(&self, facts: &Facts<'_>, ip: IpAddr, seen: &RequestLook) -> Assessment {
+        let now = facts.now;
         let w = &self.weights;
         let family = seen.ua.family;
         let client = subscriber(ip);
         let client_key = self.clients.hash(&client);
         let site = site(ip);
         let site_key = self.sites.hash(&site);
-        let route_hash = self.detector.route_hash(target.route);
+        let route_hash = self.detector.route_hash(facts.route);
         let busy_stamp = self.detector.busy_stamp();
         let (before, profile) =
             self.profiles
-                .visit(client_key, route_hash, target.session, busy_stamp, now);
-        let session_valid = target.session == Some(Presented::Valid);
+                .visit(client_key, route_hash, facts.session, busy_stamp, now);
+        let session_valid = facts.session == Some(Presented::Valid);
         // A missing user agent is the automated-client signal's; client
         // hints or a header order that contradict the user agent are the
         // inconsistency signal's: none counts twice.
@@ -420,7 +397,7 @@ impl Scorer {
                 cluster_ids: ids,
                 ip,
                 site,
-                route: target.route,
+                route: facts.route,
                 route_hash,
                 new_client: before.is_none() && !session_valid,
                 suspect: automated > 0.0 || n > 0.0 || mismatch,
@@ -471,7 +448,7 @@ impl Scorer {
                 + if order { w.header_order } else { 0.0 },
             automated,
             route_mix,
-            session_invalid: if target.session == Some(Presented::Invalid) {
+            session_invalid: if facts.session == Some(Presented::Invalid) {
                 w.session_invalid
             } else {
                 0.0
@@ -754,9 +731,14 @@ impl Scorer {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use http::request::Parts;
+
     use super::*;
     use crate::http::PeerAddr;
-    use std::net::SocketAddr;
+    use crate::http::identify::fingerprint::look;
+    use crate::http::identify::wire::WireHead;
 
     const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
 
@@ -806,7 +788,7 @@ mod tests {
     #[test]
     fn a_new_browser_scores_only_no_history() {
         let sc = scorer();
-        let a = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        let a = sc.assess_request(&browser(), ip("192.0.2.1"), at(0));
         assert_eq!(a.report.score(), 5.0);
         assert_eq!(points(&a.report, Signal::NoHistory), 5.0);
         assert_eq!(a.action, Action::Allow);
@@ -818,7 +800,7 @@ mod tests {
         // HTTP/1.0, no Host, no Accept, no Accept-Language, no compression,
         // no Sec-Fetch: six anomalies, capped at 35.
         let p = parts(http::Version::HTTP_10, &[("user-agent", CHROME)]);
-        let a = sc.assess(&p, ip("192.0.2.1"), at(0));
+        let a = sc.assess_request(&p, ip("192.0.2.1"), at(0));
         assert_eq!(points(&a.report, Signal::HeaderAnomalies), 35.0);
         let p = parts(
             http::Version::HTTP_11,
@@ -828,7 +810,7 @@ mod tests {
                 ("accept", "*/*"),
             ],
         );
-        let a = sc.assess(&p, ip("192.0.2.2"), at(0));
+        let a = sc.assess_request(&p, ip("192.0.2.2"), at(0));
         assert_eq!(points(&a.report, Signal::HeaderAnomalies), 0.0);
         assert_eq!(points(&a.report, Signal::AutomatedClient), 10.0);
     }
@@ -837,7 +819,7 @@ mod tests {
     fn a_missing_user_agent_counts_once() {
         let sc = scorer();
         let p = parts(http::Version::HTTP_11, &[("host", "h"), ("accept", "*/*")]);
-        let a = sc.assess(&p, ip("192.0.2.1"), at(0));
+        let a = sc.assess_request(&p, ip("192.0.2.1"), at(0));
         assert_eq!(points(&a.report, Signal::AutomatedClient), 20.0);
         assert_eq!(points(&a.report, Signal::HeaderAnomalies), 0.0);
     }
@@ -845,7 +827,7 @@ mod tests {
     #[test]
     fn refusals_build_rate_pressure_to_a_ban() {
         let sc = scorer();
-        let mut a = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        let mut a = sc.assess_request(&browser(), ip("192.0.2.1"), at(0));
         for _ in 0..7 {
             a = sc.refused(&a, at(0));
         }
@@ -856,14 +838,14 @@ mod tests {
         let order = sc.ban(&a, at(0)).unwrap();
         assert_eq!(order.client.to_string(), "192.0.2.1/32");
         // The offence is remembered for the next ban.
-        let again = sc.assess(&browser(), ip("192.0.2.1"), at(1));
+        let again = sc.assess_request(&browser(), ip("192.0.2.1"), at(1));
         assert_eq!(again.record.unwrap().offences, 1);
     }
 
     #[test]
     fn error_answers_grow_only_while_they_dominate() {
         let sc = scorer();
-        let a = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        let a = sc.assess_request(&browser(), ip("192.0.2.1"), at(0));
         let answer = |status: u16| {
             let status = StatusCode::from_u16(status).unwrap();
             sc.answered(&a.watch(), status, Duration::ZERO, at(0));
@@ -875,46 +857,46 @@ mod tests {
                 answer(200);
             }
         }
-        let r = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        let r = sc.assess_request(&browser(), ip("192.0.2.1"), at(0));
         assert_eq!(points(&r.report, Signal::ErrorResponses), 0.0);
         assert_eq!(points(&r.report, Signal::KnownGood), -20.0);
         for _ in 0..5 {
             answer(503);
         }
-        let r = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        let r = sc.assess_request(&browser(), ip("192.0.2.1"), at(0));
         assert_eq!(points(&r.report, Signal::ErrorResponses), 15.0);
         answer(404);
-        let r = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        let r = sc.assess_request(&browser(), ip("192.0.2.1"), at(0));
         assert_eq!(points(&r.report, Signal::NotFoundScanning), 21.0);
     }
 
     #[test]
     fn neighbours_misbehaving_make_a_prefix_hot_but_not_oneself() {
         let sc = scorer();
-        let bad = sc.assess(&browser(), ip("192.0.2.66"), at(0));
+        let bad = sc.assess_request(&browser(), ip("192.0.2.66"), at(0));
         let mut a = bad;
         for _ in 0..5 {
             a = sc.refused(&a, at(0));
         }
         // The client's own behaviour is not counted again as its network's.
-        let me = sc.assess(&browser(), ip("192.0.2.66"), at(0));
+        let me = sc.assess_request(&browser(), ip("192.0.2.66"), at(0));
         assert_eq!(points(&me.report, Signal::HotPrefix), 0.0);
         // A neighbour in the same /24 gets 20 × 50 / 100.
-        let n = sc.assess(&browser(), ip("192.0.2.7"), at(0));
+        let n = sc.assess_request(&browser(), ip("192.0.2.7"), at(0));
         assert_eq!(points(&n.report, Signal::HotPrefix), 10.0);
         // Another network does not.
-        let far = sc.assess(&browser(), ip("198.51.100.7"), at(0));
+        let far = sc.assess_request(&browser(), ip("198.51.100.7"), at(0));
         assert_eq!(points(&far.report, Signal::HotPrefix), 0.0);
     }
 
     #[test]
     fn behaviour_decays_with_the_half_life() {
         let sc = scorer();
-        let mut a = sc.assess(&browser(), ip("192.0.2.1"), at(0));
+        let mut a = sc.assess_request(&browser(), ip("192.0.2.1"), at(0));
         for _ in 0..4 {
             a = sc.refused(&a, at(0));
         }
-        let later = sc.assess(&browser(), ip("192.0.2.1"), at(60_000));
+        let later = sc.assess_request(&browser(), ip("192.0.2.1"), at(60_000));
         assert_eq!(points(&later.report, Signal::RatePressure), 20.0);
     }
 
@@ -924,7 +906,7 @@ mod tests {
         for i in 0..100u32 {
             // Each in a network of its own: no neighbour makes it hot.
             let ip = IpAddr::from([10, i as u8, 0, 1]);
-            let mut a = sc.assess(&browser(), ip, at(0));
+            let mut a = sc.assess_request(&browser(), ip, at(0));
             for _ in 0..(i % 9) {
                 a = sc.refused(&a, at(0));
             }
@@ -1008,7 +990,7 @@ mod tests {
     fn a_browser_of_a_flagged_cluster_is_only_ranked_low_never_banned() {
         let sc = under_attack(&[chrome("/", "192.0.2.1")]);
         for i in 0..10 {
-            let a = sc.assess(
+            let a = sc.assess_request(
                 &chrome("/search", "198.51.100.7"),
                 ip("198.51.100.7"),
                 at(i * 500),
@@ -1032,7 +1014,7 @@ mod tests {
             .iter()
             .enumerate()
         {
-            let a = sc.assess(
+            let a = sc.assess_request(
                 &chrome(path, "198.51.100.8"),
                 ip("198.51.100.8"),
                 at(i as u64),
@@ -1047,7 +1029,7 @@ mod tests {
         let sc = under_attack(&[tool("/", "192.0.2.1")]);
         let actions: Vec<Action> = (0..4)
             .map(|i| {
-                sc.assess(
+                sc.assess_request(
                     &tool("/search", "203.0.113.9"),
                     ip("203.0.113.9"),
                     at(i * 500),
@@ -1064,7 +1046,7 @@ mod tests {
                 Action::Ban
             ]
         );
-        let a = sc.assess(
+        let a = sc.assess_request(
             &tool("/search", "203.0.113.9"),
             ip("203.0.113.9"),
             at(2_000),
@@ -1078,7 +1060,7 @@ mod tests {
         // The same tool on routes that did not surge is only held.
         for i in 0..6 {
             let path = if i % 2 == 0 { "/api/a" } else { "/api/b" };
-            let a = sc.assess(&tool(path, "203.0.113.10"), ip("203.0.113.10"), at(i));
+            let a = sc.assess_request(&tool(path, "203.0.113.10"), ip("203.0.113.10"), at(i));
             assert_eq!(a.action, Action::Challenge, "{}", a.report);
         }
     }
@@ -1086,14 +1068,14 @@ mod tests {
     #[test]
     fn a_spoofed_browser_is_held_at_once_and_banned_once_its_route_mix_shows() {
         let sc = under_attack(&[spoofed("/", "192.0.2.1")]);
-        let a = sc.assess(
+        let a = sc.assess_request(
             &spoofed("/search", "203.0.113.20"),
             ip("203.0.113.20"),
             at(0),
         );
         assert_eq!(points(&a.report, Signal::Inconsistency), 25.0);
         assert_eq!(a.action, Action::Challenge, "{}", a.report);
-        let a = sc.assess(
+        let a = sc.assess_request(
             &spoofed("/search", "203.0.113.20"),
             ip("203.0.113.20"),
             at(500),
@@ -1101,7 +1083,7 @@ mod tests {
         assert_eq!(a.action, Action::Ban, "{}", a.report);
         // Outside an attack the inconsistency alone does nothing.
         let calm = scorer();
-        let a = calm.assess(
+        let a = calm.assess_request(
             &spoofed("/search", "203.0.113.21"),
             ip("203.0.113.21"),
             at(0),
@@ -1122,14 +1104,8 @@ mod tests {
         let Scan::Done(wire) = HeadScanner::new().feed(head.as_bytes()) else {
             panic!("a whole head");
         };
-        let target = |direct| Target {
-            route: "/search",
-            secure: false,
-            direct,
-            session: None,
-        };
         let assess = |parts: &Parts, who: &str, direct: bool| {
-            sc.assess_with_wire(parts, ip(who), Some(wire), target(direct), at(0))
+            assess_with(&sc, parts, ip(who), Some(wire), direct, None, at(0))
         };
         let a = assess(&chrome("/search", "203.0.113.30"), "203.0.113.30", true);
         assert_eq!(points(&a.report, Signal::Inconsistency), 25.0);
@@ -1153,11 +1129,13 @@ mod tests {
         let Scan::Done(own) = HeadScanner::new().feed(own.as_bytes()) else {
             panic!("a whole head");
         };
-        let a = sc.assess_with_wire(
+        let a = assess_with(
+            &sc,
             &chrome("/search", "203.0.113.33"),
             ip("203.0.113.33"),
             Some(own),
-            target(true),
+            true,
+            None,
             at(0),
         );
         assert_eq!(points(&a.report, Signal::Inconsistency), 0.0);
@@ -1168,7 +1146,7 @@ mod tests {
         let sc = scorer();
         let me = ip("192.0.2.5");
         for i in 0..3 {
-            let a = sc.assess(&chrome("/", "192.0.2.5"), me, at(i * 2_000));
+            let a = sc.assess_request(&chrome("/", "192.0.2.5"), me, at(i * 2_000));
             sc.answered(&a.watch(), StatusCode::OK, Duration::ZERO, at(i * 2_000));
         }
         let ids = {
@@ -1176,7 +1154,7 @@ mod tests {
             c.ids()
         };
         sc.detector.force_attack(&ids, &[]);
-        let a = sc.assess(&chrome("/", "192.0.2.5"), me, at(7_000));
+        let a = sc.assess_request(&chrome("/", "192.0.2.5"), me, at(7_000));
         assert_eq!(points(&a.report, Signal::ClassSurge), 0.0);
         assert_eq!(points(&a.report, Signal::KnownGood), -20.0);
         assert!(!a.flagged_newcomer());
@@ -1187,21 +1165,21 @@ mod tests {
         let sc = under_attack(&[]);
         let me = ip("198.51.100.30");
         // One route only: a good answer earns nothing in trouble.
-        let a = sc.assess(&chrome("/search", "198.51.100.30"), me, at(0));
+        let a = sc.assess_request(&chrome("/search", "198.51.100.30"), me, at(0));
         sc.answered(&a.watch(), StatusCode::OK, Duration::ZERO, at(0));
         assert_eq!(
-            sc.assess(&chrome("/", "198.51.100.30"), me, at(1_000))
+            sc.assess_request(&chrome("/", "198.51.100.30"), me, at(1_000))
                 .good(),
             0
         );
         // Pages and assets, at a person's pace: it does.
         for (i, path) in ["/static/app.css", "/product/2", "/"].iter().enumerate() {
             let t = at(2_000 + i as u64 * 2_000);
-            let a = sc.assess(&chrome(path, "198.51.100.30"), me, t);
+            let a = sc.assess_request(&chrome(path, "198.51.100.30"), me, t);
             sc.answered(&a.watch(), StatusCode::OK, Duration::ZERO, t);
         }
         assert!(
-            sc.assess(&chrome("/", "198.51.100.30"), me, at(9_000))
+            sc.assess_request(&chrome("/", "198.51.100.30"), me, at(9_000))
                 .good()
                 >= 3
         );
@@ -1209,23 +1187,36 @@ mod tests {
         let bot = ip("203.0.113.31");
         for (i, path) in ["/", "/static/app.css", "/product/2"].iter().enumerate() {
             let t = at(i as u64 * 2_000);
-            let a = sc.assess(&tool(path, "203.0.113.31"), bot, t);
+            let a = sc.assess_request(&tool(path, "203.0.113.31"), bot, t);
             sc.answered(&a.watch(), StatusCode::OK, Duration::ZERO, t);
         }
         assert_eq!(
-            sc.assess(&tool("/", "203.0.113.31"), bot, at(9_000)).good(),
+            sc.assess_request(&tool("/", "203.0.113.31"), bot, at(9_000))
+                .good(),
             0
         );
     }
 
     fn with_session(sc: &Scorer, p: &Parts, ip: IpAddr, session: Presented, t: u64) -> Assessment {
-        let target = Target {
-            route: p.uri.path(),
-            secure: false,
-            direct: true,
-            session: Some(session),
-        };
-        sc.assess_with_wire(p, ip, None, target, at(t))
+        assess_with(sc, p, ip, None, true, Some(session), at(t))
+    }
+
+    /// Scores a request to its path with the given wire head, directness
+    /// and session cookie, on a plain-HTTP origin.
+    fn assess_with(
+        sc: &Scorer,
+        parts: &Parts,
+        ip: IpAddr,
+        wire: Option<WireHead>,
+        direct: bool,
+        session: Option<Presented>,
+        now: Timestamp,
+    ) -> Assessment {
+        let mut facts = Facts::new(parts, now);
+        facts.route = parts.uri.path();
+        facts.session = session;
+        let seen = look(parts, wire.as_ref(), false, direct);
+        sc.assess(&facts, ip, &seen)
     }
 
     #[test]

@@ -31,10 +31,9 @@
 
 use std::net::IpAddr;
 
-use http::request::Parts;
-
 use crate::Timestamp;
 use crate::http::ChallengePage;
+use crate::http::identify::facts::Facts;
 use crate::http::scoring::ladder::Action;
 use crate::http::scoring::scorer::{
     Assessment, BanOrder, HEAVY_VOLUME, LIGHT_VOLUME, ScoreCount, Scorer,
@@ -58,13 +57,8 @@ pub(crate) enum Verdict {
 
 impl Scorer {
     /// The ladder's verdict on an assessed request.
-    pub(crate) fn judge(
-        &self,
-        a: &Assessment,
-        parts: &Parts,
-        ip: IpAddr,
-        now: Timestamp,
-    ) -> Verdict {
+    pub(crate) fn judge(&self, a: &Assessment, facts: &Facts<'_>, ip: IpAddr) -> Verdict {
+        let (parts, now) = (facts.parts, facts.now);
         let serve = |cost| Verdict::Serve {
             cost,
             standing: self.standing(a),
