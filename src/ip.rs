@@ -89,8 +89,10 @@ impl PrefixLengths {
     /// IPv4 /16 and IPv6 /48: one site or organisation.
     pub const SITE: PrefixLengths = PrefixLengths { v4: 16, v6: 48 };
     /// IPv4 /32 and IPv6 /64: one subscriber either way.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) const HOST_V4_SUBNET_V6: PrefixLengths = PrefixLengths { v4: 32, v6: 64 };
     /// IPv4 /24 and IPv6 /48: the next network up from one subscriber.
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
     pub(crate) const SUBNET_V4_SITE_V6: PrefixLengths = PrefixLengths { v4: 24, v6: 48 };
 
     /// Checks both lengths (IPv4 ≤ 32, IPv6 ≤ 128).
