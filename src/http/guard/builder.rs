@@ -8,9 +8,9 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use crate::http::guard::ban_list::BanList;
+use crate::http::guard::guard::Shared;
 #[cfg(feature = "redis")]
 use crate::http::guard::guard::ToBanTarget;
-use crate::http::guard::guard::Shared;
 use crate::http::guard::rules::{CompiledRule, Rule};
 use crate::http::identify::client_ip::ClientIpConfig;
 use crate::http::identify::session::SessionCookie;
