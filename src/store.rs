@@ -7,10 +7,18 @@ use crate::decision::Decision;
 /// A map from key hashes to algorithm state that applies one algorithm step
 /// atomically.
 ///
-/// The in-memory [`AtomicTable`](crate::AtomicTable) is the default; a
-/// shared store (such as one on Redis) implements the same contract with the
-/// same [`Algorithm`] parameters, so the algorithms do not change with the
-/// store.
+/// The in-memory [`AtomicTable`](crate::AtomicTable) is the default; any
+/// other map that keeps the contract below can take its place in a
+/// [`KeyedLimiter`](crate::KeyedLimiter) ([`with_store`](crate::KeyedLimiter::with_store)),
+/// with the same [`Algorithm`] parameters, so the algorithms do not change
+/// with the store.
+///
+/// There is no Redis `Store`: the Redis-backed `SharedLimiter` (feature
+/// `redis`) runs the algorithms in Lua scripts in Redis, a round trip per
+/// step (or a near-cache's local share), so it is a limiter of its own,
+/// not a store behind a `KeyedLimiter`. In near-cache mode
+/// [`check_all`](crate::check_all) charges it together with local
+/// limiters, all or none.
 ///
 /// Contract: `apply` runs `algorithm.step(state, now, op)` on the state of
 /// `key` as one atomic step, stores the new state if there is one, and

@@ -10,8 +10,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use floodguard::http::{Cluster, Event, Guard, GuardDecision, PeerAddr, Scoring, Signal};
-use floodguard::redis::{RedisStore, RedisStoreBuilder, SharedBanStats};
+use floodguard::http::{
+    Cluster, Event, Guard, GuardDecision, PeerAddr, Scoring, SharedBanStats, Signal,
+};
+use floodguard::redis::{RedisStore, RedisStoreBuilder};
 use floodguard::{Clock, IpPrefix, ManualClock};
 use http::request::Parts;
 use parking_lot::Mutex;
@@ -793,25 +795,77 @@ async fn the_tasks_end_with_the_guard() {
 }
 
 #[test]
-fn share_bans_needs_its_clock_first() {
+fn share_bans_and_clock_go_in_either_order() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let _enter = rt.enter();
-    // Nothing listens there: the store connects lazily, and the guard is
-    // refused before any task starts.
+    // Nothing listens there: the store connects lazily.
     let store = RedisStore::builder("redis://127.0.0.1:1/").build().unwrap();
-    let err = Guard::builder()
+    let before = Guard::builder()
         .share_bans(&store)
         .clock(ManualClock::new())
         .build()
-        .unwrap_err();
-    assert!(err.to_string().contains("share_bans"), "{err}");
+        .unwrap();
+    let after = Guard::builder()
+        .clock(ManualClock::new())
+        .share_bans(&store)
+        .build()
+        .unwrap();
+    for g in [&before, &after] {
+        assert_eq!(shared(g).published, 0);
+    }
+}
+
+/// `share_bans` before `clock` and `max_bans`: the guard joins the fleet
+/// as built, and applies the fleet's bans on the clock it ended with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bans_are_shared_when_share_bans_comes_before_the_clock() {
+    let server = RedisServer::start();
+    let clock = ManualClock::new();
+    let a = Guard::builder()
+        .share_bans(&store(&server, "shop"))
+        .clock(clock.clone())
+        .max_bans(1_000)
+        .build()
+        .unwrap();
+    let b = sharing_guard(&store(&server, "shop"));
+    subscribed(&[&b]).await;
+    within(RECONNECT, "A subscribed", || shared(&a).subscribed).await;
+
+    assert!(a.ban(prefix("198.51.100.7/32"), BAN));
+    within(PROPAGATION, "ban reaches B", || {
+        b.is_banned(ip("198.51.100.7"))
+    })
+    .await;
+    assert!(b.ban(prefix("203.0.113.9/32"), BAN));
+    within(PROPAGATION, "ban reaches A", || {
+        a.is_banned(ip("203.0.113.9"))
+    })
+    .await;
+
+    // On A's manual clock: the ban ends when that clock passes its end.
+    let left = a
+        .bans()
+        .into_iter()
+        .find(|(p, _)| *p == prefix("203.0.113.9/32"))
+        .map(|(_, left)| left)
+        .unwrap();
     assert!(
-        Guard::builder()
-            .clock(ManualClock::new())
-            .share_bans(&store)
-            .build()
-            .is_ok()
+        left > BAN - Duration::from_secs(2) && left <= BAN,
+        "{left:?}"
     );
+    clock.advance(BAN);
+    assert!(!a.is_banned(ip("203.0.113.9")));
+    assert!(b.is_banned(ip("203.0.113.9")));
+
+    within(PROPAGATION, "counted", || {
+        (shared(&a).published, shared(&b).published) == (1, 1)
+    })
+    .await;
+    let (sa, sb) = (shared(&a), shared(&b));
+    assert_eq!((sa.received, sb.received), (1, 1), "{sa:?} {sb:?}");
+    for s in [sa, sb] {
+        assert_eq!((s.dropped, s.rejected, s.errors), (0, 0, 0), "{s:?}");
+    }
 }
 
 /// The `i`th of a large set of bans: `10.0.x.y/32`.

@@ -11,7 +11,7 @@ use crate::http::gate::gate::Gate;
 use crate::http::identify::session::SessionStats;
 use crate::http::scoring::detect::{DetectionSnapshot, Share};
 use crate::http::scoring::scorer::Offender;
-use crate::http::{Guard, GuardStats, ScoringStats};
+use crate::http::{Guard, GuardStats, ScoringStats, SharedBanStats};
 use crate::http::{LimitStats, WaitingRoomStats};
 
 /// The `Content-Type` of the Prometheus text format this module writes:
@@ -129,7 +129,6 @@ impl<C: Clock> Guard<C> {
         write_overload(&mut t, &snap.stats.overload);
         #[cfg(feature = "redis")]
         write_shared_rules(&mut t, &snap.stats);
-        #[cfg(feature = "redis")]
         if let Some(s) = &snap.stats.shared_bans {
             write_shared_bans(&mut t, s);
         }
@@ -195,8 +194,7 @@ fn write_shared_rules(t: &mut Text<'_>, s: &GuardStats) {
 }
 
 /// Shared bans' counters, by event.
-#[cfg(feature = "redis")]
-fn write_shared_bans(t: &mut Text<'_>, s: &crate::redis::SharedBanStats) {
+fn write_shared_bans(t: &mut Text<'_>, s: &SharedBanStats) {
     t.family(
         "floodguard_shared_bans_total",
         Kind::Counter,

@@ -57,8 +57,11 @@ pub use identify::{
 // The guard, its rules and its decisions.
 pub use guard::{
     DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal, Rule,
-    RuleStats, Snapshot,
+    RuleStats, SharedBanStats, Snapshot,
 };
+// The seam a fleet sharing bans plugs into (the Redis one is in `redis/bans.rs`).
+#[cfg_attr(not(feature = "redis"), allow(unused_imports))]
+pub(crate) use guard::fleet::{BanFleet, BanTarget, FleetLink, GuardHandle, Joined};
 // Scoring, detection and the ladder.
 pub use scoring::{
     Action, AttackCause, Challenge, ChallengePage, Detection, DetectionSnapshot, Event, Ladder,

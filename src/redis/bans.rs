@@ -4,6 +4,12 @@
 //!
 //! The key and message layout is in the [module docs](super#shared-bans).
 //!
+//! This is a fleet the guard's seam takes ([`BanFleet`], [`FleetLink`];
+//! the guard owns them): [`GuardBuilder::share_bans`] gives the builder a
+//! [`Setup`], which `build` joins with the guard's final clock and
+//! `max_bans`. What other instances publish is applied through the
+//! [`GuardHandle`] the guard hands over once it exists.
+//!
 //! # Tasks
 //!
 //! Recording a ban never waits for Redis: it puts the change in a bounded
@@ -29,8 +35,8 @@
 //! more than a year and a day is counted in [`SharedBanStats::rejected`] and
 //! ignored.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use parking_lot::Mutex;
@@ -38,8 +44,10 @@ use redis::Value;
 use tokio::sync::mpsc;
 
 use super::store::{Failure, RedisStore, StoreInner};
-use crate::http::Event;
-use crate::{IpPrefix, Timestamp};
+use crate::http::{
+    BanFleet, BanTarget, FleetLink, GuardBuilder, GuardHandle, Joined, SharedBanStats,
+};
+use crate::{Clock, IpPrefix, Timestamp};
 
 /// Changes waiting for the publisher; more are dropped (and counted).
 const QUEUE: usize = 4096;
@@ -70,9 +78,6 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 /// How long the subscriber waits for a message before checking that its
 /// guard still exists.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
-/// How long a flagged class stays flagged on the other instances without a
-/// scoring ladder to take the first ban's length from.
-pub(crate) const DEFAULT_CLASS_TTL: Duration = Duration::from_secs(60);
 /// Flags held at once: the detector's `MAX_FLAGGED`.
 const MAX_CLASSES: usize = 16;
 /// Longest ban or flag accepted from Redis: a year and a day.
@@ -182,38 +187,6 @@ return out
 /// instance.
 const LOAD_PAGE: usize = 1_000;
 
-/// Counters of a guard's shared bans, in
-/// [`GuardStats::shared_bans`](crate::http::GuardStats::shared_bans).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SharedBanStats {
-    /// Bans, lifts and flagged classes this guard published.
-    pub published: u64,
-    /// Messages from other instances applied.
-    pub received: u64,
-    /// Bans and flagged classes loaded from Redis on (re)connecting.
-    pub loaded: u64,
-    /// Pages of the ban set read on (re)connecting: the bans in force are
-    /// read 1,000 at a time, so no reply from Redis is unbounded.
-    pub load_pages: u64,
-    /// Bans lifted on reconnecting because another instance lifted them
-    /// while this guard's subscriber was cut off: bans this guard learned
-    /// from Redis or wrote to it itself, in force here, and no longer in
-    /// Redis's set.
-    pub reconciled_lifts: u64,
-    /// Changes not published because the publisher's queue (4096) was full.
-    pub dropped: u64,
-    /// Calls to Redis that failed (a publication is retried until it is
-    /// made or has expired; each failed try counts), and pub/sub
-    /// connections that failed or were lost.
-    pub errors: u64,
-    /// Messages and stored entries from Redis that did not parse or were
-    /// out of bounds, ignored.
-    pub rejected: u64,
-    /// Whether the subscriber is connected and listening now.
-    pub subscribed: bool,
-}
-
 #[derive(Default)]
 struct Counters {
     published: AtomicU64,
@@ -230,22 +203,6 @@ struct Counters {
 fn bump(c: &AtomicU64) -> u64 {
     c.fetch_add(1, Ordering::Relaxed) + 1
 }
-
-/// What the subscriber does to a guard: applies what other instances
-/// published, without publishing it again.
-pub(crate) trait BanTarget: Send + Sync {
-    /// Bans `prefix` for `remaining` (only lengthening an existing ban when
-    /// `extend_only`); false when the ban list is full.
-    fn apply_ban(&self, prefix: IpPrefix, remaining: Duration, extend_only: bool) -> bool;
-    /// Lifts the ban on exactly `prefix`; whether one was in force.
-    fn apply_lift(&self, prefix: &IpPrefix) -> bool;
-    /// Flags fingerprint class `class` for `remaining`; false without
-    /// scoring or with every place taken.
-    fn apply_class(&self, class: u64, remaining: Duration) -> bool;
-}
-
-/// The type of [`GuardBuilder::on_event`](crate::http::GuardBuilder::on_event)'s hook.
-pub(crate) type Hook = Arc<dyn Fn(&Event) + Send + Sync>;
 
 /// A change for the publisher. `at` is when it was made, on the store's
 /// clock: a change published late has that much less time left.
@@ -295,7 +252,9 @@ struct Core {
     tracked: Mutex<Tracked>,
 }
 
-type PrefixMap<V> = std::collections::HashMap<IpPrefix, V, ahash::RandomState>;
+/// A hash map keyed by exact prefix (unlike [`crate::PrefixMap`], which
+/// finds an address's longest matching prefix).
+type PrefixHashMap<V> = std::collections::HashMap<IpPrefix, V, ahash::RandomState>;
 
 /// The bans a reload may lift, and this guard's own bans it must not.
 #[derive(Default)]
@@ -305,10 +264,10 @@ struct Tracked {
     /// ban ends on the store's clock (to prune ended ones). A reload lifts
     /// those no longer in the set: another instance lifted them. At most
     /// `max_bans`.
-    in_set: PrefixMap<InSet>,
+    in_set: PrefixHashMap<InSet>,
     /// This guard's bans queued or being written, per prefix: absent from
     /// the set through no one's lift, so never lifted by a reload.
-    unpublished: PrefixMap<u32>,
+    unpublished: PrefixHashMap<u32>,
     /// Counts changes to `in_set`: a reload lifts only entries it had
     /// before asking for the set, as a later one may be newer than the
     /// reply.
@@ -397,8 +356,8 @@ impl Tracked {
 /// guards on one store still hear each other.
 static GUARDS: AtomicU64 = AtomicU64::new(0);
 
-/// The part of [`GuardBuilder::share_bans`](crate::http::GuardBuilder::share_bans)
-/// that does not depend on the guard's clock.
+/// A fleet sharing bans through a store, as [`GuardBuilder::share_bans`]
+/// gives it to the builder: joined by `build`, once per guard.
 #[derive(Clone)]
 pub(crate) struct Setup {
     store: Arc<StoreInner>,
@@ -410,6 +369,60 @@ impl std::fmt::Debug for Setup {
         f.debug_struct("Setup")
             .field("namespace", &self.store.namespace)
             .finish_non_exhaustive()
+    }
+}
+
+impl<C: Clock + Clone> GuardBuilder<C> {
+    /// Shares this guard's bans with every instance of the fleet through
+    /// `store` (features `tower` and `redis`): each ban it records (by
+    /// [`Guard::ban`](crate::http::Guard::ban) or by scoring) and each
+    /// [`Guard::unban`](crate::http::Guard::unban) is published, and every
+    /// guard sharing bans on a store of the same namespace applies it,
+    /// within a round trip to Redis. Fingerprint classes that attack
+    /// detection flags are shared too, for the ladder's first ban length
+    /// (60 s without scoring), so the other instances score their requests
+    /// as surging.
+    ///
+    /// Nothing waits for Redis: changes are published by a background task,
+    /// and a second task listens on a pub/sub connection of its own. On each
+    /// connection it first loads the bans in force, so a guard started
+    /// later, or cut off from Redis for a while, catches up. While Redis is
+    /// unreachable each guard keeps its own bans and retries about every
+    /// second. Both tasks stop when the guard is dropped. The key and
+    /// message layout is in [`redis`](crate::redis#shared-bans); the
+    /// counters are in [`GuardStats::shared_bans`](crate::http::GuardStats::shared_bans).
+    ///
+    /// It goes anywhere in the builder's chain (before or after
+    /// [`clock`](Self::clock) and [`max_bans`](Self::max_bans)): `build`
+    /// joins the fleet with the guard as built, and must run inside a Tokio
+    /// runtime.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use std::time::Duration;
+    /// use floodguard::http::Guard;
+    /// use floodguard::redis::RedisStore;
+    ///
+    /// let store = RedisStore::builder("redis://127.0.0.1:6379/").namespace("shop").build()?;
+    /// let guard = Guard::builder().default_rules().share_bans(&store).build()?;
+    /// // Refused by every instance of "shop" within a second or so.
+    /// guard.ban("198.51.100.7".parse()?, Duration::from_secs(600));
+    /// # Ok(()) }
+    /// ```
+    pub fn share_bans(self, store: &RedisStore) -> Self {
+        self.ban_fleet(Setup::new(store))
+    }
+}
+
+impl BanFleet for Setup {
+    fn join(self: Box<Self>, max_bans: usize) -> Result<Joined, String> {
+        let Some((sink, starter)) = self.open(max_bans) else {
+            return Err("`share_bans` needs the guard built inside a Tokio runtime".into());
+        };
+        Ok(Joined {
+            link: Arc::new(sink),
+            start: Box::new(move |guard, class_ttl| starter.start(guard, class_ttl)),
+        })
     }
 }
 
@@ -462,7 +475,7 @@ pub(crate) struct Starter {
 impl Starter {
     /// Spawns the publisher (flagged classes last `class_ttl` elsewhere) and
     /// the subscriber, which applies changes to `target` while it lives.
-    pub(crate) fn start(self, target: Weak<dyn BanTarget>, class_ttl: Duration) {
+    pub(crate) fn start(self, target: GuardHandle, class_ttl: Duration) {
         let Starter { core, rx, runtime } = self;
         runtime.spawn(publish_loop(Arc::clone(&core), rx, class_ttl));
         runtime.spawn(subscribe_loop(core, target));
@@ -475,17 +488,16 @@ pub(crate) struct BanSink {
     core: Arc<Core>,
 }
 
-impl BanSink {
-    /// The guard is about to record a ban of `prefix` of its own: from now
-    /// on, reconciling never lifts it (it may not be published yet).
-    pub(crate) fn claim(&self, prefix: &IpPrefix) {
+impl FleetLink for BanSink {
+    /// From now on, reconciling never lifts `prefix` (the guard's ban of it
+    /// may not be published yet).
+    fn claim(&self, prefix: &IpPrefix) {
         self.core.tracked.lock().in_set.remove(prefix);
     }
 
-    /// The guard recorded a ban of `prefix` for `ttl`. Until the publisher
-    /// has written it, a reload does not lift it; once written, a reload
-    /// that no longer finds it in the set does.
-    pub(crate) fn banned(&self, prefix: IpPrefix, ttl: Duration) {
+    /// Until the publisher has written it, a reload does not lift it; once
+    /// written, a reload that no longer finds it in the set does.
+    fn banned(&self, prefix: IpPrefix, ttl: Duration) {
         {
             let mut tracked = self.core.tracked.lock();
             // Again: a message may have taught it since `claim`.
@@ -503,32 +515,19 @@ impl BanSink {
         }
     }
 
-    /// The guard lifted the ban on `prefix` (or was asked to).
-    pub(crate) fn lifted(&self, prefix: IpPrefix) {
+    fn lifted(&self, prefix: IpPrefix) {
         self.claim(&prefix);
         if shareable(&prefix) {
             offer(&self.tx, &self.core, Outgoing::Lift { prefix });
         }
     }
 
-    /// Wraps the guard's event hook (if any) so that flagged classes are
-    /// published too.
-    pub(crate) fn event_hook(&self, user: Option<Hook>) -> Hook {
-        let (tx, core) = (self.tx.clone(), Arc::clone(&self.core));
-        Arc::new(move |e: &Event| {
-            if let Event::ClassFlagged(share) = e {
-                let at = core.store.now();
-                let class = share.key.id();
-                offer(&tx, &core, Outgoing::Class { class, at });
-            }
-            if let Some(hook) = &user {
-                hook(e);
-            }
-        })
+    fn class_flagged(&self, class: u64) {
+        let at = self.core.store.now();
+        offer(&self.tx, &self.core, Outgoing::Class { class, at });
     }
 
-    /// The counters.
-    pub(crate) fn stats(&self) -> SharedBanStats {
+    fn stats(&self) -> SharedBanStats {
         let c = &self.core.counters;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed);
         SharedBanStats {
@@ -887,7 +886,7 @@ impl Core {
 
     /// Applies a ban from Redis with `apply` and, if applied, records it as
     /// in the set (ending `ttl_ms` from now). Under the lock, so that a
-    /// [`BanSink::claim`] comes wholly before or after.
+    /// [`claim`](FleetLink::claim) comes wholly before or after.
     fn learn(&self, prefix: IpPrefix, ttl_ms: u64, apply: impl FnOnce() -> bool) {
         let mut tracked = self.tracked.lock();
         if !apply() {
@@ -954,7 +953,7 @@ impl Core {
     async fn load_bans(
         &self,
         con: &mut redis::aio::MultiplexedConnection,
-        target: &Weak<dyn BanTarget>,
+        target: &GuardHandle,
     ) -> Result<(), String> {
         let asked = self.tracked.lock().changes;
         let mut in_set: ahash::HashSet<IpPrefix> = Default::default();
@@ -1010,7 +1009,7 @@ impl Core {
     }
 
     /// Loads the bans and classes in force into `target`.
-    async fn load(&self, target: &Weak<dyn BanTarget>) -> Result<(), String> {
+    async fn load(&self, target: &GuardHandle) -> Result<(), String> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(CONNECT_TIMEOUT))
             .set_response_timeout(Some(LOAD_TIMEOUT));
@@ -1057,13 +1056,13 @@ enum Ended {
     Lost(String),
 }
 
-async fn subscribe_loop(core: Arc<Core>, target: Weak<dyn BanTarget>) {
+async fn subscribe_loop(core: Arc<Core>, target: GuardHandle) {
     let mut delay = MIN_RETRY;
     // Whether Redis was last reachable, so each change is logged once.
     let mut up: Option<bool> = None;
     let ns = core.store.namespace.clone();
     loop {
-        if target.strong_count() == 0 {
+        if target.is_dropped() {
             return;
         }
         let error = match connect(&core, &target).await {
@@ -1099,7 +1098,7 @@ async fn subscribe_loop(core: Arc<Core>, target: Weak<dyn BanTarget>) {
 
 /// Subscribes to both channels, then loads what is in force: a change made
 /// in between arrives as a message, so none is missed.
-async fn connect(core: &Core, target: &Weak<dyn BanTarget>) -> Result<redis::aio::PubSub, String> {
+async fn connect(core: &Core, target: &GuardHandle) -> Result<redis::aio::PubSub, String> {
     let subscribe = async {
         let mut pubsub = core.store.client.get_async_pubsub().await?;
         pubsub
@@ -1116,7 +1115,7 @@ async fn connect(core: &Core, target: &Weak<dyn BanTarget>) -> Result<redis::aio
 }
 
 /// Applies messages until the connection ends or the guard is dropped.
-async fn listen(core: &Core, target: &Weak<dyn BanTarget>, pubsub: redis::aio::PubSub) -> Ended {
+async fn listen(core: &Core, target: &GuardHandle, pubsub: redis::aio::PubSub) -> Ended {
     use futures_core::Stream;
     use std::pin::Pin;
     let (mut sink, mut stream) = pubsub.split();
@@ -1133,7 +1132,7 @@ async fn listen(core: &Core, target: &Weak<dyn BanTarget>, pubsub: redis::aio::P
             }
             Ok(None) => return Ended::Lost("connection closed".into()),
             Err(_) => {
-                if target.strong_count() == 0 {
+                if target.is_dropped() {
                     return Ended::GuardDropped;
                 }
                 quiet += IDLE_CHECK;
@@ -1350,6 +1349,7 @@ mod tests {
         use crate::redis::RedisStore;
         use crate::redis::redis_server::RedisServer;
         use std::collections::HashMap;
+        use std::sync::Weak;
 
         /// A guard's bans, as the subscriber sees them.
         #[derive(Default)]
@@ -1490,7 +1490,7 @@ mod tests {
             assert!(starter.core.after_page.set(Box::new(hook)).is_ok());
             let target: Arc<Bans> = Arc::default();
             let weak: Weak<dyn BanTarget> = Arc::downgrade(&target) as Weak<dyn BanTarget>;
-            starter.start(weak, DEFAULT_CLASS_TTL);
+            starter.start(GuardHandle::new(weak), Duration::from_secs(60));
 
             let start = std::time::Instant::now();
             while sink.stats().received < 3 {

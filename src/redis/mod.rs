@@ -93,6 +93,10 @@
 //! from Redis is parsed strictly: a message or member that does not parse,
 //! a prefix shorter than an IPv4 /8 or an IPv6 /16, or a time over a year
 //! is counted in [`SharedBanStats::rejected`] and ignored.
+//!
+//! [`SharedBanStats::load_pages`]: crate::http::SharedBanStats::load_pages
+//! [`SharedBanStats::reconciled_lifts`]: crate::http::SharedBanStats::reconciled_lifts
+//! [`SharedBanStats::rejected`]: crate::http::SharedBanStats::rejected
 
 #[cfg(feature = "tower")]
 pub(crate) mod bans;
@@ -104,8 +108,6 @@ mod near_cache;
 mod script;
 mod store;
 
-#[cfg(feature = "tower")]
-pub use bans::SharedBanStats;
 pub use breaker::BreakerState;
 pub use limiter::{
     DEFAULT_LOCAL_CAPACITY, DEFAULT_SYNC_AFTER, DEFAULT_SYNC_EVERY, Mode, SharedBuilder,

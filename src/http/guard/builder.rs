@@ -8,9 +8,8 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use crate::http::guard::ban_list::BanList;
+use crate::http::guard::fleet::{BanFleet, BanTarget, DEFAULT_CLASS_TTL, FleetLink, GuardHandle};
 use crate::http::guard::guard::Shared;
-#[cfg(feature = "redis")]
-use crate::http::guard::guard::ToBanTarget;
 use crate::http::guard::rules::{CompiledRule, Rule};
 use crate::http::identify::client_ip::ClientIpConfig;
 use crate::http::identify::session::SessionCookie;
@@ -58,10 +57,9 @@ pub struct GuardBuilder<C = CoarseClock> {
     pub(super) on_event: Option<EventHook>,
     pub(super) overload: Option<Overload>,
     pub(super) session: Option<SessionCookie>,
-    /// Shared bans: the store, and the conversion set by `share_bans` (lost
-    /// by `clock`, which changes the clock's type).
-    #[cfg(feature = "redis")]
-    pub(super) share_bans: Option<(crate::redis::bans::Setup, Option<ToBanTarget<C>>)>,
+    /// The fleet to share bans with, joined by `build` (set by
+    /// `share_bans`, under feature `redis`, through `ban_fleet`).
+    pub(super) fleet: Option<Box<dyn BanFleet>>,
 }
 
 impl<C: Clock + Clone> GuardBuilder<C> {
@@ -257,7 +255,9 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     }
 
     /// Uses another clock, such as a [`ManualClock`](crate::ManualClock) in
-    /// tests.
+    /// tests. `build` needs it `'static` (every clock of this crate is; a
+    /// borrowed `&C` is not), as shared bans hand the guard to background
+    /// tasks.
     pub fn clock<C2: Clock + Clone>(self, clock: C2) -> GuardBuilder<C2> {
         GuardBuilder {
             clock,
@@ -275,11 +275,12 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             on_event: self.on_event,
             overload: self.overload,
             session: self.session,
-            #[cfg(feature = "redis")]
-            share_bans: self.share_bans.map(|(setup, _)| (setup, None)),
+            fleet: self.fleet,
         }
     }
+}
 
+impl<C: Clock + Clone + 'static> GuardBuilder<C> {
     /// Checks every rule and builds the guard; the error names the rule
     /// and field.
     pub fn build(self) -> Result<Guard<C>, ConfigError> {
@@ -309,28 +310,19 @@ impl<C: Clock + Clone> GuardBuilder<C> {
         let session = self.session.map(|c| c.compile(now)).transpose()?;
         let needs_route = enforced.iter().chain(&shadow).any(CompiledRule::uses_route)
             || shedder.as_ref().is_some_and(Shedder::needs_route);
-        #[cfg(feature = "redis")]
-        let (on_event, sink, start) = match self.share_bans {
+        let (on_event, fleet, start) = match self.fleet {
             None => (self.on_event, None, None),
-            Some((setup, to_target)) => {
-                let misuse = |reason: &str| ConfigError::SharedStore {
-                    reason: format!("`share_bans` {reason}"),
-                };
-                let Some(to_target) = to_target else {
-                    return Err(misuse("was called before `.clock(..)`: call it after"));
-                };
-                let Some((sink, starter)) = setup.open(self.max_bans) else {
-                    return Err(misuse("needs the guard built inside a Tokio runtime"));
-                };
+            Some(fleet) => {
+                let joined = fleet
+                    .join(self.max_bans)
+                    .map_err(|reason| ConfigError::SharedStore { reason })?;
                 (
-                    Some(sink.event_hook(self.on_event)),
-                    Some(sink),
-                    Some((starter, to_target)),
+                    Some(publish_classes(&joined.link, self.on_event)),
+                    Some(joined.link),
+                    Some(joined.start),
                 )
             }
         };
-        #[cfg(not(feature = "redis"))]
-        let on_event = self.on_event;
         let scorer = match self.scoring {
             Some(config) => Some(Scorer::new(config, on_event, self.clock.now())?),
             None => None,
@@ -356,65 +348,30 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             scorer,
             shedder,
             session,
-            #[cfg(feature = "redis")]
-            shared_bans: sink,
+            fleet,
         });
-        #[cfg(feature = "redis")]
-        if let Some((starter, to_target)) = start {
+        if let Some(start) = start {
             let class_ttl = shared
                 .scorer
                 .as_ref()
-                .map_or(crate::redis::bans::DEFAULT_CLASS_TTL, |sc| {
-                    sc.ladder.ban_base
-                });
-            starter.start(to_target(Arc::downgrade(&shared)), class_ttl);
+                .map_or(DEFAULT_CLASS_TTL, |sc| sc.ladder.ban_base);
+            let target: std::sync::Weak<dyn BanTarget> = Arc::downgrade(&shared) as _;
+            start(GuardHandle::new(target), class_ttl);
         }
         Ok(Guard { shared })
     }
 }
 
-#[cfg(feature = "redis")]
-impl<C: Clock + Clone + 'static> GuardBuilder<C> {
-    /// Shares this guard's bans with every instance of the fleet through
-    /// `store` (features `tower` and `redis`): each ban it records (by
-    /// [`Guard::ban`] or by scoring) and each [`Guard::unban`] is published,
-    /// and every guard sharing bans on a store of the same namespace applies
-    /// it, within a round trip to Redis. Fingerprint classes that attack
-    /// detection flags are shared too, for the ladder's first ban length
-    /// (60 s without scoring), so the other instances score their requests
-    /// as surging.
-    ///
-    /// Nothing waits for Redis: changes are published by a background task,
-    /// and a second task listens on a pub/sub connection of its own. On each
-    /// connection it first loads the bans in force, so a guard started
-    /// later, or cut off from Redis for a while, catches up. While Redis is
-    /// unreachable each guard keeps its own bans and retries about every
-    /// second. Both tasks stop when the guard is dropped. The key and
-    /// message layout is in [`redis`](crate::redis#shared-bans); the
-    /// counters are in [`GuardStats::shared_bans`](crate::http::GuardStats::shared_bans).
-    ///
-    /// Call it inside a Tokio runtime, after [`clock`](Self::clock) if you
-    /// use one: `build` refuses otherwise.
-    ///
-    /// ```no_run
-    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-    /// use std::time::Duration;
-    /// use floodguard::http::Guard;
-    /// use floodguard::redis::RedisStore;
-    ///
-    /// let store = RedisStore::builder("redis://127.0.0.1:6379/").namespace("shop").build()?;
-    /// let guard = Guard::builder().default_rules().share_bans(&store).build()?;
-    /// // Refused by every instance of "shop" within a second or so.
-    /// guard.ban("198.51.100.7".parse()?, Duration::from_secs(600));
-    /// # Ok(()) }
-    /// ```
-    pub fn share_bans(mut self, store: &crate::redis::RedisStore) -> Self {
-        fn to_target<C: Clock + 'static>(
-            shared: std::sync::Weak<Shared<C>>,
-        ) -> std::sync::Weak<dyn crate::redis::bans::BanTarget> {
-            shared
+/// Wraps the guard's event hook (if any) so that the classes attack
+/// detection flags go to the fleet too.
+fn publish_classes(fleet: &Arc<dyn FleetLink>, user: Option<EventHook>) -> EventHook {
+    let fleet = Arc::clone(fleet);
+    Arc::new(move |e: &Event| {
+        if let Event::ClassFlagged(share) = e {
+            fleet.class_flagged(share.key.id());
         }
-        self.share_bans = Some((crate::redis::bans::Setup::new(store), Some(to_target::<C>)));
-        self
-    }
+        if let Some(hook) = &user {
+            hook(e);
+        }
+    })
 }

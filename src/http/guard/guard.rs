@@ -11,6 +11,7 @@ use parking_lot::RwLock;
 
 use crate::http::gate::{AcceptVerdict, Gate, GateBuilder};
 use crate::http::guard::ban_list::{BanList, Inserted};
+use crate::http::guard::fleet::{BanTarget, FleetLink};
 use crate::http::guard::rules::CompiledRule;
 use crate::http::guard::stats::{GUARD_COUNTS, GuardCount};
 use crate::http::identify::client_ip::ClientIpConfig;
@@ -48,8 +49,7 @@ pub(super) struct Shared<C> {
     pub(super) shedder: Option<Shedder>,
     pub(super) session: Option<Session>,
     /// Where bans and lifts go to be published to the fleet.
-    #[cfg(feature = "redis")]
-    pub(super) shared_bans: Option<crate::redis::bans::BanSink>,
+    pub(super) fleet: Option<Arc<dyn FleetLink>>,
 }
 
 impl<C> Shared<C> {
@@ -96,8 +96,7 @@ impl<C> Shared<C> {
 
 /// Shared bans apply what other instances publish through these, without
 /// publishing it again.
-#[cfg(feature = "redis")]
-impl<C: Clock + 'static> crate::redis::bans::BanTarget for Shared<C> {
+impl<C: Clock> BanTarget for Shared<C> {
     fn apply_ban(&self, prefix: IpPrefix, remaining: Duration, extend_only: bool) -> bool {
         self.insert_ban(prefix, remaining, self.clock.now(), extend_only)
     }
@@ -109,18 +108,17 @@ impl<C: Clock + 'static> crate::redis::bans::BanTarget for Shared<C> {
 
     fn apply_class(&self, class: u64, remaining: Duration) -> bool {
         let now = self.clock.now();
-        self.scorer.as_ref().is_some_and(|sc| {
-            sc.detector
-                .flag_remote_class(class, now.saturating_add(remaining), now)
-        })
+        let until = now.saturating_add(remaining);
+        // The detector holds remote flags under feature `redis` only, where
+        // the one fleet is.
+        #[cfg(feature = "redis")]
+        if let Some(sc) = &self.scorer {
+            return sc.detector.flag_remote_class(class, until, now);
+        }
+        let _ = (class, until);
+        false
     }
 }
-
-/// Turns a guard's state into what shared bans' subscriber holds: made
-/// where the clock is known to be `'static`.
-#[cfg(feature = "redis")]
-pub(super) type ToBanTarget<C> =
-    fn(std::sync::Weak<Shared<C>>) -> std::sync::Weak<dyn crate::redis::bans::BanTarget>;
 
 /// The shared state behind [`GuardLayer`](crate::http::GuardLayer): rules, trusted proxies, lists,
 /// bans and counters. Cheap to clone; every clone (and every service the
@@ -194,8 +192,7 @@ impl Guard {
             on_event: None,
             overload: None,
             session: None,
-            #[cfg(feature = "redis")]
-            share_bans: None,
+            fleet: None,
         }
     }
 }
@@ -227,14 +224,12 @@ impl<C: Clock> Guard<C> {
     pub(super) fn record_ban(&self, prefix: IpPrefix, duration: Duration, now: Timestamp) -> bool {
         // Claimed before it is in force, so that reconciling shared bans
         // never lifts it, even while it waits to be published.
-        #[cfg(feature = "redis")]
-        if let Some(sink) = &self.shared.shared_bans {
-            sink.claim(&prefix);
+        if let Some(fleet) = &self.shared.fleet {
+            fleet.claim(&prefix);
         }
         let recorded = self.shared.insert_ban(prefix, duration, now, false);
-        #[cfg(feature = "redis")]
-        if let (true, Some(sink)) = (recorded, &self.shared.shared_bans) {
-            sink.banned(prefix, duration);
+        if let (true, Some(fleet)) = (recorded, &self.shared.fleet) {
+            fleet.banned(prefix, duration);
         }
         recorded
     }
@@ -247,9 +242,8 @@ impl<C: Clock> Guard<C> {
         if lifted {
             tracing::info!(%prefix, "floodguard: ban lifted");
         }
-        #[cfg(feature = "redis")]
-        if let Some(sink) = &self.shared.shared_bans {
-            sink.lifted(*prefix);
+        if let Some(fleet) = &self.shared.fleet {
+            fleet.lifted(*prefix);
         }
         lifted
     }
@@ -355,8 +349,7 @@ impl<C: Clock> Guard<C> {
                 .map(CompiledRule::stats)
                 .collect(),
             tarpit: s.tarpit.stats(),
-            #[cfg(feature = "redis")]
-            shared_bans: s.shared_bans.as_ref().map(|b| b.stats()),
+            shared_bans: s.fleet.as_ref().map(|f| f.stats()),
         }
     }
 

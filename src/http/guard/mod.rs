@@ -3,11 +3,13 @@
 //!
 //! `guard` holds the state and the ban operations, `pipeline` decides one
 //! request, `decision` is what it decided, `builder` configures it,
-//! `rules` are its limits, `ban_list` its bans, `stats` its counters.
+//! `rules` are its limits, `ban_list` its bans, `stats` its counters,
+//! `fleet` the seam a fleet sharing bans plugs into.
 
 pub(crate) mod ban_list;
 pub(crate) mod builder;
 pub(crate) mod decision;
+pub(crate) mod fleet;
 #[allow(clippy::module_inception)]
 pub(crate) mod guard;
 pub(crate) mod pipeline;
@@ -16,6 +18,7 @@ pub(crate) mod stats;
 
 pub use builder::{DEFAULT_MAX_BANS, GuardBuilder, MissingPeer};
 pub use decision::{GuardDecision, Refusal};
+pub use fleet::SharedBanStats;
 pub use guard::Guard;
 pub use rules::{Rule, RuleStats};
 pub use stats::{GuardStats, Snapshot};

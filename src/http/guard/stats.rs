@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::IpPrefix;
+use crate::http::guard::fleet::SharedBanStats;
 use crate::http::guard::rules::RuleStats;
 use crate::http::identify::session::SessionStats;
 use crate::http::scoring::detect::DetectionSnapshot;
@@ -86,9 +87,9 @@ pub struct GuardStats {
     pub rules: Vec<RuleStats>,
     /// Refusals held by the [`Tarpit`](crate::http::Tarpit).
     pub tarpit: TarpitStats,
-    /// Shared bans' counters, when [`GuardBuilder::share_bans`](crate::http::GuardBuilder::share_bans) is on.
-    #[cfg(feature = "redis")]
-    pub shared_bans: Option<crate::redis::SharedBanStats>,
+    /// Shared bans' counters, when `GuardBuilder::share_bans` is on
+    /// (features `tower` and `redis`; always `None` without `redis`).
+    pub shared_bans: Option<SharedBanStats>,
 }
 
 /// Everything a guard can tell an operator at once: counters, the attack

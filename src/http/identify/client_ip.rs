@@ -629,8 +629,9 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use proptest::prelude::*;
+
+    use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()

@@ -2,362 +2,18 @@
 //! inputs of client scoring.
 
 use std::fmt;
-use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
 use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, COOKIE, HOST, REFERER, USER_AGENT};
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Version};
 
 use crate::http::identify::look::{
     ClientHints, Cluster, STANDARD_ACCEPT, STANDARD_ACCEPT_ENCODING, STANDARD_ACCEPT_LANGUAGE,
-    STANDARD_COOKIE, STANDARD_HOST, STANDARD_REFERER, STANDARD_USER_AGENT, UaDetails,
-    major_version, standard_bit,
+    STANDARD_COOKIE, STANDARD_HOST, STANDARD_REFERER, STANDARD_USER_AGENT, UaProfile, standard_bit,
+    ua_profile,
 };
+use crate::http::identify::user_agent::UaFamily;
 use crate::http::identify::wire::WireHead;
-
-/// The kind of client a `User-Agent` claims to be; see [`ua_family`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum UaFamily {
-    /// `Mozilla/5.0` with a browser engine (`AppleWebKit`, `Gecko`,
-    /// `Trident`), and no crawler or tool token.
-    Browser,
-    /// An HTTP library, command-line client, scanner or headless browser.
-    Tool,
-    /// A search engine, social network or other crawler (self-declared).
-    Crawler,
-    /// No `User-Agent`, or only whitespace.
-    Empty,
-    /// Anything else.
-    Other,
-}
-
-impl UaFamily {
-    /// A short lowercase name for logs and metrics: `browser`, `tool`,
-    /// `crawler`, `empty`, `other`.
-    pub fn name(self) -> &'static str {
-        match self {
-            UaFamily::Browser => "browser",
-            UaFamily::Tool => "tool",
-            UaFamily::Crawler => "crawler",
-            UaFamily::Empty => "empty",
-            UaFamily::Other => "other",
-        }
-    }
-
-    /// One letter, as in a fingerprint's text form.
-    fn letter(self) -> char {
-        match self {
-            UaFamily::Browser => 'b',
-            UaFamily::Tool => 't',
-            UaFamily::Crawler => 's',
-            UaFamily::Empty => 'e',
-            UaFamily::Other => 'o',
-        }
-    }
-
-    fn code(self) -> u64 {
-        match self {
-            UaFamily::Browser => 0,
-            UaFamily::Tool => 1,
-            UaFamily::Crawler => 2,
-            UaFamily::Empty => 3,
-            UaFamily::Other => 4,
-        }
-    }
-}
-
-/// What a token in a `User-Agent` says.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Token {
-    Crawler,
-    Tool,
-    Engine,
-}
-
-/// Self-declared crawlers. `bot`, `crawl` and `spider` catch most of them
-/// (`AhrefsBot`, `GPTBot`, `Bytespider`, ...); the names are for those
-/// without such a word. A phone model with `bot` in its name (`CUBOT`)
-/// reads as a crawler too.
-const CRAWLERS: &[&str] = &[
-    "googlebot",
-    "bingbot",
-    "duckduckbot",
-    "baiduspider",
-    "yandex",
-    "applebot",
-    "facebookexternalhit",
-    "mediapartners-google",
-    "adsbot-google",
-    "google-inspectiontool",
-    "slurp",
-    "ia_archiver",
-    "bot",
-    "crawl",
-    "spider",
-];
-
-/// HTTP libraries, command-line clients, scanners and headless browsers.
-const TOOLS: &[&str] = &[
-    "curl/",
-    "libcurl",
-    "wget",
-    "python-requests",
-    "python-urllib",
-    "python-httpx",
-    "httpx",
-    "aiohttp",
-    "go-http-client",
-    "java/",
-    "okhttp",
-    "apache-httpclient",
-    "libwww-perl",
-    "lwp::",
-    "node-fetch",
-    "axios",
-    "undici",
-    "httpie",
-    "postmanruntime",
-    "insomnia",
-    "guzzlehttp",
-    "winhttp",
-    "powershell",
-    "ruby",
-    "dart:io",
-    "fasthttp",
-    "scrapy",
-    "masscan",
-    "zgrab",
-    "nmap",
-    "sqlmap",
-    "nikto",
-    "nuclei",
-    "gobuster",
-    "wfuzz",
-    "java-http-client",
-    "got (",
-    "ureq/",
-    "reqwest/",
-    "hyper/",
-    "http-tiny",
-    "aria2",
-    "apachebench",
-    "php/",
-    "faraday",
-    "rest-client",
-    "mechanize",
-    "typhoeus",
-    "deno/",
-    "bun/",
-    "k6/",
-    "locust",
-    "vegeta",
-    "hey/",
-    "jmeter",
-    "headlesschrome",
-    "phantomjs",
-];
-
-/// User agents that are a tool's whole value: Node's built-in `fetch`
-/// says only `node`.
-const TOOL_VALUES: &[&[u8]] = &[b"node", b"undici"];
-
-/// What every browser's user agent starts with; checked apart from the
-/// automaton, which then scans only the rest.
-const BROWSER_PREFIX: &[u8] = b"mozilla/5.0";
-const ENGINES: &[&str] = &["applewebkit", "gecko", "trident"];
-
-/// Every token in one automaton, with what each one says (same order).
-struct UaTokens {
-    automaton: AhoCorasick,
-    tokens: Vec<Token>,
-}
-
-/// Built on first use; `None` only if the automaton could not be built,
-/// which the tests rule out (every user agent then reads as `Other`).
-static UA_TOKENS: LazyLock<Option<UaTokens>> = LazyLock::new(|| {
-    let groups: [(&[&str], Token); 3] = [
-        (CRAWLERS, Token::Crawler),
-        (TOOLS, Token::Tool),
-        (ENGINES, Token::Engine),
-    ];
-    let (patterns, tokens): (Vec<&str>, Vec<Token>) = groups
-        .iter()
-        .flat_map(|(words, token)| words.iter().map(move |w| (*w, *token)))
-        .unzip();
-    // A DFA without prefilter: in a browser's user agent candidate bytes
-    // are everywhere, and a prefilter only adds work (a quarter more).
-    let automaton = AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .match_kind(MatchKind::LeftmostFirst)
-        .kind(Some(AhoCorasickKind::DFA))
-        .prefilter(false)
-        .build(patterns)
-        .ok()?;
-    Some(UaTokens { automaton, tokens })
-});
-
-/// The family a `User-Agent` value claims, in one pass of one automaton
-/// (ASCII case-insensitive; no regular expression):
-///
-/// 1. a crawler token anywhere makes it [`UaFamily::Crawler`]: `googlebot`,
-///    `bingbot`, `duckduckbot`, `baiduspider`, `yandex`, `applebot`,
-///    `facebookexternalhit`, `mediapartners-google`, `adsbot-google`,
-///    `google-inspectiontool`, `slurp`, `ia_archiver`, and the words
-///    `bot`, `crawl`, `spider`;
-/// 2. else a tool token makes it [`UaFamily::Tool`]: `curl/`, `libcurl`,
-///    `wget`, `python-requests`, `python-urllib`, `python-httpx`, `httpx`,
-///    `aiohttp`, `go-http-client`, `java/`, `okhttp`, `apache-httpclient`,
-///    `libwww-perl`, `lwp::`, `node-fetch`, `axios`, `undici`, `httpie`,
-///    `postmanruntime`, `insomnia`, `guzzlehttp`, `winhttp`, `powershell`,
-///    `ruby`, `dart:io`, `fasthttp`, `scrapy`, `masscan`, `zgrab`, `nmap`,
-///    `sqlmap`, `nikto`, `nuclei`, `gobuster`, `wfuzz`, `java-http-client`,
-///    `got (`, `ureq/`, `reqwest/`, `hyper/`, `http-tiny`, `aria2`,
-///    `apachebench`, `php/`, `faraday`, `rest-client`, `mechanize`,
-///    `typhoeus`, `deno/`, `bun/`, `k6/`, `locust`, `vegeta`, `hey/`,
-///    `jmeter`, the headless browsers `headlesschrome`, `phantomjs`, and a
-///    value that is only `node` (Node's built-in `fetch`) or `undici`;
-/// 3. else a value that starts with `Mozilla/5.0` and names an engine
-///    (`AppleWebKit`, `Gecko`, `Trident`) is [`UaFamily::Browser`];
-/// 4. an empty or all-whitespace value is [`UaFamily::Empty`] (pass `b""`
-///    for a missing header); anything else is [`UaFamily::Other`].
-///
-/// Only a claim: any client can send any of these.
-///
-/// ```
-/// use floodguard::http::{UaFamily, ua_family};
-/// assert_eq!(ua_family(b"curl/8.5.0"), UaFamily::Tool);
-/// assert_eq!(ua_family(b"Mozilla/5.0 (compatible; Googlebot/2.1)"), UaFamily::Crawler);
-/// assert_eq!(ua_family(b""), UaFamily::Empty);
-/// ```
-pub fn ua_family(user_agent: &[u8]) -> UaFamily {
-    ua_profile(user_agent).family
-}
-
-/// What a user agent claims, as far as scoring cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct UaProfile {
-    pub(crate) family: UaFamily,
-    /// A browser version that sends `Sec-Fetch-*`.
-    pub(crate) sends_sec_fetch: bool,
-    /// Product, version and system.
-    pub(crate) details: UaDetails,
-}
-
-/// Slots of the user-agent cache (a power of two).
-const UA_CACHE_SLOTS: usize = 1024;
-
-/// Recently seen user agents and their profiles, direct-mapped: real
-/// traffic repeats a few hundred values, and a hit costs one hash (about
-/// 20 ns) where the automaton pass costs ten times that. Each slot is two
-/// words: the value's hash above the low byte with the family in it, and
-/// the details with 12 more bits of the hash; hashing is keyed per
-/// process, so nobody can aim a collision, and a collision (or a torn
-/// read of a slot two threads fill at once) would only mislabel one value.
-struct UaCache {
-    hasher: ahash::RandomState,
-    slots: Box<[[AtomicU64; 2]]>,
-}
-
-static UA_CACHE: LazyLock<UaCache> = LazyLock::new(|| UaCache {
-    hasher: ahash::RandomState::new(),
-    slots: (0..UA_CACHE_SLOTS)
-        .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
-        .collect(),
-});
-
-const FAMILIES: [UaFamily; 5] = [
-    UaFamily::Browser,
-    UaFamily::Tool,
-    UaFamily::Crawler,
-    UaFamily::Empty,
-    UaFamily::Other,
-];
-
-/// Bits of the details word that check it belongs to the slot's value.
-const DETAILS_CHECK: u64 = 0xfff << 52;
-
-impl UaProfile {
-    /// The family and sec-fetch bit in a byte: family index + 1 (never 0)
-    /// and the sec-fetch bit.
-    fn encode(self) -> u64 {
-        let family = FAMILIES.iter().position(|f| *f == self.family).unwrap_or(4) as u64;
-        (family + 1) | u64::from(self.sends_sec_fetch) << 3
-    }
-
-    fn decode(byte: u64, details: u64) -> Option<Self> {
-        let family = *FAMILIES.get(((byte & 7) as usize).checked_sub(1)?)?;
-        Some(UaProfile {
-            family,
-            sends_sec_fetch: byte & 8 != 0,
-            details: UaDetails::unpack(details),
-        })
-    }
-}
-
-pub(crate) fn ua_profile(user_agent: &[u8]) -> UaProfile {
-    let cache = &*UA_CACHE;
-    let hash = cache.hasher.hash_one(user_agent);
-    let slot = &cache.slots[hash as usize % UA_CACHE_SLOTS];
-    let tag = hash & !0xff;
-    let check = hash.rotate_left(20) & DETAILS_CHECK;
-    let held = slot[0].load(Ordering::Relaxed);
-    if held & !0xff == tag {
-        let details = slot[1].load(Ordering::Relaxed);
-        if details & DETAILS_CHECK == check {
-            if let Some(profile) = UaProfile::decode(held & 0xff, details) {
-                return profile;
-            }
-        }
-    }
-    let family = classify(user_agent);
-    let profile = UaProfile {
-        family,
-        sends_sec_fetch: family == UaFamily::Browser && sends_sec_fetch(user_agent),
-        details: UaDetails::of(user_agent, family),
-    };
-    slot[1].store(check | profile.details.pack(), Ordering::Relaxed);
-    slot[0].store(tag | profile.encode(), Ordering::Relaxed);
-    profile
-}
-
-/// [`ua_family`] without the cache.
-fn classify(user_agent: &[u8]) -> UaFamily {
-    let ua = user_agent.trim_ascii();
-    if ua.is_empty() {
-        return UaFamily::Empty;
-    }
-    if TOOL_VALUES.iter().any(|t| ua.eq_ignore_ascii_case(t)) {
-        return UaFamily::Tool;
-    }
-    let Some(ua_tokens) = UA_TOKENS.as_ref() else {
-        return UaFamily::Other;
-    };
-    // No token starts inside the prefix and ends past it, so skipping it
-    // loses no match.
-    let (mozilla, rest) = match ua.split_at_checked(BROWSER_PREFIX.len()) {
-        Some((head, rest)) if head.eq_ignore_ascii_case(BROWSER_PREFIX) => (true, rest),
-        _ => (false, ua),
-    };
-    let (mut tool, mut engine) = (false, false);
-    for m in ua_tokens.automaton.find_iter(rest) {
-        match ua_tokens.tokens.get(m.pattern().as_usize()) {
-            Some(Token::Crawler) => return UaFamily::Crawler,
-            Some(Token::Tool) => tool = true,
-            Some(Token::Engine) => engine = true,
-            None => {}
-        }
-    }
-    if tool {
-        UaFamily::Tool
-    } else if mozilla && engine {
-        UaFamily::Browser
-    } else {
-        UaFamily::Other
-    }
-}
 
 /// The request method as a fingerprint keeps it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -579,7 +235,7 @@ impl Fingerprint {
         self.wire
     }
 
-    /// The family the `User-Agent` claims; see [`ua_family`].
+    /// The family the `User-Agent` claims; see [`ua_family`](crate::http::ua_family).
     pub fn ua_family(&self) -> UaFamily {
         self.family
     }
@@ -1015,7 +671,7 @@ impl fmt::Debug for Anomalies {
 }
 
 /// What `parts` lacks, given the user-agent `family` it claims (from
-/// [`ua_family`] or [`Fingerprint::ua_family`]); see [`Anomaly`] for each
+/// [`ua_family`](crate::http::ua_family) or [`Fingerprint::ua_family`]); see [`Anomaly`] for each
 /// check. The browser checks run only for [`UaFamily::Browser`].
 ///
 /// A real browser request has none; a script posing as a browser often has
@@ -1052,27 +708,6 @@ fn is_zero_weight(param: &[u8]) -> bool {
         [b'q' | b'Q', b'=', weight @ ..] => weight.iter().all(|&b| b == b'0' || b == b'.'),
         _ => false,
     }
-}
-
-/// Version tokens of the browsers that send `Sec-Fetch-*`.
-static BROWSER_VERSIONS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
-    AhoCorasick::builder()
-        .match_kind(MatchKind::LeftmostFirst)
-        .build(["Chrome/", "Firefox/"])
-        .ok()
-});
-
-/// Whether the user agent is Chromium 80+ (Chrome, Edge, Opera, ...) or
-/// Firefox 90+, which send `Sec-Fetch-*` with every request to a secure
-/// origin.
-fn sends_sec_fetch(ua: &[u8]) -> bool {
-    let Some(ac) = BROWSER_VERSIONS.as_ref() else {
-        return false;
-    };
-    ac.find_iter(ua).any(|m| {
-        let min = if m.pattern().as_usize() == 0 { 80 } else { 90 };
-        major_version(&ua[m.end()..]) >= min
-    })
 }
 
 #[cfg(test)]

@@ -12,9 +12,8 @@ use std::hash::Hasher as _;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::HeaderMap;
-use http::HeaderValue;
 use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
 use siphasher::sip128::{Hasher128, SipHasher24};
 
 use crate::ip::PrefixLengths;
@@ -361,8 +360,9 @@ fn decode(value: &[u8]) -> Option<[u8; TIME_LEN + MAC_LEN]> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use proptest::prelude::*;
+
+    use super::*;
 
     const KEY: [u8; 16] = *b"0123456789abcdef";
 

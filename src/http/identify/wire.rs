@@ -8,7 +8,7 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// makes it give up.
 pub const MAX_HEADER_LINES: u16 = 100;
 
-use crate::http::identify::order::Spelling;
+use crate::http::identify::names::Spelling;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -80,51 +80,12 @@ impl WireHead {
     /// families), a name repeated right after itself once; the first 25.
     /// Other names are left out.
     pub fn standard_names(&self) -> impl Iterator<Item = &'static str> + use<> {
-        self.ids().filter_map(crate::http::identify::order::name_of)
+        self.ids().filter_map(crate::http::identify::names::name_of)
     }
 
     /// How the head spells its standard names; see [`NameCasing`].
     pub fn name_casing(&self) -> NameCasing {
         self.casing
-    }
-
-    /// Whether this head's standard headers are in an order and casing
-    /// the browser `user_agent` claims writes over HTTP/1.1: `Some(false)`
-    /// when they are not (a script wearing a browser's user agent, or a
-    /// proxy that rewrote the head), `None` when the claim is not judged
-    /// (no Chromium or Firefox user agent, or one on iOS, where both are
-    /// WebKit). Scoring reports `false` as
-    /// [`Anomaly::HeaderOrderMismatch`](crate::http::Anomaly::HeaderOrderMismatch).
-    ///
-    /// ```
-    /// use floodguard::http::{HeadScanner, Scan};
-    ///
-    /// let ua = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-    /// let head = |names: &[&str]| {
-    ///     let mut h = String::from("GET / HTTP/1.1\r\n");
-    ///     for n in names {
-    ///         let v = if *n == "User-Agent" { ua } else { "x" };
-    ///         h.push_str(&format!("{n}: {v}\r\n"));
-    ///     }
-    ///     h.push_str("\r\n");
-    ///     let Scan::Done(w) = HeadScanner::new().feed(h.as_bytes()) else { panic!() };
-    ///     w
-    /// };
-    /// let firefox = ["Host", "User-Agent", "Accept", "Accept-Language",
-    ///                "Accept-Encoding", "Connection"];
-    /// assert_eq!(head(&firefox).fits_browser(ua.as_bytes()), Some(true));
-    /// // python-requests' order under Firefox's user agent.
-    /// let script = ["Host", "User-Agent", "Accept-Encoding", "Accept",
-    ///               "Connection", "Accept-Language"];
-    /// assert_eq!(head(&script).fits_browser(ua.as_bytes()), Some(false));
-    /// assert_eq!(head(&script).fits_browser(b"curl/8.5.0"), None);
-    /// ```
-    pub fn fits_browser(&self, user_agent: &[u8]) -> Option<bool> {
-        let ua = crate::http::identify::fingerprint::ua_profile(user_agent);
-        if ua.family != crate::http::UaFamily::Browser {
-            return None;
-        }
-        ua.details.header_order().map(|f| f.fits(self))
     }
 
     /// The ids of the standard names in wire order.
@@ -435,7 +396,7 @@ impl HeadScanner {
     fn end_name(&mut self) {
         let len = usize::from(self.name_len);
         let kept = &self.name[..len.min(NAME_KEPT)];
-        let Some((id, spelling)) = crate::http::identify::order::identify(kept, len) else {
+        let Some((id, spelling)) = crate::http::identify::names::identify(kept, len) else {
             return;
         };
         let judged = match spelling {
@@ -530,8 +491,9 @@ Priority: u=0, i\r\n\r\n";
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use proptest::prelude::*;
+
+    use super::*;
 
     const CHROME: &[u8] = CHROME_HEAD.as_bytes();
 
@@ -592,8 +554,8 @@ mod tests {
     ];
 
     /// The table's entry for a lowercase header name, looked up whole.
-    fn table_entry(lower: &str) -> Option<&'static crate::http::identify::order::Known> {
-        crate::http::identify::order::NAMES.iter().find(|k| {
+    fn table_entry(lower: &str) -> Option<&'static crate::http::identify::names::Known> {
+        crate::http::identify::names::NAMES.iter().find(|k| {
             if k.prefix {
                 lower.starts_with(k.name)
             } else {

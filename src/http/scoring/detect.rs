@@ -1396,8 +1396,8 @@ mod tests {
     use http::Version;
 
     use super::*;
-    use crate::http::identify::fingerprint::{UaFamily, ua_family};
     use crate::http::identify::look::UaDetails;
+    use crate::http::{UaFamily, ua_family};
 
     const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
     /// Twelve tools' user agents, as a diverse botnet sends them.

@@ -1,6 +1,11 @@
-use super::*;
-use crate::http::identify::wire::{HeadScanner, Scan};
 use http::HeaderName;
+
+use super::*;
+use crate::http::identify::look::{
+    BROWSER_VERSIONS, FAMILIES, UaDetails, UaProfile, sends_sec_fetch, ua_family,
+};
+use crate::http::identify::user_agent::{UA_TOKENS, classify};
+use crate::http::identify::wire::{HeadScanner, Scan};
 
 const CHROME_UA: &str = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.0.0 Safari/537.36";
 
