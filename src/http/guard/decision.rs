@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use http::HeaderValue;
 
+use crate::http::Cluster;
 use crate::http::identify::client_ip::ClientIp;
 use crate::http::identify::fingerprint::Fingerprint;
-use crate::http::identify::look::Cluster;
 use crate::http::overload::shedder::Place;
 use crate::http::scoring::challenge::ChallengePage;
 use crate::http::scoring::ladder::{Action, ScoreReport};

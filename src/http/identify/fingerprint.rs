@@ -7,11 +7,12 @@ use http::header::{ACCEPT, ACCEPT_ENCODING, ACCEPT_LANGUAGE, COOKIE, HOST, REFER
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Version};
 
+use crate::http::identify::cluster::Cluster;
 use crate::http::identify::look::{
-    ClientHints, Cluster, STANDARD_ACCEPT, STANDARD_ACCEPT_ENCODING, STANDARD_ACCEPT_LANGUAGE,
-    STANDARD_COOKIE, STANDARD_HOST, STANDARD_REFERER, STANDARD_USER_AGENT, UaProfile, standard_bit,
-    ua_profile,
+    ClientHints, STANDARD_ACCEPT, STANDARD_ACCEPT_ENCODING, STANDARD_ACCEPT_LANGUAGE,
+    STANDARD_COOKIE, STANDARD_HOST, STANDARD_REFERER, STANDARD_USER_AGENT, standard_bit,
 };
+use crate::http::identify::ua_profile::{UaProfile, ua_profile};
 use crate::http::identify::user_agent::UaFamily;
 use crate::http::identify::wire::WireHead;
 

@@ -11,17 +11,13 @@
 //! one cluster. A coarser cluster (the product alone) catches one that varies
 //! its version or its standard headers as well.
 
-use std::fmt;
 use std::sync::LazyLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use aho_corasick::{AhoCorasick, MatchKind};
-use http::{HeaderName, HeaderValue, Version};
+use http::{HeaderName, HeaderValue};
 use parking_lot::Mutex;
 
-use crate::http::identify::order::OrderFamily;
-use crate::http::identify::user_agent::{UaFamily, classify};
-use crate::http::identify::wire::WireHead;
+use super::order::OrderFamily;
+use super::user_agent::UaFamily;
 
 /// The operating system a user agent or a client hint names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,7 +54,7 @@ impl Os {
         }
     }
 
-    fn code(self) -> u64 {
+    pub(super) fn code(self) -> u64 {
         self as u64
     }
 
@@ -127,7 +123,7 @@ impl Os {
 /// The browsers told apart by product; every other product is named by the
 /// first token of its user agent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Browser {
+pub(super) enum Browser {
     Chrome,
     Edge,
     Opera,
@@ -138,7 +134,7 @@ enum Browser {
 
 /// Browser products: the token that names each (checked in this order:
 /// Edge, Opera and Samsung also say `Chrome/`), its id and its name.
-const BROWSERS: [(&[u8], Browser, &str); 8] = [
+pub(super) const BROWSERS: [(&[u8], Browser, &str); 8] = [
     (b"Edg/", Browser::Edge, "Edge"),
     (b"OPR/", Browser::Opera, "Opera"),
     (b"SamsungBrowser/", Browser::Samsung, "Samsung Internet"),
@@ -293,20 +289,20 @@ impl UaDetails {
 }
 
 /// Product ids are 24 bits.
-const PRODUCT_MASK: u32 = 0xff_ffff;
+pub(super) const PRODUCT_MASK: u32 = 0xff_ffff;
 
 /// Longest product name kept (bytes).
-const MAX_PRODUCT_NAME: usize = 24;
+pub(super) const MAX_PRODUCT_NAME: usize = 24;
 
 /// Product names seen, by id, for saying a cluster in words; bounded.
-static PRODUCT_NAMES: LazyLock<Mutex<std::collections::HashMap<u32, String>>> =
+pub(super) static PRODUCT_NAMES: LazyLock<Mutex<std::collections::HashMap<u32, String>>> =
     LazyLock::new(|| Mutex::new(std::collections::HashMap::new()));
-const MAX_PRODUCT_NAMES: usize = 4096;
+pub(super) const MAX_PRODUCT_NAMES: usize = 4096;
 
 /// A stable 24-bit id of a product name, ASCII case-insensitive (the same
 /// on every machine, so a fleet's instances agree on cluster ids). Remembers
 /// the name for [`Cluster`]'s text, up to a bound.
-fn product_id(name: &[u8]) -> u32 {
+pub(super) fn product_id(name: &[u8]) -> u32 {
     // FNV-1a over the lowercase bytes.
     let mut h: u32 = 0x811c_9dc5;
     for &b in name {
@@ -320,14 +316,14 @@ fn product_id(name: &[u8]) -> u32 {
     h
 }
 
-fn product_name(id: u32) -> Option<String> {
+pub(super) fn product_name(id: u32) -> Option<String> {
     PRODUCT_NAMES.lock().get(&id).cloned()
 }
 
 /// The standard headers whose presence enters a cluster, one bit each
 /// (names lowercase, as a `HeaderMap` holds them). Names outside this list
 /// do not change a cluster.
-const STANDARD: [&str; 24] = [
+pub(super) const STANDARD: [&str; 24] = [
     "host",
     "connection",
     "user-agent",
@@ -469,219 +465,6 @@ fn chromium_brand_version(value: &HeaderValue) -> Option<u16> {
     Some(major_version(&rest[q + 3..]))
 }
 
-/// How requests are grouped for attack detection.
-///
-/// A cluster is built from what a client cannot vary for free: the product
-/// and major version its user agent claims, its operating system, the HTTP
-/// version, and which *standard* headers it sends. Header names nobody
-/// standardised, header casing and header order do not enter it, so a
-/// botnet that adds a random header to every request, or shuffles or
-/// recases its headers, stays one cluster. The [coarse](Self::coarse)
-/// cluster (the product alone) catches one that varies its version or its
-/// standard headers too. `Display` says it in words (`Chrome 131 on
-/// Linux, HTTP/1.1, 9 standard headers with cookie, referer, sec-fetch,
-/// client hints`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Cluster {
-    family: UaFamily,
-    product: u32,
-    major: u16,
-    os: Os,
-    version: u8,
-    headers: u32,
-    /// 0: fine; 1: the product alone; 2: the family alone.
-    level: u8,
-}
-
-impl Cluster {
-    /// The fine cluster of a request: product, major version, operating
-    /// system, HTTP version and standard headers present.
-    pub(crate) fn fine(family: UaFamily, ua: &UaDetails, version: Version, headers: u32) -> Self {
-        Cluster {
-            family,
-            product: ua.product,
-            major: ua.major,
-            os: ua.os,
-            version: version_code(version),
-            headers,
-            level: 0,
-        }
-    }
-
-    /// The coarse cluster that holds it: the product alone.
-    pub fn coarse(&self) -> Self {
-        Cluster {
-            major: 0,
-            os: Os::Unknown,
-            version: 0,
-            headers: 0,
-            level: self.level.max(1),
-            ..*self
-        }
-    }
-
-    /// The widest cluster that holds it: every client of its user-agent
-    /// family (every tool, say), for a botnet that spreads over many
-    /// products.
-    pub fn family_wide(&self) -> Self {
-        Cluster {
-            product: 0,
-            level: 2,
-            ..self.coarse()
-        }
-    }
-
-    /// 0 for a fine cluster, 1 for a product's, 2 for a family's.
-    pub(crate) fn width(&self) -> u8 {
-        self.level
-    }
-
-    /// The ids of this cluster, its coarse one and its family-wide one.
-    pub fn ids(&self) -> [u64; 3] {
-        [self.id(), self.coarse_id(), self.family_wide().id()]
-    }
-
-    /// A 64-bit id, the same for the same cluster on every machine and in
-    /// every process (a fleet shares flagged clusters by it). Never 0.
-    pub fn id(&self) -> u64 {
-        let family = match self.family {
-            UaFamily::Browser => 0,
-            UaFamily::Tool => 1,
-            UaFamily::Crawler => 2,
-            UaFamily::Empty => 3,
-            _ => 4,
-        };
-        // Every field packed into two words (product 24 bits, major 16,
-        // system 4, HTTP version 4, level 2, family 3; the header set), then
-        // mixed (SplitMix64's finaliser, a bijection), forced odd.
-        let a = u64::from(self.product & PRODUCT_MASK)
-            | u64::from(self.major) << 24
-            | self.os.code() << 40
-            | u64::from(self.version & 0xf) << 44
-            | u64::from(self.level & 3) << 48
-            | family << 50;
-        mix(a ^ mix(u64::from(self.headers) ^ 0x9e37_79b9_7f4a_7c15)) | 1
-    }
-
-    /// The [`id`](Self::id) of the coarse cluster that holds this one (the
-    /// product alone).
-    pub fn coarse_id(&self) -> u64 {
-        self.coarse().id()
-    }
-
-    /// The user-agent family the cluster's clients claim.
-    pub fn family(&self) -> UaFamily {
-        self.family
-    }
-
-    /// The operating system they claim (`Unknown` for a coarse cluster).
-    pub fn os(&self) -> Os {
-        self.os
-    }
-
-    /// The major version they claim (0 for a coarse cluster, or none).
-    pub fn major(&self) -> u16 {
-        self.major
-    }
-
-    /// Whether this is a coarse cluster: every version, system and header
-    /// set of one product, or ([`family_wide`](Self::family_wide)) of one
-    /// user-agent family.
-    pub fn is_coarse(&self) -> bool {
-        self.level > 0
-    }
-
-    /// Whether the standard header `name` (lowercase; `sec-fetch-`,
-    /// `sec-ch-ua` and `if-` stand for their families) is present in the
-    /// cluster's requests. Always false for a coarse cluster.
-    pub fn has_header(&self, name: &str) -> bool {
-        STANDARD
-            .iter()
-            .position(|s| *s == name)
-            .is_some_and(|i| self.headers & 1 << i != 0)
-    }
-}
-
-fn version_code(v: Version) -> u8 {
-    match v {
-        Version::HTTP_09 => 1,
-        Version::HTTP_10 => 2,
-        Version::HTTP_11 => 3,
-        Version::HTTP_2 => 4,
-        Version::HTTP_3 => 5,
-        _ => 6,
-    }
-}
-
-impl fmt::Display for Cluster {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = product_name(self.product).unwrap_or_else(|| format!("#{:08x}", self.product));
-        let name = if name.is_empty() {
-            "no user agent".into()
-        } else {
-            name
-        };
-        match self.level {
-            0 => {}
-            1 => return write!(f, "any {name} ({})", self.family.name()),
-            _ => return write!(f, "any {} client", self.family.name()),
-        }
-        write!(f, "{name}")?;
-        if self.major != 0 {
-            write!(f, " {}", self.major)?;
-        }
-        if self.os != Os::Unknown {
-            write!(f, " on {}", self.os.name())?;
-        }
-        let version = [
-            "?", "HTTP/0.9", "HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3", "HTTP/?",
-        ];
-        write!(
-            f,
-            " ({}), {}, {} standard headers",
-            self.family.name(),
-            version.get(usize::from(self.version)).unwrap_or(&"?"),
-            self.headers.count_ones()
-        )?;
-        let telling = [
-            ("cookie", "cookie"),
-            ("referer", "referer"),
-            ("accept-language", "language"),
-            ("sec-fetch-", "sec-fetch"),
-            ("sec-ch-ua", "client hints"),
-        ];
-        let with: Vec<&str> = telling
-            .iter()
-            .filter(|(h, _)| self.has_header(h))
-            .map(|(_, w)| *w)
-            .collect();
-        let without: Vec<&str> = telling
-            .iter()
-            .filter(|(h, _)| !self.has_header(h))
-            .map(|(_, w)| *w)
-            .collect();
-        if !with.is_empty() {
-            write!(f, " with {}", with.join(", "))?;
-        }
-        if !without.is_empty() {
-            write!(
-                f,
-                "{} no {}",
-                if with.is_empty() { "" } else { ";" },
-                without.join(", ")
-            )?;
-        }
-        Ok(())
-    }
-}
-
-/// SplitMix64's finaliser: every input bit reaches every output bit.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
@@ -699,199 +482,12 @@ pub(crate) fn major_version(s: &[u8]) -> u16 {
         })
 }
 
-/// The family a `User-Agent` value claims, in one pass of one automaton
-/// (ASCII case-insensitive; no regular expression):
-///
-/// 1. a crawler token anywhere makes it [`UaFamily::Crawler`]: `googlebot`,
-///    `bingbot`, `duckduckbot`, `baiduspider`, `yandex`, `applebot`,
-///    `facebookexternalhit`, `mediapartners-google`, `adsbot-google`,
-///    `google-inspectiontool`, `slurp`, `ia_archiver`, and the words
-///    `bot`, `crawl`, `spider`;
-/// 2. else a tool token makes it [`UaFamily::Tool`]: `curl/`, `libcurl`,
-///    `wget`, `python-requests`, `python-urllib`, `python-httpx`, `httpx`,
-///    `aiohttp`, `go-http-client`, `java/`, `okhttp`, `apache-httpclient`,
-///    `libwww-perl`, `lwp::`, `node-fetch`, `axios`, `undici`, `httpie`,
-///    `postmanruntime`, `insomnia`, `guzzlehttp`, `winhttp`, `powershell`,
-///    `ruby`, `dart:io`, `fasthttp`, `scrapy`, `masscan`, `zgrab`, `nmap`,
-///    `sqlmap`, `nikto`, `nuclei`, `gobuster`, `wfuzz`, `java-http-client`,
-///    `got (`, `ureq/`, `reqwest/`, `hyper/`, `http-tiny`, `aria2`,
-///    `apachebench`, `php/`, `faraday`, `rest-client`, `mechanize`,
-///    `typhoeus`, `deno/`, `bun/`, `k6/`, `locust`, `vegeta`, `hey/`,
-///    `jmeter`, the headless browsers `headlesschrome`, `phantomjs`, and a
-///    value that is only `node` (Node's built-in `fetch`) or `undici`;
-/// 3. else a value that starts with `Mozilla/5.0` and names an engine
-///    (`AppleWebKit`, `Gecko`, `Trident`) is [`UaFamily::Browser`];
-/// 4. an empty or all-whitespace value is [`UaFamily::Empty`] (pass `b""`
-///    for a missing header); anything else is [`UaFamily::Other`].
-///
-/// Only a claim: any client can send any of these.
-///
-/// ```
-/// use floodguard::http::{UaFamily, ua_family};
-/// assert_eq!(ua_family(b"curl/8.5.0"), UaFamily::Tool);
-/// assert_eq!(ua_family(b"Mozilla/5.0 (compatible; Googlebot/2.1)"), UaFamily::Crawler);
-/// assert_eq!(ua_family(b""), UaFamily::Empty);
-/// ```
-pub fn ua_family(user_agent: &[u8]) -> UaFamily {
-    ua_profile(user_agent).family
-}
-
-/// What a user agent claims, as far as scoring cares.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct UaProfile {
-    pub(crate) family: UaFamily,
-    /// A browser version that sends `Sec-Fetch-*`.
-    pub(crate) sends_sec_fetch: bool,
-    /// Product, version and system.
-    pub(crate) details: UaDetails,
-}
-
-/// Slots of the user-agent cache (a power of two).
-const UA_CACHE_SLOTS: usize = 1024;
-
-/// Recently seen user agents and their profiles, direct-mapped: real
-/// traffic repeats a few hundred values, and a hit costs one hash (about
-/// 20 ns) where the automaton pass costs ten times that. Each slot is two
-/// words: the value's hash above the low byte with the family in it, and
-/// the details with 12 more bits of the hash; hashing is keyed per
-/// process, so nobody can aim a collision, and a collision (or a torn
-/// read of a slot two threads fill at once) would only mislabel one value.
-struct UaCache {
-    hasher: ahash::RandomState,
-    slots: Box<[[AtomicU64; 2]]>,
-}
-
-static UA_CACHE: LazyLock<UaCache> = LazyLock::new(|| UaCache {
-    hasher: ahash::RandomState::new(),
-    slots: (0..UA_CACHE_SLOTS)
-        .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
-        .collect(),
-});
-
-pub(super) const FAMILIES: [UaFamily; 5] = [
-    UaFamily::Browser,
-    UaFamily::Tool,
-    UaFamily::Crawler,
-    UaFamily::Empty,
-    UaFamily::Other,
-];
-
-/// Bits of the details word that check it belongs to the slot's value.
-const DETAILS_CHECK: u64 = 0xfff << 52;
-
-impl UaProfile {
-    /// The family and sec-fetch bit in a byte: family index + 1 (never 0)
-    /// and the sec-fetch bit.
-    pub(super) fn encode(self) -> u64 {
-        let family = FAMILIES.iter().position(|f| *f == self.family).unwrap_or(4) as u64;
-        (family + 1) | u64::from(self.sends_sec_fetch) << 3
-    }
-
-    pub(super) fn decode(byte: u64, details: u64) -> Option<Self> {
-        let family = *FAMILIES.get(((byte & 7) as usize).checked_sub(1)?)?;
-        Some(UaProfile {
-            family,
-            sends_sec_fetch: byte & 8 != 0,
-            details: UaDetails::unpack(details),
-        })
-    }
-}
-
-pub(crate) fn ua_profile(user_agent: &[u8]) -> UaProfile {
-    let cache = &*UA_CACHE;
-    let hash = cache.hasher.hash_one(user_agent);
-    let slot = &cache.slots[hash as usize % UA_CACHE_SLOTS];
-    let tag = hash & !0xff;
-    let check = hash.rotate_left(20) & DETAILS_CHECK;
-    let held = slot[0].load(Ordering::Relaxed);
-    if held & !0xff == tag {
-        let details = slot[1].load(Ordering::Relaxed);
-        if details & DETAILS_CHECK == check {
-            if let Some(profile) = UaProfile::decode(held & 0xff, details) {
-                return profile;
-            }
-        }
-    }
-    let family = classify(user_agent);
-    let profile = UaProfile {
-        family,
-        sends_sec_fetch: family == UaFamily::Browser && sends_sec_fetch(user_agent),
-        details: UaDetails::of(user_agent, family),
-    };
-    slot[1].store(check | profile.details.pack(), Ordering::Relaxed);
-    slot[0].store(tag | profile.encode(), Ordering::Relaxed);
-    profile
-}
-
-/// Version tokens of the browsers that send `Sec-Fetch-*`.
-pub(super) static BROWSER_VERSIONS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
-    AhoCorasick::builder()
-        .match_kind(MatchKind::LeftmostFirst)
-        .build(["Chrome/", "Firefox/"])
-        .ok()
-});
-
-/// Whether the user agent is Chromium 80+ (Chrome, Edge, Opera, ...) or
-/// Firefox 90+, which send `Sec-Fetch-*` with every request to a secure
-/// origin.
-pub(super) fn sends_sec_fetch(ua: &[u8]) -> bool {
-    let Some(ac) = BROWSER_VERSIONS.as_ref() else {
-        return false;
-    };
-    ac.find_iter(ua).any(|m| {
-        let min = if m.pattern().as_usize() == 0 { 80 } else { 90 };
-        major_version(&ua[m.end()..]) >= min
-    })
-}
-
-// The check lives here, where the user agent is read, so that the wire
-// head knows nothing of browsers.
-impl WireHead {
-    /// Whether this head's standard headers are in an order and casing
-    /// the browser `user_agent` claims writes over HTTP/1.1: `Some(false)`
-    /// when they are not (a script wearing a browser's user agent, or a
-    /// proxy that rewrote the head), `None` when the claim is not judged
-    /// (no Chromium or Firefox user agent, or one on iOS, where both are
-    /// WebKit). Scoring reports `false` as
-    /// [`Anomaly::HeaderOrderMismatch`](crate::http::Anomaly::HeaderOrderMismatch).
-    ///
-    /// ```
-    /// use floodguard::http::{HeadScanner, Scan};
-    ///
-    /// let ua = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0";
-    /// let head = |names: &[&str]| {
-    ///     let mut h = String::from("GET / HTTP/1.1\r\n");
-    ///     for n in names {
-    ///         let v = if *n == "User-Agent" { ua } else { "x" };
-    ///         h.push_str(&format!("{n}: {v}\r\n"));
-    ///     }
-    ///     h.push_str("\r\n");
-    ///     let Scan::Done(w) = HeadScanner::new().feed(h.as_bytes()) else { panic!() };
-    ///     w
-    /// };
-    /// let firefox = ["Host", "User-Agent", "Accept", "Accept-Language",
-    ///                "Accept-Encoding", "Connection"];
-    /// assert_eq!(head(&firefox).fits_browser(ua.as_bytes()), Some(true));
-    /// // python-requests' order under Firefox's user agent.
-    /// let script = ["Host", "User-Agent", "Accept-Encoding", "Accept",
-    ///               "Connection", "Accept-Language"];
-    /// assert_eq!(head(&script).fits_browser(ua.as_bytes()), Some(false));
-    /// assert_eq!(head(&script).fits_browser(b"curl/8.5.0"), None);
-    /// ```
-    pub fn fits_browser(&self, user_agent: &[u8]) -> Option<bool> {
-        let ua = ua_profile(user_agent);
-        if ua.family != UaFamily::Browser {
-            return None;
-        }
-        ua.details.header_order().map(|f| f.fits(self))
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use http::HeaderMap;
+    use http::{HeaderMap, Version};
 
     use super::*;
+    use crate::http::{Cluster, ua_family};
 
     const CHROME_LINUX: &[u8] = b"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";
     const CHROME_WINDOWS: &[u8] = b"Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";

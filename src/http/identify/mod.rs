@@ -3,6 +3,7 @@
 //! fingerprint and the first head as it came off the wire.
 
 pub(crate) mod client_ip;
+pub(crate) mod cluster;
 pub(crate) mod connect_info;
 pub(crate) mod facts;
 pub(crate) mod fingerprint;
@@ -11,14 +12,17 @@ pub(crate) mod names;
 pub(crate) mod order;
 pub(crate) mod peer;
 pub(crate) mod session;
+pub(crate) mod ua_profile;
 pub(crate) mod user_agent;
 pub(crate) mod wire;
 
 pub use client_ip::{ClientIp, ClientIpConfig, ForwardedHeader, IpSource};
+pub use cluster::Cluster;
 pub use connect_info::GateConnectInfo;
 pub use fingerprint::{Anomalies, Anomaly, Fingerprint, anomalies};
-pub use look::{Cluster, Os, ua_family};
+pub use look::Os;
 pub use peer::PeerAddr;
 pub use session::{SameSite, SessionCookie, SessionStats};
+pub use ua_profile::ua_family;
 pub use user_agent::UaFamily;
 pub use wire::{HeadScanner, NameCasing, Scan, WireHead};

@@ -8,10 +8,10 @@ use std::time::Duration;
 use http::StatusCode;
 use parking_lot::Mutex;
 
+use crate::http::Cluster;
 use crate::http::UaFamily;
 use crate::http::identify::facts::Facts;
 use crate::http::identify::fingerprint::{Anomaly, Fingerprint, RequestLook};
-use crate::http::identify::look::Cluster;
 use crate::http::identify::session::Presented;
 use crate::http::scoring::challenge::Challenge;
 use crate::http::scoring::detect::{Detection, Detector, Event, Sighting, site};

@@ -1,8 +1,9 @@
 use http::HeaderName;
 
 use super::*;
-use crate::http::identify::look::{
-    BROWSER_VERSIONS, FAMILIES, UaDetails, UaProfile, sends_sec_fetch, ua_family,
+use crate::http::identify::look::UaDetails;
+use crate::http::identify::ua_profile::{
+    BROWSER_VERSIONS, FAMILIES, UaProfile, sends_sec_fetch, ua_family,
 };
 use crate::http::identify::user_agent::{UA_TOKENS, classify};
 use crate::http::identify::wire::{HeadScanner, Scan};

@@ -5,10 +5,39 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use super::detector::RouteName;
+use crate::http::Cluster;
 use crate::http::DetectionSnapshot;
-use crate::http::identify::look::Cluster;
 use crate::{IpPrefix, Timestamp, TopK};
+
+/// Longest route name kept for the snapshot and events (bytes).
+pub(super) const MAX_ROUTE_NAME: usize = 64;
+
+/// A route's name, truncated to [`MAX_ROUTE_NAME`] bytes at a character
+/// boundary, held inline: noting one never allocates.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct RouteName {
+    len: u8,
+    bytes: [u8; MAX_ROUTE_NAME],
+}
+
+impl RouteName {
+    pub(super) fn of(route: &str) -> Self {
+        let mut end = route.len().min(MAX_ROUTE_NAME);
+        while !route.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut bytes = [0; MAX_ROUTE_NAME];
+        bytes[..end].copy_from_slice(&route.as_bytes()[..end]);
+        RouteName {
+            len: end as u8,
+            bytes,
+        }
+    }
+
+    pub(super) fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
+    }
+}
 
 /// Values of recently seen keys, direct-mapped (a slot per key's hash, the
 /// latest key wins): bounded, and noting a key never allocates.

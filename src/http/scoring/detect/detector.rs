@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use super::baseline::{Baseline, Counts, RateBaseline, Recent, TickState, Window};
-use crate::http::identify::look::Cluster;
+use super::baseline::{Baseline, Counts, RateBaseline, Recent, RouteName, TickState, Window};
+use crate::http::Cluster;
 use crate::http::{Detection, DetectionSnapshot, Event};
 use crate::ip::PrefixLengths;
 use crate::{ConfigError, IpPrefix, Timestamp, TopK};
@@ -32,38 +32,8 @@ pub(crate) const MAX_FLAGGED_CLUSTERS: usize = 64;
 /// that decaying them loses little.
 pub(super) const UNIT: u64 = 16;
 
-/// Longest route name kept for the snapshot and events (bytes).
-pub(super) const MAX_ROUTE_NAME: usize = 64;
-
 /// Route names kept at once, for saying a flagged route in words.
 pub(super) const ROUTE_NAMES: usize = 256;
-
-/// A route's name, truncated to [`MAX_ROUTE_NAME`] bytes at a character
-/// boundary, held inline: noting one never allocates.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct RouteName {
-    len: u8,
-    bytes: [u8; MAX_ROUTE_NAME],
-}
-
-impl RouteName {
-    fn of(route: &str) -> Self {
-        let mut end = route.len().min(MAX_ROUTE_NAME);
-        while !route.is_char_boundary(end) {
-            end -= 1;
-        }
-        let mut bytes = [0; MAX_ROUTE_NAME];
-        bytes[..end].copy_from_slice(&route.as_bytes()[..end]);
-        RouteName {
-            len: end as u8,
-            bytes,
-        }
-    }
-
-    pub(super) fn as_str(&self) -> &str {
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or("?")
-    }
-}
 
 /// How many of each top list a snapshot keeps.
 pub(super) const SNAPSHOT_TOP: usize = 10;

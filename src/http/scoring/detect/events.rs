@@ -5,7 +5,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use crate::http::identify::look::Cluster;
+use crate::http::Cluster;
 use crate::{IpPrefix, Timestamp};
 
 /// Why an attack was declared.

@@ -9,7 +9,8 @@ use super::config::*;
 use super::detector::*;
 use super::events::*;
 use crate::Timestamp;
-use crate::http::identify::look::{Cluster, UaDetails};
+use crate::http::identify::cluster::Cluster;
+use crate::http::identify::look::UaDetails;
 use crate::http::{UaFamily, ua_family};
 
 const CHROME: &str = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36";

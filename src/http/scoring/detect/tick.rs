@@ -5,11 +5,9 @@ use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::Detector;
-use super::baseline::{Baseline, Counts, TickState};
-use super::detector::{
-    Events, Judgement, RouteName, SNAPSHOT_TOP, UNIT, WARM_WINDOWS, insert, nanos,
-};
-use crate::http::identify::look::Cluster;
+use super::baseline::{Baseline, Counts, RouteName, TickState};
+use super::detector::{Events, Judgement, SNAPSHOT_TOP, UNIT, WARM_WINDOWS, insert, nanos};
+use crate::http::Cluster;
 use crate::http::{AttackCause, Event, Share};
 use crate::{IpPrefix, Timestamp, TopK};
 
