@@ -86,7 +86,7 @@ pub use compose::{CompositeDecision, Pending, check_all};
 pub use decision::Decision;
 pub use error::ConfigError;
 pub use ip::IpPrefix;
-pub use limiter::{Builder, DEFAULT_CAPACITY, KeyedLimiter, LimiterStats};
+pub use limiter::{Builder, DEFAULT_CAPACITY, KeyedLimiter, LimiterStats, SharedStats};
 pub use prefix_map::{PrefixMap, PrefixSet};
 pub use quota::Quota;
 pub use score::{ScoreChange, ScoreRecord, ScoreTable};

@@ -73,6 +73,43 @@ pub struct LimiterStats {
     pub capacity: usize,
 }
 
+/// Counters of a limit counted by a whole fleet: a Redis
+/// [`SharedLimiter`](crate::redis::SharedLimiter)'s (feature `redis`), as
+/// [`SharedLimiter::stats`](crate::redis::SharedLimiter::stats) gives them,
+/// and a guard rule's shared through one, in
+/// [`RuleStats::shared`](crate::http::RuleStats::shared).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SharedStats {
+    /// Checks decided (charges, not peeks or refunds).
+    pub checked: u64,
+    /// Checks refused.
+    pub denied: u64,
+    /// Checks decided by the failure policy (Redis unreachable).
+    pub fallback: u64,
+    /// Near-cache refusals because this instance's share of a key was
+    /// spent before the next sync (the fleet may still have had room).
+    pub budget_refusals: u64,
+    /// Keys the near-cache dropped to make room for new ones. Steady growth
+    /// means its capacity is too small for the traffic (and each dropped
+    /// key that comes back starts from a fresh share).
+    pub evictions: u64,
+    /// Near-cache sync rounds that reached Redis, and keys they pushed.
+    pub sync_rounds: u64,
+    /// Keys pushed by those rounds.
+    pub pushed_keys: u64,
+    /// Sync rounds that failed; their counts went with the next one.
+    pub failed_rounds: u64,
+    /// Keys held in the near-cache now.
+    pub cached_keys: usize,
+    /// Keys the near-cache can hold.
+    pub capacity: usize,
+    /// Instances of the fleet the near-cache shares each key among.
+    pub instances: u64,
+    /// Whether Redis is reachable (the store's breaker is closed).
+    pub redis_available: bool,
+}
+
 impl<K: Hash + ?Sized> KeyedLimiter<K> {
     /// Starts a builder with the default [`CoarseClock`] and an
     /// [`AtomicTable`].

@@ -59,9 +59,13 @@ pub use guard::{
     DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal, Rule,
     RuleStats, SharedBanStats, Snapshot,
 };
-// The seam a fleet sharing bans plugs into (the Redis one is in `redis/bans.rs`).
+// The seams a fleet plugs into: sharing bans (the Redis one is in
+// `redis/bans.rs`) and counting rules (`redis/rules.rs`).
 #[cfg_attr(not(feature = "redis"), allow(unused_imports))]
-pub(crate) use guard::fleet::{BanFleet, BanTarget, FleetLink, GuardHandle, Joined};
+pub(crate) use guard::{
+    fleet::{BanFleet, BanTarget, FleetLink, GuardHandle, Joined},
+    shared_rule::{RuleCounter, RuleFleet},
+};
 // Scoring, detection and the ladder.
 pub use scoring::{
     Action, AttackCause, Challenge, ChallengePage, Detection, DetectionSnapshot, Event, Ladder,

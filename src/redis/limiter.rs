@@ -6,7 +6,7 @@ use super::store::{OnFailure, RedisStore, StoreError, StoreInner, check_name};
 use crate::algo::{Algorithm, Op};
 use crate::decision::Decision;
 use crate::stats::Striped;
-use crate::{KeyedLimiter, Quota, Timestamp};
+use crate::{KeyedLimiter, Quota, SharedStats, Timestamp};
 use std::hash::Hash;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
@@ -180,39 +180,6 @@ impl From<Counter> for usize {
     fn from(c: Counter) -> usize {
         c as usize
     }
-}
-
-/// Counters of a [`SharedLimiter`].
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SharedStats {
-    /// Checks decided (charges, not peeks or refunds).
-    pub checked: u64,
-    /// Checks refused.
-    pub denied: u64,
-    /// Checks decided by the failure policy (Redis unreachable).
-    pub fallback: u64,
-    /// Near-cache refusals because this instance's share of a key was
-    /// spent before the next sync (the fleet may still have had room).
-    pub budget_refusals: u64,
-    /// Keys the near-cache dropped to make room for new ones. Steady growth
-    /// means its capacity is too small for the traffic (and each dropped
-    /// key that comes back starts from a fresh share).
-    pub evictions: u64,
-    /// Near-cache sync rounds that reached Redis, and keys they pushed.
-    pub sync_rounds: u64,
-    /// Keys pushed by those rounds.
-    pub pushed_keys: u64,
-    /// Sync rounds that failed; their counts went with the next one.
-    pub failed_rounds: u64,
-    /// Keys held in the near-cache now.
-    pub cached_keys: usize,
-    /// Keys the near-cache can hold.
-    pub capacity: usize,
-    /// Instances of the fleet the near-cache shares each key among.
-    pub instances: u64,
-    /// Whether Redis is reachable (the store's breaker is closed).
-    pub redis_available: bool,
 }
 
 impl<K: Hash + ?Sized> SharedLimiter<K> {

@@ -97,6 +97,7 @@
 //! [`SharedBanStats::load_pages`]: crate::http::SharedBanStats::load_pages
 //! [`SharedBanStats::reconciled_lifts`]: crate::http::SharedBanStats::reconciled_lifts
 //! [`SharedBanStats::rejected`]: crate::http::SharedBanStats::rejected
+//! [`SharedStats::budget_refusals`]: crate::SharedStats::budget_refusals
 
 #[cfg(feature = "tower")]
 pub(crate) mod bans;
@@ -105,13 +106,15 @@ mod breaker;
 pub mod fuzzing;
 mod limiter;
 mod near_cache;
+#[cfg(feature = "tower")]
+mod rules;
 mod script;
 mod store;
 
 pub use breaker::BreakerState;
 pub use limiter::{
     DEFAULT_LOCAL_CAPACITY, DEFAULT_SYNC_AFTER, DEFAULT_SYNC_EVERY, Mode, SharedBuilder,
-    SharedLimiter, SharedStats,
+    SharedLimiter,
 };
 pub use near_cache::MAX_SYNC_AFTER;
 pub use store::{

@@ -4,7 +4,8 @@
 //! `guard` holds the state and the ban operations, `pipeline` decides one
 //! request, `decision` is what it decided, `builder` configures it,
 //! `rules` are its limits, `ban_list` its bans, `stats` its counters,
-//! `fleet` the seam a fleet sharing bans plugs into.
+//! `fleet` the seam a fleet sharing bans plugs into, `shared_rule` the
+//! seam a fleet counting a rule plugs into.
 
 pub(crate) mod ban_list;
 pub(crate) mod builder;
@@ -14,6 +15,7 @@ pub(crate) mod fleet;
 pub(crate) mod guard;
 pub(crate) mod pipeline;
 pub(crate) mod rules;
+pub(crate) mod shared_rule;
 pub(crate) mod stats;
 
 pub use builder::{DEFAULT_MAX_BANS, GuardBuilder, MissingPeer};

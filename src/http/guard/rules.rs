@@ -9,9 +9,12 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{HeaderName, HeaderValue, Method};
 
+use crate::http::guard::shared_rule::{RuleCounter, RuleFleet};
 use crate::http::identify::facts::Facts;
 use crate::ip::PrefixLengths;
-use crate::{Clock, ConfigError, IpPrefix, KeyedLimiter, LimiterStats, Pending, Quota};
+use crate::{
+    Clock, ConfigError, IpPrefix, KeyedLimiter, LimiterStats, Pending, Quota, SharedStats,
+};
 
 type KeyFn = Arc<dyn Fn(&Parts) -> Option<String> + Send + Sync>;
 type WhenFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
@@ -62,8 +65,9 @@ pub struct Rule {
     cost: u64,
     shadow: bool,
     scope: Scope,
-    #[cfg(feature = "redis")]
-    shared: Option<crate::redis::RedisStore>,
+    /// The fleet the rule is counted by, joined by `compile` (set by
+    /// `shared`, under feature `redis`, through `counted_by`).
+    pub(super) fleet: Option<Arc<dyn RuleFleet>>,
 }
 
 impl fmt::Debug for Rule {
@@ -113,8 +117,7 @@ impl Rule {
             cost: 1,
             shadow: false,
             scope: Scope::default(),
-            #[cfg(feature = "redis")]
-            shared: None,
+            fleet: None,
         }
     }
 
@@ -248,32 +251,6 @@ impl Rule {
         &self.name
     }
 
-    /// Counts this rule across a fleet: every instance whose guard has a
-    /// rule of this name shared through the same store namespace counts in
-    /// one place in Redis. Checks never wait for Redis: the rule uses the
-    /// near-cache ([`Mode::NearCache`](crate::redis::Mode::NearCache)), with
-    /// the accuracy bound given in [`crate::redis`]; while Redis is
-    /// unreachable the store's [`OnFailure`](crate::redis::OnFailure)
-    /// policy decides. The guard must be built inside a Tokio runtime.
-    ///
-    /// ```no_run
-    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
-    /// use std::time::Duration;
-    /// use floodguard::http::{Guard, Rule};
-    /// use floodguard::redis::RedisStore;
-    ///
-    /// let store = RedisStore::builder("redis://127.0.0.1:6379/").namespace("shop").build()?;
-    /// let guard = Guard::builder()
-    ///     .rule(Rule::per_ip("per-ip").sliding_window(600, Duration::from_secs(60)).shared(&store))
-    ///     .build()?;
-    /// # let _ = guard; Ok(()) }
-    /// ```
-    #[cfg(feature = "redis")]
-    pub fn shared(mut self, store: &crate::redis::RedisStore) -> Self {
-        self.shared = Some(store.clone());
-        self
-    }
-
     pub(crate) fn compile<C: Clock + Clone>(
         self,
         clock: &C,
@@ -305,22 +282,21 @@ impl Rule {
             _ => crate::DEFAULT_CAPACITY,
         };
         let capacity = self.capacity.unwrap_or(default_capacity);
-        #[cfg(feature = "redis")]
-        let shared = self.shared.is_some();
-        #[cfg(not(feature = "redis"))]
-        let shared = false;
-        // A shared rule counts in its near-cache; its own limiter only
-        // carries the quota, so it gets the smallest table.
+        // A shared rule counts in its fleet; its own limiter only carries
+        // the quota, so it gets the smallest table.
         let limiter = KeyedLimiter::<[u8]>::builder()
             .quota(self.quota)
-            .capacity(if shared { 1 } else { capacity })
+            .capacity(if self.fleet.is_some() { 1 } else { capacity })
             .clock(clock.clone())
             .build()
             .map_err(in_rule)?;
-        #[cfg(feature = "redis")]
-        let shared = match &self.shared {
+        let shared = match &self.fleet {
             None => None,
-            Some(store) => Some(share(&self.name, store, self.quota, capacity).map_err(in_rule)?),
+            Some(fleet) => Some(
+                fleet
+                    .join(&self.name, self.quota, capacity)
+                    .map_err(|reason| in_rule(ConfigError::SharedStore { reason }))?,
+            ),
         };
         // The policy: the quota's limit, and its window (the sliding
         // window, or the time GCRA takes to refill a whole burst).
@@ -338,7 +314,6 @@ impl Rule {
             cost: self.cost,
             shadow: self.shadow,
             limiter,
-            #[cfg(feature = "redis")]
             shared,
             policy,
         })
@@ -353,9 +328,8 @@ pub(crate) struct CompiledRule<C> {
     cost: u64,
     pub(crate) shadow: bool,
     limiter: KeyedLimiter<[u8], C>,
-    /// Counts in Redis instead of `limiter` when the rule is shared.
-    #[cfg(feature = "redis")]
-    shared: Option<crate::redis::SharedLimiter<[u8]>>,
+    /// Counts in the fleet instead of `limiter` when the rule is shared.
+    shared: Option<Box<dyn RuleCounter>>,
     /// Pre-formatted `RateLimit-Policy` value.
     pub(crate) policy: HeaderValue,
 }
@@ -396,10 +370,9 @@ impl<C: Clock> CompiledRule<C> {
         }
     }
 
-    /// The check of `key`, on the shared limiter if the rule has one.
+    /// The check of `key`, in the fleet if the rule is shared.
     #[inline]
     fn charge(&self, key: &[u8], cost: u64) -> Option<Pending<'_>> {
-        #[cfg(feature = "redis")]
         if let Some(shared) = &self.shared {
             return shared.pending_n(key, cost);
         }
@@ -407,7 +380,6 @@ impl<C: Clock> CompiledRule<C> {
     }
 
     pub(crate) fn stats(&self) -> RuleStats {
-        #[cfg(feature = "redis")]
         if let Some(shared) = &self.shared {
             let st = shared.stats();
             let limiter = LimiterStats {
@@ -433,7 +405,6 @@ impl<C: Clock> CompiledRule<C> {
             // what it denied is exactly what it would have refused.
             shadow_refusals: if self.shadow { limiter.denied } else { 0 },
             limiter,
-            #[cfg(feature = "redis")]
             shared: None,
         }
     }
@@ -470,26 +441,9 @@ pub struct RuleStats {
     pub limiter: LimiterStats,
     /// Requests a shadow rule would have refused (0 for enforced rules).
     pub shadow_refusals: u64,
-    /// The shared limiter's counters, for a rule counted in Redis.
-    #[cfg(feature = "redis")]
-    pub shared: Option<crate::redis::SharedStats>,
-}
-
-/// The near-cached shared limiter for rule `name`.
-#[cfg(feature = "redis")]
-fn share(
-    name: &str,
-    store: &crate::redis::RedisStore,
-    quota: Quota,
-    capacity: usize,
-) -> Result<crate::redis::SharedLimiter<[u8]>, ConfigError> {
-    crate::redis::SharedLimiter::<[u8]>::builder(name)
-        .quota(quota)
-        .capacity(capacity)
-        .build(store)
-        .map_err(|e| ConfigError::SharedStore {
-            reason: e.to_string(),
-        })
+    /// The shared limiter's counters, for a rule counted in Redis
+    /// ([`Rule::shared`], feature `redis`); always `None` without it.
+    pub shared: Option<SharedStats>,
 }
 
 #[cfg(test)]
@@ -520,6 +474,88 @@ mod tests {
         // A POST rule does not cover HEAD.
         let post = Rule::per_ip("post").method(Method::POST);
         assert!(!post.scope.matches(&parts(Method::HEAD, "/"), "/"));
+    }
+
+    /// A fleet counting in one local limiter, standing in for Redis; its
+    /// `join` fails with the reason it holds, if any.
+    struct LocalFleet(Option<&'static str>);
+
+    struct LocalCounter(KeyedLimiter<[u8]>);
+
+    impl RuleFleet for LocalFleet {
+        fn join(
+            &self,
+            _: &str,
+            quota: Quota,
+            capacity: usize,
+        ) -> Result<Box<dyn RuleCounter>, String> {
+            if let Some(reason) = self.0 {
+                return Err(reason.into());
+            }
+            let limiter = KeyedLimiter::<[u8]>::builder()
+                .quota(quota)
+                .capacity(capacity)
+                .build()
+                .map_err(|e| e.to_string())?;
+            Ok(Box::new(LocalCounter(limiter)))
+        }
+    }
+
+    impl RuleCounter for LocalCounter {
+        fn pending_n(&self, key: &[u8], cost: u64) -> Option<Pending<'_>> {
+            Some(self.0.pending_n(key, cost))
+        }
+
+        fn stats(&self) -> SharedStats {
+            let s = self.0.stats();
+            SharedStats {
+                checked: s.admitted + s.denied,
+                denied: s.denied,
+                cached_keys: s.occupancy,
+                capacity: s.capacity,
+                ..SharedStats::default()
+            }
+        }
+    }
+
+    #[test]
+    fn a_rule_counted_by_a_fleet_checks_and_reports_there() {
+        let clock = crate::ManualClock::new();
+        let rule = Rule::per_ip("fleet")
+            .sliding_window(2, Duration::from_secs(60))
+            .counted_by(LocalFleet(None));
+        let compiled = rule.compile(&clock).unwrap();
+        let check = || {
+            let pending = compiled.charge(b"k", 1).unwrap();
+            crate::check_all(clock.now(), &[pending]).is_allowed()
+        };
+        assert_eq!([check(), check(), check()], [true, true, false]);
+        // Counted in the fleet, not in the rule's own limiter.
+        assert_eq!(compiled.limiter.stats().admitted, 0);
+        let st = compiled.stats();
+        let shared = st.shared.unwrap();
+        assert_eq!((shared.checked, shared.denied), (3, 1));
+        assert_eq!((st.limiter.admitted, st.limiter.denied), (2, 1));
+        assert_eq!(st.limiter.capacity, shared.capacity);
+        // A rule of its own reports no shared counters.
+        let own = Rule::per_ip("own").sliding_window(2, Duration::from_secs(60));
+        assert_eq!(own.compile(&clock).unwrap().stats().shared, None);
+        // A fleet that cannot count the rule fails the build, naming it.
+        let down = Rule::per_ip("down")
+            .sliding_window(2, Duration::from_secs(60))
+            .counted_by(LocalFleet(Some("unreachable")));
+        let Err(err) = down.compile(&clock) else {
+            panic!("a rule its fleet refused compiled");
+        };
+        assert_eq!(
+            err,
+            ConfigError::InRule {
+                rule: "down".into(),
+                source: Box::new(ConfigError::SharedStore {
+                    reason: "unreachable".into()
+                })
+            }
+        );
     }
 
     #[test]
