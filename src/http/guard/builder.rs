@@ -354,7 +354,7 @@ impl<C: Clock + Clone + 'static> GuardBuilder<C> {
             let class_ttl = shared
                 .scorer
                 .as_ref()
-                .map_or(DEFAULT_CLASS_TTL, |sc| sc.ladder.ban_base);
+                .map_or(DEFAULT_CLASS_TTL, Scorer::class_ttl);
             let target: std::sync::Weak<dyn BanTarget> = Arc::downgrade(&shared) as _;
             start(GuardHandle::new(target), class_ttl);
         }

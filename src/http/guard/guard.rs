@@ -109,14 +109,9 @@ impl<C: Clock> BanTarget for Shared<C> {
     fn apply_class(&self, class: u64, remaining: Duration) -> bool {
         let now = self.clock.now();
         let until = now.saturating_add(remaining);
-        // The detector holds remote flags under feature `redis` only, where
-        // the one fleet is.
-        #[cfg(feature = "redis")]
-        if let Some(sc) = &self.scorer {
-            return sc.detector.flag_remote_class(class, until, now);
-        }
-        let _ = (class, until);
-        false
+        self.scorer
+            .as_ref()
+            .is_some_and(|sc| sc.flag_remote_class(class, until, now))
     }
 }
 

@@ -117,7 +117,6 @@ impl<C: Clock> Guard<C> {
         }
         write_offenders(&mut t, &snap.offenders);
         write_overload(&mut t, &snap.stats.overload);
-        #[cfg(feature = "redis")]
         write_shared_rules(&mut t, &snap.stats);
         if let Some(s) = &snap.stats.shared_bans {
             write_shared_bans(&mut t, s);
@@ -126,7 +125,6 @@ impl<C: Clock> Guard<C> {
 }
 
 /// The counters of rules shared through Redis, if any.
-#[cfg(feature = "redis")]
 pub(super) fn write_shared_rules(t: &mut Text<'_>, s: &GuardStats) {
     let shared: Vec<_> = s
         .rules

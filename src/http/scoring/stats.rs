@@ -1,6 +1,9 @@
 //! What scoring counts and reports: its counters, the refusals and
 //! sheds it feeds to attack detection, and the detection state.
 
+use std::time::Duration;
+
+use crate::Timestamp;
 use crate::http::DetectionSnapshot;
 use crate::http::scoring::scorer::{ScoreCount, Scorer};
 
@@ -65,6 +68,18 @@ impl Scorer {
     /// Whether attack detection holds the service under attack.
     pub(crate) fn under_attack(&self) -> bool {
         self.detector.under_attack()
+    }
+
+    /// Flags a class another instance of the fleet flagged, until `until`;
+    /// false when detection has no place left for it.
+    pub(crate) fn flag_remote_class(&self, class: u64, until: Timestamp, now: Timestamp) -> bool {
+        self.detector.flag_remote_class(class, until, now)
+    }
+
+    /// How long a class flagged here stays flagged across the fleet: the
+    /// ladder's first ban.
+    pub(crate) fn class_ttl(&self) -> Duration {
+        self.ladder.ban_base
     }
 
     /// Attack detection's state now.

@@ -1,6 +1,15 @@
 //! The detector of one guard: what each request adds, what scoring asks
 //! (under attack, degraded, flagged cluster, network or route), and the
 //! flags other instances of a fleet share.
+//!
+//! Busy periods: one begins at a tick whose request rate is rising (half
+//! the margin and half the significance of a surge) or whose service is
+//! degraded, and ends after [`Detection::cooldown`] without either. Each
+//! client is stamped with the period it was first seen in, and overload
+//! protection serves the clients who came before a period first
+//! (sessions under way before new ones, as session-based admission
+//! control does): a crowd that takes the service past its capacity cannot
+//! push out the customers it found there, however well it behaves.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -211,14 +220,8 @@ impl Detector {
 
     /// The busy period a client first seen now joins in: 0 while the
     /// service is at ease, else a number from 1 to 255 for the period
-    /// (which wraps). A busy period begins at a tick whose request rate is
-    /// rising (half the margin and half the significance of a surge) or
-    /// whose service is degraded, and ends after
-    /// [`Detection::cooldown`] without either. Overload protection serves
-    /// the clients who came before it first (sessions under way before
-    /// new ones, as session-based admission control does): a crowd that
-    /// takes the service past its capacity cannot push out the customers
-    /// it found there, however well it behaves.
+    /// (which wraps). See the module documentation for when one begins and
+    /// ends, and why.
     #[inline]
     pub(crate) fn busy_stamp(&self) -> u8 {
         let n = self.busy.load(Ordering::Relaxed);
@@ -345,7 +348,6 @@ impl Detector {
     /// the flag is not published again. Keeps an existing flag's later end;
     /// false when all [`MAX_FLAGGED`] places hold unexpired flags. Called by
     /// one task only (the shared-bans subscriber).
-    #[cfg(feature = "redis")]
     pub(crate) fn flag_remote_class(&self, class: u64, until: Timestamp, now: Timestamp) -> bool {
         let id = class | 1;
         let (until, now) = (until.as_nanos(), now.as_nanos());

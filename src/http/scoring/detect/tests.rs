@@ -381,7 +381,6 @@ fn a_single_address_flood_of_refusals_is_a_suspect_surge() {
     assert!(r.d.snapshot().flagged_prefixes.is_empty());
 }
 
-#[cfg(feature = "redis")]
 #[test]
 fn remote_flags_hold_until_they_expire_and_stay_bounded() {
     let d = Detector::new(Detection::default(), at(0)).unwrap();
