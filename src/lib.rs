@@ -58,7 +58,13 @@
 // (`table::buckets`), which needs an alignment and a kernel hint that safe
 // allocation cannot ask for.
 #![deny(unsafe_code)]
-#![warn(missing_docs)]
+#![warn(
+    missing_debug_implementations,
+    missing_docs,
+    rust_2018_idioms,
+    unreachable_pub
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod algo;
 mod clock;

@@ -9,6 +9,7 @@ use crate::quota::Quota;
 use crate::stats::{Count, Striped};
 use crate::store::Store;
 use crate::table::AtomicTable;
+use std::fmt;
 use std::hash::Hash;
 use std::marker::PhantomData;
 use std::time::Duration;
@@ -293,6 +294,15 @@ pub struct Builder<K: ?Sized, C = CoarseClock> {
     capacity: usize,
     clock: C,
     _key: PhantomData<fn(&K)>,
+}
+
+impl<K: ?Sized, C> fmt::Debug for Builder<K, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("quota", &self.quota)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<K: Hash + ?Sized, C: Clock> Builder<K, C> {

@@ -633,15 +633,15 @@ mod tests {
     mod reference {
         use super::*;
 
-        pub struct View {
-            pub epoch: u64,
-            pub offset: u64,
-            pub cur: u64,
-            pub prev: u64,
-            pub lead: u64,
+        pub(super) struct View {
+            pub(super) epoch: u64,
+            pub(super) offset: u64,
+            pub(super) cur: u64,
+            pub(super) prev: u64,
+            pub(super) lead: u64,
         }
 
-        pub fn view(a: &SlidingWindow, state: Option<u64>, now: u64) -> View {
+        pub(super) fn view(a: &SlidingWindow, state: Option<u64>, now: u64) -> View {
             let t = now >> a.shift;
             let epoch = t / a.window;
             let offset = t - epoch * a.window;
@@ -709,10 +709,10 @@ mod tests {
 
         /// `(allowed, limit, room, unit, reset_after, retry_after)`, as
         /// [`Decision::parts`].
-        pub type Parts = (bool, u64, u64, u64, u64, u64);
+        pub(super) type Parts = (bool, u64, u64, u64, u64, u64);
 
         /// The decision's parts and the new state.
-        pub fn check(
+        pub(super) fn check(
             a: &SlidingWindow,
             state: Option<u64>,
             now: u64,

@@ -3,6 +3,9 @@
 //! profiles. Not part of the API: hidden from the docs, and may change at
 //! any time.
 
+// Hidden drivers for the fuzz targets, not API: no Debug to keep up.
+#![allow(missing_debug_implementations)]
+
 use std::net::IpAddr;
 use std::task::{Context, Poll};
 use std::time::Duration;

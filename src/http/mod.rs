@@ -60,7 +60,7 @@ pub use guard::{
     RuleStats, SharedBanStats, Snapshot,
 };
 // The seams a fleet plugs into: sharing bans (the Redis one is in
-// `redis/bans.rs`) and counting rules (`redis/rules.rs`).
+// `redis/bans/`) and counting rules (`redis/rules.rs`).
 #[cfg_attr(not(feature = "redis"), allow(unused_imports))]
 pub(crate) use guard::{
     fleet::{BanFleet, BanTarget, FleetLink, GuardHandle, Joined},

@@ -2,6 +2,9 @@
 //! and messages from Redis are read, and the near-cache's state word.
 //! Not part of the API: hidden from the docs, and may change at any time.
 
+// Hidden drivers for the fuzz targets, not API: no Debug to keep up.
+#![allow(missing_debug_implementations)]
+
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 

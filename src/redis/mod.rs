@@ -124,5 +124,6 @@ pub use store::{
 
 /// The test server the integration tests use too.
 #[cfg(test)]
+#[allow(unreachable_pub)]
 #[path = "../../tests/common/redis_server.rs"]
 mod redis_server;

@@ -15,7 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
-pub use crate::http::gate::watch::Deadlines;
+use crate::http::gate::watch::Deadlines;
 use crate::http::gate::watch::{Closed, Epoch, Kill, Registry, Watch, tightening};
 use crate::http::tarpit::{TarpitState, TarpitStats};
 use crate::http::{GateBuilder, GatedListener};

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
+use crate::http::Scoring;
 use crate::http::guard::ban_list::BanList;
 use crate::http::guard::fleet::{BanFleet, BanTarget, DEFAULT_CLASS_TTL, FleetLink, GuardHandle};
 use crate::http::guard::guard::Shared;
@@ -15,7 +16,7 @@ use crate::http::identify::client_ip::ClientIpConfig;
 use crate::http::identify::session::SessionCookie;
 use crate::http::overload::shedder::Shedder;
 use crate::http::scoring::detect::Event;
-use crate::http::scoring::scorer::{EventHook, Scorer, Scoring};
+use crate::http::scoring::scorer::{EventHook, Scorer};
 use crate::http::tarpit::{Tarpit, TarpitState};
 use crate::http::{Guard, Overload};
 use crate::stats::Striped;
@@ -60,6 +61,22 @@ pub struct GuardBuilder<C = CoarseClock> {
     /// The fleet to share bans with, joined by `build` (set by
     /// `share_bans`, under feature `redis`, through `ban_fleet`).
     pub(super) fleet: Option<Box<dyn BanFleet>>,
+}
+
+impl<C> std::fmt::Debug for GuardBuilder<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuardBuilder")
+            .field("rules", &self.rules.len())
+            .field("client_ip", &self.client_ip)
+            .field("max_bans", &self.max_bans)
+            .field("missing_peer", &self.missing_peer)
+            .field("tls", &self.tls)
+            .field("scoring", &self.scoring.is_some())
+            .field("overload", &self.overload.is_some())
+            .field("session", &self.session.is_some())
+            .field("shares_bans", &self.fleet.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl<C: Clock + Clone> GuardBuilder<C> {

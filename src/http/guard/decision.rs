@@ -10,9 +10,9 @@ use crate::http::Cluster;
 use crate::http::identify::client_ip::ClientIp;
 use crate::http::identify::fingerprint::Fingerprint;
 use crate::http::overload::shedder::Place;
+use crate::http::scoring::assessment::Watch;
 use crate::http::scoring::challenge::ChallengePage;
 use crate::http::scoring::ladder::{Action, ScoreReport};
-use crate::http::scoring::scorer::Watch;
 use crate::http::service::refusal::RefusalKind;
 use crate::{Decision, Timestamp};
 

@@ -17,7 +17,7 @@ use crate::http::identify::client_ip::IpSource;
 use crate::http::identify::facts::Facts;
 use crate::http::identify::session::Presented;
 use crate::http::overload::shedder::Place;
-use crate::http::scoring::scorer::{Assessment, Watch};
+use crate::http::scoring::assessment::{Assessment, Watch};
 use crate::http::scoring::verdict::Verdict;
 use crate::http::service::refusal::{RefusalKind, claims_grpc};
 use crate::http::{Guard, GuardDecision, MissingPeer, Refusal};

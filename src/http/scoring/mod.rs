@@ -2,7 +2,9 @@
 //! client behaves, attack detection, and the ladder of actions (throttle,
 //! challenge, ban) with the verdict the guard applies.
 
+pub(crate) mod assessment;
 pub(crate) mod challenge;
+pub(crate) mod config;
 pub(crate) mod detect;
 pub(crate) mod ladder;
 pub(crate) mod profile;
@@ -11,7 +13,8 @@ pub(crate) mod stats;
 pub(crate) mod verdict;
 
 pub use challenge::{Challenge, ChallengePage};
+pub use config::Scoring;
 pub use detect::{AttackCause, Detection, DetectionSnapshot, Event, Share};
 pub use ladder::{Action, Ladder, ScoreReport, Signal, Weights};
-pub use scorer::{Offender, Scoring};
+pub use scorer::Offender;
 pub use stats::ScoringStats;

@@ -8,123 +8,21 @@ use std::time::Duration;
 use http::StatusCode;
 use parking_lot::Mutex;
 
-use crate::http::Cluster;
-use crate::http::UaFamily;
+use super::assessment::{Assessment, Look, Watch};
+use super::challenge::Challenge;
+use super::detect::{Detector, Event, Sighting, site};
+use super::ladder::{Action, Ladder, ScoreReport, Signal, Weights};
+use super::profile::ProfileTable;
 use crate::http::identify::facts::Facts;
-use crate::http::identify::fingerprint::{Anomaly, Fingerprint, RequestLook};
+use crate::http::identify::fingerprint::{Anomaly, RequestLook};
 use crate::http::identify::session::Presented;
-use crate::http::scoring::challenge::Challenge;
-use crate::http::scoring::detect::{Detection, Detector, Event, Sighting, site};
-use crate::http::scoring::ladder::{Action, Ladder, ScoreReport, Signal, Weights};
-use crate::http::scoring::profile::{Profile, ProfileTable};
+use crate::http::{Scoring, UaFamily};
 use crate::ip::PrefixLengths;
 use crate::stats::Striped;
 use crate::{ConfigError, IpPrefix, ScoreChange, ScoreRecord, ScoreTable, Timestamp};
 
 /// How many offenders a snapshot lists at most.
 pub(crate) const MAX_OFFENDERS: usize = 32;
-
-/// Client scoring and attack detection for a [`Guard`](crate::http::Guard);
-/// off unless set with [`GuardBuilder::scoring`](crate::http::GuardBuilder::scoring).
-///
-/// ```
-/// use std::time::Duration;
-/// use floodguard::http::{Guard, Ladder, Scoring};
-///
-/// let mut ladder = Ladder::default();
-/// ladder.shadow_ban = true; // watch what it would ban before letting it
-/// let guard = Guard::builder()
-///     .default_rules()
-///     .scoring(Scoring::new().ladder(ladder).half_life(Duration::from_secs(120)))
-///     .on_event(|e| eprintln!("floodguard: {e}"))
-///     .build()?;
-/// # let _ = guard;
-/// # Ok::<(), floodguard::ConfigError>(())
-/// ```
-#[derive(Clone)]
-#[must_use = "scoring does nothing until given to `GuardBuilder::scoring`"]
-pub struct Scoring {
-    weights: Weights,
-    ladder: Ladder,
-    detection: Detection,
-    half_life: Duration,
-    capacity: usize,
-    challenge: Option<Arc<dyn Challenge>>,
-}
-
-impl Default for Scoring {
-    fn default() -> Self {
-        Scoring {
-            weights: Weights::default(),
-            ladder: Ladder::default(),
-            detection: Detection::default(),
-            half_life: Duration::from_secs(60),
-            capacity: 1 << 16,
-            challenge: None,
-        }
-    }
-}
-
-impl std::fmt::Debug for Scoring {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Scoring")
-            .field("weights", &self.weights)
-            .field("ladder", &self.ladder)
-            .field("detection", &self.detection)
-            .field("half_life", &self.half_life)
-            .field("capacity", &self.capacity)
-            .field("challenge", &self.challenge.is_some())
-            .finish()
-    }
-}
-
-impl Scoring {
-    /// The defaults: [`Weights::default`], [`Ladder::default`],
-    /// [`Detection::default`], a 60 s half-life, 65,536 clients (1 MiB).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Points per signal.
-    pub fn weights(mut self, weights: Weights) -> Self {
-        self.weights = weights;
-        self
-    }
-
-    /// Thresholds, bans and shadow modes.
-    pub fn ladder(mut self, ladder: Ladder) -> Self {
-        self.ladder = ladder;
-        self
-    }
-
-    /// Attack detection tuning.
-    pub fn detection(mut self, detection: Detection) -> Self {
-        self.detection = detection;
-        self
-    }
-
-    /// How fast behaviour is forgiven: a client's stored score halves every
-    /// `half_life` without news (default 60 s).
-    pub fn half_life(mut self, half_life: Duration) -> Self {
-        self.half_life = half_life;
-        self
-    }
-
-    /// Clients (IPv4 addresses, IPv6 /64s) remembered at once; memory is 16
-    /// bytes each, fixed at build (default 65,536). Networks get a quarter
-    /// of that.
-    pub fn capacity(mut self, clients: usize) -> Self {
-        self.capacity = clients;
-        self
-    }
-
-    /// The hook that challenges clients whose score reaches
-    /// [`Ladder::challenge`]; without one they are throttled instead.
-    pub fn challenge(mut self, hook: impl Challenge) -> Self {
-        self.challenge = Some(Arc::new(hook));
-        self
-    }
-}
 
 /// Counters of the scorer, striped per thread.
 #[derive(Clone, Copy)]
@@ -158,106 +56,6 @@ pub struct Offender {
     pub action: Action,
     /// When, on the guard's clock.
     pub at: Timestamp,
-}
-
-/// One request's assessment, kept until its answer is observed.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Assessment {
-    pub(crate) client: IpPrefix,
-    client_key: u64,
-    site_key: u64,
-    /// The client's recent request volume (see [`VOLUME_HALF_LIFE`]).
-    pub(crate) volume: f32,
-    record: Option<ScoreRecord>,
-    look: Look,
-    pub(crate) fingerprint: Fingerprint,
-    pub(crate) cluster: Cluster,
-    /// The client's routes so far, this request's included.
-    profile: Profile,
-    /// The busy period now (0: at ease); see `Detector::busy_stamp`.
-    busy_stamp: u8,
-    pub(crate) report: ScoreReport,
-    pub(crate) action: Action,
-    /// This request found the client not returning the session cookie
-    /// (its third miss): counted once.
-    pub(crate) session_unreturned_news: bool,
-}
-
-/// What watching a request's answer needs of its assessment.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Watch {
-    client_key: u64,
-    site_key: u64,
-    volume: f32,
-    /// The request looked like a person's browser or text browser, with
-    /// nothing anomalous, and its client had asked for more than one route:
-    /// a good answer to it earns standing even in trouble.
-    people_like: bool,
-}
-
-impl Assessment {
-    /// Good exchanges the client has had.
-    pub(crate) fn good(&self) -> u8 {
-        self.record.map_or(0, |r| r.good)
-    }
-
-    /// A client without a good exchange, while the service is under
-    /// attack or degraded. One that returned a valid session cookie is no
-    /// newcomer.
-    pub(crate) fn newcomer_in_trouble(&self) -> bool {
-        self.look.under_attack && self.good() == 0 && !self.look.session_valid
-    }
-
-    /// The client has a record of its own: good exchanges, or a valid
-    /// session cookie (a browser session that began before).
-    pub(crate) fn seen(&self) -> bool {
-        self.good() > 0 || self.look.session_valid
-    }
-
-    /// The client came before the current busy period (or the service is
-    /// at ease): overload protection serves it before those who came in
-    /// the crowd.
-    pub(crate) fn came_before_the_rush(&self) -> bool {
-        self.profile.came_before(self.busy_stamp)
-    }
-
-    /// A newcomer whose cluster is flagged in the attack.
-    pub(crate) fn flagged_newcomer(&self) -> bool {
-        self.look.class_surge > 0.0
-    }
-
-    pub(crate) fn watch(&self) -> Watch {
-        Watch {
-            client_key: self.client_key,
-            site_key: self.site_key,
-            volume: self.volume,
-            people_like: self.look.people_like && self.profile.route_count() >= 2,
-        }
-    }
-}
-
-/// The parts of a score that come from the request and the moment, not
-/// from the client's stored behaviour.
-#[derive(Clone, Copy, Debug, Default)]
-struct Look {
-    /// The client's own evidence in this request.
-    anomalies: f32,
-    inconsistency: f32,
-    automated: f32,
-    route_mix: f32,
-    /// A session cookie that is not this client's (forged, expired, from
-    /// another network): acts, never bans (see [`Scorer::action`]).
-    session_invalid: f32,
-    /// The session cookie sent and not returned.
-    session_not_returned: f32,
-    /// Context: what the client's cluster and network did.
-    class_surge: f32,
-    hot_prefix: f32,
-    under_attack: bool,
-    /// A browser or text browser with nothing anomalous.
-    people_like: bool,
-    /// The request returned a valid session cookie.
-    session_valid: bool,
 }
 
 /// A ban the guard should put in place.
@@ -301,11 +99,11 @@ pub(crate) const HEAVY_VOLUME: f32 = 12.0;
 pub(crate) const LIGHT_VOLUME: f32 = 4.0;
 
 /// Tags of stored behaviour: what last added to it.
-const TAG_RATE: u8 = 1;
-const TAG_ERRORS: u8 = 2;
-const TAG_NOT_FOUND: u8 = 3;
+pub(super) const TAG_RATE: u8 = 1;
+pub(super) const TAG_ERRORS: u8 = 2;
+pub(super) const TAG_NOT_FOUND: u8 = 3;
 
-fn behaviour_signal(tag: u8) -> Signal {
+pub(super) fn behaviour_signal(tag: u8) -> Signal {
     match tag {
         TAG_ERRORS => Signal::ErrorResponses,
         TAG_NOT_FOUND => Signal::NotFoundScanning,
@@ -315,7 +113,7 @@ fn behaviour_signal(tag: u8) -> Signal {
 
 /// Subscriber-level key of a client: IPv4 address, IPv6 /64 (one host or
 /// home, however many addresses it rotates through).
-fn subscriber(ip: IpAddr) -> IpPrefix {
+pub(super) fn subscriber(ip: IpAddr) -> IpPrefix {
     IpPrefix::of(ip, PrefixLengths::new(32, 64).expect("valid lengths"))
 }
 

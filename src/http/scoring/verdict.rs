@@ -34,10 +34,9 @@ use std::net::IpAddr;
 use crate::Timestamp;
 use crate::http::ChallengePage;
 use crate::http::identify::facts::Facts;
+use crate::http::scoring::assessment::Assessment;
 use crate::http::scoring::ladder::Action;
-use crate::http::scoring::scorer::{
-    Assessment, BanOrder, HEAVY_VOLUME, LIGHT_VOLUME, ScoreCount, Scorer,
-};
+use crate::http::scoring::scorer::{BanOrder, HEAVY_VOLUME, LIGHT_VOLUME, ScoreCount, Scorer};
 
 /// Scores below this rank a client up for overload admission.
 const CLEAN_SCORE: f32 = 10.0;

@@ -11,7 +11,7 @@ use tower_service::Service;
 use crate::http::Guard;
 use crate::http::guard::decision::{Inspection, RateInfo};
 use crate::http::overload::shedder::{Permit, Place, Ticket};
-use crate::http::scoring::scorer::Watch;
+use crate::http::scoring::assessment::Watch;
 use crate::http::service::body::RefusalBody;
 use crate::http::service::refusal::{
     RefusalKind, add_rate_headers, challenge_page, grpc_content_type, respond,

@@ -5,8 +5,7 @@
 use std::collections::HashMap;
 use std::hash::Hash;
 
-use crate::http::Cluster;
-use crate::http::DetectionSnapshot;
+use crate::http::{Cluster, DetectionSnapshot};
 use crate::{IpPrefix, Timestamp, TopK};
 
 /// Longest route name kept for the snapshot and events (bytes).

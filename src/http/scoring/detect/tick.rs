@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::Detector;
 use super::baseline::{Baseline, Counts, RouteName, TickState};
 use super::detector::{Events, Judgement, SNAPSHOT_TOP, UNIT, WARM_WINDOWS, insert, nanos};
-use crate::http::Cluster;
-use crate::http::{AttackCause, Event, Share};
+use crate::http::{AttackCause, Cluster, Event, Share};
 use crate::{IpPrefix, Timestamp, TopK};
 
 impl Detector {
