@@ -13,8 +13,9 @@ use std::time::Duration;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue};
 
-pub use crate::http::identify::client_ip::{Hop, MAX_HOPS, parse_forwarded, parse_x_forwarded_for};
 use crate::http::identify::facts::Facts;
+pub use crate::http::identify::forwarded::MAX_HOPS;
+pub use crate::http::identify::forwarded::{Hop, parse_forwarded, parse_x_forwarded_for};
 use crate::http::identify::peer::route_matched;
 use crate::http::identify::session::{self, Presented, SessionCookie};
 pub use crate::http::identify::wire::{MAX_HEAD_BYTES, MAX_HEADER_LINES};
@@ -182,5 +183,5 @@ impl ProfileTable {
 /// whether it stopped following the connection (an upgrade, HTTP/2, or a
 /// handshake that was not HTTP/1).
 pub fn gate_stream(events: &[(bool, &[u8])]) -> (bool, bool) {
-    crate::http::gate::watch::drive(events)
+    crate::http::gate::tracker::drive(events)
 }

@@ -14,10 +14,9 @@ use crate::http::gate::gate::{
     Counters, DEFAULT_MAX_PER_IP, DEFAULT_NETWORK_CAPS, DEFAULT_NETWORK_RATE, DEFAULT_RATE,
     DEFAULT_SLOW_PENALTY, MAX_NETWORK_CAPS, Shared, VerdictFn,
 };
-use crate::http::gate::watch::Deadlines;
 use crate::http::gate::watch::{Epoch, default_budget};
 use crate::http::tarpit::{Tarpit, TarpitState};
-use crate::http::{AcceptVerdict, Gate};
+use crate::http::{AcceptVerdict, Deadlines, Gate};
 use crate::ip::PrefixLengths;
 use crate::{ConfigError, DEFAULT_CAPACITY, KeyedLimiter};
 /// Builds a [`Gate`]; see [`Gate::builder`].

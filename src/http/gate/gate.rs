@@ -15,10 +15,9 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
 
-use crate::http::gate::watch::Deadlines;
 use crate::http::gate::watch::{Closed, Epoch, Kill, Registry, Watch, tightening};
 use crate::http::tarpit::{TarpitState, TarpitStats};
-use crate::http::{GateBuilder, GatedListener};
+use crate::http::{Deadlines, GateBuilder, GatedListener};
 use crate::ip::PrefixLengths;
 use crate::{IpPrefix, KeyedLimiter};
 

@@ -10,6 +10,7 @@
 #[cfg(feature = "axum")]
 pub(crate) mod axum_listener;
 pub(crate) mod builder;
+pub(crate) mod deadlines;
 #[allow(clippy::module_inception)]
 pub(crate) mod gate;
 pub(crate) mod listener;
@@ -18,11 +19,13 @@ pub(crate) mod serve;
 pub(crate) mod stream;
 #[cfg(feature = "tonic")]
 pub(crate) mod tonic_incoming;
+pub(crate) mod tracker;
 pub(crate) mod watch;
 
 #[cfg(feature = "axum")]
 pub use axum_listener::AxumListener;
 pub use builder::GateBuilder;
+pub use deadlines::Deadlines;
 pub use gate::{AcceptVerdict, Gate, GateStats};
 pub use listener::GatedListener;
 #[cfg(feature = "axum")]
@@ -30,4 +33,3 @@ pub use serve::{HEADER_READ_TIMEOUT, Serve, WithGracefulShutdown, serve};
 pub use stream::GatedStream;
 #[cfg(feature = "tonic")]
 pub use tonic_incoming::GatedIncoming;
-pub use watch::Deadlines;

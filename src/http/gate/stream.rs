@@ -13,7 +13,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::http::gate::gate::Slot;
-use crate::http::gate::watch::{Epoch, Tracker};
+use crate::http::gate::tracker::Tracker;
+use crate::http::gate::watch::Epoch;
 use crate::http::identify::connect_info::GateConnectInfo;
 use crate::http::identify::wire::{HeadScanner, Scan, WireHead};
 pin_project! {

@@ -32,105 +32,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::task::{Context, Waker};
-use std::time::Duration;
 
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use crate::http::Deadlines;
 use crate::http::millis::millis_since;
-
-/// How long a connection may take over a request head, and stay idle
-/// between requests; set with
-/// [`GateBuilder::deadlines`](crate::http::GateBuilder::deadlines).
-///
-/// The default gives a request head 10 seconds from the connection's
-/// accept (or from the first byte of a later head on a keep-alive
-/// connection), plus a second for every 500 bytes received, up to 30
-/// seconds in all (Apache `mod_reqtimeout`'s `header=20-40,MinRate=500`
-/// in spirit, HAProxy's usual `timeout http-request 10s`), and closes a
-/// keep-alive connection after 60 seconds without a byte either way
-/// (nginx `keepalive_timeout` is 75 s). A browser sends a head in one
-/// packet right after connecting; a slowloris client trickles one for
-/// ever.
-///
-/// Under descriptor pressure (see
-/// [`GateBuilder::descriptor_budget`](crate::http::GateBuilder::descriptor_budget))
-/// each of these shrinks, to a tenth at the budget.
-///
-/// ```
-/// use std::time::Duration;
-/// use floodguard::http::{Deadlines, Gate};
-///
-/// let gate = Gate::builder()
-///     .deadlines(Deadlines::default().head(Duration::from_secs(5)).keep_alive(Duration::from_secs(20)))
-///     .build()?;
-/// # Ok::<(), floodguard::ConfigError>(())
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Deadlines {
-    head: Option<Duration>,
-    min_rate: u32,
-    head_max: Duration,
-    keep_alive: Option<Duration>,
-}
-
-impl Default for Deadlines {
-    fn default() -> Self {
-        Deadlines {
-            head: Some(Duration::from_secs(10)),
-            min_rate: 500,
-            head_max: Duration::from_secs(30),
-            keep_alive: Some(Duration::from_secs(60)),
-        }
-    }
-}
-
-impl Deadlines {
-    /// No deadline: a head may take for ever and an idle connection stays
-    /// open. The descriptor budget still closes the longest waiting
-    /// connections when it is full.
-    pub const fn off() -> Self {
-        Deadlines {
-            head: None,
-            min_rate: 0,
-            head_max: Duration::ZERO,
-            keep_alive: None,
-        }
-    }
-
-    /// A request head must be complete this long after its start (before
-    /// the minimum rate's extension).
-    pub const fn head(mut self, d: Duration) -> Self {
-        self.head = Some(d);
-        self
-    }
-
-    /// Every `bytes_per_second` bytes of a head received extend its
-    /// deadline by a second, up to `up_to` in all; 0 turns the extension
-    /// off.
-    pub const fn min_rate(mut self, bytes_per_second: u32, up_to: Duration) -> Self {
-        self.min_rate = bytes_per_second;
-        self.head_max = up_to;
-        self
-    }
-
-    /// A keep-alive connection is closed after this long without a byte
-    /// either way.
-    pub const fn keep_alive(mut self, d: Duration) -> Self {
-        self.keep_alive = Some(d);
-        self
-    }
-
-    /// Time allowed for a head that has brought `bytes` so far.
-    fn head_allowance(&self, bytes: u32) -> Option<Duration> {
-        let head = self.head?;
-        if self.min_rate == 0 {
-            return Some(head);
-        }
-        let extension = Duration::from_millis(u64::from(bytes) * 1_000 / u64::from(self.min_rate));
-        Some(head.saturating_add(extension).min(self.head_max.max(head)))
-    }
-}
 
 /// Where a connection is in its request cycle; see the module docs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -164,14 +71,14 @@ impl Phase {
 /// Phase in the top 3 bits, milliseconds since the watches' epoch (when
 /// the phase began) in the other 61: 73 million years, so a stamp never
 /// wraps.
-const PHASE_SHIFT: u32 = 61;
-const STAMP_MASK: u64 = (1 << PHASE_SHIFT) - 1;
+pub(super) const PHASE_SHIFT: u32 = 61;
+pub(super) const STAMP_MASK: u64 = (1 << PHASE_SHIFT) - 1;
 
-fn pack(phase: Phase, stamp: u64) -> u64 {
+pub(super) fn pack(phase: Phase, stamp: u64) -> u64 {
     (phase as u64) << PHASE_SHIFT | (stamp & STAMP_MASK)
 }
 
-fn unpack(word: u64) -> (Phase, u64) {
+pub(super) fn unpack(word: u64) -> (Phase, u64) {
     let phase = Phase::ALL[(word >> PHASE_SHIFT) as usize % Phase::ALL.len()];
     (phase, word & STAMP_MASK)
 }
@@ -180,7 +87,7 @@ fn unpack(word: u64) -> (Phase, u64) {
 /// the gate's registry.
 #[derive(Debug)]
 pub(crate) struct Watch {
-    state: AtomicU64,
+    pub(super) state: AtomicU64,
     /// Bytes of the unfinished head so far, for the minimum rate.
     head_bytes: AtomicU32,
     /// The connection task's waker, to deliver a close to a stream that
@@ -300,7 +207,7 @@ pub(crate) struct Registry {
 }
 
 /// The shortest time between two listings of victims at accept.
-const RELIST_MS: u64 = 10;
+pub(super) const RELIST_MS: u64 = 10;
 
 impl Registry {
     pub(crate) fn insert(&mut self, watch: Arc<Watch>) -> usize {
@@ -459,211 +366,12 @@ fn nofile_limit() -> Option<u64> {
     None
 }
 
-/// What a connection speaks, as far as the gate can tell.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// No byte from the client yet.
-    Unknown,
-    /// HTTP/1.x: the gate follows each head and response.
-    Http1,
-    /// TLS, HTTP/2 or anything else: watched until the server first
-    /// answers it, then left alone.
-    Opaque,
-    /// No longer followed (upgraded, or past an opaque handshake).
-    Done,
-}
-
-/// The stream's side of its [`Watch`]: follows the bytes both ways and
-/// moves the phase.
-#[derive(Debug)]
-pub(crate) struct Tracker {
-    watch: Arc<Watch>,
-    epoch: Epoch,
-    kind: Kind,
-    end: HeadEnd,
-    /// The connection's first bytes, to tell HTTP/2's preface.
-    start: [u8; PREFACE.len()],
-    started: usize,
-}
-
-/// How HTTP/2 with prior knowledge opens: a "head" the tracker would take
-/// for HTTP/1's.
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n";
-
-impl Tracker {
-    pub(crate) fn new(watch: Arc<Watch>, epoch: Epoch) -> Self {
-        Tracker {
-            watch,
-            epoch,
-            kind: Kind::Unknown,
-            end: HeadEnd::default(),
-            start: [0; PREFACE.len()],
-            started: 0,
-        }
-    }
-
-    /// Keeps the connection's first bytes; whether they are HTTP/2's
-    /// preface.
-    fn is_http2(&mut self, read: &[u8]) -> bool {
-        let n = read.len().min(self.start.len() - self.started);
-        self.start[self.started..self.started + n].copy_from_slice(&read[..n]);
-        self.started += n;
-        self.start[..self.started] == *PREFACE
-    }
-
-    /// Whether the gate closed the connection (checked before each read
-    /// and write).
-    pub(crate) fn killed(&self) -> bool {
-        self.kind != Kind::Done && self.watch.phase() == Phase::Killed
-    }
-
-    /// For a read or write that must wait: whether the gate closed the
-    /// connection, else keeps the waker so that a close wakes the task.
-    pub(crate) fn killed_or_register(&self, cx: &Context<'_>) -> bool {
-        self.kind != Kind::Done && self.watch.killed_or_register(cx)
-    }
-
-    /// Bytes the client sent.
-    pub(crate) fn on_read(&mut self, read: &[u8]) {
-        let Some(&first) = read.first() else { return };
-        match self.kind {
-            Kind::Done => return,
-            Kind::Unknown => {
-                // A request line starts with a method, a token (or a
-                // stray line end): anything an HTTP/1 server would answer
-                // as a request is followed as one, or a made-up method
-                // would buy an untracked connection. TLS starts with
-                // 0x16; HTTP/2's preface with "PRI", which the first
-                // answer sorts out (`on_write`).
-                self.kind = if is_token(first) || first == b'\r' || first == b'\n' {
-                    Kind::Http1
-                } else {
-                    Kind::Opaque
-                };
-            }
-            _ => {}
-        }
-        match (self.kind, self.watch.phase()) {
-            (Kind::Opaque, Phase::Fresh) => self.watch.add_head_bytes(read.len()),
-            (Kind::Http1, Phase::Fresh | Phase::Next) => {
-                let http2 = self.watch.phase() == Phase::Fresh && self.is_http2(read);
-                if self.end.feed(read) {
-                    self.watch.enter(Phase::Request, self.epoch.now(), 0);
-                    if http2 {
-                        // Frames from now on: the server's own limits apply.
-                        self.kind = Kind::Done;
-                    }
-                } else {
-                    self.watch.add_head_bytes(read.len());
-                }
-            }
-            (Kind::Http1, Phase::Idle) => {
-                self.end = HeadEnd::default();
-                let now = self.epoch.now();
-                if self.end.feed(read) {
-                    self.watch.enter(Phase::Request, now, 0);
-                } else {
-                    let n = u32::try_from(read.len()).unwrap_or(u32::MAX);
-                    self.watch.enter(Phase::Next, now, n);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Bytes the server wrote (the start of one write).
-    pub(crate) fn on_write(&mut self, written: &[u8]) {
-        if written.is_empty() {
-            return;
-        }
-        match (self.kind, self.watch.phase()) {
-            (Kind::Opaque, Phase::Fresh) => {
-                // The server answered the handshake: past it the gate
-                // cannot see requests.
-                self.watch.enter(Phase::Request, self.epoch.now(), 0);
-                self.kind = Kind::Done;
-            }
-            (Kind::Http1, Phase::Request) => {
-                // Any write ends the request phase, whatever it starts
-                // with (a pipelined response's head can follow the end of
-                // the one before in one write): trusting what a write looks
-                // like would let a client steer the tracker.
-                match written.strip_prefix(b"HTTP/1.").and_then(|r| r.get(2..5)) {
-                    // Switching protocols: a WebSocket or such from now on.
-                    Some(b"101") => self.kind = Kind::Done,
-                    // 100 Continue: the body comes next.
-                    Some(b"100") => {}
-                    _ => self.watch.enter(Phase::Idle, self.epoch.now(), 0),
-                }
-            }
-            (Kind::Http1, Phase::Idle) => {
-                // A response under way keeps the connection from idling.
-                let now = self.epoch.now();
-                if unpack(self.watch.state.load(Relaxed)).1 != now {
-                    self.watch.enter(Phase::Idle, now, 0);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// An HTTP token character (RFC 9110 `tchar`), as a method is made of.
-fn is_token(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
-}
-
-/// Finds where a request head ends (an empty line after at least one
-/// that is not), across reads, as `httparse` does: a line ends at LF,
-/// with or without CR, and empty lines before the request line are
-/// skipped.
-#[derive(Debug, Default)]
-struct HeadEnd {
-    /// A line with content has been seen.
-    lines: bool,
-    /// The line under way has a byte other than CR.
-    partial: bool,
-}
-
-impl HeadEnd {
-    /// Feeds the next bytes; whether the head ended in them.
-    fn feed(&mut self, bytes: &[u8]) -> bool {
-        let mut start = 0;
-        for nl in memchr::memchr_iter(b'\n', bytes) {
-            let content = self.partial || bytes[start..nl].iter().any(|&b| b != b'\r');
-            if !content && self.lines {
-                return true;
-            }
-            self.lines |= content;
-            self.partial = false;
-            start = nl + 1;
-        }
-        self.partial |= bytes[start..].iter().any(|&b| b != b'\r');
-        false
-    }
-}
-
-/// For the fuzz target of the gate's read path: a tracker fed `events` in
-/// order (`true`: bytes the client sent; `false`: bytes the server wrote);
-/// whether it ended in the request phase, and whether it stopped
-/// following the connection.
-pub(crate) fn drive(events: &[(bool, &[u8])]) -> (bool, bool) {
-    let epoch = Epoch::new();
-    let watch = Arc::new(Watch::new("192.0.2.1".parse().expect("address"), 0));
-    let mut t = Tracker::new(Arc::clone(&watch), epoch);
-    for &(from_client, bytes) in events {
-        if from_client {
-            t.on_read(bytes);
-        } else {
-            t.on_write(bytes);
-        }
-    }
-    (watch.phase() == Phase::Request, t.kind == Kind::Done)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
+    use crate::http::gate::tracker::{HeadEnd, Kind, Tracker, is_token};
 
     fn ip() -> IpAddr {
         "192.0.2.7".parse().unwrap()

@@ -7,6 +7,7 @@ pub(crate) mod cluster;
 pub(crate) mod connect_info;
 pub(crate) mod facts;
 pub(crate) mod fingerprint;
+pub(crate) mod forwarded;
 pub(crate) mod look;
 pub(crate) mod names;
 pub(crate) mod order;
