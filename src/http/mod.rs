@@ -56,8 +56,8 @@ pub use identify::{
 };
 // The guard, its rules and its decisions.
 pub use guard::{
-    DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal, Rule,
-    RuleStats, SharedBanStats, Snapshot,
+    DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal,
+    RefusalKind, Rule, RuleStats, SharedBanStats, Snapshot,
 };
 // The seams a fleet plugs into: sharing bans (the Redis one is in
 // `redis/bans/`) and counting rules (`redis/rules.rs`).
@@ -77,7 +77,7 @@ pub use overload::{
     LimitStats, MAX_ROUTE_LIMITS, Overload, Priority, TokioClock, WaitingRoomStats,
 };
 // The Tower layer and its refusals.
-pub use service::{GuardLayer, GuardService, RefusalBody, RefusalKind, ResponseFuture};
+pub use service::{GuardLayer, GuardService, RefusalBody, ResponseFuture};
 // The connection gate.
 #[cfg(feature = "tonic")]
 pub use gate::GatedIncoming;

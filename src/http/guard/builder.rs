@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use parking_lot::RwLock;
 
-use crate::http::Scoring;
 use crate::http::guard::ban_list::BanList;
 use crate::http::guard::fleet::{BanFleet, BanTarget, DEFAULT_CLASS_TTL, FleetLink, GuardHandle};
 use crate::http::guard::guard::Shared;
@@ -18,7 +17,7 @@ use crate::http::overload::shedder::Shedder;
 use crate::http::scoring::detect::Event;
 use crate::http::scoring::scorer::{EventHook, Scorer};
 use crate::http::tarpit::{Tarpit, TarpitState};
-use crate::http::{Guard, Overload};
+use crate::http::{Guard, Overload, Scoring};
 use crate::stats::Striped;
 use crate::{Clock, CoarseClock, ConfigError, IpPrefix, PrefixSet};
 

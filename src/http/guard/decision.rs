@@ -13,8 +13,31 @@ use crate::http::overload::shedder::Place;
 use crate::http::scoring::assessment::Watch;
 use crate::http::scoring::challenge::ChallengePage;
 use crate::http::scoring::ladder::{Action, ScoreReport};
-use crate::http::service::refusal::RefusalKind;
 use crate::{Decision, Timestamp};
+
+/// Why a request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// A rule's limit: HTTP 429, gRPC `RESOURCE_EXHAUSTED`.
+    RateLimited,
+    /// The client is blocklisted or banned: HTTP 403, gRPC `PERMISSION_DENIED`.
+    Blocked,
+    /// The request carried no peer address (a setup error): HTTP 500, gRPC
+    /// `INTERNAL`.
+    NoPeerAddress,
+    /// The client's score asks for a challenge it has not passed: the
+    /// challenge hook's page, gRPC `UNAVAILABLE`.
+    Challenged,
+    /// The client's score asks for a challenge and no challenge hook is
+    /// set: the request is held back without a ban. HTTP 429 with
+    /// `Retry-After: 1`, gRPC `RESOURCE_EXHAUSTED` with a one-second
+    /// pushback.
+    Suspect,
+    /// The service is at its concurrency limit and the request did not
+    /// outrank what it protects: HTTP 503 with `Retry-After: 1`, gRPC
+    /// `UNAVAILABLE` with a one-second pushback.
+    Overloaded,
+}
 
 /// The decision for one request, put into the request's extensions for
 /// handlers to read.

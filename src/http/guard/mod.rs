@@ -19,7 +19,7 @@ pub(crate) mod shared_rule;
 pub(crate) mod stats;
 
 pub use builder::{DEFAULT_MAX_BANS, GuardBuilder, MissingPeer};
-pub use decision::{GuardDecision, Refusal};
+pub use decision::{GuardDecision, Refusal, RefusalKind};
 pub use fleet::SharedBanStats;
 pub use guard::Guard;
 pub use rules::{Rule, RuleStats};

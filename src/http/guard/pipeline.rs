@@ -11,15 +11,14 @@ use std::time::Duration;
 use http::HeaderValue;
 use http::request::Parts;
 
-use crate::http::guard::decision::{Inspection, RateInfo};
+use crate::http::guard::decision::{Inspection, RateInfo, RefusalKind};
 use crate::http::guard::stats::GuardCount;
 use crate::http::identify::client_ip::IpSource;
-use crate::http::identify::facts::Facts;
+use crate::http::identify::facts::{Facts, claims_grpc};
 use crate::http::identify::session::Presented;
 use crate::http::overload::shedder::Place;
 use crate::http::scoring::assessment::{Assessment, Watch};
 use crate::http::scoring::verdict::Verdict;
-use crate::http::service::refusal::{RefusalKind, claims_grpc};
 use crate::http::{Guard, GuardDecision, MissingPeer, Refusal};
 use crate::{Clock, CompositeDecision, Pending, Timestamp, check_all};
 

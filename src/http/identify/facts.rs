@@ -90,3 +90,11 @@ impl<'a> Facts<'a> {
         look(parts, wire.as_ref(), secure, direct)
     }
 }
+
+/// Whether the request says it is gRPC (`application/grpc…`, any HTTP
+/// version): such clients keep no cookies.
+pub(crate) fn claims_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}

@@ -8,15 +8,13 @@ use http::{Request, Response};
 use tower_layer::Layer;
 use tower_service::Service;
 
-use crate::http::Guard;
 use crate::http::guard::decision::{Inspection, RateInfo};
 use crate::http::overload::shedder::{Permit, Place, Ticket};
 use crate::http::scoring::assessment::Watch;
 use crate::http::service::body::RefusalBody;
-use crate::http::service::refusal::{
-    RefusalKind, add_rate_headers, challenge_page, grpc_content_type, respond,
-};
+use crate::http::service::refusal::{add_rate_headers, challenge_page, grpc_content_type, respond};
 use crate::http::tarpit::Held;
+use crate::http::{Guard, RefusalKind};
 use crate::{Clock, CoarseClock, Timestamp};
 
 /// A Tower layer that puts a [`Guard`] in front of a service; made by

@@ -7,4 +7,3 @@ pub(crate) mod refusal;
 
 pub use body::RefusalBody;
 pub use layer::{GuardLayer, GuardService, ResponseFuture};
-pub use refusal::RefusalKind;

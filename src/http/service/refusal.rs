@@ -6,31 +6,8 @@ use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
 
 use crate::Decision;
+use crate::http::RefusalKind;
 use crate::http::service::body::RefusalBody;
-
-/// Why a request was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RefusalKind {
-    /// A rule's limit: HTTP 429, gRPC `RESOURCE_EXHAUSTED`.
-    RateLimited,
-    /// The client is blocklisted or banned: HTTP 403, gRPC `PERMISSION_DENIED`.
-    Blocked,
-    /// The request carried no peer address (a setup error): HTTP 500, gRPC
-    /// `INTERNAL`.
-    NoPeerAddress,
-    /// The client's score asks for a challenge it has not passed: the
-    /// challenge hook's page, gRPC `UNAVAILABLE`.
-    Challenged,
-    /// The client's score asks for a challenge and no challenge hook is
-    /// set: the request is held back without a ban. HTTP 429 with
-    /// `Retry-After: 1`, gRPC `RESOURCE_EXHAUSTED` with a one-second
-    /// pushback.
-    Suspect,
-    /// The service is at its concurrency limit and the request did not
-    /// outrank what it protects: HTTP 503 with `Retry-After: 1`, gRPC
-    /// `UNAVAILABLE` with a one-second pushback.
-    Overloaded,
-}
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
 pub(crate) const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -54,14 +31,6 @@ pub(crate) fn grpc_content_type(parts: &Parts) -> Option<&HeaderValue> {
         v.starts_with(b"application/grpc-web")
             || (v.starts_with(b"application/grpc") && parts.version == Version::HTTP_2)
     })
-}
-
-/// Whether the request says it is gRPC (`application/grpc…`, any HTTP
-/// version): such clients keep no cookies.
-pub(crate) fn claims_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 /// Every refusal is about this request at this moment: no cache may keep
@@ -174,8 +143,9 @@ pub(crate) fn add_rate_headers(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use http::Request;
+
+    use super::*;
 
     fn parts(version: Version, content_type: &str) -> Parts {
         Request::builder()
