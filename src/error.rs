@@ -163,6 +163,18 @@ pub enum ConfigError {
         /// The allowed range, e.g. `[0, 1)`.
         range: &'static str,
     },
+    /// A trusted proxy prefix that holds every address: any client could
+    /// name any address in the forwarding header.
+    #[error(
+        "`client_ip` trusts every address ({prefix}): any client could name any address in the \
+         forwarding header. Trust only your proxies' networks, or call \
+         `ClientIpConfig::allow_trusting_everyone()` if no client can reach the service except \
+         through them"
+    )]
+    TrustsEveryone {
+        /// The prefix, `0.0.0.0/0` or `::/0`.
+        prefix: String,
+    },
     /// A [`SessionCookie`](crate::http::SessionCookie) that browsers
     /// would refuse or that cannot work.
     #[error("session cookie: {reason}")]

@@ -2,14 +2,16 @@
 //! session cookie and the tarpit, checked at `build`.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use parking_lot::RwLock;
 
 use crate::http::guard::ban_list::BanList;
 use crate::http::guard::fleet::{BanFleet, BanTarget, DEFAULT_CLASS_TTL, FleetLink, GuardHandle};
+use crate::http::guard::forgotten_proxy::ForgottenProxy;
 use crate::http::guard::guard::Shared;
+use crate::http::guard::notice::Notice;
 use crate::http::guard::rules::{CompiledRule, Rule};
 use crate::http::identify::client_ip::ClientIpConfig;
 use crate::http::identify::session::SessionCookie;
@@ -303,6 +305,7 @@ impl<C: Clock + Clone + 'static> GuardBuilder<C> {
         if self.max_bans == 0 {
             return Err(ConfigError::Zero { field: "max_bans" });
         }
+        self.client_ip.validate()?;
         let (mut enforced, mut shadow) = (Vec::new(), Vec::new());
         for rule in self.rules {
             if enforced
@@ -360,7 +363,10 @@ impl<C: Clock + Clone + 'static> GuardBuilder<C> {
             tls: self.tls,
             tarpit: TarpitState::new(self.tarpit),
             counters: Striped::default(),
-            no_peer_logged: AtomicU64::new(0),
+            wiring: Striped::default(),
+            no_peer_notice: Notice::default(),
+            proxy_notice: Notice::default(),
+            forgotten_proxy: ForgottenProxy::default(),
             scorer,
             shedder,
             session,

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use parking_lot::RwLock;
@@ -12,8 +12,10 @@ use parking_lot::RwLock;
 use crate::http::gate::{AcceptVerdict, Gate, GateBuilder};
 use crate::http::guard::ban_list::{BanList, Inserted};
 use crate::http::guard::fleet::{BanTarget, FleetLink};
+use crate::http::guard::forgotten_proxy::ForgottenProxy;
+use crate::http::guard::notice::Notice;
 use crate::http::guard::rules::CompiledRule;
-use crate::http::guard::stats::{GUARD_COUNTS, GuardCount};
+use crate::http::guard::stats::{GUARD_COUNTS, GuardCount, WIRING_COUNTS, WiringCount};
 use crate::http::identify::client_ip::ClientIpConfig;
 use crate::http::identify::session::{Session, SessionStats};
 use crate::http::overload::shedder::Shedder;
@@ -43,8 +45,11 @@ pub(super) struct Shared<C> {
     pub(super) tls: bool,
     pub(super) tarpit: TarpitState,
     pub(super) counters: Striped<GUARD_COUNTS>,
+    pub(super) wiring: Striped<WIRING_COUNTS>,
     /// When the missing-peer error was last logged, in clock nanoseconds + 1.
-    pub(super) no_peer_logged: AtomicU64,
+    pub(super) no_peer_notice: Notice,
+    pub(super) proxy_notice: Notice,
+    pub(super) forgotten_proxy: ForgottenProxy,
     pub(super) scorer: Option<Scorer>,
     pub(super) shedder: Option<Shedder>,
     pub(super) session: Option<Session>,
@@ -323,6 +328,8 @@ impl<C: Clock> Guard<C> {
             safelisted: c(GuardCount::Safelisted),
             no_peer_address: c(GuardCount::NoPeer),
             malformed_forwarding: c(GuardCount::Malformed),
+            untrusted_forwarding: s.wiring.sum(WiringCount::UntrustedForwarding),
+            forgotten_proxy_warnings: s.wiring.sum(WiringCount::ForgottenProxyWarnings),
             bans: s.ban_count.load(Ordering::Acquire),
             bans_evicted: c(GuardCount::BansEvicted),
             refused_score: c(GuardCount::RefusedScore),

@@ -11,8 +11,10 @@ pub(crate) mod ban_list;
 pub(crate) mod builder;
 pub(crate) mod decision;
 pub(crate) mod fleet;
+pub(crate) mod forgotten_proxy;
 #[allow(clippy::module_inception)]
 pub(crate) mod guard;
+pub(crate) mod notice;
 pub(crate) mod pipeline;
 pub(crate) mod rules;
 pub(crate) mod shared_rule;

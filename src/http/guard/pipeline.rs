@@ -5,14 +5,14 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::HeaderValue;
 use http::request::Parts;
 
 use crate::http::guard::decision::{Inspection, RateInfo, RefusalKind};
-use crate::http::guard::stats::GuardCount;
+use crate::http::guard::notice::{setup_error, setup_warning};
+use crate::http::guard::stats::{GuardCount, WiringCount};
 use crate::http::identify::client_ip::IpSource;
 use crate::http::identify::facts::{Facts, claims_grpc};
 use crate::http::identify::session::Presented;
@@ -26,6 +26,17 @@ use crate::{Clock, CompositeDecision, Pending, Timestamp, check_all};
 pub(super) const INLINE_RULES: usize = 8;
 
 /// How often the missing-peer setup error is logged at most.
+/// How often the forgotten-proxy warning is given at most.
+const PROXY_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// How a server that records no peer address is fixed; logged, and in
+/// debug builds the 500's body.
+pub(crate) const MISSING_PEER_FIX: &str = "floodguard: request has no peer address, refused with 500. Serve axum \
+with `floodguard::http::serve(listener, router)` or `into_make_service_with_connect_info::<SocketAddr>()`, \
+serve tonic with its own server or `serve_with_incoming` over the Gate, or insert a \
+`floodguard::http::PeerAddr` extension; to serve such requests anyway, set \
+`.on_missing_peer(MissingPeer::SkipAddressRules)`";
+
 pub(super) const NO_PEER_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl<C: Clock> Guard<C> {
@@ -67,9 +78,18 @@ impl<C: Clock> Guard<C> {
         let now = facts.now;
         match &facts.peer {
             Some(peer) => {
-                let c = s.client_ip.resolve(peer.addr.ip(), &parts.headers);
+                let peer_ip = peer.addr.ip();
+                let c = s.client_ip.resolve(peer_ip, &parts.headers);
                 if c.malformed {
                     s.counters.add(GuardCount::Malformed, 1);
+                }
+                if c.source == IpSource::Peer {
+                    let header = s.client_ip.forwarded_header().name();
+                    if let Some(v) = parts.headers.get(header) {
+                        if !s.client_ip.trusted().contains(peer_ip) {
+                            self.note_untrusted_forwarding(peer_ip, v.as_bytes(), now);
+                        }
+                    }
                 }
                 facts.client = Some(c);
             }
@@ -318,27 +338,26 @@ impl<C: Clock> Guard<C> {
     }
 
     fn log_missing_peer(&self, now: Timestamp) {
-        let last = &self.shared.no_peer_logged;
-        let prev = last.load(Ordering::Relaxed);
-        let due = prev == 0
-            || now.as_nanos().saturating_sub(prev - 1) >= NO_PEER_LOG_EVERY.as_nanos() as u64;
-        if due
-            && last
-                .compare_exchange(
-                    prev,
-                    now.as_nanos() + 1,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            tracing::error!(
-                "floodguard: request has no peer address, refused with 500. Serve axum with \
-                 `into_make_service_with_connect_info::<SocketAddr>()` (or over floodguard's Gate), \
-                 serve tonic with its own server or `serve_with_incoming` over the Gate, or insert a \
-                 `floodguard::http::PeerAddr` extension; to serve such requests anyway, set \
-                 `.on_missing_peer(MissingPeer::SkipAddressRules)`"
-            );
+        if self.shared.no_peer_notice.due(now, NO_PEER_LOG_EVERY) {
+            setup_error(MISSING_PEER_FIX);
+        }
+    }
+
+    /// A request from an untrusted `peer` carrying the forwarding header:
+    /// counted, and when the peer forwards for many clients, a warning that
+    /// names the fix.
+    fn note_untrusted_forwarding(&self, peer: IpAddr, value: &[u8], now: Timestamp) {
+        let s = &*self.shared;
+        s.wiring.add(WiringCount::UntrustedForwarding, 1);
+        if s.forgotten_proxy.note(peer, value) && s.proxy_notice.due(now, PROXY_WARN_EVERY) {
+            s.wiring.add(WiringCount::ForgottenProxyWarnings, 1);
+            setup_warning(&format!(
+                "floodguard: {peer} sends `{}` naming many different clients but is not a \
+                 trusted proxy, so every client behind it shares one key (its address). If {peer} \
+                 is your load balancer or CDN, trust its network: \
+                 `.client_ip(ClientIpConfig::new().trust(\"{peer}/32\".parse()?))`",
+                s.client_ip.forwarded_header().name()
+            ));
         }
     }
 }

@@ -38,6 +38,23 @@ impl From<GuardCount> for usize {
         c as usize
     }
 }
+
+/// Counters of wiring mistakes, apart from the request counters (a
+/// stripe holds 16).
+#[derive(Clone, Copy)]
+pub(super) enum WiringCount {
+    /// Forwarding headers from peers that are not trusted proxies.
+    UntrustedForwarding,
+    /// Warnings that such a peer forwards for many clients.
+    ForgottenProxyWarnings,
+}
+pub(super) const WIRING_COUNTS: usize = 2;
+
+impl From<WiringCount> for usize {
+    fn from(c: WiringCount) -> usize {
+        c as usize
+    }
+}
 /// A snapshot of a [`Guard`](crate::http::Guard)'s counters.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -58,6 +75,14 @@ pub struct GuardStats {
     /// Requests from a trusted proxy whose forwarding header was unusable;
     /// they were keyed on the nearest trusted hop.
     pub malformed_forwarding: u64,
+    /// Requests from a peer that is not a trusted proxy which carried the
+    /// forwarding header anyway (ignored, as it should be: any client can
+    /// write one).
+    pub untrusted_forwarding: u64,
+    /// Warnings that an untrusted peer forwards for many clients, so that
+    /// they all share its address: a proxy you forgot to trust (at most
+    /// one a minute).
+    pub forgotten_proxy_warnings: u64,
     /// Runtime bans in force (expired ones may linger until the next ban).
     pub bans: usize,
     /// Bans lifted early to make room for a new one while

@@ -6,7 +6,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::forwarded::{Hop, HopsRev, Syntax, parse_node, trim_ows};
 use crate::ip::canonical;
-use crate::{IpPrefix, PrefixSet};
+use crate::{ConfigError, IpPrefix, PrefixSet};
 
 /// Which forwarding header the trusted proxies in front of the service set.
 /// Only that one header is read; others are ignored (reading a header the
@@ -126,6 +126,9 @@ pub struct ClientIp {
 pub struct ClientIpConfig {
     trusted: PrefixSet,
     header: ForwardedHeader,
+    /// A trusted prefix that holds every address (`0.0.0.0/0`, `::/0`).
+    everyone: Option<IpPrefix>,
+    everyone_allowed: bool,
 }
 
 impl ClientIpConfig {
@@ -137,15 +140,47 @@ impl ClientIpConfig {
     /// Adds a trusted proxy network.
     #[must_use]
     pub fn trust(mut self, prefix: IpPrefix) -> Self {
+        if prefix.is_empty() {
+            self.everyone = Some(prefix);
+        }
         self.trusted.insert(prefix);
         self
     }
 
     /// Adds several trusted proxy networks.
     #[must_use]
-    pub fn trust_all(mut self, prefixes: impl IntoIterator<Item = IpPrefix>) -> Self {
-        self.trusted.extend(prefixes);
+    pub fn trust_all(self, prefixes: impl IntoIterator<Item = IpPrefix>) -> Self {
+        prefixes.into_iter().fold(self, Self::trust)
+    }
+
+    /// Lets [`trust`](Self::trust) take `0.0.0.0/0` or `::/0`. Trusting
+    /// every address lets any client name any address in the forwarding
+    /// header, so a guard refuses to build with it unless told here: only
+    /// for a service no client can reach except through its proxies.
+    ///
+    /// ```
+    /// use floodguard::http::{ClientIpConfig, Guard};
+    /// use floodguard::ConfigError;
+    ///
+    /// let everyone = || ClientIpConfig::new().trust("0.0.0.0/0".parse().unwrap());
+    /// let err = Guard::builder().client_ip(everyone()).build().unwrap_err();
+    /// assert!(matches!(err, ConfigError::TrustsEveryone { .. }));
+    /// assert!(Guard::builder().client_ip(everyone().allow_trusting_everyone()).build().is_ok());
+    /// ```
+    #[must_use]
+    pub fn allow_trusting_everyone(mut self) -> Self {
+        self.everyone_allowed = true;
         self
+    }
+
+    /// Refuses a trusted prefix that holds every address, unless allowed.
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        match self.everyone {
+            Some(prefix) if !self.everyone_allowed => Err(ConfigError::TrustsEveryone {
+                prefix: prefix.to_string(),
+            }),
+            _ => Ok(()),
+        }
     }
 
     /// Sets the header the trusted proxies write (default

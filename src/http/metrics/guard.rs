@@ -20,6 +20,7 @@ impl<C: Clock> Guard<C> {
     /// | `floodguard_requests_total`, `_admitted_total` | |
     /// | `floodguard_refused_total` | `reason`: `rate_limit`, `blocked`, `score`, `challenge`, `no_peer_address` |
     /// | `floodguard_safelisted_total`, `_malformed_forwarding_total` | |
+    /// | `floodguard_untrusted_forwarding_total`, `_forgotten_proxy_warnings_total` | |
     /// | `floodguard_bans` (gauge), `_bans_evicted_total` | |
     /// | `floodguard_tarpit_held_total`, `_tarpit_full_total`, `_tarpit_holding` (gauge) | |
     /// | `floodguard_rule_admitted_total`, `_rule_denied_total`, `_rule_keys`, `_rule_key_capacity`, `_rule_evictions_total` | `rule`, `shadow` |
@@ -257,6 +258,17 @@ pub(super) fn write_guard(t: &mut Text<'_>, s: &GuardStats, bans: usize) {
         "Requests from a trusted proxy whose forwarding header was unusable; keyed on the \
          nearest trusted hop.",
         s.malformed_forwarding,
+    );
+    t.counter(
+        "floodguard_untrusted_forwarding_total",
+        "Requests from a peer that is not a trusted proxy carrying the forwarding header \
+         (ignored).",
+        s.untrusted_forwarding,
+    );
+    t.counter(
+        "floodguard_forgotten_proxy_warnings_total",
+        "Warnings that an untrusted peer forwards for many clients (a proxy not trusted).",
+        s.forgotten_proxy_warnings,
     );
     t.gauge("floodguard_bans", "Runtime bans in force.", bans);
     t.counter(

@@ -7,6 +7,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
 
 use crate::Decision;
 use crate::http::RefusalKind;
+use crate::http::guard::pipeline::MISSING_PEER_FIX;
 use crate::http::service::body::RefusalBody;
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
@@ -87,7 +88,13 @@ pub(crate) fn respond<B: RefusalBody>(
         res
     } else {
         let (status, text) = kind.http();
-        let mut res = Response::new(B::refusal(text));
+        // A debug build says how to fix the setup where the developer looks.
+        let body = if cfg!(debug_assertions) && kind == RefusalKind::NoPeerAddress {
+            B::page(format!("{text}\n{MISSING_PEER_FIX}\n"))
+        } else {
+            B::refusal(text)
+        };
+        let mut res = Response::new(body);
         *res.status_mut() = status;
         res.headers_mut().insert(
             CONTENT_TYPE,
