@@ -209,12 +209,12 @@ impl Transition for CheckStep<'_> {
         // The common cases on the word itself: a key Redis said is over its
         // limit (a flood's every request; nothing changes, whatever the
         // operation), and an admission within budget.
-        if let Some(word) = state
-            && word & BLOCKED != 0
-        {
-            let left_ms = hold_left_ms(until_of(word), now);
-            if left_ms > 0 {
-                return (Out::new(Verdict::Blocked { left_ms }, false), None);
+        if let Some(word) = state {
+            if word & BLOCKED != 0 {
+                let left_ms = hold_left_ms(until_of(word), now);
+                if left_ms > 0 {
+                    return (Out::new(Verdict::Blocked { left_ms }, false), None);
+                }
             }
         }
         if let (Some(word), Op::Check(cost)) = (state, self.op) {

@@ -70,11 +70,11 @@ impl BanList {
             None => until,
         };
         let mut inserted = Inserted::Recorded;
-        if self.by_prefix.len() >= self.max
-            && let Some((_, soonest)) = self.by_end.pop_first()
-        {
-            self.by_prefix.remove(&soonest);
-            inserted = Inserted::Evicted(soonest);
+        if self.by_prefix.len() >= self.max {
+            if let Some((_, soonest)) = self.by_end.pop_first() {
+                self.by_prefix.remove(&soonest);
+                inserted = Inserted::Evicted(soonest);
+            }
         }
         self.by_prefix.insert(prefix, until);
         self.by_end.insert((until, prefix));

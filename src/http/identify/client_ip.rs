@@ -270,14 +270,14 @@ impl ClientIpConfig {
         let Some(line) = lines.next() else {
             return peer;
         };
-        if lines.next().is_none()
-            && let Hop::Addr(ip) = parse_node(trim_ows(line.as_bytes()), Syntax::Xff)
-        {
-            return ClientIp {
-                ip,
-                source: IpSource::XRealIp,
-                malformed: false,
-            };
+        if lines.next().is_none() {
+            if let Hop::Addr(ip) = parse_node(trim_ows(line.as_bytes()), Syntax::Xff) {
+                return ClientIp {
+                    ip,
+                    source: IpSource::XRealIp,
+                    malformed: false,
+                };
+            }
         }
         ClientIp {
             malformed: true,

@@ -262,21 +262,22 @@ where
         if let StateProj::Inner {
             permit, waiting, ..
         } = state.as_mut().project()
-            && let Some(w) = waiting
         {
-            match ready!(w.ticket.poll_place(cx)) {
-                Some(p) => {
-                    w.guard.count_waited_admitted();
-                    *permit = Some(p);
-                    *waiting = None;
-                }
-                None => {
-                    w.guard.count_shed();
-                    let res = respond(RefusalKind::Overloaded, w.grpc.as_ref());
-                    state.set(State::Ready {
-                        res: Some(res),
-                        held: None,
-                    });
+            if let Some(w) = waiting {
+                match ready!(w.ticket.poll_place(cx)) {
+                    Some(p) => {
+                        w.guard.count_waited_admitted();
+                        *permit = Some(p);
+                        *waiting = None;
+                    }
+                    None => {
+                        w.guard.count_shed();
+                        let res = respond(RefusalKind::Overloaded, w.grpc.as_ref());
+                        state.set(State::Ready {
+                            res: Some(res),
+                            held: None,
+                        });
+                    }
                 }
             }
         }
