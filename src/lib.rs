@@ -50,7 +50,6 @@
 //! | `tower` | [`http`]: the Tower layer, connection gate, fingerprints, client scoring, attack detection, overload protection, Prometheus output |
 //! | `axum` | `tower` + the gate as an axum listener, axum's connect info, a metrics handler |
 //! | `tonic` | `tower` + the gate's streams for tonic, tonic's connect info |
-//!
 //! | `redis` | [`redis`]: limits shared by a fleet through Redis (strict or near-cached), with a failure policy; with `tower`, shared guard rules and shared bans |
 //!
 //! The core needs none of them.
@@ -71,6 +70,8 @@ mod clock;
 mod compose;
 mod decision;
 mod error;
+#[cfg(all(feature = "axum", feature = "tonic"))]
+pub mod guide;
 #[cfg(feature = "tower")]
 pub mod http;
 pub mod ip;

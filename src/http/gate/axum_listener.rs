@@ -54,7 +54,13 @@ impl GatedListener {
     /// crate from adding the impl for `GatedListener`; so this wraps
     /// the listener in a `TapIo` that leaves each stream untouched.
     /// `gated.tap_io(|s| ...)` does the same with a tap of your own.
-    /// Plain `axum::serve(gated, router)` needs no wrapper.
+    ///
+    /// Prefer [`serve`](crate::http::serve), which does all of this and
+    /// sets hyper's header timeout. Plain `axum::serve(gated, router)`
+    /// compiles but gives requests no peer address: the guard then refuses
+    /// them with 500 and logs how to fix it. With
+    /// `into_make_service_with_connect_info::<GateConnectInfo>()` the gated
+    /// listener needs no wrapper.
     ///
     /// ```no_run
     /// use std::net::SocketAddr;
