@@ -57,7 +57,7 @@ pub use identify::{
 // The guard, its rules and its decisions.
 pub use guard::{
     DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal,
-    RefusalKind, Rule, RuleStats, SharedBanStats, Snapshot,
+    RefusalInfo, RefusalKind, RefusalResponse, Rule, RuleStats, SharedBanStats, Snapshot,
 };
 // The seams a fleet plugs into: sharing bans (the Redis one is in
 // `redis/bans/`) and counting rules (`redis/rules.rs`).

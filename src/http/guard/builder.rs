@@ -12,6 +12,7 @@ use crate::http::guard::fleet::{BanFleet, BanTarget, DEFAULT_CLASS_TTL, FleetLin
 use crate::http::guard::forgotten_proxy::ForgottenProxy;
 use crate::http::guard::guard::Shared;
 use crate::http::guard::notice::Notice;
+use crate::http::guard::refusal_hook::{RefusalHook, RefusalInfo, RefusalResponse};
 use crate::http::guard::rules::{CompiledRule, Rule};
 use crate::http::identify::client_ip::ClientIpConfig;
 use crate::http::identify::session::SessionCookie;
@@ -59,6 +60,7 @@ pub struct GuardBuilder<C = CoarseClock> {
     pub(super) on_event: Option<EventHook>,
     pub(super) overload: Option<Overload>,
     pub(super) session: Option<SessionCookie>,
+    pub(super) refusal_hook: Option<RefusalHook>,
     /// The fleet to share bans with, joined by `build` (set by
     /// `share_bans`, under feature `redis`, through `ban_fleet`).
     pub(super) fleet: Option<Box<dyn BanFleet>>,
@@ -106,6 +108,39 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     /// also logged with `tracing`.
     pub fn on_event(mut self, hook: impl Fn(&Event) + Send + Sync + 'static) -> Self {
         self.on_event = Some(Arc::new(hook));
+        self
+    }
+
+    /// Shapes the HTTP refusals the layer sends (429, 403, 500, 503): the
+    /// hook gets each refusal's kind, rule, wait and request, and returns
+    /// the body (and optionally a status and headers) to send instead of
+    /// floodguard's plain text, or `None` to keep it. `Retry-After`,
+    /// `RateLimit`, `RateLimit-Policy`, `Cache-Control: no-store` and
+    /// `Connection: close` stay floodguard's. gRPC refusals (statuses in
+    /// headers) and challenge pages are not shaped.
+    ///
+    /// ```
+    /// use floodguard::http::{Guard, RefusalKind, RefusalResponse};
+    /// use http::{HeaderValue, header::CONTENT_TYPE};
+    ///
+    /// let guard = Guard::builder()
+    ///     .default_rules()
+    ///     .on_refusal(|r| {
+    ///         let secs = r.retry_after.map_or(0, |d| d.as_secs().max(1));
+    ///         (r.kind == RefusalKind::RateLimited).then(|| {
+    ///             RefusalResponse::new(format!(r#"{{"error":"rate_limited","retry_after":{secs}}}"#))
+    ///                 .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+    ///         })
+    ///     })
+    ///     .build()?;
+    /// # let _ = guard;
+    /// # Ok::<(), floodguard::ConfigError>(())
+    /// ```
+    pub fn on_refusal(
+        mut self,
+        hook: impl Fn(&RefusalInfo<'_>) -> Option<RefusalResponse> + Send + Sync + 'static,
+    ) -> Self {
+        self.refusal_hook = Some(Arc::new(hook));
         self
     }
 
@@ -293,6 +328,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
             on_event: self.on_event,
             overload: self.overload,
             session: self.session,
+            refusal_hook: self.refusal_hook,
             fleet: self.fleet,
         }
     }
@@ -367,6 +403,7 @@ impl<C: Clock + Clone + 'static> GuardBuilder<C> {
             no_peer_notice: Notice::default(),
             proxy_notice: Notice::default(),
             forgotten_proxy: ForgottenProxy::default(),
+            refusal_hook: self.refusal_hook,
             scorer,
             shedder,
             session,

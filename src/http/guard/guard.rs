@@ -14,6 +14,7 @@ use crate::http::guard::ban_list::{BanList, Inserted};
 use crate::http::guard::fleet::{BanTarget, FleetLink};
 use crate::http::guard::forgotten_proxy::ForgottenProxy;
 use crate::http::guard::notice::Notice;
+use crate::http::guard::refusal_hook::RefusalHook;
 use crate::http::guard::rules::CompiledRule;
 use crate::http::guard::stats::{GUARD_COUNTS, GuardCount, WIRING_COUNTS, WiringCount};
 use crate::http::identify::client_ip::ClientIpConfig;
@@ -50,6 +51,7 @@ pub(super) struct Shared<C> {
     pub(super) no_peer_notice: Notice,
     pub(super) proxy_notice: Notice,
     pub(super) forgotten_proxy: ForgottenProxy,
+    pub(super) refusal_hook: Option<RefusalHook>,
     pub(super) scorer: Option<Scorer>,
     pub(super) shedder: Option<Shedder>,
     pub(super) session: Option<Session>,
@@ -192,6 +194,7 @@ impl Guard {
             on_event: None,
             overload: None,
             session: None,
+            refusal_hook: None,
             fleet: None,
         }
     }
@@ -367,6 +370,11 @@ impl<C: Clock> Guard<C> {
     /// A request that waited for a place got one.
     pub(crate) fn count_waited_admitted(&self) {
         self.shared.counters.add(GuardCount::Admitted, 1);
+    }
+
+    /// The user's hook for HTTP refusals, if set.
+    pub(crate) fn refusal_hook(&self) -> Option<&RefusalHook> {
+        self.shared.refusal_hook.as_ref()
     }
 
     /// A place to hold a blocked client's refusal, and for how long.

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use http::{Request, Response};
 use tower_layer::Layer;
@@ -12,7 +13,9 @@ use crate::http::guard::decision::{Inspection, RateInfo};
 use crate::http::overload::shedder::{Permit, Place, Ticket};
 use crate::http::scoring::assessment::Watch;
 use crate::http::service::body::RefusalBody;
-use crate::http::service::refusal::{add_rate_headers, challenge_page, grpc_content_type, respond};
+use crate::http::service::refusal::{
+    add_rate_headers, challenge_page, grpc_content_type, respond, shaped,
+};
 use crate::http::tarpit::Held;
 use crate::http::{Guard, RefusalKind};
 use crate::{Clock, CoarseClock, Timestamp};
@@ -167,7 +170,21 @@ where
                 let grpc = grpc_content_type(&parts);
                 let mut res = match page {
                     Some(page) if grpc.is_none() => challenge_page(*page),
-                    _ => respond(kind, grpc),
+                    _ => self
+                        .guard
+                        .refusal_hook()
+                        .filter(|_| grpc.is_none())
+                        .and_then(|hook| {
+                            let rule = rate.as_ref().map(|r| &*r.rule);
+                            let wait = match kind {
+                                RefusalKind::Overloaded | RefusalKind::Suspect => {
+                                    Some(Duration::from_secs(1))
+                                }
+                                _ => rate.as_ref().and_then(|r| r.decision.retry_after()),
+                            };
+                            shaped(hook, kind, rule, wait, Some(&parts))
+                        })
+                        .unwrap_or_else(|| respond(kind, grpc)),
                 };
                 if close && parts.version <= http::Version::HTTP_11 {
                     res.headers_mut().insert(
@@ -272,7 +289,13 @@ where
                     }
                     None => {
                         w.guard.count_shed();
-                        let res = respond(RefusalKind::Overloaded, w.grpc.as_ref());
+                        let hook = w.guard.refusal_hook().filter(|_| w.grpc.is_none());
+                        let res = hook
+                            .and_then(|hook| {
+                                let wait = Some(Duration::from_secs(1));
+                                shaped(hook, RefusalKind::Overloaded, None, wait, None)
+                            })
+                            .unwrap_or_else(|| respond(RefusalKind::Overloaded, w.grpc.as_ref()));
                         state.set(State::Ready {
                             res: Some(res),
                             held: None,

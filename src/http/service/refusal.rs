@@ -1,6 +1,8 @@
 //! The responses floodguard sends instead of calling the inner service:
 //! HTTP status codes with standard headers, or gRPC status codes.
 
+use std::time::Duration;
+
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, RETRY_AFTER};
 use http::request::Parts;
 use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
@@ -8,6 +10,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
 use crate::Decision;
 use crate::http::RefusalKind;
 use crate::http::guard::pipeline::MISSING_PEER_FIX;
+use crate::http::guard::refusal_hook::{RefusalHook, RefusalInfo};
 use crate::http::service::body::RefusalBody;
 
 /// `RateLimit-Policy` (draft-ietf-httpapi-ratelimit-headers).
@@ -125,6 +128,37 @@ pub(crate) fn challenge_page<B: RefusalBody>(page: crate::http::ChallengePage) -
 /// Adds the rate-limit headers of `decision` under `policy` (the rule's
 /// pre-formatted `RateLimit-Policy` value): `RateLimit` always, and on a
 /// denial `Retry-After` (whole seconds, rounded up, never 0) plus, for gRPC,
+/// An HTTP refusal shaped by the user's hook: its status (else the
+/// kind's), its headers, its body; then the headers floodguard keeps right
+/// (`Retry-After` for a wait of the kind's own, `no-store`). `None` when
+/// the hook keeps floodguard's plain text.
+pub(crate) fn shaped<B: RefusalBody>(
+    hook: &RefusalHook,
+    kind: RefusalKind,
+    rule: Option<&str>,
+    retry_after: Option<Duration>,
+    request: Option<&Parts>,
+) -> Option<Response<B>> {
+    let custom = hook(&RefusalInfo {
+        kind,
+        rule,
+        retry_after,
+        request,
+    })?;
+    let (status, _) = kind.http();
+    let mut res = Response::new(B::page(custom.body));
+    *res.status_mut() = custom.status.unwrap_or(status);
+    let h = res.headers_mut();
+    *h = custom.headers;
+    h.entry(CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("text/plain; charset=utf-8"));
+    if matches!(kind, RefusalKind::Overloaded | RefusalKind::Suspect) {
+        h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    no_store(h);
+    Some(res)
+}
+
 /// `grpc-retry-pushback-ms`.
 pub(crate) fn add_rate_headers(
     headers: &mut HeaderMap,
