@@ -39,6 +39,21 @@ pub enum RefusalKind {
     Overloaded,
 }
 
+impl RefusalKind {
+    /// A short name for logs and metrics: `rate_limited`, `blocked`,
+    /// `no_peer_address`, `challenged`, `suspect`, `overloaded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefusalKind::RateLimited => "rate_limited",
+            RefusalKind::Blocked => "blocked",
+            RefusalKind::NoPeerAddress => "no_peer_address",
+            RefusalKind::Challenged => "challenged",
+            RefusalKind::Suspect => "suspect",
+            RefusalKind::Overloaded => "overloaded",
+        }
+    }
+}
+
 /// The decision for one request, put into the request's extensions for
 /// handlers to read.
 ///

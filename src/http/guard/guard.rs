@@ -217,7 +217,12 @@ impl<C: Clock> Guard<C> {
     pub fn ban(&self, prefix: IpPrefix, duration: Duration) -> bool {
         let banned = self.record_ban(prefix, duration, self.shared.clock.now());
         if banned {
-            tracing::info!(%prefix, ?duration, "floodguard: banned");
+            tracing::info!(
+                client = %prefix,
+                duration_ms = duration.as_millis() as u64,
+                reason = "manual",
+                "floodguard: banned"
+            );
         }
         banned
     }
@@ -243,7 +248,7 @@ impl<C: Clock> Guard<C> {
     pub fn unban(&self, prefix: &IpPrefix) -> bool {
         let lifted = self.shared.remove_ban(prefix).is_some();
         if lifted {
-            tracing::info!(%prefix, "floodguard: ban lifted");
+            tracing::info!(client = %prefix, reason = "manual", "floodguard: ban lifted");
         }
         if let Some(fleet) = &self.shared.fleet {
             fleet.lifted(*prefix);

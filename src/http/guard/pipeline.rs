@@ -15,6 +15,7 @@ use crate::http::guard::notice::{setup_error, setup_warning};
 use crate::http::guard::stats::{GuardCount, WiringCount};
 use crate::http::identify::client_ip::IpSource;
 use crate::http::identify::facts::{Facts, claims_grpc};
+use crate::http::identify::peer::peer;
 use crate::http::identify::session::Presented;
 use crate::http::overload::shedder::Place;
 use crate::http::scoring::assessment::{Assessment, Watch};
@@ -68,10 +69,49 @@ impl<C: Clock> Guard<C> {
         }
     }
 
+    /// Decides one request inside a `floodguard_decision` span (at `debug`:
+    /// the client, the reason, the binding rule and the score as fields).
+    pub(crate) fn inspect(&self, parts: &Parts, admit: bool) -> Inspection {
+        let span = tracing::debug_span!(
+            "floodguard_decision",
+            client = tracing::field::Empty,
+            reason = tracing::field::Empty,
+            rule = tracing::field::Empty,
+            score = tracing::field::Empty,
+        );
+        if span.is_disabled() {
+            return self.decide(parts, admit);
+        }
+        let outcome = span.in_scope(|| self.decide(parts, admit));
+        let s = &*self.shared;
+        if let Some(p) = peer(&parts.extensions) {
+            let client = s.client_ip.resolve(p.addr.ip(), &parts.headers).ip;
+            span.record("client", tracing::field::display(client));
+        }
+        match &outcome {
+            Inspection::Pass { decision, .. } => {
+                span.record("reason", "admitted");
+                if let Some(rule) = decision.rule() {
+                    span.record("rule", rule);
+                }
+                if let Some(score) = decision.score() {
+                    span.record("score", score.score());
+                }
+            }
+            Inspection::Refuse { kind, rate, .. } => {
+                span.record("reason", kind.as_str());
+                if let Some(r) = rate {
+                    span.record("rule", &*r.rule);
+                }
+            }
+        }
+        outcome
+    }
+
     /// Decides one request: resolve the client, apply lists and bans, then
     /// charge every enforced rule that applies, all or none; then, for the
     /// layer (`admit`), take a place in the overload limit.
-    pub(crate) fn inspect(&self, parts: &Parts, admit: bool) -> Inspection {
+    fn decide(&self, parts: &Parts, admit: bool) -> Inspection {
         let s = &*self.shared;
         s.counters.add(GuardCount::Requests, 1);
         let mut facts = Facts::new(parts, s.clock.now());

@@ -7,6 +7,7 @@ pub(crate) mod challenge;
 pub(crate) mod config;
 pub(crate) mod detect;
 pub(crate) mod ladder;
+pub(crate) mod log;
 pub(crate) mod profile;
 pub(crate) mod scorer;
 pub(crate) mod stats;

@@ -12,6 +12,7 @@ use super::assessment::{Assessment, Look, Watch};
 use super::challenge::Challenge;
 use super::detect::{Detector, Event, Sighting, site};
 use super::ladder::{Action, Ladder, ScoreReport, Signal, Weights};
+use super::log::{BanWave, log_event};
 use super::profile::ProfileTable;
 use crate::http::identify::facts::Facts;
 use crate::http::identify::fingerprint::{Anomaly, RequestLook};
@@ -80,6 +81,7 @@ pub(crate) struct Scorer {
     on_event: Option<EventHook>,
     pub(crate) counters: Striped<SCORE_COUNTS>,
     offenders: Mutex<Vec<Offender>>,
+    ban_wave: BanWave,
     jitter: ahash::RandomState,
 }
 
@@ -137,6 +139,7 @@ impl Scorer {
             on_event,
             counters: Striped::default(),
             offenders: Mutex::new(Vec::with_capacity(MAX_OFFENDERS)),
+            ban_wave: BanWave::default(),
             jitter: ahash::RandomState::new(),
         })
     }
@@ -202,7 +205,7 @@ impl Scorer {
                 suspect: automated > 0.0 || n > 0.0 || mismatch,
             },
         );
-        self.emit_all(events);
+        self.emit_all(events, now);
         if self.detector.under_attack() {
             self.counters.add(ScoreCount::UnderAttackRequests, 1);
         }
@@ -454,13 +457,16 @@ impl Scorer {
         } else {
             self.counters.add(ScoreCount::Banned, 1);
         }
-        self.emit(Event::ClientBanned {
-            client: a.client,
-            duration,
-            report: a.report,
-            offences,
-            shadow,
-        });
+        self.emit(
+            Event::ClientBanned {
+                client: a.client,
+                duration,
+                report: a.report,
+                offences,
+                shadow,
+            },
+            now,
+        );
         (!shadow).then_some(BanOrder {
             client: a.client,
             duration,
@@ -509,19 +515,15 @@ impl Scorer {
         list
     }
 
-    fn emit_all(&self, events: Vec<Event>) {
+    fn emit_all(&self, events: Vec<Event>, now: Timestamp) {
         for e in events {
-            self.emit(e);
+            self.emit(e, now);
         }
+        self.ban_wave.flush_due(now);
     }
 
-    pub(crate) fn emit(&self, e: Event) {
-        match &e {
-            Event::AttackStarted { .. } | Event::ClassFlagged(_) | Event::PrefixFlagged(_) => {
-                tracing::warn!("floodguard: {e}");
-            }
-            _ => tracing::info!("floodguard: {e}"),
-        }
+    pub(crate) fn emit(&self, e: Event, now: Timestamp) {
+        log_event(&e, &self.ban_wave, now);
         if let Some(hook) = &self.on_event {
             hook(&e);
         }
