@@ -54,7 +54,10 @@ fn each_decision_is_a_span_with_its_client_reason_and_rule() {
         let _ = guard.check(&request("192.0.2.7"));
         let _ = guard.check(&request("192.0.2.7"));
     });
-    let spans: Vec<&str> = logs.lines().filter(|l| l.contains("floodguard_decision")).collect();
+    let spans: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("floodguard_decision"))
+        .collect();
     assert_eq!(spans.len(), 2, "{logs}");
     assert!(spans[0].contains("client=192.0.2.7"), "{logs}");
     assert!(spans[0].contains("reason=\"admitted\""), "{logs}");
@@ -68,7 +71,10 @@ fn a_ban_is_logged_with_fields() {
     let logs = captured(|| {
         guard.ban("203.0.113.0/24".parse().unwrap(), Duration::from_secs(90));
     });
-    let line = logs.lines().find(|l| l.contains("floodguard: banned")).expect("a ban line");
+    let line = logs
+        .lines()
+        .find(|l| l.contains("floodguard: banned"))
+        .expect("a ban line");
     assert!(line.contains("client=203.0.113.0/24"), "{line}");
     assert!(line.contains("duration_ms=90000"), "{line}");
     assert!(line.contains("reason=\"manual\""), "{line}");

@@ -72,6 +72,10 @@ impl<C: Clock> Guard<C> {
     /// Decides one request inside a `floodguard_decision` span (at `debug`:
     /// the client, the reason, the binding rule and the score as fields).
     pub(crate) fn inspect(&self, parts: &Parts, admit: bool) -> Inspection {
+        // One load when debug is off everywhere, before the span's checks.
+        if tracing::level_filters::LevelFilter::current() < tracing::Level::DEBUG {
+            return self.decide(parts, admit);
+        }
         let span = tracing::debug_span!(
             "floodguard_decision",
             client = tracing::field::Empty,
@@ -122,14 +126,6 @@ impl<C: Clock> Guard<C> {
                 let c = s.client_ip.resolve(peer_ip, &parts.headers);
                 if c.malformed {
                     s.counters.add(GuardCount::Malformed, 1);
-                }
-                if c.source == IpSource::Peer {
-                    let header = s.client_ip.forwarded_header().name();
-                    if let Some(v) = parts.headers.get(header) {
-                        if !s.client_ip.trusted().contains(peer_ip) {
-                            self.note_untrusted_forwarding(peer_ip, v.as_bytes(), now);
-                        }
-                    }
                 }
                 facts.client = Some(c);
             }
@@ -257,6 +253,18 @@ impl<C: Clock> Guard<C> {
                 }
             }
             s.counters.add(GuardCount::RefusedRate, 1);
+            // A proxy nobody trusted shows as its clients refused together:
+            // looked for on refusals only, where it does harm.
+            if let (Some(c), Some(p)) = (client, &facts.peer) {
+                if c.source == IpSource::Peer {
+                    let header = s.client_ip.forwarded_header().name();
+                    if let Some(v) = parts.headers.get(header) {
+                        if !s.client_ip.trusted().contains(p.addr.ip()) {
+                            self.note_untrusted_forwarding(p.addr.ip(), v.as_bytes(), now);
+                        }
+                    }
+                }
+            }
             return Inspection::Refuse {
                 kind: RefusalKind::RateLimited,
                 rate: binding.map(rate_info),

@@ -75,9 +75,10 @@ pub struct GuardStats {
     /// Requests from a trusted proxy whose forwarding header was unusable;
     /// they were keyed on the nearest trusted hop.
     pub malformed_forwarding: u64,
-    /// Requests from a peer that is not a trusted proxy which carried the
-    /// forwarding header anyway (ignored, as it should be: any client can
-    /// write one).
+    /// Rate-limited requests from a peer that is not a trusted proxy which
+    /// carried the forwarding header (ignored, as it should be: any client
+    /// can write one). Many of them from one peer: a proxy you forgot to
+    /// trust, whose clients all share its key.
     pub untrusted_forwarding: u64,
     /// Warnings that an untrusted peer forwards for many clients, so that
     /// they all share its address: a proxy you forgot to trust (at most
