@@ -26,7 +26,7 @@
 //! bottleneck. Each cell is the median over the rounds; ratios are to bare
 //! axum with the same handler and case.
 
-#[path = "../examples/flood/procfs.rs"]
+#[path = "../demo/src/procfs.rs"]
 mod procfs;
 
 use std::net::SocketAddr;

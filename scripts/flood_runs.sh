@@ -14,11 +14,11 @@ shift
 label="${FLOOD_LABEL:-runs}"
 out=target/flood-runs
 mkdir -p "$out"
-cargo build --release --example flood --features axum
+cargo build --release -p floodguard-demo
 files=()
 for k in $(seq 1 "$n"); do
     echo "== run $k of $n" >&2
-    ./target/release/examples/flood "$@" --json "$out/$label-$k.json"
+    ./target/release/flood "$@" --no-svg --json "$out/$label-$k.json"
     files+=("$out/$label-$k.json")
 done
 python3 scripts/flood_ranges.py "${files[@]}"

@@ -1,5 +1,5 @@
 //! A process's CPU time and peak memory from Linux's /proc, for the
-//! programs that measure a server: `examples/flood`, and
+//! programs that measure a server: `demo/src` (the flood harness), and
 //! `benches/http_bench.rs`, which includes this file with `#[path]`.
 //! `NaN` where /proc cannot be read.
 

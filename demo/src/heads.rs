@@ -41,7 +41,11 @@ impl Heads {
     /// Reads `tests/data/heads/index.tsv` and every file it lists, with an
     /// error that says what is missing.
     pub fn load() -> Result<Heads, String> {
-        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(DIR);
+        // The captures live in the library's `tests/data/`; this package sits
+        // one level below it.
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(DIR);
         let index = dir.join("index.tsv");
         let text = std::fs::read_to_string(&index).map_err(|e| {
             format!(

@@ -328,6 +328,10 @@ pub struct RunResult {
     pub legit_success: f64,
     pub legit_p50_ms: f64,
     pub legit_p99_ms: f64,
+    /// Legitimate requests started before the attack (the no-attack
+    /// baseline) and the share of them that got a 2xx.
+    pub baseline_requests: u64,
+    pub baseline_success: f64,
     /// Legitimate p99 before the attack started, and the ratio.
     pub baseline_p99_ms: f64,
     pub p99_vs_baseline: f64,
@@ -528,6 +532,11 @@ pub fn summarise(
         legit_success: ratio(ok, in_attack.len() as u64),
         legit_p50_ms: quantile(&attack_lat, 0.5),
         legit_p99_ms: legit_p99,
+        baseline_requests: before.len() as u64,
+        baseline_success: ratio(
+            before.iter().filter(|s| s.ok).count() as u64,
+            before.len() as u64,
+        ),
         baseline_p99_ms: baseline_p99,
         p99_vs_baseline: legit_p99 / baseline_p99,
         settled_p99_ms: settled_p99,
