@@ -408,3 +408,41 @@ async fn the_tarpit_holds_refused_connections_before_their_reset() {
     assert!(waited < hold, "{waited:?}");
     assert_eq!(gate.stats().tarpit.held, 1);
 }
+
+#[tokio::test]
+async fn an_over_cap_refusal_can_answer_429_instead_of_a_reset() {
+    let gate = Gate::builder()
+        .max_connections_per_ip(1)
+        .answer_refusals(true)
+        .build()
+        .unwrap();
+    let (addr, mut rx) = serve(&gate).await;
+    let mut first = connect_from("127.0.0.31", addr).await;
+    assert_eq!(outcome(&mut first).await, Outcome::Admitted);
+    let _held = admitted(&mut rx).await;
+
+    let mut extra = connect_from("127.0.0.31", addr).await;
+    let mut answer = String::new();
+    timeout(BOUND, extra.read_to_string(&mut answer))
+        .await
+        .expect("answer timed out")
+        .expect("an answer and a close, not a reset");
+    assert!(
+        answer.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+        "{answer:?}"
+    );
+    assert!(answer.contains("Retry-After: 1\r\n"));
+    assert!(answer.contains("Connection: close\r\n"));
+    assert_eq!(gate.stats().refused_per_ip, 1);
+
+    // A banned address is still reset, answered nothing.
+    let gate = Gate::builder()
+        .answer_refusals(true)
+        .tarpit(Tarpit::off())
+        .verdict(|_| AcceptVerdict::Refuse)
+        .build()
+        .unwrap();
+    let (addr, _rx) = serve(&gate).await;
+    let mut banned = connect_from("127.0.0.32", addr).await;
+    assert_eq!(outcome(&mut banned).await, Outcome::Refused);
+}

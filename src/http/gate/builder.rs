@@ -32,6 +32,7 @@ pub struct GateBuilder {
     capacity: usize,
     verdict: Option<Box<VerdictFn>>,
     tarpit: Tarpit,
+    answer_refusals: bool,
 }
 
 impl GateBuilder {
@@ -48,6 +49,7 @@ impl GateBuilder {
             capacity: DEFAULT_CAPACITY,
             verdict: None,
             tarpit: Tarpit::default(),
+            answer_refusals: false,
         }
     }
 
@@ -141,6 +143,19 @@ impl GateBuilder {
         self
     }
 
+    /// Answers connections refused for a cap, a rate, the slow penalty
+    /// or the budget with a minimal HTTP/1.1 response (429 with
+    /// `Retry-After: 1`; 503 for the budget) and a close, instead of a
+    /// reset: a browser that opened one connection too many shows a page,
+    /// not a network error. Off by default: it costs the server a
+    /// `TIME_WAIT` per refusal, and a TLS or HTTP/2 client reads it as
+    /// garbage (use it on plain-HTTP listeners). Banned and blocklisted
+    /// addresses are always reset (after the tarpit's hold).
+    pub fn answer_refusals(mut self, on: bool) -> Self {
+        self.answer_refusals = on;
+        self
+    }
+
     /// How long an address waits before it may connect again once one of
     /// its connections was closed with a request head half sent (default
     /// 5 seconds; zero turns it off). Without it a slowloris client
@@ -224,6 +239,7 @@ impl GateBuilder {
                 counters: Counters::default(),
                 tarpit: TarpitState::new(self.tarpit),
                 sweeping: AtomicBool::new(false),
+                answer_refusals: self.answer_refusals,
             }),
         })
     }

@@ -172,6 +172,8 @@ pub(super) struct Shared {
     pub(super) counters: Counters,
     pub(super) tarpit: TarpitState,
     pub(super) sweeping: AtomicBool,
+    /// Over-cap refusals get a minimal HTTP answer instead of a reset.
+    pub(super) answer_refusals: bool,
 }
 
 /// Open connections per address and per network, and the watched ones.
@@ -244,7 +246,7 @@ pub struct GateStats {
 }
 
 /// Why a connection was refused.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Turned {
     Banned,
     PerIp,

@@ -111,6 +111,20 @@ impl GatedListener {
             });
             return;
         }
+        if shared.answer_refusals && why != Turned::Banned {
+            // Written without waiting: an accept loop must not block on a
+            // client. A full socket buffer on a fresh connection cannot
+            // happen; if the write fails the client gets the reset.
+            let answer: &[u8] = if why == Turned::Budget {
+                b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            if stream.try_write(answer).is_ok_and(|n| n == answer.len()) {
+                drop(stream);
+                return;
+            }
+        }
         let _ = stream.set_zero_linger();
         drop(stream);
     }
