@@ -37,6 +37,25 @@ tonic = "0.14"
 """
 
 
+# Wiring mistakes that must not compile, with the error they must give.
+MUST_FAIL = {
+    "serve_gated_with_socketaddr_info": ("E0277", """
+use std::net::SocketAddr;
+use floodguard::http::Guard;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let guard = Guard::builder().default_rules().build()?;
+    let app = axum::Router::new().layer(guard.layer());
+    let listener = guard.gate().build()?.listen(tokio::net::TcpListener::bind("127.0.0.1:0").await?);
+    // The mistake: the gated listener as is, with SocketAddr connect info.
+    axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+    Ok(())
+}
+"""),
+}
+
+
 def blocks(text):
     for m in re.finditer(r"^```rust([^\n]*)\n(.*?)^```", text, re.S | re.M):
         flags = m.group(1)
@@ -78,7 +97,17 @@ def main():
     env = dict(os.environ)
     env.setdefault("CARGO_TARGET_DIR", str(ROOT / "target"))
     r = subprocess.run(["cargo", "build", "--examples", "--quiet"], cwd=CRATE, env=env)
-    sys.exit(r.returncode)
+    if r.returncode != 0:
+        sys.exit(r.returncode)
+    for name, (code, program) in MUST_FAIL.items():
+        (CRATE / "examples" / f"{name}.rs").write_text(program)
+        r = subprocess.run(["cargo", "build", "--example", name, "--quiet"],
+                           cwd=CRATE, env=env, capture_output=True, text=True)
+        if r.returncode == 0 or f"error[{code}]" not in r.stderr:
+            print(f"{name}: expected error {code}, got:\n{r.stderr}")
+            sys.exit(1)
+        (CRATE / "examples" / f"{name}.rs").unlink()
+        print(f"{name}: fails with {code}, as it must (the guide says why)")
 
 
 if __name__ == "__main__":
