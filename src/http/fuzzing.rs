@@ -16,7 +16,6 @@ use http::{HeaderMap, HeaderValue};
 use crate::http::identify::facts::Facts;
 pub use crate::http::identify::forwarded::MAX_HOPS;
 pub use crate::http::identify::forwarded::{Hop, parse_forwarded, parse_x_forwarded_for};
-use crate::http::identify::peer::route_matched;
 use crate::http::identify::session::{self, Presented, SessionCookie};
 pub use crate::http::identify::wire::{MAX_HEAD_BYTES, MAX_HEADER_LINES};
 use crate::http::overload::shedder;
@@ -53,7 +52,7 @@ impl Shedder {
     pub fn acquire(&self, parts: &Parts, route: &str, standing: i8) -> Result<Place, Priority> {
         let mut facts = Facts::new(parts, Timestamp::from_nanos(0));
         facts.route = route;
-        facts.route_matched = route_matched(parts);
+        facts.route_matched = crate::http::identify::peer::route(parts).1;
         self.0.acquire(&facts, standing).map(|p| match p {
             shedder::Place::Now(p) => Place::Now(Permit(p)),
             shedder::Place::Wait(t) => Place::Wait(Ticket(t)),

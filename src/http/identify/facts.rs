@@ -15,7 +15,7 @@ use http::request::Parts;
 use crate::Timestamp;
 use crate::http::identify::client_ip::ClientIp;
 use crate::http::identify::fingerprint::{RequestLook, look, secure_by_itself};
-use crate::http::identify::peer::{Peer, peer, route, route_matched};
+use crate::http::identify::peer::{Peer, peer, route};
 use crate::http::identify::session::Presented;
 
 /// What the guard knows about one request.
@@ -61,8 +61,7 @@ impl<'a> Facts<'a> {
 
     /// Reads the route.
     pub(crate) fn read_route(&mut self) {
-        self.route = route(self.parts);
-        self.route_matched = route_matched(self.parts);
+        (self.route, self.route_matched) = route(self.parts);
     }
 
     /// How the request is built (fingerprint, anomalies, cluster, user

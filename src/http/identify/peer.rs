@@ -111,28 +111,13 @@ pub(crate) fn wire_head(ext: &Extensions) -> Option<WireHead> {
     None
 }
 
-/// Whether the request matched one of the application's routes (axum's
-/// `MatchedPath`): only then is [`route`] one of a bounded set, not a path
-/// the client chose.
-pub(crate) fn route_matched(parts: &http::request::Parts) -> bool {
-    #[cfg(feature = "axum")]
-    if parts
-        .extensions
-        .get::<axum::extract::MatchedPath>()
-        .is_some()
-    {
-        return true;
-    }
-    let _ = parts;
-    false
-}
-
-/// The route a request matched: axum's route pattern if known, else the
-/// path.
-pub(crate) fn route(parts: &http::request::Parts) -> &str {
+/// The route a request matched, and whether it matched one of the
+/// application's routes: axum's route pattern (`MatchedPath`, one of a
+/// bounded set) if known, else the path the client chose.
+pub(crate) fn route(parts: &http::request::Parts) -> (&str, bool) {
     #[cfg(feature = "axum")]
     if let Some(m) = parts.extensions.get::<axum::extract::MatchedPath>() {
-        return m.as_str();
+        return (m.as_str(), true);
     }
-    parts.uri.path()
+    (parts.uri.path(), false)
 }
