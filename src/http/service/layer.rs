@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
 
 use http::{Request, Response};
 use tower_layer::Layer;
@@ -13,9 +12,7 @@ use crate::http::guard::decision::{Inspection, RateInfo};
 use crate::http::overload::shedder::{Permit, Place, Ticket};
 use crate::http::scoring::assessment::Watch;
 use crate::http::service::body::RefusalBody;
-use crate::http::service::refusal::{
-    add_rate_headers, challenge_page, grpc_content_type, respond, shaped,
-};
+use crate::http::service::refusal::{add_rate_headers, challenge_page, grpc_content_type, refusal};
 use crate::http::tarpit::Held;
 use crate::http::{Guard, RefusalKind};
 use crate::{Clock, CoarseClock, Timestamp};
@@ -170,21 +167,13 @@ where
                 let grpc = grpc_content_type(&parts);
                 let mut res = match page {
                     Some(page) if grpc.is_none() => challenge_page(*page),
-                    _ => self
-                        .guard
-                        .refusal_hook()
-                        .filter(|_| grpc.is_none())
-                        .and_then(|hook| {
-                            let rule = rate.as_ref().map(|r| &*r.rule);
-                            let wait = match kind {
-                                RefusalKind::Overloaded | RefusalKind::Suspect => {
-                                    Some(Duration::from_secs(1))
-                                }
-                                _ => rate.as_ref().and_then(|r| r.decision.retry_after()),
-                            };
-                            shaped(hook, kind, rule, wait, Some(&parts))
-                        })
-                        .unwrap_or_else(|| respond(kind, grpc)),
+                    _ => refusal(
+                        self.guard.refusal_hook(),
+                        kind,
+                        rate.as_ref(),
+                        grpc,
+                        Some(&parts),
+                    ),
                 };
                 if close && parts.version <= http::Version::HTTP_11 {
                     res.headers_mut().insert(
@@ -289,13 +278,13 @@ where
                     }
                     None => {
                         w.guard.count_shed();
-                        let hook = w.guard.refusal_hook().filter(|_| w.grpc.is_none());
-                        let res = hook
-                            .and_then(|hook| {
-                                let wait = Some(Duration::from_secs(1));
-                                shaped(hook, RefusalKind::Overloaded, None, wait, None)
-                            })
-                            .unwrap_or_else(|| respond(RefusalKind::Overloaded, w.grpc.as_ref()));
+                        let res = refusal(
+                            w.guard.refusal_hook(),
+                            RefusalKind::Overloaded,
+                            None,
+                            w.grpc.as_ref(),
+                            None,
+                        );
                         state.set(State::Ready {
                             res: Some(res),
                             held: None,

@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode, Version};
 
 use crate::Decision;
 use crate::http::RefusalKind;
+use crate::http::guard::decision::RateInfo;
 use crate::http::guard::pipeline::MISSING_PEER_FIX;
 use crate::http::guard::refusal_hook::{RefusalHook, RefusalInfo};
 use crate::http::service::body::RefusalBody;
@@ -44,6 +45,14 @@ fn no_store(headers: &mut HeaderMap) {
 }
 
 impl RefusalKind {
+    /// The wait a refusal of this kind asks for by itself (a rule's comes
+    /// from its decision): a second for an overloaded service or a held
+    /// suspect.
+    pub(crate) fn own_wait(self) -> Option<Duration> {
+        matches!(self, RefusalKind::Overloaded | RefusalKind::Suspect)
+            .then_some(Duration::from_secs(1))
+    }
+
     fn http(self) -> (StatusCode, &'static str) {
         match self {
             RefusalKind::RateLimited => (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n"),
@@ -84,7 +93,7 @@ pub(crate) fn respond<B: RefusalBody>(
         h.insert(CONTENT_TYPE, content_type.clone());
         h.insert(GRPC_STATUS, HeaderValue::from_static(code));
         h.insert(GRPC_MESSAGE, HeaderValue::from_static(message));
-        if matches!(kind, RefusalKind::Overloaded | RefusalKind::Suspect) {
+        if kind.own_wait().is_some() {
             h.insert(GRPC_RETRY_PUSHBACK, HeaderValue::from_static("1000"));
         }
         no_store(h);
@@ -99,17 +108,21 @@ pub(crate) fn respond<B: RefusalBody>(
         };
         let mut res = Response::new(body);
         *res.status_mut() = status;
-        res.headers_mut().insert(
-            CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
-        if matches!(kind, RefusalKind::Overloaded | RefusalKind::Suspect) {
-            res.headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        no_store(res.headers_mut());
+        finish_http(res.headers_mut(), kind);
         res
     }
+}
+
+/// The headers every HTTP refusal carries: a plain-text content type
+/// unless one is set, `Retry-After` for a wait of the kind's own, and
+/// `no-store`.
+fn finish_http(h: &mut HeaderMap, kind: RefusalKind) {
+    h.entry(CONTENT_TYPE)
+        .or_insert(HeaderValue::from_static("text/plain; charset=utf-8"));
+    if kind.own_wait().is_some() {
+        h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    no_store(h);
 }
 
 /// A challenge page as a response (HTTP only: gRPC gets the
@@ -125,40 +138,40 @@ pub(crate) fn challenge_page<B: RefusalBody>(page: crate::http::ChallengePage) -
     res
 }
 
+/// A refusal of `kind`: for HTTP, shaped by the user's hook when it
+/// gives a shape, with the headers every refusal carries set after the
+/// hook's; else floodguard's plain text or gRPC status. `request` is `None`
+/// after a wait in an overload limit's waiting room.
+pub(crate) fn refusal<B: RefusalBody>(
+    hook: Option<&RefusalHook>,
+    kind: RefusalKind,
+    rate: Option<&RateInfo>,
+    grpc: Option<&HeaderValue>,
+    request: Option<&Parts>,
+) -> Response<B> {
+    let custom = hook.filter(|_| grpc.is_none()).and_then(|hook| {
+        hook(&RefusalInfo {
+            kind,
+            rule: rate.map(|r| &*r.rule),
+            retry_after: kind
+                .own_wait()
+                .or_else(|| rate.and_then(|r| r.decision.retry_after())),
+            request,
+        })
+    });
+    let Some(custom) = custom else {
+        return respond(kind, grpc);
+    };
+    let mut res = Response::new(B::page(custom.body));
+    *res.status_mut() = custom.status.unwrap_or(kind.http().0);
+    *res.headers_mut() = custom.headers;
+    finish_http(res.headers_mut(), kind);
+    res
+}
+
 /// Adds the rate-limit headers of `decision` under `policy` (the rule's
 /// pre-formatted `RateLimit-Policy` value): `RateLimit` always, and on a
 /// denial `Retry-After` (whole seconds, rounded up, never 0) plus, for gRPC,
-/// An HTTP refusal shaped by the user's hook: its status (else the
-/// kind's), its headers, its body; then the headers floodguard keeps right
-/// (`Retry-After` for a wait of the kind's own, `no-store`). `None` when
-/// the hook keeps floodguard's plain text.
-pub(crate) fn shaped<B: RefusalBody>(
-    hook: &RefusalHook,
-    kind: RefusalKind,
-    rule: Option<&str>,
-    retry_after: Option<Duration>,
-    request: Option<&Parts>,
-) -> Option<Response<B>> {
-    let custom = hook(&RefusalInfo {
-        kind,
-        rule,
-        retry_after,
-        request,
-    })?;
-    let (status, _) = kind.http();
-    let mut res = Response::new(B::page(custom.body));
-    *res.status_mut() = custom.status.unwrap_or(status);
-    let h = res.headers_mut();
-    *h = custom.headers;
-    h.entry(CONTENT_TYPE)
-        .or_insert(HeaderValue::from_static("text/plain; charset=utf-8"));
-    if matches!(kind, RefusalKind::Overloaded | RefusalKind::Suspect) {
-        h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    no_store(h);
-    Some(res)
-}
-
 /// `grpc-retry-pushback-ms`.
 pub(crate) fn add_rate_headers(
     headers: &mut HeaderMap,
