@@ -30,7 +30,7 @@ publish = false
 [workspace]
 
 [dependencies]
-floodguard = { path = "../..", features = ["axum", "tonic"] }
+floodguard = { path = "../..", features = ["axum", "tonic", "toml"] }
 axum = "0.8"
 tokio = { version = "1", features = ["full"] }
 tonic = "0.14"

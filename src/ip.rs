@@ -238,6 +238,23 @@ impl From<IpAddr> for IpPrefix {
     }
 }
 
+/// Written as its text, `"192.0.2.0/24"`; read from the same, or from a
+/// bare address as a full-length prefix.
+#[cfg(feature = "serde")]
+impl serde::Serialize for IpPrefix {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+#[cfg(feature = "serde")]
+impl<'de> serde::Deserialize<'de> for IpPrefix {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl FromStr for IpPrefix {
     type Err = ConfigError;
 

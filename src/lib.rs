@@ -46,7 +46,8 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `serde` | `Serialize`/`Deserialize` for configuration types |
+//! | `serde` | `Serialize`/`Deserialize` for configuration types; with `tower`, the whole [`http::GuardConfig`] |
+//! | `toml` | `serde` + [`http::GuardConfig`] read from and written to TOML files, errors with the field's path |
 //! | `tower` | [`http`]: the Tower layer, connection gate, fingerprints, client scoring, attack detection, overload protection, Prometheus output |
 //! | `axum` | `tower` + the gate as an axum listener, axum's connect info, a metrics handler |
 //! | `tonic` | `tower` + the gate's streams for tonic, tonic's connect info |
@@ -78,9 +79,13 @@ pub mod ip;
 mod limiter;
 mod prefix_map;
 mod quota;
+#[cfg(feature = "serde")]
+mod quota_form;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod score;
+#[cfg(feature = "serde")]
+mod serde_duration;
 mod stats;
 mod store;
 mod table;

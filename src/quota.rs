@@ -48,14 +48,14 @@ use std::time::Duration;
 /// `Quota::gcra(5, d).burst(5)` limit alike but are not equal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Quota {
-    kind: Kind,
+    pub(crate) kind: Kind,
     /// The burst if one was given: GCRA's defaults to its rate, and a
     /// sliding window's is refused by [`Quota::algorithm`].
-    burst: Option<u64>,
+    pub(crate) burst: Option<u64>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-enum Kind {
+pub(crate) enum Kind {
     /// No algorithm chosen yet: only builders start from it (it is not
     /// public), and [`Quota::algorithm`] refuses it.
     Unset,

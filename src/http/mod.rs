@@ -35,6 +35,7 @@
 //! held for a while first (the [`Tarpit`]), so that a flood tool waiting
 //! on its answers slows down.
 
+mod config;
 mod gate;
 mod guard;
 mod identify;
@@ -57,7 +58,8 @@ pub use identify::{
 // The guard, its rules and its decisions.
 pub use guard::{
     DEFAULT_MAX_BANS, Guard, GuardBuilder, GuardDecision, GuardStats, MissingPeer, Refusal,
-    RefusalInfo, RefusalKind, RefusalResponse, Rule, RuleStats, SharedBanStats, Snapshot,
+    RefusalInfo, RefusalKind, RefusalResponse, ReloadError, Rule, RuleStats, SharedBanStats,
+    Snapshot,
 };
 // The seams a fleet plugs into: sharing bans (the Redis one is in
 // `redis/bans/`) and counting rules (`redis/rules.rs`).
@@ -91,3 +93,7 @@ pub use metrics::PROMETHEUS_CONTENT_TYPE;
 #[cfg(feature = "axum")]
 pub use metrics::{metrics_handler, metrics_handler_with_gate};
 pub use tarpit::{Tarpit, TarpitStats};
+
+#[cfg(feature = "toml")]
+pub use config::ConfigFileError;
+pub use config::{ConnectionRate, GateConfig, GuardConfig, PrefixCap, PrefixRate};

@@ -33,7 +33,13 @@ use std::time::Duration;
 /// # Ok::<(), floodguard::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Tarpit {
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     hold: Duration,
     max_held: usize,
 }

@@ -31,10 +31,18 @@ use std::time::Duration;
 /// # Ok::<(), floodguard::ConfigError>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Deadlines {
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::or_off"))]
     head: Option<Duration>,
     min_rate: u32,
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     head_max: Duration,
+    #[cfg_attr(feature = "serde", serde(with = "crate::serde_duration::or_off"))]
     pub(super) keep_alive: Option<Duration>,
 }
 

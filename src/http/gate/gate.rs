@@ -22,27 +22,27 @@ use crate::ip::PrefixLengths;
 use crate::{IpPrefix, KeyedLimiter};
 
 /// Concurrent connections from one address when not configured.
-pub(super) const DEFAULT_MAX_PER_IP: u32 = 16;
+pub(crate) const DEFAULT_MAX_PER_IP: u32 = 16;
 /// New connections per second from one address when not configured.
-pub(super) const DEFAULT_RATE: (u64, Duration, u64) = (20, Duration::from_secs(1), 40);
+pub(crate) const DEFAULT_RATE: (u64, Duration, u64) = (20, Duration::from_secs(1), 40);
 /// Connection caps per network when not configured: 64 per IPv6 /64 (one
 /// subscriber's devices; the IPv4 side is the address itself, already
 /// capped tighter), and 1,024 per IPv4 /24 or IPv6 /48 (a site or a
 /// carrier's NAT pool, whose many people each count against their own
 /// address's cap first).
-pub(super) const DEFAULT_NETWORK_CAPS: [(PrefixLengths, u32); 2] = [
+pub(crate) const DEFAULT_NETWORK_CAPS: [(PrefixLengths, u32); 2] = [
     (PrefixLengths::HOST_V4_SUBNET_V6, 64),
     (PrefixLengths::SUBNET_V4_SITE_V6, 1_024),
 ];
 /// New connections per second from one IPv4 /24 or IPv6 /64 when not
 /// configured: ten times one address's, so that a NAT pool's people pass.
-pub(super) const DEFAULT_NETWORK_RATE: (PrefixLengths, u64, Duration, u64) =
+pub(crate) const DEFAULT_NETWORK_RATE: (PrefixLengths, u64, Duration, u64) =
     (PrefixLengths::SUBNET, 200, Duration::from_secs(1), 400);
 /// Most network caps a gate takes.
 pub(super) const MAX_NETWORK_CAPS: usize = 4;
 /// How long an address whose connection was closed mid-head waits before
 /// it may connect again, when not configured.
-pub(super) const DEFAULT_SLOW_PENALTY: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_SLOW_PENALTY: Duration = Duration::from_secs(5);
 /// How often the deadlines are enforced.
 pub(super) const SWEEP_EVERY: Duration = Duration::from_millis(250);
 /// Pause after an accept error such as `EMFILE`, so the loop does not spin

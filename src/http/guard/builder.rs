@@ -5,15 +5,18 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use parking_lot::RwLock;
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
 
 use crate::http::guard::ban_list::BanList;
 use crate::http::guard::fleet::{BanFleet, BanTarget, DEFAULT_CLASS_TTL, FleetLink, GuardHandle};
 use crate::http::guard::forgotten_proxy::ForgottenProxy;
 use crate::http::guard::guard::Shared;
+use crate::http::guard::live::{Live, Settings};
 use crate::http::guard::notice::Notice;
 use crate::http::guard::refusal_hook::{RefusalHook, RefusalInfo, RefusalResponse};
-use crate::http::guard::rules::{CompiledRule, Rule};
+use crate::http::guard::reload::Fixed;
+use crate::http::guard::rules::Rule;
 use crate::http::identify::client_ip::ClientIpConfig;
 use crate::http::identify::session::SessionCookie;
 use crate::http::overload::shedder::Shedder;
@@ -22,12 +25,17 @@ use crate::http::scoring::scorer::{EventHook, Scorer};
 use crate::http::tarpit::{Tarpit, TarpitState};
 use crate::http::{Guard, Overload, Scoring};
 use crate::stats::Striped;
-use crate::{Clock, CoarseClock, ConfigError, IpPrefix, PrefixSet};
+use crate::{Clock, CoarseClock, ConfigError, IpPrefix};
 
 /// What to do with a request that carries no peer address (the server was
 /// not set up to record one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum MissingPeer {
     /// Refuse it with 500 (gRPC `INTERNAL`) and log how to fix the setup,
     /// rather than silently counting every client in one shared bucket.
@@ -46,20 +54,17 @@ pub const DEFAULT_MAX_BANS: usize = 100_000;
 #[must_use = "a builder does nothing until `.build()`"]
 pub struct GuardBuilder<C = CoarseClock> {
     pub(super) clock: C,
-    pub(super) rules: Vec<Rule>,
-    pub(super) client_ip: ClientIpConfig,
-    pub(super) safelist: PrefixSet,
-    pub(super) blocklist: PrefixSet,
-    pub(super) max_bans: usize,
-    pub(super) missing_peer: MissingPeer,
-    pub(super) headers_on_success: bool,
-    pub(super) close_refused: bool,
-    pub(super) tls: bool,
-    pub(super) tarpit: Tarpit,
-    pub(super) scoring: Option<Scoring>,
+    /// What a reload can change later.
+    pub(crate) settings: Settings,
+    pub(crate) max_bans: usize,
+    /// Sections built beside the guard from the same configuration, for
+    /// reloads to compare (see `guard::reload`).
+    pub(crate) outside: Vec<(&'static str, String)>,
+    pub(crate) tarpit: Tarpit,
+    pub(crate) scoring: Option<Scoring>,
     pub(super) on_event: Option<EventHook>,
-    pub(super) overload: Option<Overload>,
-    pub(super) session: Option<SessionCookie>,
+    pub(crate) overload: Option<Overload>,
+    pub(crate) session: Option<SessionCookie>,
     pub(super) refusal_hook: Option<RefusalHook>,
     /// The fleet to share bans with, joined by `build` (set by
     /// `share_bans`, under feature `redis`, through `ban_fleet`).
@@ -69,11 +74,11 @@ pub struct GuardBuilder<C = CoarseClock> {
 impl<C> std::fmt::Debug for GuardBuilder<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GuardBuilder")
-            .field("rules", &self.rules.len())
-            .field("client_ip", &self.client_ip)
+            .field("rules", &self.settings.rules.len())
+            .field("client_ip", &self.settings.client_ip)
             .field("max_bans", &self.max_bans)
-            .field("missing_peer", &self.missing_peer)
-            .field("tls", &self.tls)
+            .field("missing_peer", &self.settings.missing_peer)
+            .field("tls", &self.settings.tls)
             .field("scoring", &self.scoring.is_some())
             .field("overload", &self.overload.is_some())
             .field("session", &self.session.is_some())
@@ -180,7 +185,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     /// Adds a rule. A request is checked against every rule that applies to
     /// it and charged on all enforced ones or none.
     pub fn rule(mut self, rule: Rule) -> Self {
-        self.rules.push(rule);
+        self.settings.rules.push(rule);
         self
     }
 
@@ -223,7 +228,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
 
     /// Adds several rules.
     pub fn rules(mut self, rules: impl IntoIterator<Item = Rule>) -> Self {
-        self.rules.extend(rules);
+        self.settings.rules.extend(rules);
         self
     }
 
@@ -231,20 +236,20 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     /// forwarding header they set. By default nobody is trusted and the
     /// peer address is the client.
     pub fn client_ip(mut self, config: ClientIpConfig) -> Self {
-        self.client_ip = config;
+        self.settings.client_ip = config;
         self
     }
 
     /// Clients in `prefix` skip every rule (and the gate's caps).
     pub fn safelist(mut self, prefix: IpPrefix) -> Self {
-        self.safelist.insert(prefix);
+        self.settings.safelist.insert(prefix);
         self
     }
 
     /// Clients in `prefix` are refused with 403 (and closed at accept by the
     /// gate).
     pub fn blocklist(mut self, prefix: IpPrefix) -> Self {
-        self.blocklist.insert(prefix);
+        self.settings.blocklist.insert(prefix);
         self
     }
 
@@ -265,20 +270,20 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     /// default: over plain HTTP a browser sends neither and is still a
     /// browser.
     pub fn tls(mut self, on: bool) -> Self {
-        self.tls = on;
+        self.settings.tls = on;
         self
     }
 
     /// What to do with requests that carry no peer address.
     pub fn on_missing_peer(mut self, policy: MissingPeer) -> Self {
-        self.missing_peer = policy;
+        self.settings.missing_peer = policy;
         self
     }
 
     /// Also send `RateLimit` and `RateLimit-Policy` headers on admitted
     /// responses (refusals always carry them). Off by default.
     pub fn rate_limit_headers(mut self, on: bool) -> Self {
-        self.headers_on_success = on;
+        self.settings.headers_on_success = on;
         self
     }
 
@@ -291,7 +296,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     /// exchange. A refused client must wait `Retry-After` anyway. HTTP/2
     /// connections are never closed for one stream's refusal.
     pub fn close_refused_connections(mut self, on: bool) -> Self {
-        self.close_refused = on;
+        self.settings.close_refused = on;
         self
     }
 
@@ -314,15 +319,9 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     pub fn clock<C2: Clock + Clone>(self, clock: C2) -> GuardBuilder<C2> {
         GuardBuilder {
             clock,
-            rules: self.rules,
-            client_ip: self.client_ip,
-            safelist: self.safelist,
-            blocklist: self.blocklist,
+            settings: self.settings,
             max_bans: self.max_bans,
-            missing_peer: self.missing_peer,
-            headers_on_success: self.headers_on_success,
-            close_refused: self.close_refused,
-            tls: self.tls,
+            outside: self.outside,
             tarpit: self.tarpit,
             scoring: self.scoring,
             on_event: self.on_event,
@@ -341,30 +340,19 @@ impl<C: Clock + Clone + 'static> GuardBuilder<C> {
         if self.max_bans == 0 {
             return Err(ConfigError::Zero { field: "max_bans" });
         }
-        self.client_ip.validate()?;
-        let (mut enforced, mut shadow) = (Vec::new(), Vec::new());
-        for rule in self.rules {
-            if enforced
-                .iter()
-                .chain(&shadow)
-                .any(|r: &CompiledRule<C>| *r.name == *rule.name())
-            {
-                return Err(ConfigError::DuplicateRule {
-                    rule: rule.name().to_owned(),
-                });
-            }
-            let compiled = rule.compile(&self.clock)?;
-            if compiled.shadow {
-                shadow.push(compiled);
-            } else {
-                enforced.push(compiled);
-            }
-        }
+        let fixed = Fixed {
+            max_bans: self.max_bans,
+            tarpit: self.tarpit,
+            scoring: self.scoring.clone(),
+            overload: self.overload.clone(),
+            session: self.session.clone(),
+            outside: self.outside,
+        };
         let shedder = self.overload.map(Shedder::new).transpose()?;
+        let shedder_needs_route = shedder.as_ref().is_some_and(Shedder::needs_route);
+        let live = Live::compile(self.settings, &self.clock, shedder_needs_route, None)?;
         let now = self.clock.now();
         let session = self.session.map(|c| c.compile(now)).transpose()?;
-        let needs_route = enforced.iter().chain(&shadow).any(CompiledRule::uses_route)
-            || shedder.as_ref().is_some_and(Shedder::needs_route);
         let (on_event, fleet, start) = match self.fleet {
             None => (self.on_event, None, None),
             Some(fleet) => {
@@ -383,20 +371,12 @@ impl<C: Clock + Clone + 'static> GuardBuilder<C> {
             None => None,
         };
         let shared = Arc::new(Shared {
-            needs_route,
             clock: self.clock,
-            enforced,
-            shadow,
-            client_ip: self.client_ip,
-            safelist: self.safelist,
-            blocklist: self.blocklist,
+            live: ArcSwap::from_pointee(live),
             bans: RwLock::new(BanList::new(self.max_bans)),
             ban_count: AtomicUsize::new(0),
             max_bans: self.max_bans,
-            missing_peer: self.missing_peer,
-            headers_on_success: self.headers_on_success,
-            close_refused: self.close_refused,
-            tls: self.tls,
+            fixed: Mutex::new(fixed),
             tarpit: TarpitState::new(self.tarpit),
             counters: Striped::default(),
             wiring: Striped::default(),

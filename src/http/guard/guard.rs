@@ -7,43 +7,37 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use parking_lot::RwLock;
 
 use crate::http::gate::{AcceptVerdict, Gate, GateBuilder};
 use crate::http::guard::ban_list::{BanList, Inserted};
 use crate::http::guard::fleet::{BanTarget, FleetLink};
 use crate::http::guard::forgotten_proxy::ForgottenProxy;
+use crate::http::guard::live::{Live, Settings};
 use crate::http::guard::notice::Notice;
 use crate::http::guard::refusal_hook::RefusalHook;
+use crate::http::guard::reload::FixedLock;
 use crate::http::guard::rules::CompiledRule;
 use crate::http::guard::stats::{GUARD_COUNTS, GuardCount, WIRING_COUNTS, WiringCount};
-use crate::http::identify::client_ip::ClientIpConfig;
 use crate::http::identify::session::{Session, SessionStats};
 use crate::http::overload::shedder::Shedder;
 use crate::http::scoring::scorer::Scorer;
 use crate::http::tarpit::{Held, Tarpit, TarpitState};
-use crate::http::{DEFAULT_MAX_BANS, GuardBuilder, GuardStats, MissingPeer, Snapshot};
+use crate::http::{DEFAULT_MAX_BANS, GuardBuilder, GuardStats, Snapshot};
 use crate::ip::canonical;
 use crate::stats::Striped;
-use crate::{Clock, CoarseClock, IpPrefix, PrefixSet, Timestamp};
+use crate::{Clock, CoarseClock, IpPrefix, Timestamp};
 
 pub(super) struct Shared<C> {
     pub(super) clock: C,
-    pub(super) enforced: Vec<CompiledRule<C>>,
-    pub(super) shadow: Vec<CompiledRule<C>>,
-    /// Whether any rule keys on or is scoped by the route.
-    pub(super) needs_route: bool,
-    pub(super) client_ip: ClientIpConfig,
-    pub(super) safelist: PrefixSet,
-    pub(super) blocklist: PrefixSet,
+    /// The rules, lists and switches a reload swaps.
+    pub(super) live: ArcSwap<Live<C>>,
     pub(super) bans: RwLock<BanList>,
     pub(super) ban_count: AtomicUsize,
     pub(super) max_bans: usize,
-    pub(super) missing_peer: MissingPeer,
-    pub(super) headers_on_success: bool,
-    pub(super) close_refused: bool,
-    /// The server terminates TLS itself.
-    pub(super) tls: bool,
+    /// What the guard was built with that a reload leaves as it is.
+    pub(super) fixed: FixedLock,
     pub(super) tarpit: TarpitState,
     pub(super) counters: Striped<GUARD_COUNTS>,
     pub(super) wiring: Striped<WIRING_COUNTS>,
@@ -159,7 +153,7 @@ impl<C> Clone for Guard<C> {
 
 impl<C> std::fmt::Debug for Guard<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = &self.shared;
+        let s = self.shared.live.load();
         f.debug_struct("Guard")
             .field(
                 "enforced",
@@ -180,15 +174,9 @@ impl Guard {
     pub fn builder() -> GuardBuilder {
         GuardBuilder {
             clock: CoarseClock::new(),
-            rules: Vec::new(),
-            client_ip: ClientIpConfig::new(),
-            safelist: PrefixSet::new(),
-            blocklist: PrefixSet::new(),
+            settings: Settings::default(),
             max_bans: DEFAULT_MAX_BANS,
-            missing_peer: MissingPeer::default(),
-            headers_on_success: false,
-            close_refused: true,
-            tls: false,
+            outside: Vec::new(),
             tarpit: Tarpit::default(),
             scoring: None,
             on_event: None,
@@ -279,10 +267,11 @@ impl<C: Clock> Guard<C> {
     /// each limited by the layer on its own address).
     pub fn accept_verdict(&self, ip: IpAddr) -> AcceptVerdict {
         let s = &*self.shared;
+        let live = s.live.load();
         let ip = canonical(ip);
-        if s.safelist.contains(ip) || s.client_ip.trusted().contains(ip) {
+        if live.safelist.contains(ip) || live.client_ip.trusted().contains(ip) {
             AcceptVerdict::Exempt
-        } else if s.blocklist.contains(ip) || self.is_banned(ip) {
+        } else if live.blocklist.contains(ip) || self.is_banned(ip) {
             if let Some(sc) = &s.scorer {
                 sc.blocked();
             }
@@ -352,12 +341,7 @@ impl<C: Clock> Guard<C> {
                 not_returned: c(GuardCount::SessionNotReturned),
             }),
             scoring: s.scorer.as_ref().map(Scorer::stats),
-            rules: s
-                .enforced
-                .iter()
-                .chain(&s.shadow)
-                .map(CompiledRule::stats)
-                .collect(),
+            rules: s.live.load().rules().map(CompiledRule::stats).collect(),
             tarpit: s.tarpit.stats(),
             shared_bans: s.fleet.as_ref().map(|f| f.stats()),
         }

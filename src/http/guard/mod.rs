@@ -3,7 +3,7 @@
 //!
 //! `guard` holds the state and the ban operations, `pipeline` decides one
 //! request, `decision` is what it decided, `builder` configures it,
-//! `rules` are its limits, `ban_list` its bans, `stats` its counters,
+//! `rules` are its limits, `live` what a reload swaps, `reload` how, `ban_list` its bans, `stats` its counters,
 //! `fleet` the seam a fleet sharing bans plugs into, `shared_rule` the
 //! seam a fleet counting a rule plugs into.
 
@@ -14,9 +14,11 @@ pub(crate) mod fleet;
 pub(crate) mod forgotten_proxy;
 #[allow(clippy::module_inception)]
 pub(crate) mod guard;
+pub(crate) mod live;
 pub(crate) mod notice;
 pub(crate) mod pipeline;
 pub(crate) mod refusal_hook;
+pub(crate) mod reload;
 pub(crate) mod rules;
 pub(crate) mod shared_rule;
 pub(crate) mod stats;
@@ -26,5 +28,6 @@ pub use decision::{GuardDecision, Refusal, RefusalKind};
 pub use fleet::SharedBanStats;
 pub use guard::Guard;
 pub use refusal_hook::{RefusalInfo, RefusalResponse};
+pub use reload::ReloadError;
 pub use rules::{Rule, RuleStats};
 pub use stats::{GuardStats, Snapshot};

@@ -11,6 +11,7 @@ use http::HeaderValue;
 use http::request::Parts;
 
 use crate::http::guard::decision::{Inspection, RateInfo, RefusalKind};
+use crate::http::guard::live::Live;
 use crate::http::guard::notice::{setup_error, setup_warning};
 use crate::http::guard::stats::{GuardCount, WiringCount};
 use crate::http::identify::client_ip::IpSource;
@@ -87,9 +88,14 @@ impl<C: Clock> Guard<C> {
             return self.decide(parts, admit);
         }
         let outcome = span.in_scope(|| self.decide(parts, admit));
-        let s = &*self.shared;
         if let Some(p) = peer(&parts.extensions) {
-            let client = s.client_ip.resolve(p.addr.ip(), &parts.headers).ip;
+            let client = self
+                .shared
+                .live
+                .load()
+                .client_ip
+                .resolve(p.addr.ip(), &parts.headers)
+                .ip;
             span.record("client", tracing::field::display(client));
         }
         match &outcome {
@@ -117,13 +123,17 @@ impl<C: Clock> Guard<C> {
     /// layer (`admit`), take a place in the overload limit.
     fn decide(&self, parts: &Parts, admit: bool) -> Inspection {
         let s = &*self.shared;
+        // One version of the rules and lists decides the whole request,
+        // whatever a reload swaps in meanwhile.
+        let live = s.live.load();
+        let live = &**live;
         s.counters.add(GuardCount::Requests, 1);
         let mut facts = Facts::new(parts, s.clock.now());
         let now = facts.now;
         match &facts.peer {
             Some(peer) => {
                 let peer_ip = peer.addr.ip();
-                let c = s.client_ip.resolve(peer_ip, &parts.headers);
+                let c = live.client_ip.resolve(peer_ip, &parts.headers);
                 if c.malformed {
                     s.counters.add(GuardCount::Malformed, 1);
                 }
@@ -131,7 +141,7 @@ impl<C: Clock> Guard<C> {
             }
             None => {
                 s.counters.add(GuardCount::NoPeer, 1);
-                if s.missing_peer == MissingPeer::Refuse {
+                if live.missing_peer == MissingPeer::Refuse {
                     self.log_missing_peer(now);
                     return Inspection::refuse(RefusalKind::NoPeerAddress, false);
                 }
@@ -140,9 +150,9 @@ impl<C: Clock> Guard<C> {
         let client = facts.client;
         // Only a connection that is the client's own is closed after a
         // refusal: one from a trusted proxy carries other clients too.
-        let close = s.close_refused && client.is_some_and(|c| c.source == IpSource::Peer);
+        let close = live.close_refused && client.is_some_and(|c| c.source == IpSource::Peer);
         if let Some(c) = client {
-            if s.safelist.contains(c.ip) {
+            if live.safelist.contains(c.ip) {
                 s.counters.add(GuardCount::Safelisted, 1);
                 s.counters.add(GuardCount::Admitted, 1);
                 let decision = GuardDecision {
@@ -160,7 +170,7 @@ impl<C: Clock> Guard<C> {
                     session: None,
                 };
             }
-            if s.blocklist.contains(c.ip) || self.banned_at(c.ip, now) {
+            if live.blocklist.contains(c.ip) || self.banned_at(c.ip, now) {
                 s.counters.add(GuardCount::RefusedBlocked, 1);
                 if let Some(sc) = &s.scorer {
                     sc.blocked();
@@ -181,15 +191,15 @@ impl<C: Clock> Guard<C> {
             }
             _ => None,
         };
-        if s.needs_route || s.scorer.is_some() {
+        if live.needs_route || s.scorer.is_some() {
             facts.read_route();
         }
         let mut cost_factor = 1;
         let mut standing = 0;
         let assessment = match (&s.scorer, client) {
             (Some(sc), Some(c)) => {
-                let trusted = s.client_ip.trusted();
-                let seen = facts.read_look(s.tls, |p| trusted.contains(p));
+                let trusted = live.client_ip.trusted();
+                let seen = facts.read_look(live.tls, |p| trusted.contains(p));
                 let a = sc.assess(&facts, c.ip, &seen);
                 if a.session_unreturned_news {
                     s.counters.add(GuardCount::SessionNotReturned, 1);
@@ -222,18 +232,18 @@ impl<C: Clock> Guard<C> {
             }
             _ => None,
         };
-        let n = s.enforced.len();
+        let n = live.enforced.len();
         let (verdict, binding) = if n <= INLINE_RULES {
             let mut checks = [Pending::PLACEHOLDER; INLINE_RULES];
             let mut owners = [0; INLINE_RULES];
             let (checks, owners) = (&mut checks[..n], &mut owners[..n]);
-            self.charge_enforced(&facts, cost_factor, checks, owners)
+            self.charge_enforced(live, &facts, cost_factor, checks, owners)
         } else {
             let (mut checks, mut owners) = (vec![Pending::PLACEHOLDER; n], vec![0; n]);
-            self.charge_enforced(&facts, cost_factor, &mut checks, &mut owners)
+            self.charge_enforced(live, &facts, cost_factor, &mut checks, &mut owners)
         };
         let rate_info = |i: usize| {
-            let rule = &s.enforced[i];
+            let rule = &live.enforced[i];
             RateInfo {
                 rule: Arc::clone(&rule.name),
                 policy: rule.policy.clone(),
@@ -245,7 +255,7 @@ impl<C: Clock> Guard<C> {
                 // A throttled request refused only because of its throttled
                 // cost is not pressure of its own: counting it would let a
                 // throttle climb by itself to a ban.
-                let pressure = cost_factor == 1 || !self.admits_at_normal_cost(&facts);
+                let pressure = cost_factor == 1 || !Self::admits_at_normal_cost(live, &facts);
                 if let Some(order) = sc.rate_refused(assessment.as_ref(), pressure, now) {
                     self.record_ban(order.client, order.duration, now);
                     s.counters.add(GuardCount::RefusedScore, 1);
@@ -257,10 +267,10 @@ impl<C: Clock> Guard<C> {
             // looked for on refusals only, where it does harm.
             if let (Some(c), Some(p)) = (client, &facts.peer) {
                 if c.source == IpSource::Peer {
-                    let header = s.client_ip.forwarded_header().name();
+                    let header = live.client_ip.forwarded_header().name();
                     if let Some(v) = parts.headers.get(header) {
-                        if !s.client_ip.trusted().contains(p.addr.ip()) {
-                            self.note_untrusted_forwarding(p.addr.ip(), v.as_bytes(), now);
+                        if !live.client_ip.trusted().contains(p.addr.ip()) {
+                            self.note_untrusted_forwarding(live, p.addr.ip(), v.as_bytes(), now);
                         }
                     }
                 }
@@ -272,12 +282,12 @@ impl<C: Clock> Guard<C> {
                 page: None,
             };
         }
-        if !s.shadow.is_empty() {
-            self.observe_shadow_rules(&facts);
+        if !live.shadow.is_empty() {
+            Self::observe_shadow_rules(live, &facts);
         }
         let permit = match (&s.shedder, admit) {
             (Some(shedder), true) => {
-                if !s.needs_route {
+                if !live.needs_route {
                     facts.route = "";
                     facts.route_matched = false;
                 }
@@ -298,14 +308,14 @@ impl<C: Clock> Guard<C> {
         let decision = GuardDecision {
             client,
             safelisted: false,
-            binding: binding.map(|i| (Arc::clone(&s.enforced[i].name), verdict.decision)),
+            binding: binding.map(|i| (Arc::clone(&live.enforced[i].name), verdict.decision)),
             score: assessment
                 .as_ref()
                 .map(|a| (a.report, a.action, a.fingerprint, a.cluster)),
         };
         Inspection::Pass {
             decision,
-            headers: binding.filter(|_| s.headers_on_success).map(rate_info),
+            headers: binding.filter(|_| live.headers_on_success).map(rate_info),
             watch: assessment.as_ref().map(Assessment::watch),
             permit,
             at: now,
@@ -345,14 +355,15 @@ impl<C: Clock> Guard<C> {
     /// into `checks` (and each one's rule index into `owners`), runs them
     /// all or none, and returns the verdict with the binding rule's index.
     fn charge_enforced<'g>(
-        &'g self,
+        &self,
+        live: &'g Live<C>,
         facts: &Facts<'_>,
         cost_factor: u64,
         checks: &mut [Pending<'g>],
         owners: &mut [usize],
     ) -> (CompositeDecision, Option<usize>) {
         let mut len = 0;
-        for (i, rule) in self.shared.enforced.iter().enumerate() {
+        for (i, rule) in live.enforced.iter().enumerate() {
             if let Some(p) = rule.pending(facts, cost_factor) {
                 checks[len] = p;
                 owners[len] = i;
@@ -365,9 +376,8 @@ impl<C: Clock> Guard<C> {
 
     /// Whether every enforced rule would admit the request at its normal
     /// cost now (peeked: nothing charged or counted).
-    fn admits_at_normal_cost(&self, facts: &Facts<'_>) -> bool {
-        self.shared
-            .enforced
+    fn admits_at_normal_cost(live: &Live<C>, facts: &Facts<'_>) -> bool {
+        live.enforced
             .iter()
             .filter_map(|r| r.pending(facts, 1))
             .all(|p| p.would_admit(facts.now))
@@ -375,8 +385,8 @@ impl<C: Clock> Guard<C> {
 
     /// Charges each shadow rule on its own; its limiter counts what it
     /// would have refused.
-    fn observe_shadow_rules(&self, facts: &Facts<'_>) {
-        for rule in &self.shared.shadow {
+    fn observe_shadow_rules(live: &Live<C>, facts: &Facts<'_>) {
+        for rule in &live.shadow {
             if let Some(p) = rule.pending(facts, 1) {
                 if !check_all(facts.now, &[p]).is_allowed() {
                     tracing::debug!(rule = &*rule.name, client = ?facts.ip(), "floodguard: shadow rule would refuse");
@@ -394,7 +404,13 @@ impl<C: Clock> Guard<C> {
     /// A request from an untrusted `peer` carrying the forwarding header:
     /// counted, and when the peer forwards for many clients, a warning that
     /// names the fix.
-    fn note_untrusted_forwarding(&self, peer: IpAddr, value: &[u8], now: Timestamp) {
+    fn note_untrusted_forwarding(
+        &self,
+        live: &Live<C>,
+        peer: IpAddr,
+        value: &[u8],
+        now: Timestamp,
+    ) {
         let s = &*self.shared;
         s.wiring.add(WiringCount::UntrustedForwarding, 1);
         if s.forgotten_proxy.note(peer, value) && s.proxy_notice.due(now, PROXY_WARN_EVERY) {
@@ -404,7 +420,7 @@ impl<C: Clock> Guard<C> {
                  trusted proxy, so every client behind it shares one key (its address). If {peer} \
                  is your load balancer or CDN, trust its network: \
                  `.client_ip(ClientIpConfig::new().trust(\"{peer}/32\".parse()?))`",
-                s.client_ip.forwarded_header().name()
+                live.client_ip.forwarded_header().name()
             ));
         }
     }

@@ -21,7 +21,7 @@ type WhenFn = Arc<dyn Fn(&Parts) -> bool + Send + Sync>;
 
 /// What a rule counts requests by.
 #[derive(Clone)]
-enum KeySpec {
+pub(crate) enum KeySpec {
     Ip,
     Prefix(PrefixLengths),
     Path,
@@ -58,16 +58,16 @@ enum KeySpec {
 #[derive(Clone)]
 #[must_use = "a rule does nothing until added to a guard"]
 pub struct Rule {
-    name: String,
-    key: KeySpec,
-    quota: Quota,
-    capacity: Option<usize>,
-    cost: u64,
-    shadow: bool,
-    scope: Scope,
+    pub(crate) name: String,
+    pub(crate) key: KeySpec,
+    pub(crate) quota: Quota,
+    pub(crate) capacity: Option<usize>,
+    pub(crate) cost: u64,
+    pub(crate) shadow: bool,
+    pub(crate) scope: Scope,
     /// The fleet the rule is counted by, joined by `compile` (set by
     /// `shared`, under feature `redis`, through `counted_by`).
-    pub(super) fleet: Option<Arc<dyn RuleFleet>>,
+    pub(crate) fleet: Option<Arc<dyn RuleFleet>>,
 }
 
 impl fmt::Debug for Rule {
@@ -82,11 +82,11 @@ impl fmt::Debug for Rule {
 
 /// Which requests a rule applies to; all conditions must hold.
 #[derive(Clone, Default)]
-struct Scope {
-    paths: Vec<String>,
-    path_prefixes: Vec<String>,
-    methods: Vec<Method>,
-    when: Option<WhenFn>,
+pub(crate) struct Scope {
+    pub(crate) paths: Vec<String>,
+    pub(crate) path_prefixes: Vec<String>,
+    pub(crate) methods: Vec<Method>,
+    pub(crate) when: Option<WhenFn>,
 }
 
 impl Scope {
@@ -108,7 +108,7 @@ impl Scope {
 }
 
 impl Rule {
-    fn new(name: impl Into<String>, key: KeySpec) -> Self {
+    pub(crate) fn new(name: impl Into<String>, key: KeySpec) -> Self {
         Rule {
             name: name.into(),
             key,
@@ -251,9 +251,21 @@ impl Rule {
         &self.name
     }
 
+    #[cfg(test)]
     pub(crate) fn compile<C: Clock + Clone>(
         self,
         clock: &C,
+    ) -> Result<CompiledRule<C>, ConfigError> {
+        self.compile_after(clock, None)
+    }
+
+    /// Checks and compiles the rule. When `before` (the rule of the same
+    /// name in the version a reload replaces) counted by the same key,
+    /// quota, capacity and fleet, its counters carry on in this one.
+    pub(crate) fn compile_after<C: Clock + Clone>(
+        self,
+        clock: &C,
+        before: Option<&CompiledRule<C>>,
     ) -> Result<CompiledRule<C>, ConfigError> {
         let in_rule = |e: ConfigError| ConfigError::InRule {
             rule: self.name.clone(),
@@ -282,21 +294,37 @@ impl Rule {
             _ => crate::DEFAULT_CAPACITY,
         };
         let capacity = self.capacity.unwrap_or(default_capacity);
-        // A shared rule counts in its fleet; its own limiter only carries
-        // the quota, so it gets the smallest table.
-        let limiter = KeyedLimiter::<[u8]>::builder()
-            .quota(self.quota)
-            .capacity(if self.fleet.is_some() { 1 } else { capacity })
-            .clock(clock.clone())
-            .build()
-            .map_err(in_rule)?;
-        let shared = match &self.fleet {
-            None => None,
-            Some(fleet) => Some(
-                fleet
-                    .join(&self.name, self.quota, capacity)
-                    .map_err(|reason| in_rule(ConfigError::SharedStore { reason }))?,
-            ),
+        let kept = before.filter(|b| {
+            b.key.same_as(&key)
+                && b.quota == self.quota
+                && b.capacity == capacity
+                && match (&b.fleet, &self.fleet) {
+                    (None, None) => true,
+                    (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+                    _ => false,
+                }
+        });
+        let counts = match kept {
+            Some(b) => Arc::clone(&b.counts),
+            None => {
+                // A shared rule counts in its fleet; its own limiter only
+                // carries the quota, so it gets the smallest table.
+                let limiter = KeyedLimiter::<[u8]>::builder()
+                    .quota(self.quota)
+                    .capacity(if self.fleet.is_some() { 1 } else { capacity })
+                    .clock(clock.clone())
+                    .build()
+                    .map_err(in_rule)?;
+                let shared = match &self.fleet {
+                    None => None,
+                    Some(fleet) => Some(
+                        fleet
+                            .join(&self.name, self.quota, capacity)
+                            .map_err(|reason| in_rule(ConfigError::SharedStore { reason }))?,
+                    ),
+                };
+                Arc::new(Counts { limiter, shared })
+            }
         };
         // The policy: the quota's limit, and its window (the sliding
         // window, or the time GCRA takes to refill a whole burst).
@@ -313,8 +341,10 @@ impl Rule {
             scope: self.scope,
             cost: self.cost,
             shadow: self.shadow,
-            limiter,
-            shared,
+            quota: self.quota,
+            capacity,
+            fleet: self.fleet,
+            counts,
             policy,
         })
     }
@@ -327,11 +357,38 @@ pub(crate) struct CompiledRule<C> {
     scope: Scope,
     cost: u64,
     pub(crate) shadow: bool,
+    /// What the counters were made for: a reload keeps them while these
+    /// stay the same.
+    quota: Quota,
+    capacity: usize,
+    fleet: Option<Arc<dyn RuleFleet>>,
+    counts: Arc<Counts<C>>,
+    /// Pre-formatted `RateLimit-Policy` value.
+    pub(crate) policy: HeaderValue,
+}
+
+/// A rule's counters, shared by the versions of the rule a reload makes.
+struct Counts<C> {
     limiter: KeyedLimiter<[u8], C>,
     /// Counts in the fleet instead of `limiter` when the rule is shared.
     shared: Option<Box<dyn RuleCounter>>,
-    /// Pre-formatted `RateLimit-Policy` value.
-    pub(crate) policy: HeaderValue,
+}
+
+impl KeySpec {
+    /// Whether two keys count requests alike (closures only if they are
+    /// the same closure).
+    fn same_as(&self, other: &KeySpec) -> bool {
+        match (self, other) {
+            (KeySpec::Ip, KeySpec::Ip)
+            | (KeySpec::Path, KeySpec::Path)
+            | (KeySpec::Method, KeySpec::Method)
+            | (KeySpec::Global, KeySpec::Global) => true,
+            (KeySpec::Prefix(a), KeySpec::Prefix(b)) => a == b,
+            (KeySpec::Header(a), KeySpec::Header(b)) => a == b,
+            (KeySpec::Custom(a), KeySpec::Custom(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
 }
 
 impl<C: Clock> CompiledRule<C> {
@@ -373,14 +430,14 @@ impl<C: Clock> CompiledRule<C> {
     /// The check of `key`, in the fleet if the rule is shared.
     #[inline]
     fn charge(&self, key: &[u8], cost: u64) -> Option<Pending<'_>> {
-        if let Some(shared) = &self.shared {
+        if let Some(shared) = &self.counts.shared {
             return shared.pending_n(key, cost);
         }
-        Some(self.limiter.pending_n(key, cost))
+        Some(self.counts.limiter.pending_n(key, cost))
     }
 
     pub(crate) fn stats(&self) -> RuleStats {
-        if let Some(shared) = &self.shared {
+        if let Some(shared) = &self.counts.shared {
             let st = shared.stats();
             let limiter = LimiterStats {
                 admitted: st.checked - st.denied,
@@ -397,7 +454,7 @@ impl<C: Clock> CompiledRule<C> {
                 shared: Some(st),
             };
         }
-        let limiter = self.limiter.stats();
+        let limiter = self.counts.limiter.stats();
         RuleStats {
             name: self.name.to_string(),
             shadow: self.shadow,
@@ -531,7 +588,7 @@ mod tests {
         };
         assert_eq!([check(), check(), check()], [true, true, false]);
         // Counted in the fleet, not in the rule's own limiter.
-        assert_eq!(compiled.limiter.stats().admitted, 0);
+        assert_eq!(compiled.counts.limiter.stats().admitted, 0);
         let st = compiled.stats();
         let shared = st.shared.unwrap();
         assert_eq!((shared.checked, shared.denied), (3, 1));
@@ -566,8 +623,8 @@ mod tests {
         let q = Quota::gcra(20, second).burst(40);
         let by_value = compiled(Rule::per_ip("r").quota(q));
         let by_parts = compiled(Rule::per_ip("r").gcra(20, second).burst(40));
-        assert_eq!(*by_value.limiter.algorithm(), q.algorithm().unwrap());
-        assert_eq!(*by_parts.limiter.algorithm(), q.algorithm().unwrap());
+        assert_eq!(*by_value.counts.limiter.algorithm(), q.algorithm().unwrap());
+        assert_eq!(*by_parts.counts.limiter.algorithm(), q.algorithm().unwrap());
         assert_eq!(by_value.policy, "\"r\";q=40;w=2");
         assert_eq!(by_parts.policy, "\"r\";q=40;w=2");
         let window = Rule::global("w").quota(Quota::sliding_window(600, Duration::from_secs(90)));

@@ -12,6 +12,11 @@ use crate::{ConfigError, IpPrefix, PrefixSet};
 /// Only that one header is read; others are ignored (reading a header the
 /// proxy doesn't set would let clients choose their key).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "kebab-case")
+)]
 pub enum ForwardedHeader {
     /// `X-Forwarded-For: client, proxy1, proxy2`, the de-facto standard:
     /// comma-separated addresses, each proxy appending its peer.
@@ -125,10 +130,10 @@ pub struct ClientIp {
 #[derive(Clone, Debug, Default)]
 pub struct ClientIpConfig {
     trusted: PrefixSet,
-    header: ForwardedHeader,
+    pub(crate) header: ForwardedHeader,
     /// A trusted prefix that holds every address (`0.0.0.0/0`, `::/0`).
     everyone: Option<IpPrefix>,
-    everyone_allowed: bool,
+    pub(crate) everyone_allowed: bool,
 }
 
 impl ClientIpConfig {

@@ -44,6 +44,11 @@ const MAX_AGE_LIMIT: Duration = Duration::from_secs(400 * 24 * 3600);
 /// The `SameSite` attribute of the cookie.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum SameSite {
     /// Sent on same-site requests and top-level navigations (the default).
     #[default]
@@ -76,15 +81,15 @@ pub enum SameSite {
 ///     .same_site(SameSite::Strict);
 /// # let _ = cookie;
 /// ```
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 #[must_use = "a session cookie does nothing until given to `GuardBuilder::session`"]
 pub struct SessionCookie {
-    key: [u8; 16],
-    name: String,
-    max_age: Duration,
-    secure: bool,
-    same_site: SameSite,
-    bind: PrefixLengths,
+    pub(crate) key: [u8; 16],
+    pub(crate) name: String,
+    pub(crate) max_age: Duration,
+    pub(crate) secure: bool,
+    pub(crate) same_site: SameSite,
+    pub(crate) bind: PrefixLengths,
 }
 
 impl std::fmt::Debug for SessionCookie {

@@ -31,6 +31,11 @@
 /// look slow at any load.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Gradient2 {
     /// How much slower than the norm answers may get before the limit
     /// shrinks, and where it settles: 1.25 (Envoy's adaptive concurrency
@@ -61,6 +66,11 @@ impl Default for Gradient2 {
 /// requests; beyond, it is multiplied by `backoff`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Aimd {
     /// Multiplier on a slow answer: 0.9.
     pub backoff: f64,
@@ -84,6 +94,11 @@ impl Default for Aimd {
 /// How the concurrency limit adapts.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum LimitAlgorithm {
     /// [`Gradient2`] (the default).
     Gradient2(Gradient2),

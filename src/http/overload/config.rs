@@ -36,24 +36,24 @@ type CriticalityFn = Arc<dyn Fn(&Parts) -> Criticality + Send + Sync>;
 #[derive(Clone)]
 #[must_use = "overload protection does nothing until given to `GuardBuilder::overload`"]
 pub struct Overload {
-    pub(super) algorithm: LimitAlgorithm,
-    pub(super) initial: u32,
-    pub(super) min: u32,
-    pub(super) max: u32,
-    pub(super) criticality: Option<CriticalityFn>,
-    pub(super) routes: Vec<String>,
-    pub(super) every_route: bool,
-    pub(super) route_idle: Duration,
-    pub(super) queue: Option<WaitQueue>,
-    pub(super) latency_floor: Duration,
+    pub(crate) algorithm: LimitAlgorithm,
+    pub(crate) initial: u32,
+    pub(crate) min: u32,
+    pub(crate) max: u32,
+    pub(crate) criticality: Option<CriticalityFn>,
+    pub(crate) routes: Vec<String>,
+    pub(crate) every_route: bool,
+    pub(crate) route_idle: Duration,
+    pub(crate) queue: Option<WaitQueue>,
+    pub(crate) latency_floor: Duration,
 }
 
 /// A limit's waiting room ([`Overload::queue`]): most requests waiting at
 /// once, and longest wait.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct WaitQueue {
-    pub(super) capacity: usize,
-    pub(super) timeout: Duration,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct WaitQueue {
+    pub(crate) capacity: usize,
+    pub(crate) timeout: Duration,
 }
 
 /// Most routes given a limit of their own by [`Overload::per_route`].
@@ -100,6 +100,18 @@ impl Default for Overload {
 pub const DEFAULT_LATENCY_FLOOR: Duration = Duration::from_millis(20);
 
 impl Overload {
+    /// Whether two configurations set the same values; the criticality
+    /// hook is code, and is not compared.
+    pub(crate) fn same_settings(&self, other: &Overload) -> bool {
+        self.algorithm == other.algorithm
+            && (self.initial, self.min, self.max) == (other.initial, other.min, other.max)
+            && self.routes == other.routes
+            && self.every_route == other.every_route
+            && self.route_idle == other.route_idle
+            && self.queue == other.queue
+            && self.latency_floor == other.latency_floor
+    }
+
     /// Gradient2 with its defaults; limits start at 4, between 1 and 1,000.
     pub fn gradient2() -> Self {
         Self::default()

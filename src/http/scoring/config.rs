@@ -28,12 +28,12 @@ use super::ladder::{Ladder, Weights};
 #[derive(Clone)]
 #[must_use = "scoring does nothing until given to `GuardBuilder::scoring`"]
 pub struct Scoring {
-    pub(super) weights: Weights,
-    pub(super) ladder: Ladder,
-    pub(super) detection: Detection,
-    pub(super) half_life: Duration,
-    pub(super) capacity: usize,
-    pub(super) challenge: Option<Arc<dyn Challenge>>,
+    pub(crate) weights: Weights,
+    pub(crate) ladder: Ladder,
+    pub(crate) detection: Detection,
+    pub(crate) half_life: Duration,
+    pub(crate) capacity: usize,
+    pub(crate) challenge: Option<Arc<dyn Challenge>>,
 }
 
 impl Default for Scoring {

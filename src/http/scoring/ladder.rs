@@ -125,6 +125,11 @@ impl fmt::Display for Signal {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Weights {
     /// Per request refused by a rate rule: 10. Eight refusals within a
     /// half-life reach a ban; a client that touches a limit now and then,
@@ -278,6 +283,11 @@ impl Action {
 /// once).
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Ladder {
     /// Score from which requests are throttled: 40.
     pub throttle: f32,
@@ -298,10 +308,12 @@ pub struct Ladder {
     /// Cost multiplier on the rate rules for throttled requests: 4.
     pub throttle_factor: u64,
     /// First ban: 60 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub ban_base: Duration,
     /// Each further offence multiplies the ban by this: 4.
     pub ban_factor: u32,
     /// Longest ban: 1 h.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub ban_max: Duration,
     /// Relative jitter on ban durations: 0.1 (± 10%).
     pub ban_jitter: f32,

@@ -11,6 +11,7 @@ pub(crate) mod log;
 pub(crate) mod profile;
 pub(crate) mod scorer;
 pub(crate) mod stats;
+pub(crate) mod tuning;
 pub(crate) mod verdict;
 
 pub use challenge::{Challenge, ChallengePage};

@@ -5,15 +5,17 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use http::StatusCode;
 use parking_lot::Mutex;
 
 use super::assessment::{Assessment, Look, Watch};
 use super::challenge::Challenge;
 use super::detect::{Detector, Event, Sighting, site};
-use super::ladder::{Action, Ladder, ScoreReport, Signal, Weights};
+use super::ladder::{Action, ScoreReport, Signal};
 use super::log::{BanWave, log_event};
 use super::profile::ProfileTable;
+use super::tuning::Tuning;
 use crate::http::identify::facts::Facts;
 use crate::http::identify::fingerprint::{Anomaly, RequestLook};
 use crate::http::identify::session::Presented;
@@ -68,8 +70,8 @@ pub(crate) struct BanOrder {
 pub(crate) type EventHook = Arc<dyn Fn(&Event) + Send + Sync>;
 
 pub(crate) struct Scorer {
-    weights: Weights,
-    pub(crate) ladder: Ladder,
+    /// Weights and ladder, swapped whole by a reload.
+    tuning: ArcSwap<Tuning>,
     clients: ScoreTable,
     sites: ScoreTable,
     /// Requests per client, decaying: how hard each one uses the service.
@@ -120,6 +122,15 @@ pub(super) fn subscriber(ip: IpAddr) -> IpPrefix {
 }
 
 impl Scorer {
+    /// Weights and ladder in force, copied (a few dozen bytes).
+    pub(super) fn tuning(&self) -> Tuning {
+        **self.tuning.load()
+    }
+
+    pub(super) fn set_tuning(&self, tuning: Tuning) {
+        self.tuning.store(Arc::new(tuning));
+    }
+
     pub(crate) fn new(
         config: Scoring,
         on_event: Option<EventHook>,
@@ -128,8 +139,10 @@ impl Scorer {
         config.ladder.validate()?;
         let sites = (config.capacity / 4).max(4);
         Ok(Scorer {
-            weights: config.weights,
-            ladder: config.ladder,
+            tuning: ArcSwap::from_pointee(Tuning {
+                weights: config.weights,
+                ladder: config.ladder,
+            }),
             clients: ScoreTable::new(config.capacity, config.half_life)?,
             sites: ScoreTable::new(sites, config.half_life)?,
             volume: ScoreTable::new(config.capacity, VOLUME_HALF_LIFE)?,
@@ -163,7 +176,7 @@ impl Scorer {
     /// ladder's action.
     pub(crate) fn assess(&self, facts: &Facts<'_>, ip: IpAddr, seen: &RequestLook) -> Assessment {
         let now = facts.now;
-        let w = &self.weights;
+        let w = &self.weights();
         let family = seen.ua.family;
         let client = subscriber(ip);
         let client_key = self.clients.hash(&client);
@@ -218,7 +231,7 @@ impl Scorer {
         // A valid session cookie says the client was here before, whatever
         // its record (forgotten, or kept under another address of its /64).
         let newcomer =
-            record.is_none_or(|r| r.good < self.ladder.known_good_after) && !session_valid;
+            record.is_none_or(|r| r.good < self.ladder().known_good_after) && !session_valid;
         let volume = self
             .volume
             .update_hashed(client_key, now, ScoreChange::points(1.0))
@@ -315,7 +328,7 @@ impl Scorer {
     /// next answer brings it a new one.
     fn action(&self, record: Option<ScoreRecord>, look: &Look, report: &ScoreReport) -> Action {
         let evidence = Self::evidence(record, look);
-        let l = &self.ladder;
+        let l = &self.ladder();
         match l.action(report.score()) {
             Action::Ban if evidence - look.session_invalid < l.ban_evidence => {
                 if evidence < l.act_evidence {
@@ -332,7 +345,7 @@ impl Scorer {
     /// The score of a client with `record` making a request that looks
     /// like `look`.
     fn report(&self, record: Option<ScoreRecord>, look: &Look) -> ScoreReport {
-        let w = &self.weights;
+        let w = &self.weights();
         let mut r = ScoreReport::default();
         let good = record.map_or(0, |r| r.good);
         if let Some(rec) = record {
@@ -348,7 +361,7 @@ impl Scorer {
         r.add(Signal::SessionNotReturned, look.session_not_returned);
         r.add(Signal::ClassSurge, look.class_surge);
         r.add(Signal::HotPrefix, look.hot_prefix);
-        if good < self.ladder.known_good_after {
+        if good < self.ladder().known_good_after {
             let p = if look.under_attack {
                 w.no_history_under_attack
             } else {
@@ -364,7 +377,7 @@ impl Scorer {
     /// A rate rule refused the request: the client's behaviour score
     /// grows. Returns the new assessment (its action may now be a ban).
     pub(crate) fn refused(&self, a: &Assessment, now: Timestamp) -> Assessment {
-        let points = self.weights.rate_refusal;
+        let points = self.weights().rate_refusal;
         let change = ScoreChange {
             points,
             tag: TAG_RATE,
@@ -392,7 +405,7 @@ impl Scorer {
     ) {
         let error = status.is_client_error() || status.is_server_error();
         self.detector.observe_answer(latency, error);
-        let w = &self.weights;
+        let w = &self.weights();
         let (points, good, tag) = if status.is_success() || status.is_redirection() {
             // Good standing is earned at a person's pace only: an attacker
             // cannot build it by hammering. While calm, by any client; in
@@ -436,8 +449,8 @@ impl Scorer {
     pub(crate) fn ban(&self, a: &Assessment, now: Timestamp) -> Option<BanOrder> {
         let offences = a.record.map_or(0, |r| r.offences);
         let unit = (self.jitter.hash_one((now, a.client_key)) >> 40) as f32 / (1u64 << 24) as f32;
-        let duration = self.ladder.ban_duration(offences, unit);
-        let shadow = self.ladder.shadow_ban;
+        let duration = self.ladder().ban_duration(offences, unit);
+        let shadow = self.ladder().shadow_ban;
         self.clients.update_hashed(
             a.client_key,
             now,
@@ -917,7 +930,7 @@ mod tests {
         // With contradicting client hints as well: ban evidence.
         let a = assess(&spoofed("/search", "203.0.113.31"), "203.0.113.31", true);
         assert_eq!(points(&a.report, Signal::Inconsistency), 50.0);
-        assert!(Scorer::evidence(None, &a.look) >= sc.ladder.ban_evidence);
+        assert!(Scorer::evidence(None, &a.look) >= sc.ladder().ban_evidence);
         // Behind a trusted proxy the order is the proxy's: not judged.
         let a = assess(&chrome("/search", "203.0.113.32"), "203.0.113.32", false);
         assert_eq!(points(&a.report, Signal::Inconsistency), 0.0);
@@ -1061,7 +1074,7 @@ mod tests {
             Presented::Invalid,
             0,
         );
-        assert!(a.report.score() >= sc.ladder.ban, "{}", a.report);
+        assert!(a.report.score() >= sc.ladder().ban, "{}", a.report);
         assert_eq!(a.action, Action::Challenge, "{}", a.report);
         // With its own ban evidence (a tool, a route mix) it may be banned.
         let sc = under_attack(&[tool("/", "192.0.2.1")]);

@@ -79,7 +79,7 @@ impl Scorer {
     /// How long a class flagged here stays flagged across the fleet: the
     /// ladder's first ban.
     pub(crate) fn class_ttl(&self) -> Duration {
-        self.ladder.ban_base
+        self.ladder().ban_base
     }
 
     /// Attack detection's state now.

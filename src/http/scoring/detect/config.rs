@@ -31,17 +31,26 @@ use crate::ConfigError;
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Detection {
     /// How often the counts are folded and judged: 100 ms.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub tick: Duration,
     /// The span the counts are judged over: 1 s. Each tick's counts weigh
     /// `e^(-age / window)`, so judgements see about the last second.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub window: Duration,
     /// Time measured before detection is armed: 1 s, and at least ten
     /// times `min_requests` requests. Baselines learn from it.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub warmup: Duration,
     /// Half-life of the baselines: 30 s. They learn while the traffic
     /// behaves like people, during an attack too.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub baseline_half_life: Duration,
     /// A rate is raised at this multiple of its baseline or more: 2 ...
     pub rate_margin: f64,
@@ -57,6 +66,7 @@ pub struct Detection {
     pub min_new_clients: u32,
     /// The service is degraded when its mean latency over the window is
     /// at least this (100 ms: what a person starts to notice) ...
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub latency_objective: Duration,
     /// ... and this multiple of its baseline: 3 ...
     pub latency_margin: f64,
@@ -72,6 +82,7 @@ pub struct Detection {
     pub misbehaviour_share: f64,
     /// The attack ends once neither a degraded surge nor a suspect surge
     /// is seen for this long: 10 s.
+    #[cfg_attr(feature = "serde", serde(with = "humantime_serde"))]
     pub cooldown: Duration,
     /// During an attack, a cluster, network or route is flagged when its
     /// share of the window's requests reaches this: 0.02 ...

@@ -11,6 +11,7 @@
 //! control does): a crowd that takes the service past its capacity cannot
 //! push out the customers it found there, however well it behaves.
 
+use arc_swap::ArcSwap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -75,7 +76,9 @@ pub(crate) struct Sighting<'a> {
 
 /// The detector of one guard.
 pub(crate) struct Detector {
-    pub(super) config: Detection,
+    /// Swapped whole by a reload (thresholds only; the tick, window,
+    /// warm-up and sketch sizes stay).
+    pub(super) config: ArcSwap<Detection>,
     pub(super) window: Mutex<Window>,
     pub(super) state: Mutex<TickState>,
     /// End of the current tick, in clock nanoseconds.
@@ -189,8 +192,13 @@ impl Detector {
             remote_until: Default::default(),
             remote_latest: AtomicU64::new(0),
             hasher: route_hasher(),
-            config,
+            config: ArcSwap::from_pointee(config),
         })
+    }
+
+    /// Puts new thresholds in force (checked by the caller).
+    pub(crate) fn retune(&self, config: Detection) {
+        self.config.store(std::sync::Arc::new(config));
     }
 
     /// Whether the service is under attack now.
@@ -214,7 +222,9 @@ impl Detector {
         let shed = self.shed.load(Ordering::Relaxed);
         shed > 0
             && shed as f64
-                >= 0.5 * self.config.shed_share * self.requests.load(Ordering::Relaxed) as f64
+                >= 0.5
+                    * self.config.load().shed_share
+                    * self.requests.load(Ordering::Relaxed) as f64
     }
 
     /// The busy period a client first seen now joins in: 0 while the

@@ -17,7 +17,7 @@ impl Detector {
         if now.as_nanos() < end {
             return Vec::new();
         }
-        let next = now.saturating_add(self.config.tick).as_nanos();
+        let next = now.saturating_add(self.config.load().tick).as_nanos();
         if self
             .tick_end
             .compare_exchange(end, next, Ordering::AcqRel, Ordering::Relaxed)
@@ -43,7 +43,7 @@ impl Detector {
     }
 
     fn close_tick(&self, now: Timestamp) -> Events {
-        let c = &self.config;
+        let c = self.config.load();
         let mut st = self.state.lock();
         let elapsed = now.saturating_duration_since(st.started).as_secs_f64();
         st.started = now;
@@ -317,7 +317,7 @@ impl Detector {
     /// `requests`, `surge_factor` times its baseline share, significantly,
     /// over at least half of `min_requests`.
     fn surged<K>(&self, s: &Share<K>, requests: f64) -> bool {
-        let c = &self.config;
+        let c = self.config.load();
         let count = s.requests as f64;
         let expected = s.baseline_share * requests;
         count >= f64::from(c.min_requests) / 2.0
@@ -338,7 +338,7 @@ impl Detector {
             }
         } else if in_period {
             let since = *st.ease_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= self.config.cooldown {
+            if now.saturating_duration_since(since) >= self.config.load().cooldown {
                 self.busy.store(n.wrapping_add(1), Ordering::Relaxed);
                 st.ease_since = None;
             }

@@ -1,0 +1,198 @@
+//! The guard's whole configuration as one value: what a builder takes,
+//! without the hooks (which are code), plus the gate's section. Builds a
+//! guard, and reloads a running one.
+
+use crate::http::guard::live::Settings;
+use crate::http::guard::reload::{Fixed, Next};
+use crate::http::{
+    ClientIpConfig, DEFAULT_MAX_BANS, GateBuilder, GateConfig, Guard, GuardBuilder, MissingPeer,
+    Overload, ReloadError, Rule, Scoring, SessionCookie, Tarpit,
+};
+use crate::{Clock, IpPrefix};
+
+/// A guard's configuration as data: every setting of [`GuardBuilder`]
+/// except the hooks (event, refusal, challenge, criticality and custom rule
+/// keys, which are code), and the gate's. With feature `serde` it reads
+/// from and writes to files (see [`GuardConfig::from_toml`] with `toml`),
+/// and [`Guard::reload`] puts a new one in force while the guard runs.
+///
+/// The defaults are [`Guard::builder`]'s: no rules, no scoring, no
+/// overload protection, no gate section.
+///
+/// ```
+/// use floodguard::http::{Guard, GuardConfig, Scoring};
+///
+/// let mut config = GuardConfig::recommended();
+/// config.tls = true;
+/// let guard = Guard::builder()
+///     .config(config.clone())
+///     .on_event(|e| eprintln!("floodguard: {e}"))
+///     .build()?;
+/// // Later, with a new limit and without a restart:
+/// config.rules[0] = config.rules[0].clone().gcra(30, std::time::Duration::from_secs(1)).burst(60);
+/// guard.reload(&config)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
+#[non_exhaustive]
+pub struct GuardConfig {
+    /// [`GuardBuilder::max_bans`]. Fixed while the guard runs.
+    pub max_bans: usize,
+    /// [`GuardBuilder::on_missing_peer`].
+    pub missing_peer: MissingPeer,
+    /// [`GuardBuilder::tls`].
+    pub tls: bool,
+    /// [`GuardBuilder::rate_limit_headers`].
+    pub rate_limit_headers: bool,
+    /// [`GuardBuilder::close_refused_connections`].
+    pub close_refused_connections: bool,
+    /// [`GuardBuilder::safelist`].
+    pub safelist: Vec<IpPrefix>,
+    /// [`GuardBuilder::blocklist`].
+    pub blocklist: Vec<IpPrefix>,
+    /// [`GuardBuilder::client_ip`].
+    pub client_ip: ClientIpConfig,
+    /// [`GuardBuilder::tarpit`]. Fixed while the guard runs.
+    pub tarpit: Tarpit,
+    /// [`GuardBuilder::rule`], in order.
+    pub rules: Vec<Rule>,
+    /// [`GuardBuilder::scoring`]; weights, ladder and detection thresholds
+    /// can change while the guard runs, the rest is fixed.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub scoring: Option<Scoring>,
+    /// [`GuardBuilder::overload`]. Fixed while the guard runs.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub overload: Option<Overload>,
+    /// [`GuardBuilder::session`]. Fixed while the guard runs.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub session: Option<SessionCookie>,
+    /// The gate's settings, for [`GuardConfig::gate`]. Fixed while the
+    /// guard runs.
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub gate: Option<GateConfig>,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        let settings = Settings::default();
+        GuardConfig {
+            max_bans: DEFAULT_MAX_BANS,
+            missing_peer: settings.missing_peer,
+            tls: settings.tls,
+            rate_limit_headers: settings.headers_on_success,
+            close_refused_connections: settings.close_refused,
+            safelist: Vec::new(),
+            blocklist: Vec::new(),
+            client_ip: settings.client_ip,
+            tarpit: Tarpit::default(),
+            rules: Vec::new(),
+            scoring: None,
+            overload: None,
+            session: None,
+            gate: None,
+        }
+    }
+}
+
+impl GuardConfig {
+    /// What floodguard recommends before you know your traffic:
+    /// [`GuardBuilder::default_rules`], [`Scoring::new`],
+    /// [`Overload::gradient2`] and the gate's defaults. The example file
+    /// `examples/floodguard.toml` in the repository is this configuration.
+    pub fn recommended() -> Self {
+        GuardConfig {
+            rules: Guard::builder().default_rules().settings.rules,
+            scoring: Some(Scoring::new()),
+            overload: Some(Overload::gradient2()),
+            gate: Some(GateConfig::default()),
+            ..GuardConfig::default()
+        }
+    }
+
+    /// A [`Gate`](crate::http::Gate) builder wired to `guard` (see
+    /// [`Guard::gate`]) with the `[gate]` section's settings, or the gate's
+    /// defaults without one.
+    pub fn gate<C: Clock + Clone + 'static>(&self, guard: &Guard<C>) -> GateBuilder {
+        match &self.gate {
+            Some(gate) => gate.apply(guard.gate()),
+            None => guard.gate(),
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        Settings {
+            rules: self.rules.clone(),
+            client_ip: self.client_ip.clone(),
+            safelist: self.safelist.iter().copied().collect(),
+            blocklist: self.blocklist.iter().copied().collect(),
+            missing_peer: self.missing_peer,
+            headers_on_success: self.rate_limit_headers,
+            close_refused: self.close_refused_connections,
+            tls: self.tls,
+        }
+    }
+
+    /// The sections built beside the guard, described for reloads.
+    fn outside(&self) -> Vec<(&'static str, String)> {
+        vec![("gate", format!("{:?}", self.gate))]
+    }
+}
+
+impl<C: Clock + Clone> GuardBuilder<C> {
+    /// Takes every setting from `config`, replacing what was set before
+    /// (rules included); the hooks and the clock stay. Add hooks before or
+    /// after, then `build()`.
+    pub fn config(mut self, config: GuardConfig) -> Self {
+        self.settings = config.settings();
+        self.outside = config.outside();
+        self.max_bans = config.max_bans;
+        self.tarpit = config.tarpit;
+        self.scoring = config.scoring;
+        self.overload = config.overload;
+        self.session = config.session;
+        self
+    }
+}
+
+impl<C: Clock + Clone> Guard<C> {
+    /// Puts `config` in force without a restart: the rules, the lists, the
+    /// client-IP setup (trusted proxies, header), the per-request switches
+    /// (`tls`, `missing_peer`, `rate_limit_headers`,
+    /// `close_refused_connections`) and scoring's weights, ladder and
+    /// detection thresholds. Bans, scores, profiles, detection's baselines,
+    /// counters and open connections carry on; a rule that keeps its name,
+    /// key, quota and capacity keeps its counts (one whose quota changed
+    /// starts afresh). Requests in flight finish under the version they
+    /// started with: none is lost, none charged twice.
+    ///
+    /// The hooks the guard was built with stay.
+    ///
+    /// # Errors
+    ///
+    /// Nothing changes when the result is an error:
+    /// [`ReloadError::Invalid`] when `config` would not build, and
+    /// [`ReloadError::NeedsRestart`] naming the first setting that cannot
+    /// change while the guard runs: `max_bans`, `tarpit`, turning scoring
+    /// on or off, `scoring.capacity`, `scoring.half_life`, detection's
+    /// `tick`, `window`, `warmup` and `top_k`, `overload`, `session` and
+    /// `gate`.
+    pub fn reload(&self, config: &GuardConfig) -> Result<(), ReloadError> {
+        let fixed = Fixed {
+            max_bans: config.max_bans,
+            tarpit: config.tarpit,
+            scoring: config.scoring.clone(),
+            overload: config.overload.clone(),
+            session: config.session.clone(),
+            outside: config.outside(),
+        };
+        self.apply(Next {
+            settings: config.settings(),
+            fixed,
+        })
+    }
+}

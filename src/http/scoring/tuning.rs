@@ -1,0 +1,67 @@
+//! What a reload may change in scoring while it runs: the weights, the
+//! ladder and detection's thresholds. Scores, profiles, baselines and the
+//! attack state carry on; what sizes or paces the tables (the capacity,
+//! the half-life, detection's tick, window, warm-up and sketch size)
+//! cannot change without a restart.
+
+use crate::ConfigError;
+use crate::http::scoring::ladder::{Ladder, Weights};
+use crate::http::scoring::scorer::Scorer;
+use crate::http::{Detection, Scoring};
+
+/// Weights and ladder, read together by one request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Tuning {
+    pub(crate) weights: Weights,
+    pub(crate) ladder: Ladder,
+}
+
+/// Why a scoring change needs a restart: the field that differs.
+pub(crate) fn fixed_change(now: &Scoring, next: &Scoring) -> Option<&'static str> {
+    if now.capacity != next.capacity {
+        return Some("scoring.capacity");
+    }
+    if now.half_life != next.half_life {
+        return Some("scoring.half_life");
+    }
+    detection_fixed_change(&now.detection, &next.detection)
+}
+
+fn detection_fixed_change(now: &Detection, next: &Detection) -> Option<&'static str> {
+    if now.tick != next.tick {
+        Some("scoring.detection.tick")
+    } else if now.window != next.window {
+        Some("scoring.detection.window")
+    } else if now.warmup != next.warmup {
+        Some("scoring.detection.warmup")
+    } else if now.top_k != next.top_k {
+        Some("scoring.detection.top_k")
+    } else {
+        None
+    }
+}
+
+impl Scorer {
+    /// The weights in force.
+    pub(crate) fn weights(&self) -> Weights {
+        self.tuning().weights
+    }
+
+    /// The ladder in force.
+    pub(crate) fn ladder(&self) -> Ladder {
+        self.tuning().ladder
+    }
+
+    /// Checks `next`'s ladder and detection, then swaps them and the
+    /// weights in. The caller has checked that nothing fixed changed.
+    pub(crate) fn retune(&self, next: &Scoring) -> Result<(), ConfigError> {
+        next.ladder.validate()?;
+        next.detection.validate()?;
+        self.detector.retune(next.detection);
+        self.set_tuning(Tuning {
+            weights: next.weights,
+            ladder: next.ladder,
+        });
+        Ok(())
+    }
+}
