@@ -128,7 +128,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("127.0.0.4, 30 requests at once: {after} served (burst now 5)");
     println!(
         "127.0.0.3 now: {}",
-        request("127.0.0.3", addr).await.unwrap_or(0)
+        outcome(request("127.0.0.3", addr).await)
     );
 
     // A change that needs a restart is refused, and the guard carries on.
@@ -137,7 +137,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tokio::time::sleep(Duration::from_millis(1_200)).await;
     println!(
         "127.0.0.3 still: {}",
-        request("127.0.0.3", addr).await.unwrap_or(0)
+        outcome(request("127.0.0.3", addr).await)
     );
 
     watcher.abort();
