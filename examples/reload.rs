@@ -19,7 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::routing::get;
-use floodguard::http::{Guard, GuardConfig};
+use floodguard::config::GuardConfig;
+use floodguard::http::Guard;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;

@@ -46,8 +46,8 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `serde` | `Serialize`/`Deserialize` for configuration types; with `tower`, the whole [`http::GuardConfig`] |
-//! | `toml` | `serde` + [`http::GuardConfig`] read from and written to TOML files, errors with the field's path |
+//! | `serde` | `Serialize`/`Deserialize` for configuration types; with `tower`, the whole [`config::GuardConfig`] |
+//! | `toml` | `serde` + [`config::GuardConfig`] read from and written to TOML files, errors with the field's path |
 //! | `tower` | [`http`]: the Tower layer, connection gate, fingerprints, client scoring, attack detection, overload protection, Prometheus output |
 //! | `axum` | `tower` + the gate as an axum listener, axum's connect info, a metrics handler |
 //! | `tonic` | `tower` + the gate's streams for tonic, tonic's connect info |
@@ -69,6 +69,8 @@
 pub mod algo;
 mod clock;
 mod compose;
+#[cfg(feature = "tower")]
+pub mod config;
 mod decision;
 mod error;
 #[cfg(all(feature = "axum", feature = "tonic"))]
@@ -86,6 +88,8 @@ pub mod redis;
 mod score;
 #[cfg(feature = "serde")]
 mod serde_duration;
+#[cfg(feature = "serde")]
+mod serde_key;
 mod stats;
 mod store;
 mod table;

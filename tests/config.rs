@@ -7,10 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use floodguard::http::{
-    ConfigFileError, Guard, GuardConfig, Overload, PeerAddr, RefusalKind, ReloadError, Rule,
-    Scoring,
-};
+use floodguard::config::{ConfigFileError, GuardConfig};
+use floodguard::http::{Guard, Overload, PeerAddr, RefusalKind, ReloadError, Rule, Scoring};
 use floodguard::{ConfigError, ManualClock};
 use http::request::Parts;
 

@@ -35,16 +35,15 @@
 //! held for a while first (the [`Tarpit`]), so that a flood tool waiting
 //! on its answers slows down.
 
-mod config;
-mod gate;
-mod guard;
-mod identify;
+pub(crate) mod gate;
+pub(crate) mod guard;
+pub(crate) mod identify;
 mod metrics;
 mod millis;
-mod overload;
-mod scoring;
+pub(crate) mod overload;
+pub(crate) mod scoring;
 mod service;
-mod tarpit;
+pub(crate) mod tarpit;
 
 #[doc(hidden)]
 pub mod fuzzing;
@@ -93,7 +92,3 @@ pub use metrics::PROMETHEUS_CONTENT_TYPE;
 #[cfg(feature = "axum")]
 pub use metrics::{metrics_handler, metrics_handler_with_gate};
 pub use tarpit::{Tarpit, TarpitStats};
-
-#[cfg(feature = "toml")]
-pub use config::ConfigFileError;
-pub use config::{ConnectionRate, GateConfig, GuardConfig, PrefixCap, PrefixRate};

@@ -110,6 +110,8 @@ mod near_cache;
 mod rules;
 mod script;
 mod store;
+#[cfg(feature = "serde")]
+mod store_form;
 
 pub use breaker::BreakerState;
 pub use limiter::{

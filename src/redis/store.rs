@@ -38,6 +38,11 @@ return redis.call('ZCARD', KEYS[1])
 /// a timeout, or the breaker open).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum OnFailure {
     /// Fail open: decide with a local limiter of the same quota, so each
     /// instance enforces the limit on its own (the fleet admits up to
@@ -405,13 +410,13 @@ impl StoreInner {
 #[derive(Clone, Debug)]
 #[must_use = "a builder does nothing until built"]
 pub struct RedisStoreBuilder {
-    url: String,
-    namespace: String,
-    secret: Option<[u8; 16]>,
-    timeout: Duration,
-    on_failure: OnFailure,
-    retry_every: Duration,
-    trip_after: u32,
+    pub(super) url: String,
+    pub(super) namespace: String,
+    pub(super) secret: Option<[u8; 16]>,
+    pub(super) timeout: Duration,
+    pub(super) on_failure: OnFailure,
+    pub(super) retry_every: Duration,
+    pub(super) trip_after: u32,
 }
 
 impl RedisStoreBuilder {

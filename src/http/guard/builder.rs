@@ -75,6 +75,7 @@ impl<C> std::fmt::Debug for GuardBuilder<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GuardBuilder")
             .field("rules", &self.settings.rules.len())
+            .field("rule_store", &self.settings.store.is_some())
             .field("client_ip", &self.settings.client_ip)
             .field("max_bans", &self.max_bans)
             .field("missing_peer", &self.settings.missing_peer)
@@ -350,6 +351,7 @@ impl<C: Clock + Clone + 'static> GuardBuilder<C> {
         };
         let shedder = self.overload.map(Shedder::new).transpose()?;
         let shedder_needs_route = shedder.as_ref().is_some_and(Shedder::needs_route);
+        let rule_store = self.settings.store.clone();
         let live = Live::compile(self.settings, &self.clock, shedder_needs_route, None)?;
         let now = self.clock.now();
         let session = self.session.map(|c| c.compile(now)).transpose()?;
@@ -373,6 +375,7 @@ impl<C: Clock + Clone + 'static> GuardBuilder<C> {
         let shared = Arc::new(Shared {
             clock: self.clock,
             live: ArcSwap::from_pointee(live),
+            rule_store,
             bans: RwLock::new(BanList::new(self.max_bans)),
             ban_count: AtomicUsize::new(0),
             max_bans: self.max_bans,

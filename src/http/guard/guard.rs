@@ -19,6 +19,7 @@ use crate::http::guard::notice::Notice;
 use crate::http::guard::refusal_hook::RefusalHook;
 use crate::http::guard::reload::FixedLock;
 use crate::http::guard::rules::CompiledRule;
+use crate::http::guard::shared_rule::RuleFleet;
 use crate::http::guard::stats::{GUARD_COUNTS, GuardCount, WIRING_COUNTS, WiringCount};
 use crate::http::identify::session::{Session, SessionStats};
 use crate::http::overload::shedder::Shedder;
@@ -33,6 +34,9 @@ pub(super) struct Shared<C> {
     pub(super) clock: C,
     /// The rules, lists and switches a reload swaps.
     pub(super) live: ArcSwap<Live<C>>,
+    /// The store rules marked `shared` in a configuration count in, for
+    /// the versions reloads make.
+    pub(super) rule_store: Option<Arc<dyn RuleFleet>>,
     pub(super) bans: RwLock<BanList>,
     pub(super) ban_count: AtomicUsize,
     pub(super) max_bans: usize,

@@ -5,13 +5,16 @@
 //! it, then swaps it in. Rules that kept their name, key, quota and
 //! capacity keep their counters across the swap.
 
+use std::sync::Arc;
+
 use crate::http::MissingPeer;
 use crate::http::guard::rules::{CompiledRule, Rule};
+use crate::http::guard::shared_rule::RuleFleet;
 use crate::http::identify::client_ip::ClientIpConfig;
 use crate::{Clock, ConfigError, PrefixSet};
 
 /// The settings of a guard that can change while it runs, as given.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Settings {
     pub(crate) rules: Vec<Rule>,
     pub(crate) client_ip: ClientIpConfig,
@@ -22,6 +25,8 @@ pub(crate) struct Settings {
     pub(crate) close_refused: bool,
     /// The server terminates TLS itself.
     pub(crate) tls: bool,
+    /// The store that rules marked `in_store` count in.
+    pub(crate) store: Option<Arc<dyn RuleFleet>>,
 }
 
 impl Default for Settings {
@@ -35,6 +40,7 @@ impl Default for Settings {
             headers_on_success: false,
             close_refused: true,
             tls: false,
+            store: None,
         }
     }
 }
@@ -68,7 +74,20 @@ impl<C: Clock + Clone> Live<C> {
     ) -> Result<Self, ConfigError> {
         settings.client_ip.validate()?;
         let (mut enforced, mut shadow) = (Vec::new(), Vec::new());
-        for rule in settings.rules {
+        for mut rule in settings.rules {
+            if rule.in_store && rule.fleet.is_none() {
+                let Some(store) = &settings.store else {
+                    return Err(ConfigError::InRule {
+                        rule: rule.name,
+                        source: Box::new(ConfigError::SharedStore {
+                            reason: "marked `shared`, but the guard was given no store \
+                                     (build it with `GuardBuilder::config_with_store`)"
+                                .into(),
+                        }),
+                    });
+                };
+                rule.fleet = Some(Arc::clone(store));
+            }
             if enforced
                 .iter()
                 .chain(&shadow)

@@ -98,7 +98,7 @@ pub(crate) struct Next {
 impl<C: Clock + Clone> Guard<C> {
     /// Checks `next` against the guard in force and swaps it in, or
     /// changes nothing.
-    pub(crate) fn apply(&self, next: Next) -> Result<(), ReloadError> {
+    pub(crate) fn apply(&self, mut next: Next) -> Result<(), ReloadError> {
         let s: &Shared<C> = &self.shared;
         // One reload at a time: each compiles against the version in force.
         let mut fixed = s.fixed.lock();
@@ -110,6 +110,7 @@ impl<C: Clock + Clone> Guard<C> {
             scoring.detection.validate()?;
         }
         let shedder_needs_route = s.shedder.as_ref().is_some_and(|sh| sh.needs_route());
+        next.settings.store.clone_from(&s.rule_store);
         let current = s.live.load();
         let live = Live::compile(next.settings, &s.clock, shedder_needs_route, Some(&current))?;
         if let (Some(scorer), Some(scoring)) = (&s.scorer, &next.fixed.scoring) {

@@ -68,6 +68,9 @@ pub struct Rule {
     /// The fleet the rule is counted by, joined by `compile` (set by
     /// `shared`, under feature `redis`, through `counted_by`).
     pub(crate) fleet: Option<Arc<dyn RuleFleet>>,
+    /// Counted in the store the guard is given (a configuration file's
+    /// `shared = true`), joined when the guard compiles the rule.
+    pub(crate) in_store: bool,
 }
 
 impl fmt::Debug for Rule {
@@ -118,6 +121,7 @@ impl Rule {
             shadow: false,
             scope: Scope::default(),
             fleet: None,
+            in_store: false,
         }
     }
 

@@ -1,8 +1,9 @@
 //! What scoring made of one request: its score, the action the ladder
 //! picks, the client's volume and record, and what the answer will update.
 
-use super::ladder::{Action, ScoreReport};
+use super::ladder::{Action, ScoreReport, Weights};
 use super::profile::Profile;
+use super::tuning::Tuning;
 use crate::http::Cluster;
 use crate::http::identify::fingerprint::Fingerprint;
 use crate::{IpPrefix, ScoreRecord};
@@ -28,6 +29,8 @@ pub(crate) struct Assessment {
     /// This request found the client not returning the session cookie
     /// (its third miss): counted once.
     pub(crate) session_unreturned_news: bool,
+    /// The weights and ladder the request is judged by.
+    pub(super) tuning: Tuning,
 }
 
 /// What watching a request's answer needs of its assessment.
@@ -40,6 +43,8 @@ pub(crate) struct Watch {
     /// nothing anomalous, and its client had asked for more than one route:
     /// a good answer to it earns standing even in trouble.
     pub(super) people_like: bool,
+    /// The weights of the answers, as the request was judged.
+    pub(super) weights: Weights,
 }
 
 impl Assessment {
@@ -79,6 +84,7 @@ impl Assessment {
             site_key: self.site_key,
             volume: self.volume,
             people_like: self.look.people_like && self.profile.route_count() >= 2,
+            weights: self.tuning.weights,
         }
     }
 }

@@ -176,7 +176,10 @@ impl Scorer {
     /// ladder's action.
     pub(crate) fn assess(&self, facts: &Facts<'_>, ip: IpAddr, seen: &RequestLook) -> Assessment {
         let now = facts.now;
-        let w = &self.weights();
+        // One version of the weights and ladder for this request, kept in
+        // its assessment for the verdict and the answer.
+        let t = self.tuning();
+        let w = &t.weights;
         let family = seen.ua.family;
         let client = subscriber(ip);
         let client_key = self.clients.hash(&client);
@@ -230,8 +233,7 @@ impl Scorer {
         // before the attack was seen.
         // A valid session cookie says the client was here before, whatever
         // its record (forgotten, or kept under another address of its /64).
-        let newcomer =
-            record.is_none_or(|r| r.good < self.ladder().known_good_after) && !session_valid;
+        let newcomer = record.is_none_or(|r| r.good < t.ladder.known_good_after) && !session_valid;
         let volume = self
             .volume
             .update_hashed(client_key, now, ScoreChange::points(1.0))
@@ -287,7 +289,7 @@ impl Scorer {
             people_like: matches!(family, UaFamily::Browser | UaFamily::Other) && found.is_empty(),
             session_valid,
         };
-        let report = self.report(record, &look);
+        let report = Self::report(&t, record, &look);
         Assessment {
             client,
             client_key,
@@ -300,7 +302,8 @@ impl Scorer {
             profile,
             busy_stamp,
             report,
-            action: self.action(record, &look, &report),
+            action: Self::action(&t, record, &look, &report),
+            tuning: t,
             session_unreturned_news: profile.session_misses() >= 3
                 && before.is_some_and(|b| b.session_misses() == 2),
         }
@@ -326,9 +329,14 @@ impl Scorer {
     /// session cookie is evidence enough to act on, never toward a ban: a
     /// browser that moved to another network presents one too, until its
     /// next answer brings it a new one.
-    fn action(&self, record: Option<ScoreRecord>, look: &Look, report: &ScoreReport) -> Action {
+    fn action(
+        t: &Tuning,
+        record: Option<ScoreRecord>,
+        look: &Look,
+        report: &ScoreReport,
+    ) -> Action {
         let evidence = Self::evidence(record, look);
-        let l = &self.ladder();
+        let l = &t.ladder;
         match l.action(report.score()) {
             Action::Ban if evidence - look.session_invalid < l.ban_evidence => {
                 if evidence < l.act_evidence {
@@ -344,8 +352,8 @@ impl Scorer {
 
     /// The score of a client with `record` making a request that looks
     /// like `look`.
-    fn report(&self, record: Option<ScoreRecord>, look: &Look) -> ScoreReport {
-        let w = &self.weights();
+    fn report(t: &Tuning, record: Option<ScoreRecord>, look: &Look) -> ScoreReport {
+        let w = &t.weights;
         let mut r = ScoreReport::default();
         let good = record.map_or(0, |r| r.good);
         if let Some(rec) = record {
@@ -361,7 +369,7 @@ impl Scorer {
         r.add(Signal::SessionNotReturned, look.session_not_returned);
         r.add(Signal::ClassSurge, look.class_surge);
         r.add(Signal::HotPrefix, look.hot_prefix);
-        if good < self.ladder().known_good_after {
+        if good < t.ladder.known_good_after {
             let p = if look.under_attack {
                 w.no_history_under_attack
             } else {
@@ -377,7 +385,7 @@ impl Scorer {
     /// A rate rule refused the request: the client's behaviour score
     /// grows. Returns the new assessment (its action may now be a ban).
     pub(crate) fn refused(&self, a: &Assessment, now: Timestamp) -> Assessment {
-        let points = self.weights().rate_refusal;
+        let points = a.tuning.weights.rate_refusal;
         let change = ScoreChange {
             points,
             tag: TAG_RATE,
@@ -385,11 +393,11 @@ impl Scorer {
         };
         let record = self.clients.update_hashed(a.client_key, now, change);
         self.sites.update_hashed(a.site_key, now, change);
-        let report = self.report(Some(record), &a.look);
+        let report = Self::report(&a.tuning, Some(record), &a.look);
         Assessment {
             record: Some(record),
             report,
-            action: self.action(Some(record), &a.look, &report),
+            action: Self::action(&a.tuning, Some(record), &a.look, &report),
             ..*a
         }
     }
@@ -405,7 +413,7 @@ impl Scorer {
     ) {
         let error = status.is_client_error() || status.is_server_error();
         self.detector.observe_answer(latency, error);
-        let w = &self.weights();
+        let w = &a.weights;
         let (points, good, tag) = if status.is_success() || status.is_redirection() {
             // Good standing is earned at a person's pace only: an attacker
             // cannot build it by hammering. While calm, by any client; in
@@ -449,8 +457,8 @@ impl Scorer {
     pub(crate) fn ban(&self, a: &Assessment, now: Timestamp) -> Option<BanOrder> {
         let offences = a.record.map_or(0, |r| r.offences);
         let unit = (self.jitter.hash_one((now, a.client_key)) >> 40) as f32 / (1u64 << 24) as f32;
-        let duration = self.ladder().ban_duration(offences, unit);
-        let shadow = self.ladder().shadow_ban;
+        let duration = a.tuning.ladder.ban_duration(offences, unit);
+        let shadow = a.tuning.ladder.shadow_ban;
         self.clients.update_hashed(
             a.client_key,
             now,

@@ -42,11 +42,6 @@ fn detection_fixed_change(now: &Detection, next: &Detection) -> Option<&'static 
 }
 
 impl Scorer {
-    /// The weights in force.
-    pub(crate) fn weights(&self) -> Weights {
-        self.tuning().weights
-    }
-
     /// The ladder in force.
     pub(crate) fn ladder(&self) -> Ladder {
         self.tuning().ladder

@@ -62,7 +62,7 @@ impl Scorer {
             cost,
             standing: self.standing(a),
         };
-        let ladder = &self.ladder();
+        let ladder = &a.tuning.ladder;
         if a.action >= Action::Throttle {
             self.note_offender(a, now);
         }
@@ -142,7 +142,7 @@ impl Scorer {
     /// The client's standing for overload admission (see the module
     /// documentation).
     fn standing(&self, a: &Assessment) -> i8 {
-        let throttle = self.ladder().throttle;
+        let throttle = a.tuning.ladder.throttle;
         let score = a.report.score();
         let heavy = a.volume >= HEAVY_VOLUME;
         let seen = a.seen() && a.came_before_the_rush();

@@ -2,11 +2,12 @@
 //! without the hooks (which are code), plus the gate's section. Builds a
 //! guard, and reloads a running one.
 
+use crate::config::GateConfig;
 use crate::http::guard::live::Settings;
 use crate::http::guard::reload::{Fixed, Next};
 use crate::http::{
-    ClientIpConfig, DEFAULT_MAX_BANS, GateBuilder, GateConfig, Guard, GuardBuilder, MissingPeer,
-    Overload, ReloadError, Rule, Scoring, SessionCookie, Tarpit,
+    ClientIpConfig, DEFAULT_MAX_BANS, GateBuilder, Guard, GuardBuilder, MissingPeer, Overload,
+    ReloadError, Rule, Scoring, SessionCookie, Tarpit,
 };
 use crate::{Clock, IpPrefix};
 
@@ -20,7 +21,8 @@ use crate::{Clock, IpPrefix};
 /// overload protection, no gate section.
 ///
 /// ```
-/// use floodguard::http::{Guard, GuardConfig, Scoring};
+/// use floodguard::config::GuardConfig;
+/// use floodguard::http::Guard;
 ///
 /// let mut config = GuardConfig::recommended();
 /// config.tls = true;
@@ -75,6 +77,13 @@ pub struct GuardConfig {
     /// guard runs.
     #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
     pub gate: Option<GateConfig>,
+    /// The Redis store the guard shares bans and `shared` rules through
+    /// (feature `redis`), for [`GuardConfig::redis_store`] and
+    /// [`GuardBuilder::config_with_store`]. Fixed while the guard runs.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[cfg_attr(feature = "serde", serde(skip_serializing_if = "Option::is_none"))]
+    pub redis: Option<crate::config::RedisConfig>,
 }
 
 impl Default for GuardConfig {
@@ -95,6 +104,8 @@ impl Default for GuardConfig {
             overload: None,
             session: None,
             gate: None,
+            #[cfg(feature = "redis")]
+            redis: None,
         }
     }
 }
@@ -124,7 +135,7 @@ impl GuardConfig {
         }
     }
 
-    fn settings(&self) -> Settings {
+    pub(crate) fn settings(&self) -> Settings {
         Settings {
             rules: self.rules.clone(),
             client_ip: self.client_ip.clone(),
@@ -134,12 +145,17 @@ impl GuardConfig {
             headers_on_success: self.rate_limit_headers,
             close_refused: self.close_refused_connections,
             tls: self.tls,
+            store: None,
         }
     }
 
     /// The sections built beside the guard, described for reloads.
-    fn outside(&self) -> Vec<(&'static str, String)> {
-        vec![("gate", format!("{:?}", self.gate))]
+    pub(crate) fn outside(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("gate", format!("{:?}", self.gate)),
+            #[cfg(feature = "redis")]
+            ("redis", format!("{:?}", self.redis)),
+        ]
     }
 }
 
@@ -148,7 +164,9 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     /// (rules included); the hooks and the clock stay. Add hooks before or
     /// after, then `build()`.
     pub fn config(mut self, config: GuardConfig) -> Self {
+        let store = self.settings.store.take();
         self.settings = config.settings();
+        self.settings.store = store;
         self.outside = config.outside();
         self.max_bans = config.max_bans;
         self.tarpit = config.tarpit;

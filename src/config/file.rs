@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::http::GuardConfig;
+use crate::config::GuardConfig;
 
 /// Why a configuration file could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +40,7 @@ impl GuardConfig {
     /// silently ignored setting). See `examples/floodguard.toml`.
     ///
     /// ```
-    /// use floodguard::http::{ConfigFileError, GuardConfig};
+    /// use floodguard::config::{ConfigFileError, GuardConfig};
     ///
     /// let config = GuardConfig::from_toml(r#"
     ///     [[rules]]

@@ -12,7 +12,8 @@
 //! ```
 //!
 //! `key = "prefix"` takes `prefix = { v4 = 24, v6 = 48 }`, `key =
-//! "header"` takes `header = "x-api-key"`. Rules keyed or scoped by a
+//! "header"` takes `header = "x-api-key"`; `shared = true` counts the rule
+//! across the fleet in the `[redis]` store (feature `redis`). Rules keyed or scoped by a
 //! closure are code, and cannot be written to a file.
 
 use std::time::Duration;
@@ -71,6 +72,9 @@ struct RuleForm {
     cost: u64,
     #[serde(default, skip_serializing_if = "is_false")]
     shadow: bool,
+    /// Counted across the fleet in the `[redis]` store.
+    #[serde(default, skip_serializing_if = "is_false")]
+    shared: bool,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     paths: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -131,6 +135,7 @@ impl TryFrom<RuleForm> for Rule {
         let mut rule = Rule::new(f.name, key).quota(quota).cost(f.cost);
         rule.capacity = f.capacity;
         rule.shadow = f.shadow;
+        rule.in_store = f.shared;
         rule.scope.paths = f.paths;
         rule.scope.path_prefixes = f.path_prefixes;
         for m in f.methods {
@@ -152,12 +157,6 @@ impl TryFrom<&Rule> for RuleForm {
                 r.name
             )
         };
-        if r.fleet.is_some() {
-            return Err(format!(
-                "rule `{}` is shared through a store, which a file cannot hold",
-                r.name
-            ));
-        }
         if r.scope.when.is_some() {
             return Err(code("`when` condition"));
         }
@@ -185,6 +184,7 @@ impl TryFrom<&Rule> for RuleForm {
             capacity: r.capacity,
             cost: r.cost,
             shadow: r.shadow,
+            shared: r.in_store || r.fleet.is_some(),
             paths: r.scope.paths.clone(),
             path_prefixes: r.scope.path_prefixes.clone(),
             methods: r.scope.methods.iter().map(|m| m.to_string()).collect(),

@@ -1,5 +1,5 @@
 //! The gate's configuration as data: its caps, rates, deadlines and
-//! budget, for a gate built from a [`GuardConfig`](crate::http::GuardConfig).
+//! budget, for a gate built from a [`GuardConfig`](crate::config::GuardConfig).
 
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use crate::ip::PrefixLengths;
 
 /// The [`Gate`](crate::http::Gate)'s settings as data, each field one
 /// [`GateBuilder`] method; the defaults are the builder's. Used as the
-/// `[gate]` section of a [`GuardConfig`](crate::http::GuardConfig).
+/// `[gate]` section of a [`GuardConfig`](crate::config::GuardConfig).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(
     feature = "serde",

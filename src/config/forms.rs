@@ -235,7 +235,7 @@ fn default_bind() -> PrefixLengths {
 impl Serialize for SessionCookie {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         SessionForm {
-            key: self.key.iter().map(|b| format!("{b:02x}")).collect(),
+            key: crate::serde_key::to_hex(&self.key),
             name: self.name.clone(),
             max_age: self.max_age,
             secure: self.secure,
@@ -249,7 +249,7 @@ impl Serialize for SessionCookie {
 impl<'de> Deserialize<'de> for SessionCookie {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let f = SessionForm::deserialize(d)?;
-        let key = parse_key(&f.key).map_err(serde::de::Error::custom)?;
+        let key = crate::serde_key::from_hex("key", &f.key).map_err(serde::de::Error::custom)?;
         Ok(SessionCookie::new(key)
             .name(f.name)
             .max_age(f.max_age)
@@ -257,22 +257,4 @@ impl<'de> Deserialize<'de> for SessionCookie {
             .same_site(f.same_site)
             .bind(f.bind))
     }
-}
-
-/// 16 bytes from 32 hexadecimal digits.
-fn parse_key(text: &str) -> Result<[u8; 16], String> {
-    let bad = || {
-        format!(
-            "`key` must be 32 hexadecimal digits (16 bytes), got {} characters",
-            text.len()
-        )
-    };
-    if text.len() != 32 || !text.is_ascii() {
-        return Err(bad());
-    }
-    let mut key = [0u8; 16];
-    for (i, byte) in key.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&text[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
-    }
-    Ok(key)
 }
