@@ -431,3 +431,87 @@ fn reloading_under_load_loses_and_double_charges_nothing() {
     assert!(guard.is_banned("203.0.113.77".parse().unwrap()));
     assert_eq!(score_of(&guard), Some(before));
 }
+
+/// The same over real sockets, through the layer: keep-alive clients on
+/// eight loopback addresses send 100,000 requests while the guard is
+/// reloaded every millisecond. Every request gets an answer, and the
+/// counting rule charged each served one once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloading_a_serving_guard_loses_no_request() {
+    use http_body_util::{BodyExt, Empty};
+    use hyper::body::Bytes;
+    use hyper_util::rt::TokioIo;
+
+    const CLIENTS: u8 = 8;
+    const EACH: u32 = 12_500;
+    let guard = Guard::builder()
+        .config(counting_config(100_000))
+        .scoring(Scoring::new())
+        .build()
+        .unwrap();
+    let app = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "ok" }))
+        .layer(guard.layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let gated = guard.gate().build().unwrap().listen(listener);
+    tokio::spawn(floodguard::http::serve(gated, app).into_future());
+    let done = Arc::new(AtomicBool::new(false));
+    let reloader = {
+        let (guard, done) = (guard.clone(), Arc::clone(&done));
+        tokio::spawn(async move {
+            let mut reloads = 0u32;
+            while !done.load(Ordering::Relaxed) {
+                let mut c = counting_config(100_000 + u64::from(reloads % 2));
+                c.scoring = Some(Scoring::new());
+                guard.reload(&c).unwrap();
+                reloads += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            reloads
+        })
+    };
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            tokio::spawn(async move {
+                let socket = tokio::net::TcpSocket::new_v4().unwrap();
+                socket
+                    .bind(SocketAddr::from(([127, 0, 1, 10 + i], 0)))
+                    .unwrap();
+                let stream = socket.connect(addr).await.unwrap();
+                let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+                tokio::spawn(conn);
+                let mut statuses = [0u32; 2];
+                for _ in 0..EACH {
+                    let req = http::Request::get("/")
+                        .header("host", "shop.example")
+                        .header("user-agent", BROWSER)
+                        .body(Empty::<Bytes>::new())
+                        .unwrap();
+                    let res = send.send_request(req).await.unwrap();
+                    statuses[usize::from(res.status() != 200)] += 1;
+                    res.into_body().collect().await.unwrap();
+                }
+                statuses
+            })
+        })
+        .collect();
+    let (mut served, mut refused) = (0u64, 0u64);
+    for c in clients {
+        let [ok, not] = c.await.unwrap();
+        served += u64::from(ok);
+        refused += u64::from(not);
+    }
+    done.store(true, Ordering::Relaxed);
+    let reloads = reloader.await.unwrap();
+    let sent = u64::from(CLIENTS) * u64::from(EACH);
+    assert_eq!(served + refused, sent, "every request answered");
+    assert_eq!(refused, 0, "nothing near a limit was refused");
+    let stats = guard.stats();
+    let count = stats.rules.iter().find(|r| r.name == "count").unwrap();
+    assert_eq!(count.limiter.admitted, served, "charged once each");
+    assert!(reloads > 20, "{reloads} reloads");
+    eprintln!("{sent} requests over sockets, {reloads} reloads meanwhile");
+}
