@@ -51,6 +51,7 @@
 //! | `tower` | [`http`]: the Tower layer, connection gate, fingerprints, client scoring, attack detection, overload protection, Prometheus output |
 //! | `axum` | `tower` + the gate as an axum listener, axum's connect info, a metrics handler |
 //! | `tonic` | `tower` + the gate's streams for tonic, tonic's connect info |
+//! | `metrics` | `tower` + `MetricsBridge`: the Prometheus output's values published through the [`metrics`](https://docs.rs/metrics) facade |
 //! | `redis` | [`redis`]: limits shared by a fleet through Redis (strict or near-cached), with a failure policy; with `tower`, shared guard rules and shared bans |
 //!
 //! The core needs none of them.

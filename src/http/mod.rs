@@ -25,7 +25,9 @@
 //!   each connection's first request head on ([`GateConnectInfo`]).
 //! * Metrics: [`Guard::prometheus`] and [`Gate::prometheus`] write the
 //!   counters in the Prometheus text format; under feature `axum`,
-//!   `metrics_handler` serves them.
+//!   `metrics_handler` serves them; under feature `metrics`,
+//!   `MetricsBridge` publishes the same values through the `metrics`
+//!   facade.
 //!
 //! Refusals are answered at once, without calling the service: 429 with
 //! `Retry-After`, `RateLimit` and `RateLimit-Policy` headers; 403 for
@@ -89,6 +91,8 @@ pub use gate::{
 pub use gate::{AxumListener, HEADER_READ_TIMEOUT, Serve, WithGracefulShutdown, serve};
 // Shared by the guard and the gate.
 pub use metrics::PROMETHEUS_CONTENT_TYPE;
+#[cfg(feature = "metrics")]
+pub use metrics::{MetricsBridge, PublishTask};
 #[cfg(feature = "axum")]
 pub use metrics::{metrics_handler, metrics_handler_with_gate};
 pub use tarpit::{Tarpit, TarpitStats};

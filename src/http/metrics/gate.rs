@@ -1,6 +1,7 @@
 //! A gate's families: connections accepted, refused and closed by reason.
 
-use super::text::{Kind, Text};
+use super::sink::{Kind, Out};
+use super::text::Text;
 use crate::http::gate::gate::Gate;
 
 impl Gate {
@@ -23,8 +24,12 @@ impl Gate {
     /// Appends [`prometheus`](Self::prometheus)'s text to `out`; with a
     /// guard's text in the same buffer, one scrape gets both.
     pub fn write_prometheus(&self, out: &mut String) {
+        self.families(&mut Out::new(&mut Text { out }));
+    }
+
+    /// Every family of the gate, in order, to `t`.
+    pub(super) fn families(&self, t: &mut Out<'_>) {
         let s = self.stats();
-        let mut t = Text { out };
         t.counter(
             "floodguard_gate_accepted_total",
             "Connections the gate admitted (exempt ones included).",

@@ -3,7 +3,8 @@
 
 use super::overload::write_overload;
 use super::scoring::{write_detection, write_offenders, write_scoring};
-use super::text::{Kind, Text};
+use super::sink::{Kind, Out};
+use super::text::Text;
 use crate::Clock;
 use crate::http::identify::session::SessionStats;
 use crate::http::{Guard, GuardStats, SharedBanStats};
@@ -97,15 +98,19 @@ impl<C: Clock> Guard<C> {
     /// several sources (the guard, a [`Gate`](crate::http::Gate), your own metrics) can share
     /// one buffer and one response.
     pub fn write_prometheus(&self, out: &mut String) {
+        self.families(&mut Out::new(&mut Text { out }));
+    }
+
+    /// Every family of the guard, in order, to `t`.
+    pub(super) fn families(&self, t: &mut Out<'_>) {
         let snap = self.snapshot();
-        let mut t = Text { out };
-        write_guard(&mut t, &snap.stats, snap.bans.len());
-        write_rules(&mut t, &snap.stats);
+        write_guard(t, &snap.stats, snap.bans.len());
+        write_rules(t, &snap.stats);
         if let Some(sc) = &snap.stats.scoring {
-            write_scoring(&mut t, sc);
+            write_scoring(t, sc);
         }
         if let Some(se) = &snap.stats.session {
-            write_session(&mut t, se);
+            write_session(t, se);
         }
         if let Some(d) = &snap.detection {
             let attack_for = d
@@ -114,19 +119,19 @@ impl<C: Clock> Guard<C> {
                 .map_or(0.0, |since| {
                     self.now().saturating_duration_since(since).as_secs_f64()
                 });
-            write_detection(&mut t, d, attack_for);
+            write_detection(t, d, attack_for);
         }
-        write_offenders(&mut t, &snap.offenders);
-        write_overload(&mut t, &snap.stats.overload);
-        write_shared_rules(&mut t, &snap.stats);
+        write_offenders(t, &snap.offenders);
+        write_overload(t, &snap.stats.overload);
+        write_shared_rules(t, &snap.stats);
         if let Some(s) = &snap.stats.shared_bans {
-            write_shared_bans(&mut t, s);
+            write_shared_bans(t, s);
         }
     }
 }
 
 /// The counters of rules shared through Redis, if any.
-pub(super) fn write_shared_rules(t: &mut Text<'_>, s: &GuardStats) {
+pub(super) fn write_shared_rules(t: &mut Out<'_>, s: &GuardStats) {
     let shared: Vec<_> = s
         .rules
         .iter()
@@ -183,7 +188,7 @@ pub(super) fn write_shared_rules(t: &mut Text<'_>, s: &GuardStats) {
 }
 
 /// Shared bans' counters, by event.
-pub(super) fn write_shared_bans(t: &mut Text<'_>, s: &SharedBanStats) {
+pub(super) fn write_shared_bans(t: &mut Out<'_>, s: &SharedBanStats) {
     t.family(
         "floodguard_shared_bans_total",
         Kind::Counter,
@@ -216,7 +221,7 @@ pub(super) fn write_shared_bans(t: &mut Text<'_>, s: &SharedBanStats) {
 }
 
 /// The request counters, refusals and bans.
-pub(super) fn write_guard(t: &mut Text<'_>, s: &GuardStats, bans: usize) {
+pub(super) fn write_guard(t: &mut Out<'_>, s: &GuardStats, bans: usize) {
     t.counter(
         "floodguard_requests_total",
         "Requests the guard inspected.",
@@ -294,11 +299,11 @@ pub(super) fn write_guard(t: &mut Text<'_>, s: &GuardStats, bans: usize) {
 }
 
 /// Each rule's counters, labelled by rule name and shadow mode.
-pub(super) fn write_rules(t: &mut Text<'_>, s: &GuardStats) {
+pub(super) fn write_rules(t: &mut Out<'_>, s: &GuardStats) {
     if s.rules.is_empty() {
         return;
     }
-    let families: [(&str, Kind, &str); 5] = [
+    let families: [(&'static str, Kind, &'static str); 5] = [
         (
             "floodguard_rule_admitted_total",
             Kind::Counter,
@@ -343,7 +348,7 @@ pub(super) fn write_rules(t: &mut Text<'_>, s: &GuardStats) {
     }
 }
 
-pub(super) fn write_session(t: &mut Text<'_>, s: &SessionStats) {
+pub(super) fn write_session(t: &mut Out<'_>, s: &SessionStats) {
     t.family(
         "floodguard_session_cookies_total",
         Kind::Counter,

@@ -4,19 +4,27 @@
 //! Everything here reads the public API ([`Guard::snapshot`],
 //! [`Gate::stats`]) at scrape time; the request path is untouched.
 //!
-//! `text` writes the format; `guard`, `gate`, `scoring` and `overload`
-//! write their families; `handler` serves them under feature `axum`.
+//! `sink` is the one description of the families' shape; `guard`,
+//! `gate`, `scoring` and `overload` say their families to a sink;
+//! `text` writes the format from them and `handler` serves it under
+//! feature `axum`; `bridge` publishes them through the `metrics` facade
+//! under feature `metrics`.
 
+#[cfg(feature = "metrics")]
+mod bridge;
 mod gate;
 mod guard;
 #[cfg(feature = "axum")]
 mod handler;
 mod overload;
 mod scoring;
+mod sink;
 #[cfg(test)]
 mod tests;
 mod text;
 
+#[cfg(feature = "metrics")]
+pub use bridge::{MetricsBridge, PublishTask};
 #[cfg(feature = "axum")]
 pub use handler::{metrics_handler, metrics_handler_with_gate};
 pub use text::PROMETHEUS_CONTENT_TYPE;

@@ -1,11 +1,11 @@
 //! Overload protection's families: each limit and its waiting room.
 
-use super::text::{Kind, Text};
+use super::sink::{Kind, Out};
 use crate::http::{LimitStats, WaitingRoomStats};
 
 /// Overload protection: each adaptive limit (`route=""` for the
 /// service's own) with its latency histogram.
-pub(super) fn write_overload(t: &mut Text<'_>, limits: &[LimitStats]) {
+pub(super) fn write_overload(t: &mut Out<'_>, limits: &[LimitStats]) {
     if limits.is_empty() {
         return;
     }
@@ -36,10 +36,13 @@ pub(super) fn write_overload(t: &mut Text<'_>, limits: &[LimitStats]) {
         "Requests shed at the concurrency limit, by limit and priority.",
     );
     for l in limits {
+        let r = route(l);
         for (p, n) in l.shed {
-            let labels = [("route", route(l)), ("priority", p.name().to_owned())];
-            let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            t.sample("floodguard_shed_total", &labels, n);
+            t.sample(
+                "floodguard_shed_total",
+                &[("route", &r), ("priority", p.name())],
+                n,
+            );
         }
     }
     let rooms: Vec<_> = limits
@@ -56,7 +59,7 @@ pub(super) fn write_overload(t: &mut Text<'_>, limits: &[LimitStats]) {
             t.sample("floodguard_waiting", &[("route", r)], w.waiting);
         }
         type Read = fn(&WaitingRoomStats) -> u64;
-        let counters: [(&str, &str, Read); 3] = [
+        let counters: [(&'static str, &'static str, Read); 3] = [
             (
                 "floodguard_waited_total",
                 "Requests admitted after waiting, per limit.",

@@ -1,12 +1,12 @@
 //! Scoring's families: actions, detection, shares and top offenders.
 
-use super::text::{Kind, Text};
+use super::sink::{Kind, Out};
 use crate::http::ScoringStats;
 use crate::http::scoring::detect::{DetectionSnapshot, Share};
 use crate::http::scoring::scorer::Offender;
 
 /// The ladder's actions and the client table.
-pub(super) fn write_scoring(t: &mut Text<'_>, s: &ScoringStats) {
+pub(super) fn write_scoring(t: &mut Out<'_>, s: &ScoringStats) {
     t.family(
         "floodguard_score_actions_total",
         Kind::Counter,
@@ -51,7 +51,7 @@ pub(super) fn write_scoring(t: &mut Text<'_>, s: &ScoringStats) {
 }
 
 /// The attack state at the detector's last tick.
-pub(super) fn write_detection(t: &mut Text<'_>, d: &DetectionSnapshot, attack_for: f64) {
+pub(super) fn write_detection(t: &mut Out<'_>, d: &DetectionSnapshot, attack_for: f64) {
     t.gauge(
         "floodguard_under_attack",
         "1 while attack detection holds the service under attack, else 0.",
@@ -136,10 +136,10 @@ pub(super) fn write_detection(t: &mut Text<'_>, d: &DetectionSnapshot, attack_fo
 
 /// Two gauges per flagged key: its share now and before the attack.
 pub(super) fn write_shares<K>(
-    t: &mut Text<'_>,
-    label: &str,
+    t: &mut Out<'_>,
+    label: &'static str,
     shares: &[(String, &Share<K>)],
-    families: [(&str, &str); 2],
+    families: [(&'static str, &'static str); 2],
 ) {
     if shares.is_empty() {
         return;
@@ -158,7 +158,7 @@ pub(super) fn write_shares<K>(
 }
 
 /// The worst offenders' scores, with the signal that weighed most.
-pub(super) fn write_offenders(t: &mut Text<'_>, offenders: &[Offender]) {
+pub(super) fn write_offenders(t: &mut Out<'_>, offenders: &[Offender]) {
     const NAME: &str = "floodguard_offender_score";
     if offenders.is_empty() {
         return;

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use http::request::Parts;
 
-use super::text::{Kind, Text, Value};
+use super::sink::{Kind, Number, Sink};
+use super::text::{Text, write_number};
 use crate::ManualClock;
 use crate::http::{Detection, Gate, Guard, PeerAddr, Rule, Scoring, SessionCookie};
 
@@ -365,7 +366,7 @@ fn label_values_are_escaped() {
     let mut t = Text { out: &mut out };
     t.family("x_total", Kind::Counter, "Back\\slash and\nnewline.");
     let nasty = "a\"b\\c\nd} e=\"f\",";
-    t.sample("x_total", &[("k", nasty), ("other", "")], 3u64);
+    t.sample("x_total", &[("k", nasty), ("other", "")], Number::Int(3));
     assert_eq!(
         out,
         "# HELP x_total Back\\\\slash and\\nnewline.\n# TYPE x_total counter\n\
@@ -380,11 +381,11 @@ fn label_values_are_escaped() {
 fn special_floats_use_the_formats_spelling() {
     let mut out = String::new();
     for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.25, 1e-9, 3.0] {
-        v.write(&mut out);
+        write_number(&mut out, Number::F64(v));
         out.push(' ');
     }
     for v in [f32::NAN, f32::INFINITY, 87.79362f32] {
-        v.write(&mut out);
+        write_number(&mut out, Number::F32(v));
         out.push(' ');
     }
     assert_eq!(out, "NaN +Inf -Inf 0.25 0.000000001 3 NaN +Inf 87.79362 ");

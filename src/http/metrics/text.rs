@@ -3,62 +3,30 @@
 
 use std::fmt::Write as _;
 
+use super::sink::{Kind, Number, Sink};
+
 /// The `Content-Type` of the Prometheus text format this module writes:
 /// `text/plain; version=0.0.4; charset=utf-8`.
 pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// A metric family's type.
-#[derive(Clone, Copy)]
-pub(super) enum Kind {
-    Counter,
-    Gauge,
-    Histogram,
-}
-
-/// A sample's value.
-pub(super) trait Value {
-    fn write(self, out: &mut String);
-}
-
-impl Value for u64 {
-    fn write(self, out: &mut String) {
-        // Writing to a `String` cannot fail.
-        let _ = write!(out, "{self}");
-    }
-}
-
-impl Value for u32 {
-    fn write(self, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-}
-
-impl Value for usize {
-    fn write(self, out: &mut String) {
-        let _ = write!(out, "{self}");
-    }
-}
-
-impl Value for f32 {
-    /// The shortest decimal that reads back as the same `f32`: a score
-    /// of 87.79362, not its `f64` widening 87.79361724853516.
-    fn write(self, out: &mut String) {
-        if self.is_finite() {
-            let _ = write!(out, "{self}");
-        } else {
-            f64::from(self).write(out);
+/// Writes a value in the format's spelling.
+pub(super) fn write_number(out: &mut String, value: Number) {
+    // Writing to a `String` cannot fail.
+    match value {
+        Number::Int(v) => {
+            let _ = write!(out, "{v}");
         }
-    }
-}
-
-impl Value for f64 {
-    fn write(self, out: &mut String) {
-        if self.is_nan() {
-            out.push_str("NaN");
-        } else if self.is_infinite() {
-            out.push_str(if self > 0.0 { "+Inf" } else { "-Inf" });
-        } else {
-            let _ = write!(out, "{self}");
+        // The shortest decimal that reads back as the same `f32`.
+        Number::F32(v) if v.is_finite() => {
+            let _ = write!(out, "{v}");
+        }
+        Number::F32(v) => write_number(out, Number::F64(f64::from(v))),
+        Number::F64(v) if v.is_nan() => out.push_str("NaN"),
+        Number::F64(v) if v.is_infinite() => {
+            out.push_str(if v > 0.0 { "+Inf" } else { "-Inf" });
+        }
+        Number::F64(v) => {
+            let _ = write!(out, "{v}");
         }
     }
 }
@@ -68,9 +36,9 @@ pub(super) struct Text<'a> {
     pub(super) out: &'a mut String,
 }
 
-impl Text<'_> {
+impl Sink for Text<'_> {
     /// A family's `# HELP` and `# TYPE` lines.
-    pub(super) fn family(&mut self, name: &str, kind: Kind, help: &str) {
+    fn family(&mut self, name: &'static str, kind: Kind, help: &'static str) {
         self.out.push_str("# HELP ");
         self.out.push_str(name);
         self.out.push(' ');
@@ -91,7 +59,7 @@ impl Text<'_> {
     }
 
     /// One sample line.
-    pub(super) fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl Value) {
+    fn sample(&mut self, name: &'static str, labels: &[(&'static str, &str)], value: Number) {
         self.out.push_str(name);
         if !labels.is_empty() {
             self.out.push('{');
@@ -107,20 +75,8 @@ impl Text<'_> {
             self.out.push('}');
         }
         self.out.push(' ');
-        value.write(self.out);
+        write_number(self.out, value);
         self.out.push('\n');
-    }
-
-    /// A counter family of one unlabelled sample.
-    pub(super) fn counter(&mut self, name: &str, help: &str, value: impl Value) {
-        self.family(name, Kind::Counter, help);
-        self.sample(name, &[], value);
-    }
-
-    /// A gauge family of one unlabelled sample.
-    pub(super) fn gauge(&mut self, name: &str, help: &str, value: impl Value) {
-        self.family(name, Kind::Gauge, help);
-        self.sample(name, &[], value);
     }
 }
 
