@@ -46,7 +46,7 @@
 //!
 //! | feature | what it adds |
 //! |---|---|
-//! | `serde` | `Serialize`/`Deserialize` for configuration types; with `tower`, the whole [`config::GuardConfig`] |
+//! | `serde` | `Serialize`/`Deserialize` for configuration types; with `tower`, the whole [`config::GuardConfig`]; `Serialize` for counters, snapshots and events; with `axum`, a JSON view |
 //! | `toml` | `serde` + [`config::GuardConfig`] read from and written to TOML files, errors with the field's path |
 //! | `tower` | [`http`]: the Tower layer, connection gate, fingerprints, client scoring, attack detection, overload protection, Prometheus output |
 //! | `axum` | `tower` + the gate as an axum listener, axum's connect info, a metrics handler |
@@ -91,6 +91,8 @@ mod score;
 mod serde_duration;
 #[cfg(feature = "serde")]
 mod serde_key;
+#[cfg(feature = "serde")]
+mod serialize;
 mod stats;
 mod store;
 mod table;

@@ -58,6 +58,7 @@ impl<K: ?Sized, C, S: std::fmt::Debug> std::fmt::Debug for KeyedLimiter<K, C, S>
 }
 
 /// A snapshot of a limiter's counters.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LimiterStats {
@@ -79,6 +80,7 @@ pub struct LimiterStats {
 /// [`SharedLimiter::stats`](crate::redis::SharedLimiter::stats) gives them,
 /// and a guard rule's shared through one, in
 /// [`RuleStats::shared`](crate::http::RuleStats::shared).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SharedStats {

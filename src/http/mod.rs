@@ -93,6 +93,8 @@ pub use gate::{AxumListener, HEADER_READ_TIMEOUT, Serve, WithGracefulShutdown, s
 pub use metrics::PROMETHEUS_CONTENT_TYPE;
 #[cfg(feature = "metrics")]
 pub use metrics::{MetricsBridge, PublishTask};
+#[cfg(all(feature = "axum", feature = "serde"))]
+pub use metrics::{json_handler, json_handler_with_gate};
 #[cfg(feature = "axum")]
 pub use metrics::{metrics_handler, metrics_handler_with_gate};
 pub use tarpit::{Tarpit, TarpitStats};

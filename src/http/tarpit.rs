@@ -82,6 +82,7 @@ impl Default for Tarpit {
 }
 
 /// The tarpit's counters, in [`GuardStats`](crate::http::GuardStats).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TarpitStats {

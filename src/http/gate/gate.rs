@@ -207,6 +207,7 @@ pub(super) struct Counters {
 }
 
 /// A snapshot of a [`Gate`]'s counters since it was built.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GateStats {

@@ -130,6 +130,7 @@ impl std::fmt::Debug for GuardHandle {
 
 /// Counters of a guard's shared bans, in
 /// [`GuardStats::shared_bans`](crate::http::GuardStats::shared_bans).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SharedBanStats {

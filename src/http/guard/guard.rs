@@ -379,6 +379,7 @@ impl<C: Clock> Guard<C> {
     pub fn snapshot(&self) -> Snapshot {
         let s = &*self.shared;
         Snapshot {
+            now: s.clock.now(),
             stats: self.stats(),
             detection: s.scorer.as_ref().map(Scorer::detection),
             offenders: s.scorer.as_ref().map_or_else(Vec::new, Scorer::offenders),

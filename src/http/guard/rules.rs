@@ -490,6 +490,7 @@ fn ip_key(ip: IpAddr) -> ([u8; 18], usize) {
 }
 
 /// One rule's counters.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RuleStats {

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use crate::IpPrefix;
 use crate::http::guard::fleet::SharedBanStats;
 use crate::http::guard::rules::RuleStats;
 use crate::http::identify::session::SessionStats;
@@ -10,6 +9,7 @@ use crate::http::scoring::detect::DetectionSnapshot;
 use crate::http::scoring::scorer::Offender;
 use crate::http::tarpit::TarpitStats;
 use crate::http::{LimitStats, ScoringStats};
+use crate::{IpPrefix, Timestamp};
 
 /// Counters of a [`Guard`], striped per thread.
 #[derive(Clone, Copy)]
@@ -56,6 +56,7 @@ impl From<WiringCount> for usize {
     }
 }
 /// A snapshot of a [`Guard`](crate::http::Guard)'s counters.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct GuardStats {
@@ -120,9 +121,17 @@ pub struct GuardStats {
 
 /// Everything a guard can tell an operator at once: counters, the attack
 /// state, the worst offenders and the bans in force.
+///
+/// With feature `serde` it is `Serialize`: durations and timestamps as
+/// seconds (`f64`), timestamps on the guard's clock (compare them with
+/// [`now`](Self::now)), networks as text, each ban as
+/// `{"prefix": "192.0.2.7/32", "remaining": 59.5}`.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct Snapshot {
+    /// When it was taken, on the guard's clock.
+    pub now: Timestamp,
     /// The counters.
     pub stats: GuardStats,
     /// What attack detection saw at its last tick (scoring on only).
@@ -130,5 +139,9 @@ pub struct Snapshot {
     /// Clients that reached the throttle threshold, highest score first.
     pub offenders: Vec<Offender>,
     /// Bans in force and the time each has left.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serialize::prefix_durations")
+    )]
     pub bans: Vec<(IpPrefix, Duration)>,
 }

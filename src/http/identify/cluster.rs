@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+mod describe;
+
 use http::Version;
 
 use super::look::{PRODUCT_MASK, STANDARD, UaDetails, product_name};

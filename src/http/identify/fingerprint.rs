@@ -711,5 +711,6 @@ fn is_zero_weight(param: &[u8]) -> bool {
     }
 }
 
+mod describe;
 #[cfg(test)]
 mod tests;

@@ -197,6 +197,7 @@ impl SessionCookie {
 
 /// Counters of the session cookie, in
 /// [`GuardStats::session`](crate::http::GuardStats::session).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SessionStats {

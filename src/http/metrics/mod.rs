@@ -1,5 +1,6 @@
 //! Prometheus text exposition (format 0.0.4) of a guard's and a gate's
-//! counters, and under feature `axum` a ready `/metrics` handler.
+//! counters, and under feature `axum` a ready `/metrics` handler; with
+//! `serde` too, a JSON view of the same (`json`).
 //!
 //! Everything here reads the public API ([`Guard::snapshot`],
 //! [`Gate::stats`]) at scrape time; the request path is untouched.
@@ -16,6 +17,10 @@ mod gate;
 mod guard;
 #[cfg(feature = "axum")]
 mod handler;
+#[cfg(all(feature = "axum", feature = "serde"))]
+mod json;
+#[cfg(all(test, feature = "serde"))]
+mod json_tests;
 mod overload;
 mod scoring;
 mod sink;
@@ -27,4 +32,6 @@ mod text;
 pub use bridge::{MetricsBridge, PublishTask};
 #[cfg(feature = "axum")]
 pub use handler::{metrics_handler, metrics_handler_with_gate};
+#[cfg(all(feature = "axum", feature = "serde"))]
+pub use json::{json_handler, json_handler_with_gate};
 pub use text::PROMETHEUS_CONTENT_TYPE;

@@ -157,7 +157,7 @@ const BROWSER: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 
 
 /// A guard with enforced and shadow rules and scoring, calm traffic
 /// for three seconds, then a flood from a scripting tool.
-fn flooded() -> (ManualClock, Guard<ManualClock>) {
+pub(super) fn flooded() -> (ManualClock, Guard<ManualClock>) {
     let clock = ManualClock::new();
     let detection = Detection::default();
     let guard = Guard::builder()

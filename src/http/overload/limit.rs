@@ -492,6 +492,7 @@ impl ConcurrencyLimit {
 }
 
 /// The counters of one adaptive limit.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct LimitStats {
@@ -502,36 +503,63 @@ pub struct LimitStats {
     /// Requests in the service now.
     pub in_flight: u32,
     /// Of them, each priority's.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serialize::by_priority")
+    )]
     pub in_flight_by: [(Priority, u32); 5],
     /// Requests admitted.
     pub admitted: u64,
     /// Requests shed, by priority (with a waiting room: at once when it
     /// was full, or after waiting in vain).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serialize::by_priority")
+    )]
     pub shed: [(Priority, u64); 5],
     /// The waiting room's counters, with [`Overload::queue`].
     pub waiting_room: Option<WaitingRoomStats>,
     /// Answers measured.
     pub answers: u64,
     /// Their latencies added up.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serialize::secs"))]
     pub latency_sum: Duration,
     /// Median latency of all answers (to a quarter octave).
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serialize::opt_secs")
+    )]
     pub p50: Option<Duration>,
     /// 90th percentile.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serialize::opt_secs")
+    )]
     pub p90: Option<Duration>,
     /// 99th percentile.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serialize::opt_secs")
+    )]
     pub p99: Option<Duration>,
     /// The latency histogram: each non-empty bucket's upper bound and
     /// count.
+    #[cfg_attr(
+        feature = "serde",
+        serde(serialize_with = "crate::serialize::secs_pairs")
+    )]
     pub buckets: Vec<(Duration, u64)>,
 }
 
 /// The counters of one limit's waiting room ([`Overload::queue`]).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct WaitingRoomStats {
     /// Most requests waiting at once.
     pub capacity: usize,
     /// Longest wait.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serialize::secs"))]
     pub timeout: Duration,
     /// Requests waiting now (some may have left and not been noticed yet).
     pub waiting: usize,

@@ -96,6 +96,25 @@ impl Signal {
             Signal::SessionNotReturned => "session_not_returned",
         }
     }
+
+    /// What the signal means, in a few words for an operator.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Signal::RatePressure => "refused by the rate rules",
+            Signal::ErrorResponses => "answered with errors",
+            Signal::NotFoundScanning => "asks for pages that do not exist (404s)",
+            Signal::HeaderAnomalies => "headers unlike its kind of client",
+            Signal::Inconsistency => "contradicts its own user agent",
+            Signal::AutomatedClient => "a scripting tool, or no user agent",
+            Signal::RouteMix => "hammers one surging route, never a page",
+            Signal::ClassSurge => "new, in a cluster that surged in the attack",
+            Signal::HotPrefix => "its network misbehaves or surges",
+            Signal::NoHistory => "not known good yet",
+            Signal::KnownGood => "known good: good exchanges before",
+            Signal::SessionInvalid => "a session cookie not its own",
+            Signal::SessionNotReturned => "does not return the session cookie",
+        }
+    }
 }
 
 impl fmt::Display for Signal {

@@ -6,6 +6,8 @@ pub(crate) mod assessment;
 pub(crate) mod challenge;
 pub(crate) mod config;
 pub(crate) mod detect;
+#[cfg(feature = "serde")]
+mod json;
 pub(crate) mod ladder;
 pub(crate) mod log;
 pub(crate) mod profile;

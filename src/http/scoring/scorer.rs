@@ -49,6 +49,7 @@ impl From<ScoreCount> for usize {
 }
 
 /// A client that reached at least the throttle threshold.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Offender {
     /// The client: an IPv4 address or an IPv6 /64.

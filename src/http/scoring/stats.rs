@@ -8,6 +8,7 @@ use crate::http::DetectionSnapshot;
 use crate::http::scoring::scorer::{ScoreCount, Scorer};
 
 /// Counters of client scoring.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ScoringStats {

@@ -9,6 +9,8 @@ use crate::http::Cluster;
 use crate::{IpPrefix, Timestamp};
 
 /// Why an attack was declared.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum AttackCause {
@@ -26,6 +28,8 @@ pub enum AttackCause {
 /// Something the guard wants the operator to know, delivered to the
 /// callback set with [`GuardBuilder::on_event`](crate::http::GuardBuilder::on_event)
 /// and logged with `tracing`. `Display` says it in words.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "type", rename_all = "snake_case"))]
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Event {
@@ -38,8 +42,10 @@ pub enum Event {
         /// The rate's baseline.
         baseline_rate: f64,
         /// The service's mean latency over the window.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serialize::secs"))]
         latency: Duration,
         /// The latency's baseline.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serialize::secs"))]
         baseline_latency: Duration,
         /// Share of the window's requests that look automated or
         /// anomalous, and its baseline.
@@ -52,6 +58,7 @@ pub enum Event {
     /// [`Detection::cooldown`](crate::http::Detection::cooldown).
     AttackEnded {
         /// How long it lasted.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serialize::secs"))]
         lasted: Duration,
     },
     /// A cluster surged during the attack; its newcomers are suspect
@@ -68,6 +75,7 @@ pub enum Event {
         /// The banned client: an IPv4 address or an IPv6 /64.
         client: IpPrefix,
         /// For how long.
+        #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serialize::secs"))]
         duration: Duration,
         /// Its score and the signals behind it.
         report: crate::http::ScoreReport,
@@ -133,6 +141,7 @@ impl fmt::Display for Event {
 
 /// A cluster's, network's or route's share of requests, now and before
 /// the attack.
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Share<K> {
     /// The cluster, network or route.
@@ -167,6 +176,7 @@ impl<K> fmt::Display for Share<K> {
 
 /// What the detector saw at its last tick; rates and shares are over the
 /// window (about the last second).
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[derive(Clone, Debug, Default, PartialEq)]
 #[non_exhaustive]
 pub struct DetectionSnapshot {
@@ -182,8 +192,10 @@ pub struct DetectionSnapshot {
     /// The rate's baseline.
     pub baseline_rate: f64,
     /// The service's mean latency.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serialize::secs"))]
     pub latency: Duration,
     /// The latency's baseline.
+    #[cfg_attr(feature = "serde", serde(serialize_with = "crate::serialize::secs"))]
     pub baseline_latency: Duration,
     /// Share of requests that look automated or anomalous, and its
     /// baseline.
