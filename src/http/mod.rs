@@ -27,7 +27,10 @@
 //!   counters in the Prometheus text format; under feature `axum`,
 //!   `metrics_handler` serves them; under feature `metrics`,
 //!   `MetricsBridge` publishes the same values through the `metrics`
-//!   facade.
+//!   facade; with `serde`, `json_handler` serves the [`Snapshot`] as
+//!   JSON.
+//! * The console (feature `console`): `Console` serves a live page of
+//!   the guard's state to operators, with an unban button.
 //!
 //! Refusals are answered at once, without calling the service: 429 with
 //! `Retry-After`, `RateLimit` and `RateLimit-Policy` headers; 403 for
@@ -37,6 +40,8 @@
 //! held for a while first (the [`Tarpit`]), so that a flood tool waiting
 //! on its answers slows down.
 
+#[cfg(feature = "console")]
+mod console;
 pub(crate) mod gate;
 pub(crate) mod guard;
 pub(crate) mod identify;
@@ -89,11 +94,16 @@ pub use gate::{
 };
 #[cfg(feature = "axum")]
 pub use gate::{AxumListener, HEADER_READ_TIMEOUT, Serve, WithGracefulShutdown, serve};
+// The live console.
+#[cfg(feature = "console")]
+#[cfg_attr(docsrs, doc(cfg(feature = "console")))]
+pub use console::Console;
 // Shared by the guard and the gate.
 pub use metrics::PROMETHEUS_CONTENT_TYPE;
 #[cfg(feature = "metrics")]
 pub use metrics::{MetricsBridge, PublishTask};
 #[cfg(all(feature = "axum", feature = "serde"))]
+#[cfg_attr(docsrs, doc(cfg(all(feature = "axum", feature = "serde"))))]
 pub use metrics::{json_handler, json_handler_with_gate};
 #[cfg(feature = "axum")]
 pub use metrics::{metrics_handler, metrics_handler_with_gate};

@@ -387,6 +387,12 @@ impl<C: Clock> Guard<C> {
         }
     }
 
+    /// What attack detection saw at its last tick (scoring on only).
+    #[cfg(feature = "console")]
+    pub(crate) fn detection(&self) -> Option<crate::http::DetectionSnapshot> {
+        self.shared.scorer.as_ref().map(Scorer::detection)
+    }
+
     /// Whether scoring's attack detection holds the service under attack.
     pub fn under_attack(&self) -> bool {
         self.shared
