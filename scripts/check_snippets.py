@@ -30,7 +30,7 @@ publish = false
 [workspace]
 
 [dependencies]
-floodguard = { path = "../..", features = ["axum", "tonic", "toml"] }
+floodguard = { path = "../..", features = ["axum", "tonic", "toml", "console"] }
 axum = "0.8"
 tokio = { version = "1", features = ["full"] }
 tonic = "0.14"

@@ -98,7 +98,8 @@ pub(super) fn verdict(s: &Snapshot) -> (&'static str, Vec<String>) {
         why.push(format!("flagged as surging: {}", named.join(", ")));
     }
     if !s.bans.is_empty() {
-        why.push(format!("{} bans in force", s.bans.len()));
+        let n = s.bans.len();
+        why.push(format!("{n} ban{} in force", if n == 1 { "" } else { "s" }));
     }
     (status, why)
 }
