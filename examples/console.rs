@@ -38,12 +38,10 @@ const BOTS: [&str; 3] = [
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let flood = match args.iter().position(|a| a == "--flood") {
-        Some(i) => Some(Duration::from_secs(
-            args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(30),
-        )),
-        None => None,
-    };
+    let flood = args
+        .iter()
+        .position(|a| a == "--flood")
+        .map(|i| Duration::from_secs(args.get(i + 1).and_then(|s| s.parse().ok()).unwrap_or(30)));
     let token = match std::env::var("CONSOLE_TOKEN") {
         Ok(t) => t,
         Err(_) => {
