@@ -104,6 +104,7 @@
 //! missed (the rest), and how many were still served after the attack was
 //! declared; when the attack was declared and when it ended.
 
+mod console_probe;
 mod cpus;
 mod heads;
 mod http1;
@@ -159,6 +160,9 @@ pub enum Defence {
 }
 
 /// The default run: the attacks floodguard was tuned on.
+/// Where `--console` serves each floodguard run's console (127.0.0.1).
+const CONSOLE_PORT: u16 = 9901;
+
 const SCENARIOS: [Scenario; 6] = [
     Scenario::SingleFlood,
     Scenario::Botnet,
@@ -273,6 +277,11 @@ impl Defence {
             Defence::FloodguardTuned => "floodguard-tuned",
         }
     }
+
+    /// A floodguard shop (which `--console` serves a console for).
+    fn is_floodguard(self) -> bool {
+        matches!(self, Defence::Floodguard | Defence::FloodguardTuned)
+    }
 }
 
 /// The search route's capacity calibration before and after a
@@ -363,6 +372,12 @@ fn options() -> Result<Options, String> {
             "--samples" => o.samples = Some(value()?),
             "--check" => o.check = true,
             "--show" => o.show = true,
+            "--console" => {
+                let mut token = [0u8; 16];
+                getrandom::fill(&mut token)
+                    .map_err(|e| format!("--console: no random token: {e}"))?;
+                o.overload.console = Some((CONSOLE_PORT, u128::from_le_bytes(token)));
+            }
             "--shared-cores" => o.shared_cores = true,
             "--overload-limit" | "--overload-queue" => o.overload.set(&a, &value()?)?,
             "--session" => o.overload.session = true,
@@ -425,6 +440,13 @@ impl ShopTweaks {
         };
         match flag {
             "--session" => self.session = value == "on",
+            "--console" => {
+                let (port, token) = value
+                    .split_once(':')
+                    .and_then(|(p, t)| Some((p.parse().ok()?, u128::from_str_radix(t, 16).ok()?)))
+                    .ok_or("--console takes PORT:TOKEN (32 hex digits)")?;
+                self.console = Some((port, token));
+            }
             "--without" => {
                 for name in value.split(',').filter(|n| !n.is_empty()) {
                     let i = shop::SIGNALS
@@ -473,6 +495,9 @@ impl ShopTweaks {
         if self.session {
             args += " --session on";
         }
+        if let Some((port, token)) = self.console {
+            args += &format!(" --console {port}:{token:032x}");
+        }
         if self.without != 0 {
             let names: Vec<&str> = shop::SIGNALS
                 .iter()
@@ -514,7 +539,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("flood: {e}");
             }
             eprintln!(
-                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH | --no-svg] [--samples PATH] [--overload-limit N] [--overload-queue CAPACITY,MS] [--session] [--without SIGNAL,…] [--shared-cores] [--check] [--show]"
+                "usage: flood [--scenario a,b] [--defence x,y] [--duration F] [--json PATH] [--svg PATH | --no-svg] [--samples PATH] [--overload-limit N] [--overload-queue CAPACITY,MS] [--session] [--without SIGNAL,…] [--shared-cores] [--console] [--check] [--show]"
             );
             std::process::exit(2);
         }
@@ -628,14 +653,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     eprint!("{LEGEND}");
+    if let Some((port, token)) = o.overload.console {
+        eprintln!(
+            "console: while a floodguard run goes, http://127.0.0.1:{port}/?token={token:032x} shows its shop live\n\
+             \x20        (each run starts a new shop: open the link again when the page says its session ended)\n"
+        );
+    }
     let mut results = Vec::new();
     let mut unhealthy = 0;
+    // Floodguard runs whose console answered, of those that had one.
+    let mut consoles = (0, 0);
     for &scenario in &o.scenarios {
         for &defence in &o.defences {
             let shop = (defence, o.overload, shop_cpus.as_deref());
             let plan = plans.get(&scenario).cloned().flatten();
+            let probe =
+                o.overload
+                    .console
+                    .filter(|_| defence.is_floodguard())
+                    .map(|(port, token)| {
+                        attackers.spawn(console_probe::answers(
+                            port,
+                            token,
+                            Duration::from_secs(10),
+                        ))
+                    });
             let run = run((scenario, plan), shop, o.scale, attackers.handle());
             let r = shoppers.block_on(run)?;
+            if let Some(probe) = probe {
+                consoles.1 += 1;
+                consoles.0 += u32::from(shoppers.block_on(probe).unwrap_or(false));
+            }
             let c = &r.confusion;
             let attack = if r.attack_sent == 0 {
                 format!(
@@ -692,6 +740,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if unhealthy > 0 {
         eprintln!("{}", baseline_warning(unhealthy, results.len(), cores));
+    }
+    if consoles.1 > 0 {
+        eprintln!(
+            "console: signed in and read the state during {} of {} floodguard runs",
+            consoles.0, consoles.1
+        );
+        if o.check && consoles.0 < consoles.1 {
+            return Err("flood --check: a floodguard run's console did not answer".into());
+        }
     }
     if o.check {
         check(&results, &json)?;

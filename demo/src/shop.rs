@@ -162,6 +162,9 @@ pub struct ShopTweaks {
     /// `--without a,b`: these scoring signals weigh nothing (bits of
     /// [`SIGNALS`]), to measure what each contributes.
     pub without: u8,
+    /// `--console PORT:TOKEN`: the shop's live console on 127.0.0.1:PORT,
+    /// behind TOKEN (32 hex digits).
+    pub console: Option<(u16, u128)>,
 }
 
 /// Zeroes one signal's weights.
@@ -401,6 +404,9 @@ pub fn serve(defence: Defence, tweaks: ShopTweaks) -> Result<(), Box<dyn std::er
                         tuned_guard(tweaks)
                     };
                     let gate = guard.gate().build()?;
+                    if let Some((port, token)) = tweaks.console {
+                        open_console(&guard, &gate, port, token).await;
+                    }
                     let _ = built_here.set(guard.clone());
                     tokio::spawn(report_limits(guard.clone()));
                     let app = app.layer(axum::middleware::from_fn(report_action));
@@ -428,6 +434,25 @@ pub fn serve(defence: Defence, tweaks: ShopTweaks) -> Result<(), Box<dyn std::er
         }
         r.map_err(|e| -> Box<dyn std::error::Error> { e })
     })
+}
+
+/// Serves the guard's live console on 127.0.0.1:`port` (an internal
+/// address: never the shop's), behind `token`. The harness runs one shop
+/// after another on the same port; a shop that cannot bind it says so and
+/// runs without.
+async fn open_console(guard: &Guard, gate: &floodguard::http::Gate, port: u16, token: u128) {
+    let console = floodguard::http::Console::new(guard.clone())
+        .token(format!("{token:032x}"))
+        .gate(gate)
+        .router();
+    let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await;
+    match (console, listener) {
+        (Ok(console), Ok(listener)) => {
+            tokio::spawn(async move { axum::serve(listener, console).await });
+        }
+        (Err(e), _) => eprintln!("shop: no console: {e}"),
+        (_, Err(e)) => eprintln!("shop: no console on 127.0.0.1:{port}: {e}"),
+    }
 }
 
 /// Inside the guard: tells the client what scoring did with its request
