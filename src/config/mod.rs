@@ -7,6 +7,17 @@
 //!
 //! This room sits on top: it gathers the settings of every other one and
 //! none imports it.
+//!
+//! # The file
+//!
+//! The recommended configuration, [`GuardConfig::recommended`], as the
+//! repository's `examples/floodguard.toml` writes it (fields left out
+//! keep their defaults; `[live]` marks what [`Guard::reload`](crate::http::Guard::reload)
+//! changes while the guard runs):
+//!
+//! ```toml
+#![doc = include_str!("../../examples/floodguard.toml")]
+//! ```
 
 #[cfg(feature = "toml")]
 mod file;
