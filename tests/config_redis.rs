@@ -55,6 +55,14 @@ async fn instances_built_from_one_file_share_rules_and_bans() {
         GuardConfig::from_toml(&text).unwrap().to_toml().unwrap(),
         text
     );
+    // Logs of the configuration never show the secret.
+    let shown = format!("{file:?}");
+    assert!(shown.contains("secret: Some(\"…\")"), "{shown}");
+    assert!(!shown.contains("[0, 1, 2, 3"), "{shown}");
+    // A new secret is a new store: it needs a restart.
+    let mut resecret = file.clone();
+    let other = text.replace("000102030405060708090a0b0c0d0e0f", &"f".repeat(32));
+    resecret.redis = GuardConfig::from_toml(&other).unwrap().redis;
 
     let build = |c: GuardConfig| {
         let store = c.redis_store().unwrap().expect("a [redis] section");
@@ -85,6 +93,8 @@ async fn instances_built_from_one_file_share_rules_and_bans() {
     assert!(!ask(&a, ip), "the fleet's count carried over");
     let moved = config("redis://127.0.0.1:1/", 10);
     assert!(a.reload(&moved).is_err());
+    let err = a.reload(&resecret).unwrap_err();
+    assert!(err.to_string().contains("`redis` cannot change"), "{err}");
 
     // Bans reach the other instance.
     a.ban("203.0.113.5".parse().unwrap(), Duration::from_secs(60));

@@ -153,8 +153,17 @@ impl GuardConfig {
     pub(crate) fn outside(&self) -> Vec<(&'static str, String)> {
         vec![
             ("gate", format!("{:?}", self.gate)),
+            // The store's Debug hides its secret; a new secret needs a
+            // restart all the same.
             #[cfg(feature = "redis")]
-            ("redis", format!("{:?}", self.redis)),
+            (
+                "redis",
+                format!(
+                    "{:?} {:?}",
+                    self.redis,
+                    self.redis.as_ref().map(|r| r.store.secret_key())
+                ),
+            ),
         ]
     }
 }

@@ -407,7 +407,7 @@ impl StoreInner {
 }
 
 /// Builds a [`RedisStore`]; see [`RedisStore::builder`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 #[must_use = "a builder does nothing until built"]
 pub struct RedisStoreBuilder {
     pub(super) url: String,
@@ -419,7 +419,27 @@ pub struct RedisStoreBuilder {
     pub(super) trip_after: u32,
 }
 
+impl std::fmt::Debug for RedisStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The secret stays out of logs.
+        f.debug_struct("RedisStoreBuilder")
+            .field("url", &self.url)
+            .field("namespace", &self.namespace)
+            .field("secret", &self.secret.map(|_| "…"))
+            .field("timeout", &self.timeout)
+            .field("on_failure", &self.on_failure)
+            .field("retry_every", &self.retry_every)
+            .field("trip_after", &self.trip_after)
+            .finish()
+    }
+}
+
 impl RedisStoreBuilder {
+    /// The secret, if one was set (for comparing configurations).
+    pub(crate) fn secret_key(&self) -> Option<[u8; 16]> {
+        self.secret
+    }
+
     /// The prefix of every key (default `floodguard`); instances that share
     /// limits use the same one.
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {

@@ -114,7 +114,7 @@ impl<C: Clock + Clone> Guard<C> {
         let current = s.live.load();
         let live = Live::compile(next.settings, &s.clock, shedder_needs_route, Some(&current))?;
         if let (Some(scorer), Some(scoring)) = (&s.scorer, &next.fixed.scoring) {
-            scorer.retune(scoring)?;
+            scorer.retune(scoring);
         }
         s.live.store(Arc::new(live));
         *fixed = next.fixed;

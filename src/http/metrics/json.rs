@@ -51,13 +51,7 @@ where
     C: Clock + Send + Sync + 'static,
     S: Clone + Send + Sync + 'static,
 {
-    axum::routing::get(move || {
-        let view = View {
-            snapshot: guard.snapshot(),
-            gate: None,
-        };
-        async move { ([(CACHE_CONTROL, "no-store")], Json(view)) }
-    })
+    view_handler(guard, None)
 }
 
 /// Like [`json_handler`], with the [`Gate`]'s counters under `gate`.
@@ -78,10 +72,19 @@ where
     C: Clock + Send + Sync + 'static,
     S: Clone + Send + Sync + 'static,
 {
+    view_handler(guard, Some(gate))
+}
+
+/// The snapshot, and the gate's counters when there is a gate, as JSON.
+fn view_handler<C, S>(guard: Guard<C>, gate: Option<Gate>) -> MethodRouter<S>
+where
+    C: Clock + Send + Sync + 'static,
+    S: Clone + Send + Sync + 'static,
+{
     axum::routing::get(move || {
         let view = View {
             snapshot: guard.snapshot(),
-            gate: Some(gate.stats()),
+            gate: gate.as_ref().map(Gate::stats),
         };
         async move { ([(CACHE_CONTROL, "no-store")], Json(view)) }
     })

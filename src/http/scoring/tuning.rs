@@ -4,7 +4,6 @@
 //! the half-life, detection's tick, window, warm-up and sketch size)
 //! cannot change without a restart.
 
-use crate::ConfigError;
 use crate::http::scoring::ladder::{Ladder, Weights};
 use crate::http::scoring::scorer::Scorer;
 use crate::http::{Detection, Scoring};
@@ -47,16 +46,14 @@ impl Scorer {
         self.tuning().ladder
     }
 
-    /// Checks `next`'s ladder and detection, then swaps them and the
-    /// weights in. The caller has checked that nothing fixed changed.
-    pub(crate) fn retune(&self, next: &Scoring) -> Result<(), ConfigError> {
-        next.ladder.validate()?;
-        next.detection.validate()?;
+    /// Swaps `next`'s weights, ladder and detection thresholds in. The
+    /// caller has checked them, and that nothing fixed changed: a reload
+    /// is all or nothing, so nothing here may fail.
+    pub(crate) fn retune(&self, next: &Scoring) {
         self.detector.retune(next.detection);
         self.set_tuning(Tuning {
             weights: next.weights,
             ladder: next.ladder,
         });
-        Ok(())
     }
 }
