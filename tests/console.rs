@@ -49,6 +49,18 @@ async fn call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> common::Reply {
+    call_from("127.0.0.1", to, method, path, headers, body).await
+}
+
+/// [`call`] from another loopback address.
+async fn call_from(
+    from: &str,
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> common::Reply {
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
@@ -58,7 +70,7 @@ async fn call(
     }
     let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
     tokio::time::timeout(TIMEOUT, async {
-        let stream = connect_from("127.0.0.1", to).await;
+        let stream = connect_from(from, to).await;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .unwrap();
@@ -86,6 +98,58 @@ async fn sign_in(console: SocketAddr) -> String {
         assert!(set.contains(attr), "{set}");
     }
     set.split(';').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn an_address_guessing_tokens_is_barred_and_others_are_not() {
+    let (_, console) = shop_and_console(&guard()).await;
+    let wrong = "not-the-console-token-at-all";
+    // Ten wrong tokens, as sign-ins and as bearer tokens: each a 401.
+    for i in 0..10 {
+        let r = if i % 2 == 0 {
+            call(console, "GET", &format!("/?token={wrong}{i}"), &[], "").await
+        } else {
+            let bearer = format!("Bearer {wrong}{i}");
+            call(
+                console,
+                "GET",
+                "/?api=state",
+                &[("authorization", &bearer)],
+                "",
+            )
+            .await
+        };
+        assert_eq!(r.status, 401, "guess {i}: {}", r.body);
+    }
+    // Then the address is barred, the right token too, with a wait.
+    let r = call(console, "GET", &format!("/?token={TOKEN}"), &[], "").await;
+    assert_eq!(r.status, 429, "{}", r.body);
+    let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=120).contains(&wait), "{wait}");
+    let bearer = format!("Bearer {TOKEN}");
+    let r = call(
+        console,
+        "GET",
+        "/?api=state",
+        &[("authorization", &bearer)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    // Another address signs in as usual.
+    let r = call_from(
+        "127.0.0.2",
+        console,
+        "GET",
+        &format!("/?token={TOKEN}"),
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.body);
+    // A page load without any token is not a guess: never barred.
+    let r = call(console, "GET", "/", &[], "").await;
+    assert_eq!(r.status, 401);
 }
 
 #[tokio::test]

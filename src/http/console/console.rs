@@ -2,6 +2,7 @@
 //! style, the state it polls and the actions it posts, told apart by the
 //! query so that the console works wherever it is mounted.
 
+use std::net::IpAddr;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -10,14 +11,16 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::response::Response;
 use http::header::{
-    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY, SET_COOKIE,
-    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, LOCATION, REFERRER_POLICY,
+    RETRY_AFTER, SET_COOKIE, X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
 };
 use http::{HeaderValue, Method, StatusCode};
 
 use super::auth::{Auth, COOKIE_NAME, Caller, SESSION_LIFE};
+use super::guesses::Guesses;
 use super::history::{History, Sample};
 use super::state::State;
+use crate::http::identify::peer::peer;
 use crate::http::{Gate, Guard};
 use crate::{Clock, CoarseClock, ConfigError, IpPrefix};
 
@@ -73,7 +76,10 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 /// `Authorization: Bearer <token>` instead. Without either the answer is
 /// 401. Actions (unban, ban) from a session must carry the session's CSRF
 /// value in an `X-Floodguard-Csrf` header and come from this origin
-/// (`Origin`, `Sec-Fetch-Site`), else 403 with the reason.
+/// (`Origin`, `Sec-Fetch-Site`), else 403 with the reason. Ten wrong
+/// tokens a minute from one address (all callers together when the
+/// server records no peer address) bar it for about a minute: its
+/// sign-ins are answered 429 with `Retry-After`, the right token's too.
 ///
 /// **Safety of the page.** Its answers carry a `Content-Security-Policy`
 /// allowing only this origin's script, style and requests
@@ -142,6 +148,7 @@ impl<C: Clock + Send + Sync + 'static> Console<C> {
             guard: self.guard,
             gate: self.gate,
             auth,
+            guesses: Guesses::new()?,
             history: History::default(),
         });
         inner.sample();
@@ -175,6 +182,7 @@ struct Inner<C> {
     guard: Guard<C>,
     gate: Option<Gate>,
     auth: Auth,
+    guesses: Guesses,
     history: History,
 }
 
@@ -222,14 +230,33 @@ impl<C: Clock + Send + Sync + 'static> Inner<C> {
         let (parts, body) = req.into_parts();
         let query = parts.uri.query().unwrap_or("");
         let ask = Ask::of(&parts.method, query);
-        if let Ask::Login(token) = ask {
-            return self.login(token);
-        }
         if let Ask::Unknown = ask {
             return text(StatusCode::NOT_FOUND, "404: the console has no such page");
         }
+        // A sign-in or a bearer token is a guess until it proves right.
+        let peer = peer(&parts.extensions).map(|p| p.addr.ip());
+        let guessing = matches!(ask, Ask::Login(_)) || parts.headers.contains_key(AUTHORIZATION);
+        if guessing {
+            if let Some(wait) = self.guesses.barred(peer) {
+                let mut r = text(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "429: too many wrong tokens from this address; try again in a minute",
+                );
+                let secs = wait.as_secs().max(1).to_string();
+                if let Ok(v) = HeaderValue::from_str(&secs) {
+                    r.headers_mut().insert(RETRY_AFTER, v);
+                }
+                return r;
+            }
+        }
+        if let Ask::Login(token) = ask {
+            return self.login(token, peer);
+        }
         let caller = self.auth.caller(&parts.headers);
         if caller == Caller::Nobody {
+            if guessing {
+                self.guesses.wrong(peer);
+            }
             return text(
                 StatusCode::UNAUTHORIZED,
                 "401: this console needs its token. Open its address with ?token=<token> \
@@ -260,8 +287,9 @@ impl<C: Clock + Send + Sync + 'static> Inner<C> {
         }
     }
 
-    fn login(&self, token: &str) -> Response {
+    fn login(&self, token: &str, peer: Option<IpAddr>) -> Response {
         if !self.auth.token_is(token) {
+            self.guesses.wrong(peer);
             return text(
                 StatusCode::UNAUTHORIZED,
                 "401: wrong token. Open the console with the token you gave Console::token.",

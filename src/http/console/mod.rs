@@ -2,7 +2,8 @@
 //! router serving one page that shows a guard at a glance and lets an
 //! operator lift bans.
 //!
-//! `auth` checks the token, sessions and CSRF values; `history` keeps the
+//! `auth` checks the token, sessions and CSRF values; `guesses` bars an
+//! address that sends wrong tokens; `history` keeps the
 //! last five minutes of samples; `state` is what the page polls;
 //! `console` is the builder and the route. The page itself is
 //! `page.html`, `page.js` and `page.css`, embedded in the crate.
@@ -10,6 +11,7 @@
 mod auth;
 #[allow(clippy::module_inception)]
 mod console;
+mod guesses;
 mod history;
 mod state;
 
