@@ -3,7 +3,7 @@
 //! * [`getting_started`]: the `Cargo.toml` line, a protected axum app in
 //!   one call, then tonic, then a service behind a proxy.
 //! * [`tuning`]: from shadow mode to enforcement, reading the snapshot and
-//!   the metrics, choosing limits.
+//!   the metrics, choosing limits, changing settings without a restart.
 //!
 //! The README, the crate's front page on crates.io, has the figures and
 //! the flood demo.
