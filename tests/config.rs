@@ -310,6 +310,23 @@ fn a_reload_that_cannot_apply_changes_nothing_and_says_why() {
         "{message}"
     );
 
+    // A guard built without a configuration has no gate section: a file
+    // without one reloads, a file with one asks for a restart.
+    let built = Guard::builder()
+        .clock(clock.clone())
+        .default_rules()
+        .scoring(Scoring::new())
+        .overload(Overload::gradient2())
+        .build()
+        .unwrap();
+    let mut gateless = GuardConfig::recommended();
+    gateless.gate = None;
+    built.reload(&gateless).unwrap();
+    assert_eq!(
+        built.reload(&GuardConfig::recommended()),
+        Err(ReloadError::NeedsRestart { field: "gate" })
+    );
+
     // An invalid one is refused whole: the first rule's new limit is not
     // applied either.
     let mut c = config.clone();

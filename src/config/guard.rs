@@ -150,19 +150,17 @@ impl GuardConfig {
     }
 
     /// The sections built beside the guard, described for reloads.
-    pub(crate) fn outside(&self) -> Vec<(&'static str, String)> {
+    pub(crate) fn outside(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
-            ("gate", format!("{:?}", self.gate)),
+            ("gate", self.gate.as_ref().map(|g| format!("{g:?}"))),
             // The store's Debug hides its secret; a new secret needs a
             // restart all the same.
             #[cfg(feature = "redis")]
             (
                 "redis",
-                format!(
-                    "{:?} {:?}",
-                    self.redis,
-                    self.redis.as_ref().map(|r| r.store.secret_key())
-                ),
+                self.redis
+                    .as_ref()
+                    .map(|r| format!("{r:?} {:?}", r.store.secret_key())),
             ),
         ]
     }
@@ -206,8 +204,9 @@ impl<C: Clock + Clone> Guard<C> {
     /// [`ReloadError::NeedsRestart`] naming the first setting that cannot
     /// change while the guard runs: `max_bans`, `tarpit`, turning scoring
     /// on or off, `scoring.capacity`, `scoring.half_life`, detection's
-    /// `tick`, `window`, `warmup` and `top_k`, `overload`, `session` and
-    /// `gate`.
+    /// `tick`, `window`, `warmup` and `top_k`, `overload`, `session`,
+    /// `gate` and `redis` (a guard built without a configuration has no
+    /// gate or redis section, so a file with one asks for a restart).
     pub fn reload(&self, config: &GuardConfig) -> Result<(), ReloadError> {
         let fixed = Fixed {
             max_bans: config.max_bans,

@@ -59,7 +59,7 @@ pub struct GuardBuilder<C = CoarseClock> {
     pub(crate) max_bans: usize,
     /// Sections built beside the guard from the same configuration, for
     /// reloads to compare (see `guard::reload`).
-    pub(crate) outside: Vec<(&'static str, String)>,
+    pub(crate) outside: Vec<(&'static str, Option<String>)>,
     pub(crate) tarpit: Tarpit,
     pub(crate) scoring: Option<Scoring>,
     pub(super) on_event: Option<EventHook>,

@@ -46,8 +46,10 @@ pub(crate) struct Fixed {
     pub(crate) overload: Option<Overload>,
     pub(crate) session: Option<SessionCookie>,
     /// Sections built beside the guard from the same configuration (the
-    /// gate, the Redis store), as their name and a description to compare.
-    pub(crate) outside: Vec<(&'static str, String)>,
+    /// gate, the Redis store): each one's name and a description to
+    /// compare, none when the configuration has no such section. A guard
+    /// built without a configuration lists none: every section absent.
+    pub(crate) outside: Vec<(&'static str, Option<String>)>,
 }
 
 impl Fixed {
@@ -76,10 +78,10 @@ impl Fixed {
         if self.session != next.session {
             return Some("session");
         }
-        let described = |list: &[(&'static str, String)], name: &str| {
+        let described = |list: &[(&'static str, Option<String>)], name: &str| {
             list.iter()
                 .find(|(n, _)| *n == name)
-                .map(|(_, d)| d.clone())
+                .and_then(|(_, d)| d.clone())
         };
         self.outside
             .iter()
