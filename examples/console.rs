@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use floodguard::http::{Console, Guard, Scoring, serve};
+use floodguard::http::{Console, EventLog, Guard, Scoring, serve};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
@@ -51,9 +51,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
 
+    // The latest events (attack started, clusters flagged, bans) for the
+    // console to list.
+    let events = EventLog::new(100);
     let guard = Guard::builder()
         .default_rules()
         .scoring(Scoring::new())
+        .on_event(events.hook())
         .build()?;
     let gate = guard.gate().max_connections_per_ip(64).build()?;
     let shop = Router::new()
@@ -74,6 +78,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let console = Console::new(guard.clone())
         .token(token.clone())
         .gate(&gate)
+        .events(&events)
         .router()?;
     let internal = TcpListener::bind("127.0.0.1:0").await?;
     let console_addr = internal.local_addr()?;

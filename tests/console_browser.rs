@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::routing::get;
 use common::connect_from;
-use floodguard::http::{Console, Gate, Guard, Scoring, serve};
+use floodguard::http::{Console, EventLog, Gate, Guard, Scoring, serve};
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
@@ -46,9 +46,11 @@ const MANUAL_BAN: &str = "203.0.113.0/24";
 
 /// A shop behind a guard and its gate, and the console on another port.
 async fn start() -> (Guard, SocketAddr, SocketAddr) {
+    let events = EventLog::new(100);
     let guard = Guard::builder()
         .default_rules()
         .scoring(Scoring::new())
+        .on_event(events.hook())
         .build()
         .unwrap();
     let gate = guard.gate().max_connections_per_ip(64).build().unwrap();
@@ -64,17 +66,18 @@ async fn start() -> (Guard, SocketAddr, SocketAddr) {
     let listener = gate.listen(TcpListener::bind("127.0.0.1:0").await.unwrap());
     let shop_addr = listener.local_addr().unwrap();
     tokio::spawn(serve(listener, shop).into_future());
-    let console = console_router(&guard, &gate);
+    let console = console_router(&guard, &gate, &events);
     let internal = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let console_addr = internal.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(internal, console).await });
     (guard, shop_addr, console_addr)
 }
 
-fn console_router(guard: &Guard, gate: &Gate) -> Router {
+fn console_router(guard: &Guard, gate: &Gate, events: &EventLog) -> Router {
     Console::new(guard.clone())
         .token(TOKEN)
         .gate(gate)
+        .events(events)
         .router()
         .unwrap()
 }
@@ -378,6 +381,7 @@ async fn the_console_shows_a_flood_as_text_and_lifts_a_ban() {
             && rows('t-offenders') > 0 && t.includes('<script>window.__xss=1') \
             && t.includes('<img') \
             && !!document.querySelector('button[data-unban=\"203.0.113.0/24\"]') \
+            && !!document.querySelector('#t-events td.attack_started') \
             && document.querySelectorAll('#c-rate polyline').length > 0; })()";
     let t0 = Instant::now();
     loop {

@@ -97,7 +97,7 @@ pub use gate::{AxumListener, HEADER_READ_TIMEOUT, Serve, WithGracefulShutdown, s
 // The live console.
 #[cfg(feature = "console")]
 #[cfg_attr(docsrs, doc(cfg(feature = "console")))]
-pub use console::Console;
+pub use console::{Console, EventLog};
 // Shared by the guard and the gate.
 pub use metrics::PROMETHEUS_CONTENT_TYPE;
 #[cfg(feature = "metrics")]

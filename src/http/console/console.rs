@@ -17,6 +17,7 @@ use http::header::{
 use http::{HeaderValue, Method, StatusCode};
 
 use super::auth::{Auth, COOKIE_NAME, Caller, SESSION_LIFE};
+use super::events::EventLog;
 use super::guesses::Guesses;
 use super::history::{History, Sample};
 use super::state::State;
@@ -96,6 +97,7 @@ pub struct Console<C = CoarseClock> {
     guard: Guard<C>,
     token: Option<String>,
     gate: Option<Gate>,
+    events: Option<EventLog>,
 }
 
 impl<C> std::fmt::Debug for Console<C> {
@@ -103,6 +105,7 @@ impl<C> std::fmt::Debug for Console<C> {
         f.debug_struct("Console")
             .field("token", &self.token.as_ref().map(|_| ".."))
             .field("gate", &self.gate.is_some())
+            .field("events", &self.events.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +118,7 @@ impl<C: Clock + Send + Sync + 'static> Console<C> {
             guard,
             token: None,
             gate: None,
+            events: None,
         }
     }
 
@@ -128,6 +132,13 @@ impl<C: Clock + Send + Sync + 'static> Console<C> {
     /// Shows `gate`'s connection counts too.
     pub fn gate(mut self, gate: &Gate) -> Self {
         self.gate = Some(gate.clone());
+        self
+    }
+
+    /// Lists the latest events `log` took from the guard (attack started
+    /// and ended, what it flagged, bans), newest first.
+    pub fn events(mut self, log: &EventLog) -> Self {
+        self.events = Some(log.clone());
         self
     }
 
@@ -147,6 +158,7 @@ impl<C: Clock + Send + Sync + 'static> Console<C> {
         let inner = Arc::new(Inner {
             guard: self.guard,
             gate: self.gate,
+            events: self.events,
             auth,
             guesses: Guesses::new()?,
             history: History::default(),
@@ -181,6 +193,7 @@ async fn sampler<C: Clock + Send + Sync + 'static>(inner: Weak<Inner<C>>) {
 struct Inner<C> {
     guard: Guard<C>,
     gate: Option<Gate>,
+    events: Option<EventLog>,
     auth: Auth,
     guesses: Guesses,
     history: History,
@@ -321,6 +334,7 @@ impl<C: Clock + Send + Sync + 'static> Inner<C> {
             self.history.series(),
             self.gate.as_ref().map(Gate::stats),
             csrf,
+            self.events.as_ref().map(EventLog::shown),
         );
         match serde_json::to_vec(&state) {
             Ok(body) => respond(StatusCode::OK, "application/json", Body::from(body)),

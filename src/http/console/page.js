@@ -158,6 +158,14 @@
       return [{ text: b.prefix, cls: 'mono' }, dur(b.remaining), btn];
     }), 'no ban in force');
 
+    $('events').hidden = !s.events;
+    if (s.events) {
+      fill('t-events', s.events.map((e) => [
+        { text: new Date(e.at * 1000).toLocaleTimeString(), cls: 'mono' },
+        { text: e.text, cls: e.kind },
+      ]), 'nothing yet');
+    }
+
     fill('t-rules', st.rules.map((r) => [
       r.name, r.shadow ? 'shadow' : 'enforced', int(r.limiter.admitted),
       int(r.shadow ? 0 : r.limiter.denied), int(r.shadow ? r.shadow_refusals : 0),

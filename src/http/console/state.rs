@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::http::{DetectionSnapshot, GateStats, Snapshot};
 
+use super::events::Shown;
 use super::history::Series;
 
 /// Bans listed at most (the longest left first); the total is given too.
@@ -25,6 +26,8 @@ pub(super) struct State {
     pub(super) bans_total: usize,
     pub(super) history: Series,
     pub(super) gate: Option<GateStats>,
+    /// The latest events, newest first, when the console was given a log.
+    pub(super) events: Option<Vec<Shown>>,
 }
 
 impl State {
@@ -33,6 +36,7 @@ impl State {
         history: Series,
         gate: Option<GateStats>,
         csrf: Option<String>,
+        events: Option<Vec<Shown>>,
     ) -> State {
         let (status, why) = verdict(&snapshot);
         let bans_total = snapshot.bans.len();
@@ -48,6 +52,7 @@ impl State {
             bans_total,
             history,
             gate,
+            events,
         }
     }
 }
