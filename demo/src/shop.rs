@@ -3,7 +3,7 @@
 //! CPU time and peak memory are measured alone.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -11,7 +11,7 @@ use axum::extract::{Path, Query};
 use axum::response::Html;
 use axum::routing::{get, post};
 use floodguard::http::{
-    ClientIpConfig, Event, Guard, GuardBuilder, GuardDecision, Overload, Rule, Scoring,
+    ClientIpConfig, Event, EventLog, Guard, GuardBuilder, GuardDecision, Overload, Rule, Scoring,
     SessionCookie, Weights,
 };
 use tokio::io::AsyncBufReadExt;
@@ -214,9 +214,14 @@ fn default_guard(tweaks: ShopTweaks) -> Guard {
     defaults(tweaks).build().expect("valid configuration")
 }
 
+/// The latest events, for `--console`'s page.
+static EVENTS: LazyLock<EventLog> = LazyLock::new(|| EventLog::new(100));
+
 /// Tells the harness about an event, on standard output:
-/// `EVENT <unix ms> <kind> <client or -> <text>`.
+/// `EVENT <unix ms> <kind> <client or -> <text>`; and keeps it for the
+/// console.
 fn report_event(e: &Event) {
+    EVENTS.record(e);
     let (kind, client) = match e {
         Event::AttackStarted { .. } => ("attack-started", String::from("-")),
         Event::AttackEnded { .. } => ("attack-ended", "-".into()),
@@ -444,6 +449,7 @@ async fn open_console(guard: &Guard, gate: &floodguard::http::Gate, port: u16, t
     let console = floodguard::http::Console::new(guard.clone())
         .token(format!("{token:032x}"))
         .gate(gate)
+        .events(&EVENTS)
         .router();
     let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await;
     match (console, listener) {

@@ -82,24 +82,28 @@ impl EventLog {
     }
 
     /// The hook to give [`GuardBuilder::on_event`](crate::http::GuardBuilder::on_event):
-    /// it keeps each event (a clone, under a short lock) and returns.
+    /// it [`record`](Self::record)s each event.
     pub fn hook(&self) -> impl Fn(&Event) + Send + Sync + 'static {
-        let inner = Arc::clone(&self.inner);
-        move |e: &Event| {
-            let now = SystemTime::now();
-            let mut k = inner.lock();
-            let (list, cap) = match e {
-                Event::ClientBanned { .. } => (&mut k.bans, BANS_KEPT),
-                _ => {
-                    let cap = k.capacity;
-                    (&mut k.events, cap)
-                }
-            };
-            if list.len() == cap {
-                list.pop_front();
+        let log = self.clone();
+        move |e: &Event| log.record(e)
+    }
+
+    /// Keeps `e` (a clone, under a short lock), for a hook of your own
+    /// that does more with each event.
+    pub fn record(&self, e: &Event) {
+        let now = SystemTime::now();
+        let mut k = self.inner.lock();
+        let (list, cap) = match e {
+            Event::ClientBanned { .. } => (&mut k.bans, BANS_KEPT),
+            _ => {
+                let cap = k.capacity;
+                (&mut k.events, cap)
             }
-            list.push_back((now, e.clone()));
+        };
+        if list.len() == cap {
+            list.pop_front();
         }
+        list.push_back((now, e.clone()));
     }
 
     /// The events kept, newest first, in words.
