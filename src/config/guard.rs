@@ -3,7 +3,7 @@
 //! guard, and reloads a running one.
 
 use crate::config::GateConfig;
-use crate::http::guard::live::Settings;
+use crate::http::guard::live::{Admission, Settings};
 use crate::http::guard::reload::{Fixed, Next};
 use crate::http::{
     ClientIpConfig, DEFAULT_MAX_BANS, GateBuilder, Guard, GuardBuilder, MissingPeer, Overload,
@@ -88,7 +88,7 @@ pub struct GuardConfig {
 
 impl Default for GuardConfig {
     fn default() -> Self {
-        let settings = Settings::default();
+        let settings = Admission::default();
         GuardConfig {
             max_bans: DEFAULT_MAX_BANS,
             missing_peer: settings.missing_peer,
@@ -135,22 +135,41 @@ impl GuardConfig {
         }
     }
 
-    pub(crate) fn settings(&self) -> Settings {
+    /// The configuration as a guard takes it: what a reload can change,
+    /// and what must stay. The one mapping from the file's fields to the
+    /// guard's, for building and for reloading alike.
+    fn next(&self) -> Next {
+        Next {
+            settings: self.settings(),
+            fixed: Fixed {
+                max_bans: self.max_bans,
+                tarpit: self.tarpit,
+                scoring: self.scoring.clone(),
+                overload: self.overload.clone(),
+                session: self.session.clone(),
+                outside: self.outside(),
+            },
+        }
+    }
+
+    fn settings(&self) -> Settings {
         Settings {
             rules: self.rules.clone(),
-            client_ip: self.client_ip.clone(),
-            safelist: self.safelist.iter().copied().collect(),
-            blocklist: self.blocklist.iter().copied().collect(),
-            missing_peer: self.missing_peer,
-            headers_on_success: self.rate_limit_headers,
-            close_refused: self.close_refused_connections,
-            tls: self.tls,
             store: None,
+            admission: Admission {
+                client_ip: self.client_ip.clone(),
+                safelist: self.safelist.iter().copied().collect(),
+                blocklist: self.blocklist.iter().copied().collect(),
+                missing_peer: self.missing_peer,
+                headers_on_success: self.rate_limit_headers,
+                close_refused: self.close_refused_connections,
+                tls: self.tls,
+            },
         }
     }
 
     /// The sections built beside the guard, described for reloads.
-    pub(crate) fn outside(&self) -> Vec<(&'static str, Option<String>)> {
+    fn outside(&self) -> Vec<(&'static str, Option<String>)> {
         vec![
             ("gate", self.gate.as_ref().map(|g| format!("{g:?}"))),
             // The store's Debug hides its secret; a new secret needs a
@@ -171,15 +190,16 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     /// (rules included); the hooks and the clock stay. Add hooks before or
     /// after, then `build()`.
     pub fn config(mut self, config: GuardConfig) -> Self {
+        let Next { settings, fixed } = config.next();
         let store = self.settings.store.take();
-        self.settings = config.settings();
+        self.settings = settings;
         self.settings.store = store;
-        self.outside = config.outside();
-        self.max_bans = config.max_bans;
-        self.tarpit = config.tarpit;
-        self.scoring = config.scoring;
-        self.overload = config.overload;
-        self.session = config.session;
+        self.outside = fixed.outside;
+        self.max_bans = fixed.max_bans;
+        self.tarpit = fixed.tarpit;
+        self.scoring = fixed.scoring;
+        self.overload = fixed.overload;
+        self.session = fixed.session;
         self
     }
 }
@@ -208,17 +228,6 @@ impl<C: Clock + Clone> Guard<C> {
     /// `gate` and `redis` (a guard built without a configuration has no
     /// gate or redis section, so a file with one asks for a restart).
     pub fn reload(&self, config: &GuardConfig) -> Result<(), ReloadError> {
-        let fixed = Fixed {
-            max_bans: config.max_bans,
-            tarpit: config.tarpit,
-            scoring: config.scoring.clone(),
-            overload: config.overload.clone(),
-            session: config.session.clone(),
-            outside: config.outside(),
-        };
-        self.apply(Next {
-            settings: config.settings(),
-            fixed,
-        })
+        self.apply(config.next())
     }
 }

@@ -76,10 +76,10 @@ impl<C> std::fmt::Debug for GuardBuilder<C> {
         f.debug_struct("GuardBuilder")
             .field("rules", &self.settings.rules.len())
             .field("rule_store", &self.settings.store.is_some())
-            .field("client_ip", &self.settings.client_ip)
+            .field("client_ip", &self.settings.admission.client_ip)
             .field("max_bans", &self.max_bans)
-            .field("missing_peer", &self.settings.missing_peer)
-            .field("tls", &self.settings.tls)
+            .field("missing_peer", &self.settings.admission.missing_peer)
+            .field("tls", &self.settings.admission.tls)
             .field("scoring", &self.scoring.is_some())
             .field("overload", &self.overload.is_some())
             .field("session", &self.session.is_some())
@@ -237,20 +237,20 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     /// forwarding header they set. By default nobody is trusted and the
     /// peer address is the client.
     pub fn client_ip(mut self, config: ClientIpConfig) -> Self {
-        self.settings.client_ip = config;
+        self.settings.admission.client_ip = config;
         self
     }
 
     /// Clients in `prefix` skip every rule (and the gate's caps).
     pub fn safelist(mut self, prefix: IpPrefix) -> Self {
-        self.settings.safelist.insert(prefix);
+        self.settings.admission.safelist.insert(prefix);
         self
     }
 
     /// Clients in `prefix` are refused with 403 (and closed at accept by the
     /// gate).
     pub fn blocklist(mut self, prefix: IpPrefix) -> Self {
-        self.settings.blocklist.insert(prefix);
+        self.settings.admission.blocklist.insert(prefix);
         self
     }
 
@@ -271,20 +271,20 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     /// default: over plain HTTP a browser sends neither and is still a
     /// browser.
     pub fn tls(mut self, on: bool) -> Self {
-        self.settings.tls = on;
+        self.settings.admission.tls = on;
         self
     }
 
     /// What to do with requests that carry no peer address.
     pub fn on_missing_peer(mut self, policy: MissingPeer) -> Self {
-        self.settings.missing_peer = policy;
+        self.settings.admission.missing_peer = policy;
         self
     }
 
     /// Also send `RateLimit` and `RateLimit-Policy` headers on admitted
     /// responses (refusals always carry them). Off by default.
     pub fn rate_limit_headers(mut self, on: bool) -> Self {
-        self.settings.headers_on_success = on;
+        self.settings.admission.headers_on_success = on;
         self
     }
 
@@ -297,7 +297,7 @@ impl<C: Clock + Clone> GuardBuilder<C> {
     /// exchange. A refused client must wait `Retry-After` anyway. HTTP/2
     /// connections are never closed for one stream's refusal.
     pub fn close_refused_connections(mut self, on: bool) -> Self {
-        self.settings.close_refused = on;
+        self.settings.admission.close_refused = on;
         self
     }
 

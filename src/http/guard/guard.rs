@@ -167,8 +167,8 @@ impl<C> std::fmt::Debug for Guard<C> {
                 "shadow",
                 &s.shadow.iter().map(|r| &*r.name).collect::<Vec<_>>(),
             )
-            .field("safelist", &s.safelist.len())
-            .field("blocklist", &s.blocklist.len())
+            .field("safelist", &s.admission.safelist.len())
+            .field("blocklist", &s.admission.blocklist.len())
             .finish_non_exhaustive()
     }
 }
@@ -273,9 +273,9 @@ impl<C: Clock> Guard<C> {
         let s = &*self.shared;
         let live = s.live.load();
         let ip = canonical(ip);
-        if live.safelist.contains(ip) || live.client_ip.trusted().contains(ip) {
+        if live.admission.safelist.contains(ip) || live.admission.client_ip.trusted().contains(ip) {
             AcceptVerdict::Exempt
-        } else if live.blocklist.contains(ip) || self.is_banned(ip) {
+        } else if live.admission.blocklist.contains(ip) || self.is_banned(ip) {
             if let Some(sc) = &s.scorer {
                 sc.blocked();
             }

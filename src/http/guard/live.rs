@@ -14,9 +14,18 @@ use crate::http::identify::client_ip::ClientIpConfig;
 use crate::{Clock, ConfigError, PrefixSet};
 
 /// The settings of a guard that can change while it runs, as given.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 pub(crate) struct Settings {
     pub(crate) rules: Vec<Rule>,
+    /// The store that rules marked `in_store` count in.
+    pub(crate) store: Option<Arc<dyn RuleFleet>>,
+    pub(crate) admission: Admission,
+}
+
+/// How a request's client is found, the lists it is checked against and
+/// how its refusals are shaped: taken as given, kept as they are.
+#[derive(Clone, Debug)]
+pub(crate) struct Admission {
     pub(crate) client_ip: ClientIpConfig,
     pub(crate) safelist: PrefixSet,
     pub(crate) blocklist: PrefixSet,
@@ -25,14 +34,11 @@ pub(crate) struct Settings {
     pub(crate) close_refused: bool,
     /// The server terminates TLS itself.
     pub(crate) tls: bool,
-    /// The store that rules marked `in_store` count in.
-    pub(crate) store: Option<Arc<dyn RuleFleet>>,
 }
 
-impl Default for Settings {
+impl Default for Admission {
     fn default() -> Self {
-        Settings {
-            rules: Vec::new(),
+        Admission {
             client_ip: ClientIpConfig::new(),
             safelist: PrefixSet::new(),
             blocklist: PrefixSet::new(),
@@ -40,7 +46,6 @@ impl Default for Settings {
             headers_on_success: false,
             close_refused: true,
             tls: false,
-            store: None,
         }
     }
 }
@@ -52,13 +57,7 @@ pub(crate) struct Live<C> {
     /// Whether any rule (or the overload limit) keys on or is scoped by
     /// the route.
     pub(crate) needs_route: bool,
-    pub(crate) client_ip: ClientIpConfig,
-    pub(crate) safelist: PrefixSet,
-    pub(crate) blocklist: PrefixSet,
-    pub(crate) missing_peer: MissingPeer,
-    pub(crate) headers_on_success: bool,
-    pub(crate) close_refused: bool,
-    pub(crate) tls: bool,
+    pub(crate) admission: Admission,
 }
 
 impl<C: Clock + Clone> Live<C> {
@@ -72,7 +71,7 @@ impl<C: Clock + Clone> Live<C> {
         shedder_needs_route: bool,
         previous: Option<&Live<C>>,
     ) -> Result<Self, ConfigError> {
-        settings.client_ip.validate()?;
+        settings.admission.client_ip.validate()?;
         let (mut enforced, mut shadow) = (Vec::new(), Vec::new());
         for mut rule in settings.rules {
             if rule.in_store && rule.fleet.is_none() {
@@ -111,13 +110,7 @@ impl<C: Clock + Clone> Live<C> {
             enforced,
             shadow,
             needs_route,
-            client_ip: settings.client_ip,
-            safelist: settings.safelist,
-            blocklist: settings.blocklist,
-            missing_peer: settings.missing_peer,
-            headers_on_success: settings.headers_on_success,
-            close_refused: settings.close_refused,
-            tls: settings.tls,
+            admission: settings.admission,
         })
     }
 }

@@ -93,6 +93,7 @@ impl<C: Clock> Guard<C> {
                 .shared
                 .live
                 .load()
+                .admission
                 .client_ip
                 .resolve(p.addr.ip(), &parts.headers)
                 .ip;
@@ -133,7 +134,7 @@ impl<C: Clock> Guard<C> {
         match &facts.peer {
             Some(peer) => {
                 let peer_ip = peer.addr.ip();
-                let c = live.client_ip.resolve(peer_ip, &parts.headers);
+                let c = live.admission.client_ip.resolve(peer_ip, &parts.headers);
                 if c.malformed {
                     s.counters.add(GuardCount::Malformed, 1);
                 }
@@ -141,7 +142,7 @@ impl<C: Clock> Guard<C> {
             }
             None => {
                 s.counters.add(GuardCount::NoPeer, 1);
-                if live.missing_peer == MissingPeer::Refuse {
+                if live.admission.missing_peer == MissingPeer::Refuse {
                     self.log_missing_peer(now);
                     return Inspection::refuse(RefusalKind::NoPeerAddress, false);
                 }
@@ -150,9 +151,10 @@ impl<C: Clock> Guard<C> {
         let client = facts.client;
         // Only a connection that is the client's own is closed after a
         // refusal: one from a trusted proxy carries other clients too.
-        let close = live.close_refused && client.is_some_and(|c| c.source == IpSource::Peer);
+        let close =
+            live.admission.close_refused && client.is_some_and(|c| c.source == IpSource::Peer);
         if let Some(c) = client {
-            if live.safelist.contains(c.ip) {
+            if live.admission.safelist.contains(c.ip) {
                 s.counters.add(GuardCount::Safelisted, 1);
                 s.counters.add(GuardCount::Admitted, 1);
                 let decision = GuardDecision {
@@ -170,7 +172,7 @@ impl<C: Clock> Guard<C> {
                     session: None,
                 };
             }
-            if live.blocklist.contains(c.ip) || self.banned_at(c.ip, now) {
+            if live.admission.blocklist.contains(c.ip) || self.banned_at(c.ip, now) {
                 s.counters.add(GuardCount::RefusedBlocked, 1);
                 if let Some(sc) = &s.scorer {
                     sc.blocked();
@@ -198,8 +200,8 @@ impl<C: Clock> Guard<C> {
         let mut standing = 0;
         let assessment = match (&s.scorer, client) {
             (Some(sc), Some(c)) => {
-                let trusted = live.client_ip.trusted();
-                let seen = facts.read_look(live.tls, |p| trusted.contains(p));
+                let trusted = live.admission.client_ip.trusted();
+                let seen = facts.read_look(live.admission.tls, |p| trusted.contains(p));
                 let a = sc.assess(&facts, c.ip, &seen);
                 if a.session_unreturned_news {
                     s.counters.add(GuardCount::SessionNotReturned, 1);
@@ -267,9 +269,9 @@ impl<C: Clock> Guard<C> {
             // looked for on refusals only, where it does harm.
             if let (Some(c), Some(p)) = (client, &facts.peer) {
                 if c.source == IpSource::Peer {
-                    let header = live.client_ip.forwarded_header().name();
+                    let header = live.admission.client_ip.forwarded_header().name();
                     if let Some(v) = parts.headers.get(header) {
-                        if !live.client_ip.trusted().contains(p.addr.ip()) {
+                        if !live.admission.client_ip.trusted().contains(p.addr.ip()) {
                             self.note_untrusted_forwarding(live, p.addr.ip(), v.as_bytes(), now);
                         }
                     }
@@ -315,7 +317,9 @@ impl<C: Clock> Guard<C> {
         };
         Inspection::Pass {
             decision,
-            headers: binding.filter(|_| live.headers_on_success).map(rate_info),
+            headers: binding
+                .filter(|_| live.admission.headers_on_success)
+                .map(rate_info),
             watch: assessment.as_ref().map(Assessment::watch),
             permit,
             at: now,
@@ -420,7 +424,7 @@ impl<C: Clock> Guard<C> {
                  trusted proxy, so every client behind it shares one key (its address). If {peer} \
                  is your load balancer or CDN, trust its network: \
                  `.client_ip(ClientIpConfig::new().trust(\"{peer}/32\".parse()?))`",
-                live.client_ip.forwarded_header().name()
+                live.admission.client_ip.forwarded_header().name()
             ));
         }
     }
