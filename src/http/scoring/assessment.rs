@@ -1,7 +1,7 @@
 //! What scoring made of one request: its score, the action the ladder
 //! picks, the client's volume and record, and what the answer will update.
 
-use super::ladder::{Action, ScoreReport, Weights};
+use super::ladder::{Action, ScoreReport};
 use super::profile::Profile;
 use super::tuning::Tuning;
 use crate::http::Cluster;
@@ -43,8 +43,17 @@ pub(crate) struct Watch {
     /// nothing anomalous, and its client had asked for more than one route:
     /// a good answer to it earns standing even in trouble.
     pub(super) people_like: bool,
-    /// The weights of the answers, as the request was judged.
-    pub(super) weights: Weights,
+    /// What the answer weighs, by the weights the request was judged by.
+    pub(super) answer: AnswerWeights,
+}
+
+/// The [`Weights`](crate::http::Weights) an answer is scored by: the watch of every admitted
+/// request carries them, so only these.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct AnswerWeights {
+    pub(super) success_credit: f32,
+    pub(super) not_found: f32,
+    pub(super) error_response: f32,
 }
 
 impl Assessment {
@@ -84,7 +93,11 @@ impl Assessment {
             site_key: self.site_key,
             volume: self.volume,
             people_like: self.look.people_like && self.profile.route_count() >= 2,
-            weights: self.tuning.weights,
+            answer: AnswerWeights {
+                success_credit: self.tuning.weights.success_credit,
+                not_found: self.tuning.weights.not_found,
+                error_response: self.tuning.weights.error_response,
+            },
         }
     }
 }

@@ -414,7 +414,7 @@ impl Scorer {
     ) {
         let error = status.is_client_error() || status.is_server_error();
         self.detector.observe_answer(latency, error);
-        let w = &a.weights;
+        let w = &a.answer;
         let (points, good, tag) = if status.is_success() || status.is_redirection() {
             // Good standing is earned at a person's pace only: an attacker
             // cannot build it by hammering. While calm, by any client; in
