@@ -76,6 +76,8 @@ mod decision;
 mod error;
 #[cfg(all(feature = "axum", feature = "tonic"))]
 pub mod guide;
+#[cfg(all(feature = "serde", any(feature = "tower", feature = "redis")))]
+mod hex16;
 #[cfg(feature = "tower")]
 pub mod http;
 pub mod ip;
@@ -89,8 +91,6 @@ pub mod redis;
 mod score;
 #[cfg(feature = "serde")]
 mod serde_duration;
-#[cfg(feature = "serde")]
-mod serde_key;
 #[cfg(feature = "serde")]
 mod serialize;
 mod stats;

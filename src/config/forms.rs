@@ -235,7 +235,7 @@ fn default_bind() -> PrefixLengths {
 impl Serialize for SessionCookie {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         SessionForm {
-            key: crate::serde_key::to_hex(&self.key),
+            key: crate::hex16::encode(&self.key),
             name: self.name.clone(),
             max_age: self.max_age,
             secure: self.secure,
@@ -249,7 +249,7 @@ impl Serialize for SessionCookie {
 impl<'de> Deserialize<'de> for SessionCookie {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let f = SessionForm::deserialize(d)?;
-        let key = crate::serde_key::from_hex("key", &f.key).map_err(serde::de::Error::custom)?;
+        let key = crate::hex16::key_field("key", &f.key).map_err(serde::de::Error::custom)?;
         Ok(SessionCookie::new(key)
             .name(f.name)
             .max_age(f.max_age)

@@ -62,7 +62,7 @@ impl Serialize for RedisStoreBuilder {
         StoreForm {
             url: self.url.clone(),
             namespace: self.namespace.clone(),
-            secret: self.secret.as_ref().map(crate::serde_key::to_hex),
+            secret: self.secret.as_ref().map(crate::hex16::encode),
             timeout: self.timeout,
             on_failure: self.on_failure,
             retry_every: self.retry_every,
@@ -83,7 +83,7 @@ impl<'de> Deserialize<'de> for RedisStoreBuilder {
             .trip_after(f.trip_after);
         if let Some(secret) = f.secret {
             let key =
-                crate::serde_key::from_hex("secret", &secret).map_err(serde::de::Error::custom)?;
+                crate::hex16::key_field("secret", &secret).map_err(serde::de::Error::custom)?;
             b = b.secret(key);
         }
         Ok(b)

@@ -9,7 +9,7 @@ use http::HeaderMap;
 use http::header::{AUTHORIZATION, COOKIE, HOST, ORIGIN};
 use siphasher::sip128::{Hasher128, SipHasher24};
 
-use crate::ConfigError;
+use crate::{ConfigError, hex16};
 
 /// The session cookie's name.
 pub(super) const COOKIE_NAME: &str = "floodguard_console";
@@ -131,7 +131,7 @@ impl Auth {
 
     fn session_value(&self, id: [u8; 16], expires: u64) -> String {
         let mac = self.mac(&id, &expires.to_le_bytes());
-        format!("{}.{expires:x}.{}", hex(&id), hex(&mac))
+        format!("{}.{expires:x}.{}", hex16::encode(&id), hex16::encode(&mac))
     }
 
     /// The session id in a cookie value, if its MAC holds and it has not
@@ -139,9 +139,9 @@ impl Auth {
     fn session(&self, value: &str, now: u64) -> Option<[u8; 16]> {
         let mut parts = value.split('.');
         let (id, expires, mac) = (parts.next()?, parts.next()?, parts.next()?);
-        let id: [u8; 16] = unhex(id)?;
+        let id = hex16::decode(id)?;
         let expires = u64::from_str_radix(expires, 16).ok()?;
-        let mac: [u8; 16] = unhex(mac)?;
+        let mac = hex16::decode(mac)?;
         let ok = ct_eq(&mac, &self.mac(&id, &expires.to_le_bytes()));
         (ok && parts.next().is_none() && now < expires).then_some(id)
     }
@@ -149,7 +149,7 @@ impl Auth {
     /// A session's CSRF value: its id's MAC under another label, so it is
     /// not the cookie and cannot be made without the key.
     pub(super) fn csrf(&self, session: &[u8; 16]) -> String {
-        hex(&self.mac(b"csrf", session))
+        hex16::encode(&self.mac(b"csrf", session))
     }
 
     /// Whether a state-changing request from a browser session is the
@@ -207,21 +207,6 @@ fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
-    if s.len() != 2 * N {
-        return None;
-    }
-    let mut out = [0u8; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 #[cfg(test)]
