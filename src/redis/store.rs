@@ -436,6 +436,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
 
 impl RedisStoreBuilder {
     /// The secret, if one was set (for comparing configurations).
+    #[cfg(feature = "tower")]
     pub(crate) fn secret_key(&self) -> Option<[u8; 16]> {
         self.secret
     }
